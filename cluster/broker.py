@@ -1,0 +1,142 @@
+"""Brokers a lab can run on: the embedded amqtt broker (default) or a mosquitto process.
+
+Both bind loopback only, on a free port unless one is given. Labs on an external broker
+(``--broker mqtt://host:port``) need neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from replication.transport import BrokerAddress
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that was free a moment ago on ``host``."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_listening(address: BrokerAddress, timeout: float = 10.0) -> None:
+    """Wait until something accepts TCP connections at ``address``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            _reader, writer = await asyncio.open_connection(address.host, address.port)
+        except OSError:
+            if loop.time() > deadline:
+                raise TimeoutError(f"no broker is listening at {address.url}") from None
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+
+
+def quiet_amqtt() -> None:
+    """amqtt and its state machine log every packet at INFO; keep only warnings."""
+    for name in ("amqtt", "transitions", "amqtt.broker", "amqtt.client", "amqtt.mqtt.protocol"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class EmbeddedBroker:
+    """amqtt in this process's event loop, bound to loopback, with only the auth plugin.
+
+    Clients must send a username (any): amqtt queues QoS 1 messages for offline persistent
+    sessions only for non-anonymous clients.
+    """
+
+    def __init__(self, port: int | None = None, host: str = LOOPBACK) -> None:
+        self.address = BrokerAddress(host, port or free_port(host))
+        self._broker: Any = None
+
+    async def start(self) -> None:
+        from amqtt.broker import Broker
+
+        quiet_amqtt()
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.address.host}:{self.address.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": False}},
+        }
+        self._broker = Broker(config)
+        await self._broker.start()
+
+    async def stop(self) -> None:
+        if self._broker is not None:
+            with contextlib.suppress(Exception):
+                await self._broker.shutdown()
+            self._broker = None
+
+    @property
+    def url(self) -> str:
+        return self.address.url
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+    )
+
+
+class MosquittoBroker:
+    """A private mosquitto process on a free loopback port, persistence off, for tests and benchmarks."""
+
+    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
+        found = binary or mosquitto_binary()
+        if found is None:
+            raise FileNotFoundError("no mosquitto binary found (Debian: apt-get install mosquitto)")
+        self.binary = found
+        self.address = BrokerAddress(LOOPBACK, port or free_port())
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    async def start(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="certsim-mosquitto-")
+        conf = Path(self._dir.name) / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.address.port} {self.address.host}\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "max_queued_messages 100000\n"
+            "user root\n"
+            "log_dest none\n",
+            encoding="utf-8",
+        )
+        self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own config
+            [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            await wait_listening(self.address)
+        except TimeoutError:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                await asyncio.to_thread(self._proc.wait, 5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                await asyncio.to_thread(self._proc.wait)
+            self._proc = None
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    @property
+    def url(self) -> str:
+        return self.address.url

@@ -1,0 +1,105 @@
+"""The one control path: administrative requests to a node over the bus, with answers or clear errors.
+
+The CLI, scenarios, tests and (later) the REST and SSH front ends all call
+``ControlClient.request``; nothing reaches a node's state any other way. Requests are
+sealed envelopes like replication traffic, sent at QoS 0 so a request to a node that is
+down is not queued and executed later: it times out with an error instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from node.errors import NotFound, Unavailable, error_from
+from replication.envelope import Envelope, EnvelopeError, open_envelope
+from replication.topics import Topics
+from replication.transport import BrokerAddress, Bus, NotConnected
+
+DEFAULT_TIMEOUT_S = 15.0
+
+
+class ControlClient:
+    """Sends requests to named nodes of one lab and waits for their answers."""
+
+    def __init__(
+        self,
+        broker: BrokerAddress,
+        topics: Topics,
+        secret: bytes,
+        nodes: Iterable[str],
+        *,
+        name: str | None = None,
+    ) -> None:
+        self.name = name or f"admin-{secrets.token_hex(4)}"
+        self.topics = topics
+        self.nodes = tuple(nodes)
+        self._secret = secret
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._bus = Bus(
+            broker,
+            client_id=f"{topics.root}/{self.name}".replace("/", ":"),
+            subscriptions=[topics.reply(self.name)],
+            on_message=self._on_reply,
+            clean_session=True,
+        )
+
+    async def start(self, timeout: float = 10.0) -> None:
+        self._bus.start()
+        if not await self._bus.wait_connected(timeout):
+            await self._bus.stop()
+            raise Unavailable(f"cannot reach the broker at {self._bus.address.url}")
+
+    async def stop(self) -> None:
+        await self._bus.stop()
+        for fut in self._pending.values():
+            fut.cancel()
+        self._pending.clear()
+
+    async def __aenter__(self) -> ControlClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    async def request(self, node: str, op: str, args: dict[str, Any] | None = None, *, timeout: float = DEFAULT_TIMEOUT_S) -> Any:
+        """Run ``op`` on ``node``; returns its result or raises the node's error (``CertsimError``)."""
+        if node not in self.nodes:
+            raise NotFound(f"unknown node '{node}'; nodes of this lab: {', '.join(self.nodes)}")
+        env = Envelope(
+            kind="ctl",
+            sender=self.name,
+            to=node,
+            body={"op": op, "args": args or {}, "reply_to": self.topics.reply(self.name)},
+        )
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[env.msg_id] = fut
+        try:
+            try:
+                await self._bus.publish(self.topics.node(node), env.seal(self._secret), qos=0)
+            except NotConnected:
+                raise Unavailable(f"lost the broker connection while asking {node} to {op}") from None
+            try:
+                answer = await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                raise Unavailable(
+                    f"node '{node}' did not answer '{op}' within {timeout:g} s; is it running and connected?"
+                ) from None
+        finally:
+            self._pending.pop(env.msg_id, None)
+        if answer.get("ok"):
+            return answer.get("result")
+        error = answer.get("error") or {}
+        raise error_from(str(error.get("code", "error")), str(error.get("message", "unknown error")))
+
+    async def _on_reply(self, _topic: str, payload: bytes) -> None:
+        try:
+            env = open_envelope(payload, self._secret)
+        except EnvelopeError:
+            return
+        fut = self._pending.get(str(env.body.get("req")))
+        if fut is not None and not fut.done():
+            fut.set_result(env.body)

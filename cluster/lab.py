@@ -1,0 +1,283 @@
+"""A running lab: its directory, clock, broker, node agents and control client, in one process.
+
+The lab directory keeps everything that must survive between runs: one SQLite file per
+node, the lab's instance id (so its topic root never collides with an older lab of the
+same name on a shared broker) and the origin of its simulated clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from cluster.broker import EmbeddedBroker, wait_listening
+from cluster.control import ControlClient
+from cluster.labfile import LabSpec
+from node.agent import NodeAgent, NodeConfig
+from node.clock import SimClock
+from node.errors import NotFound, Unavailable
+from node.logs import open_log
+from replication.envelope import derive_key
+from replication.topics import Topics
+from replication.transport import BrokerAddress
+
+STATE_FILE = "lab.json"
+RUNNING_FILE = "running.json"
+LAB_COPY = "lab.yaml"
+
+
+def certsim_home() -> Path:
+    """Where labs live unless told otherwise: ``$CERTSIM_HOME`` or ``~/.certsim``."""
+    return Path(os.environ.get("CERTSIM_HOME") or Path.home() / ".certsim")
+
+
+def default_lab_dir(name: str) -> Path:
+    return certsim_home() / "labs" / name
+
+
+@dataclass(frozen=True)
+class LabState:
+    """Persisted facts of one lab directory."""
+
+    instance: str
+    sim_origin: dt.datetime
+    wall_origin: float
+    rate: float
+
+    @classmethod
+    def load_or_create(cls, lab_dir: Path, spec: LabSpec) -> LabState:
+        path = lab_dir / STATE_FILE
+        if path.exists():
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            if raw.get("lab") != spec.name:
+                raise NotFound(f"{lab_dir} holds lab '{raw.get('lab')}', not '{spec.name}'; use another --lab-dir")
+            return cls(
+                raw["instance"], dt.datetime.fromisoformat(raw["sim_origin"]), float(raw["wall_origin"]), float(raw["rate"])
+            )
+        wall = time.time()  # the lab's clock origin is the one wall-clock read a lab makes
+        state = cls(
+            secrets.token_hex(4),
+            spec.clock_start or dt.datetime.fromtimestamp(wall, dt.UTC).replace(microsecond=0),
+            wall,
+            spec.clock_rate,
+        )
+        lab_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(lab_dir, 0o700)
+        path.write_text(
+            json.dumps(
+                {
+                    "lab": spec.name,
+                    "instance": state.instance,
+                    "sim_origin": state.sim_origin.isoformat(),
+                    "wall_origin": state.wall_origin,
+                    "rate": state.rate,
+                },
+                indent=2,
+            ),
+            encoding="utf-8",
+        )
+        return state
+
+    def topics(self, lab: str) -> Topics:
+        return Topics(f"certsim/{lab}/{self.instance}")
+
+    def clock(self) -> SimClock:
+        return SimClock(self.sim_origin, rate=self.rate, wall_origin=self.wall_origin)
+
+
+class History:
+    """``history.jsonl``: every operation and message event with simulated and wall time."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._file: IO[str] | None = open_log(path) if path is not None else None
+        self.events: list[dict[str, Any]] = []
+        self.keep_in_memory = path is None
+
+    def record(self, event: dict[str, Any]) -> None:
+        line = {"wall": round(time.time(), 4), **event}
+        if self._file is not None:
+            self._file.write(json.dumps(line, default=str) + "\n")
+        if self.keep_in_memory:
+            self.events.append(line)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+@dataclass
+class Convergence:
+    converged: bool
+    seconds: float
+    rounds: int
+    detail: str = ""
+
+
+class Lab:
+    """Start and stop a lab's broker and nodes; reach them through ``self.client``."""
+
+    def __init__(
+        self,
+        spec: LabSpec,
+        lab_dir: Path,
+        *,
+        broker_url: str | None = None,
+        log_dir: Path | None = None,
+        history: History | None = None,
+    ) -> None:
+        self.spec = spec
+        self.lab_dir = lab_dir
+        self.state = LabState.load_or_create(lab_dir, spec)
+        self.topics = self.state.topics(spec.name)
+        self.clock = self.state.clock()
+        self.secret = derive_key(spec.security_password, spec.name)
+        self.log_dir = log_dir or lab_dir / "logs"
+        self.history = history or History(None)
+        self._broker_url = broker_url
+        self.embedded: EmbeddedBroker | None = None
+        self.broker: BrokerAddress | None = BrokerAddress.parse(broker_url) if broker_url else None
+        self.agents: dict[str, NodeAgent] = {}
+        self._sinks: dict[str, IO[str]] = {}
+        self._client: ControlClient | None = None
+
+    @property
+    def client(self) -> ControlClient:
+        if self._client is None:
+            raise Unavailable("the lab is not started")
+        return self._client
+
+    @property
+    def broker_url(self) -> str:
+        assert self.broker is not None
+        return self.broker.url
+
+    def node_config(self, name: str) -> NodeConfig:
+        node = self.spec.node(name)
+        return NodeConfig(
+            lab=self.spec.name,
+            name=node.name,
+            role=node.role,
+            publisher=node.publisher,
+            fqdn=node.fqdn,
+            db_path=self.lab_dir / "nodes" / f"{node.name}.sqlite",
+            topics=self.topics,
+            release=self.spec.release,
+            subject=self.spec.subject,
+            rsa_key_size=self.spec.rsa_key_size,
+        )
+
+    async def start(self, nodes: Iterable[str] | None = None, progress: Callable[[str], None] | None = None) -> None:
+        """Start the broker (embedded unless a URL was given), the nodes, and the control client."""
+        if self.broker is None:
+            self.embedded = EmbeddedBroker()
+            await self.embedded.start()
+            self.broker = self.embedded.address
+        else:
+            try:
+                await wait_listening(self.broker, timeout=5)
+            except TimeoutError:
+                raise Unavailable(f"no MQTT broker is listening at {self.broker.url}") from None
+        self._client = ControlClient(self.broker, self.topics, self.secret, self.spec.node_names)
+        await self._client.start()
+        names = list(nodes) if nodes is not None else list(self.spec.node_names)
+
+        async def one(name: str) -> None:
+            await self.start_node(name)
+            if progress is not None:
+                progress(name)
+
+        await asyncio.gather(*(one(n) for n in names))
+
+    async def start_node(self, name: str) -> NodeAgent:
+        if name in self.agents and self.agents[name].running:
+            raise Unavailable(f"node '{name}' is already running")
+        assert self.broker is not None
+        sink = self._sinks.get(name) or open_log(self.log_dir / f"{name}.log")
+        self._sinks[name] = sink
+        agent = NodeAgent(
+            self.node_config(name),
+            clock=self.clock,
+            broker=self.broker,
+            secret=self.secret,
+            log_sink=sink,
+            observer=self.history.record,
+        )
+        await agent.start()
+        self.agents[name] = agent
+        await agent.bus.wait_connected(timeout=10)
+        return agent
+
+    async def stop_node(self, name: str) -> None:
+        agent = self.agents.get(name)
+        if agent is None or not agent.running:
+            raise Unavailable(f"node '{name}' is not running")
+        await agent.stop()
+
+    def running_nodes(self) -> list[str]:
+        return [n for n, a in self.agents.items() if a.running]
+
+    async def stop(self) -> None:
+        for agent in self.agents.values():
+            if agent.running:
+                await agent.stop()
+        if self._client is not None:
+            await self._client.stop()
+            self._client = None
+        if self.embedded is not None:
+            await self.embedded.stop()
+            self.embedded = None
+            self.broker = BrokerAddress.parse(self._broker_url) if self._broker_url else None
+        for sink in self._sinks.values():
+            sink.close()
+        self._sinks.clear()
+
+    async def request(self, node: str, op: str, args: dict[str, Any] | None = None, timeout: float = 15.0) -> Any:
+        return await self.client.request(node, op, args, timeout=timeout)
+
+    async def converge(self, timeout: float = 30.0, nodes: Iterable[str] | None = None) -> Convergence:
+        """Wait until every running node has seen every other's barrier and their replicated stores agree.
+
+        A barrier travels on the replication topic behind everything its sender published
+        before, so once every node has seen every other node's barrier, all earlier changes
+        have been applied; equal digests then show the anti-entropy exchanges are done too.
+        """
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        members = list(nodes) if nodes is not None else self.running_nodes()
+        rounds = 0
+        detail = ""
+        while loop.time() - start < timeout:
+            rounds += 1
+            token = secrets.token_hex(6)
+            await asyncio.gather(*(self.request(n, "barrier", {"token": token}) for n in members))
+            while loop.time() - start < timeout:
+                seen = await asyncio.gather(*(self.request(n, "barrier_seen", {"token": token}) for n in members))
+                missing = {
+                    n: sorted(set(members) - {n} - set(s["senders"])) for n, s in zip(members, seen, strict=True)
+                }
+                missing = {n: m for n, m in missing.items() if m}
+                if not missing:
+                    break
+                detail = f"barrier not yet seen: {missing}"
+                await asyncio.sleep(0.02)
+            digests = await asyncio.gather(*(self.request(n, "digest") for n in members))
+            pending = {n: d["outbox"] for n, d in zip(members, digests, strict=True) if d["outbox"]}
+            by_store: dict[str, set[str]] = {}
+            for d in digests:
+                for store, digest in d["digests"].items():
+                    by_store.setdefault(store, set()).add(digest)
+            split = sorted(s for s, values in by_store.items() if len(values) > 1)
+            if not pending and not split:
+                return Convergence(True, loop.time() - start, rounds)
+            detail = f"outbox not empty: {pending}" if pending else f"stores differ: {', '.join(split)}"
+            await asyncio.sleep(0.05)
+        return Convergence(False, loop.time() - start, rounds, detail or "timed out")

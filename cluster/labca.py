@@ -1,0 +1,147 @@
+"""The lab CA: roots, intermediates and leaf certificates made on the spot, so no scenario needs files.
+
+Certificates are real X.509 (``cryptography``), dated by the lab's simulated clock, with
+the extensions a CA gives them (CA:TRUE and keyCertSign for CAs, SKI/AKI everywhere).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from node import certs
+from node.catalog import EKU_OIDS, EKU, KU, KeyAlgo
+from node.clock import Clock
+from node.errors import BadInput, NotFound
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A certificate the lab CA made, with its key and the chain above it (issuer first)."""
+
+    name: str
+    cert: x509.Certificate
+    key: certs.PrivateKey
+    chain: tuple[x509.Certificate, ...] = field(default=())
+
+    @property
+    def is_ca(self) -> bool:
+        return certs.is_ca(self.cert)
+
+    def pem(self, *, with_chain: bool = False) -> bytes:
+        items = [self.cert, *self.chain] if with_chain else [self.cert]
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in items)
+
+    def der(self) -> bytes:
+        return certs.der_of(self.cert)
+
+    def pkcs7(self, *, der: bool = False) -> bytes:
+        encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
+        return pkcs7.serialize_certificates([self.cert, *self.chain], encoding)
+
+
+class LabCA:
+    """A registry of named CAs and certificates for one lab run."""
+
+    def __init__(self, clock: Clock, subject: certs.SubjectFields | None = None) -> None:
+        self.clock = clock
+        self.subject = subject or certs.SubjectFields(organization="certsim lab CA", org_unit="PKI")
+        self.items: dict[str, Issued] = {}
+
+    def get(self, name: str) -> Issued:
+        try:
+            return self.items[name]
+        except KeyError:
+            known = ", ".join(sorted(self.items)) or "none yet"
+            raise NotFound(f"the lab CA has no certificate named '{name}' (known: {known})") from None
+
+    def _window(self, days: int, starts_in_days: float) -> tuple[dt.datetime, dt.datetime]:
+        start = (self.clock.now() + dt.timedelta(days=starts_in_days)).replace(microsecond=0)
+        if starts_in_days == 0:
+            start -= dt.timedelta(minutes=5)  # small back-dating, as real CAs do, so "now" is inside
+        return start, start + dt.timedelta(days=days)
+
+    def _check_new(self, name: str) -> None:
+        if name in self.items:
+            raise BadInput(f"the lab CA already has a certificate named '{name}'")
+
+    def create_ca(
+        self,
+        name: str,
+        *,
+        issuer: str | None = None,
+        cn: str | None = None,
+        key_algo: KeyAlgo = KeyAlgo.RSA,
+        key_size: int = 2048,
+        days: int = 3650,
+        starts_in_days: float = 0,
+    ) -> Issued:
+        """A root CA (no issuer) or an intermediate signed by ``issuer``."""
+        self._check_new(name)
+        key = certs.new_private_key(key_algo, key_size)
+        subject = self.subject.name(cn or name)
+        not_before, not_after = self._window(days, starts_in_days)
+        parent = self.get(issuer) if issuer else None
+        if parent is not None and not parent.is_ca:
+            raise BadInput(f"'{issuer}' is not a CA and cannot issue certificates")
+        cert = certs.build_certificate(
+            subject=subject,
+            public_key=key.public_key(),  # type: ignore[arg-type]
+            issuer=parent.cert.subject if parent else subject,
+            issuer_key=parent.key if parent else key,
+            not_before=not_before,
+            not_after=not_after,
+            extensions=[
+                (x509.BasicConstraints(ca=True, path_length=None if parent is None else 0), True),
+                (certs.key_usage([KU.DS, KU.KCS]), True),
+            ],
+        )
+        issued = Issued(name, cert, key, (parent.cert, *parent.chain) if parent else ())
+        self.items[name] = issued
+        return issued
+
+    def issue(
+        self,
+        name: str,
+        *,
+        issuer: str,
+        cn: str | None = None,
+        san: Sequence[str] = (),
+        key_algo: KeyAlgo = KeyAlgo.RSA,
+        key_size: int = 2048,
+        days: int = 365,
+        starts_in_days: float = 0,
+        eku: Sequence[EKU] = (EKU.SERVER, EKU.CLIENT),
+        ku: Sequence[KU] = (KU.DS, KU.KE, KU.DE, KU.KA),
+    ) -> Issued:
+        """A leaf (end-entity) certificate signed by the CA ``issuer``."""
+        self._check_new(name)
+        parent = self.get(issuer)
+        if not parent.is_ca:
+            raise BadInput(f"'{issuer}' is not a CA and cannot issue certificates")
+        key = certs.new_private_key(key_algo, key_size)
+        not_before, not_after = self._window(days, starts_in_days)
+        common = cn or name
+        exts: list[tuple[x509.ExtensionType, bool]] = [
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (certs.key_usage(ku), True),
+            (x509.ExtendedKeyUsage([EKU_OIDS[e] for e in eku]), False),
+            (x509.SubjectAlternativeName([x509.DNSName(n) for n in (san or [common])]), False),
+        ]
+        cert = certs.build_certificate(
+            subject=self.subject.name(common),
+            public_key=key.public_key(),  # type: ignore[arg-type]
+            issuer=parent.cert.subject,
+            issuer_key=parent.key,
+            not_before=not_before,
+            not_after=not_after,
+            extensions=exts,
+        )
+        issued = Issued(name, cert, key, (parent.cert, *parent.chain))
+        self.items[name] = issued
+        return issued

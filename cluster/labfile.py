@@ -1,0 +1,209 @@
+"""Lab files (YAML): what a lab is made of, validated into frozen dataclasses with clear errors.
+
+A lab file, in the spirit of containerlab's topology files::
+
+    lab: demo
+    security_password: "cisco-lab-secret"   # the cluster security password
+    release: "15"                           # behaviour profile (catalog.RELEASES)
+    domain: lab.example                     # default domain for node FQDNs
+    clock: {start: 2026-01-01T00:00:00Z, rate: 1}
+    nodes:
+      - {name: cucm-pub, role: cucm}        # the first cucm node is the publisher
+      - {name: cucm-sub1, role: cucm}
+      - {name: imp-pub, role: imp}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from node.catalog import MAX_CLUSTER_NODES, RELEASES, ReleaseProfile, Role
+from node.certs import SubjectFields
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_FQDN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
+MIN_PASSWORD = 8
+LAB_KEYS = {"lab", "security_password", "release", "domain", "clock", "subject", "nodes", "description", "rsa_key_size"}
+NODE_KEYS = {"name", "role", "publisher", "fqdn"}
+
+
+class LabFileError(ValueError):
+    """A lab file that cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    role: Role
+    publisher: bool
+    fqdn: str
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    name: str
+    security_password: str
+    release: ReleaseProfile
+    nodes: tuple[NodeSpec, ...]
+    clock_start: dt.datetime | None = None
+    clock_rate: float = 1.0
+    subject: SubjectFields = SubjectFields()
+    description: str = ""
+    rsa_key_size: int = 2048
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise LabFileError(f"lab '{self.name}' has no node '{name}'; nodes: {', '.join(self.node_names)}")
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        return tuple(n.name for n in self.nodes)
+
+
+def load_lab(path: Path) -> LabSpec:
+    """Read and validate a lab file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LabFileError(f"cannot read lab file {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise LabFileError(f"{path}: not valid YAML ({exc})") from None
+    return parse_lab(raw, source=str(path))
+
+
+def parse_lab(raw: Any, source: str = "lab") -> LabSpec:
+    """Validate a lab mapping (from YAML or inline in a scenario)."""
+    if not isinstance(raw, Mapping):
+        raise LabFileError(f"{source}: a lab must be a mapping with 'lab', 'security_password' and 'nodes'")
+    unknown = set(raw) - LAB_KEYS
+    if unknown:
+        raise LabFileError(f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(LAB_KEYS))}")
+    name = raw.get("lab")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise LabFileError(f"{source}: 'lab' must be a lowercase name of letters, digits and '-' (got {name!r})")
+    password = raw.get("security_password")
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise LabFileError(f"{source}: 'security_password' must be a string of at least {MIN_PASSWORD} characters")
+    release_name = str(raw.get("release", "15"))
+    release = RELEASES.get(release_name)
+    if release is None:
+        raise LabFileError(f"{source}: unknown release '{release_name}'; known: {', '.join(RELEASES)}")
+    domain = raw.get("domain", "lab.example")
+    if not isinstance(domain, str) or not _FQDN.match(domain):
+        raise LabFileError(f"{source}: 'domain' must be a DNS domain (got {domain!r})")
+    nodes_raw = raw.get("nodes")
+    if not isinstance(nodes_raw, list) or not nodes_raw:
+        raise LabFileError(f"{source}: 'nodes' must be a non-empty list")
+    nodes = _parse_nodes(nodes_raw, domain, source)
+    clock_start, clock_rate = _parse_clock(raw.get("clock"), source)
+    key_size = raw.get("rsa_key_size", 2048)
+    if key_size not in (2048, 3072, 4096):
+        raise LabFileError(f"{source}: 'rsa_key_size' must be 2048, 3072 or 4096")
+    return LabSpec(
+        name=name,
+        security_password=password,
+        release=release,
+        nodes=nodes,
+        clock_start=clock_start,
+        clock_rate=clock_rate,
+        subject=_parse_subject(raw.get("subject"), source),
+        description=str(raw.get("description", "")),
+        rsa_key_size=int(key_size),
+    )
+
+
+def _parse_nodes(nodes_raw: list[Any], domain: str, source: str) -> tuple[NodeSpec, ...]:
+    if len(nodes_raw) > MAX_CLUSTER_NODES:
+        raise LabFileError(f"{source}: {len(nodes_raw)} nodes; a cluster has at most {MAX_CLUSTER_NODES} servers (R-NODE-1)")
+    parsed: list[dict[str, Any]] = []
+    for i, item in enumerate(nodes_raw, start=1):
+        where = f"{source}: node {i}"
+        if not isinstance(item, Mapping):
+            raise LabFileError(f"{where} must be a mapping with 'name' and 'role'")
+        unknown = set(item) - NODE_KEYS
+        if unknown:
+            raise LabFileError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+        name = item.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise LabFileError(f"{where}: 'name' must be lowercase letters, digits and '-' (got {name!r})")
+        try:
+            role = Role(str(item.get("role", "cucm")).lower())
+        except ValueError:
+            raise LabFileError(f"{where} ({name}): role must be 'cucm' or 'imp'") from None
+        fqdn = item.get("fqdn", f"{name}.{domain}")
+        if not isinstance(fqdn, str) or not _FQDN.match(fqdn):
+            raise LabFileError(f"{where} ({name}): 'fqdn' is not a valid host name: {fqdn!r}")
+        publisher = item.get("publisher")
+        if publisher is not None and not isinstance(publisher, bool):
+            raise LabFileError(f"{where} ({name}): 'publisher' must be true or false")
+        parsed.append({"name": name, "role": role, "fqdn": fqdn, "publisher": publisher})
+    for key in ("name", "fqdn"):
+        seen: set[str] = set()
+        for p in parsed:
+            if p[key] in seen:
+                raise LabFileError(f"{source}: two nodes have the {key} '{p[key]}'")
+            seen.add(p[key])
+    for role in Role:
+        members = [p for p in parsed if p["role"] is role]
+        if not members:
+            continue
+        flagged = [p for p in members if p["publisher"]]
+        if len(flagged) > 1:
+            raise LabFileError(f"{source}: more than one {role.value} publisher: {', '.join(p['name'] for p in flagged)}")
+        chosen = flagged[0] if flagged else members[0]  # R-NODE-1: the first node is the publisher
+        for p in members:
+            p["publisher"] = p is chosen
+    if not any(p["role"] is Role.CUCM for p in parsed):
+        raise LabFileError(f"{source}: a cluster needs a Unified CM (cucm) publisher; IM&P nodes join a Unified CM cluster")
+    return tuple(NodeSpec(p["name"], p["role"], p["publisher"], p["fqdn"]) for p in parsed)
+
+
+def _parse_clock(raw: Any, source: str) -> tuple[dt.datetime | None, float]:
+    if raw is None:
+        return None, 1.0
+    if not isinstance(raw, Mapping):
+        raise LabFileError(f"{source}: 'clock' must be a mapping with 'start' and/or 'rate'")
+    start = raw.get("start")
+    parsed: dt.datetime | None = None
+    if start is not None:
+        if isinstance(start, dt.datetime):
+            parsed = start
+        elif isinstance(start, dt.date):
+            parsed = dt.datetime(start.year, start.month, start.day)
+        else:
+            try:
+                parsed = dt.datetime.fromisoformat(str(start).replace("Z", "+00:00"))
+            except ValueError:
+                raise LabFileError(f"{source}: clock start {start!r} is not an ISO date-time") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+    rate = raw.get("rate", 1.0)
+    if not isinstance(rate, int | float) or rate <= 0:
+        raise LabFileError(f"{source}: clock rate must be a positive number")
+    return parsed, float(rate)
+
+
+def _parse_subject(raw: Any, source: str) -> SubjectFields:
+    if raw is None:
+        return SubjectFields()
+    if not isinstance(raw, Mapping):
+        raise LabFileError(f"{source}: 'subject' must be a mapping (organization, org_unit, locality, state, country)")
+    fields = {"organization", "org_unit", "locality", "state", "country"}
+    unknown = set(raw) - fields
+    if unknown:
+        raise LabFileError(f"{source}: unknown subject field(s) {', '.join(sorted(map(str, unknown)))}")
+    country = str(raw.get("country", "US"))
+    if len(country) != 2:
+        raise LabFileError(f"{source}: subject country must be a two-letter code")
+    return SubjectFields(**{k: str(v) for k, v in raw.items()})

@@ -1,0 +1,600 @@
+"""The node agent: one simulated server's asyncio daemon.
+
+It owns the node's database, installs its identity certificates on first start, answers
+administrative requests that arrive over the bus, and runs the replication daemon: local
+changes go out through the outbox; remote records are merged by the rules in
+``replication.records``; digests exchanged on every (re)connect and every resync interval
+repair whatever was missed (anti-entropy, R-REPL-6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+import datetime as dt
+import json
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from node import certs, ops
+from node.catalog import (
+    DEFAULT_RSA_KEY_SIZE,
+    IDENTITY_VALIDITY_DAYS,
+    PEER_TRUST_UNITS,
+    STORES,
+    UNITS,
+    KeyAlgo,
+    ReleaseProfile,
+    Role,
+    StorePolicy,
+    Usage,
+    store_policy,
+    stores_for,
+    units_for,
+)
+from node.clock import Clock
+from node.errors import BadInput, CertsimError, NotFound
+from node.logs import node_logger
+from node.store import Identity, NodeStore
+from replication.envelope import Envelope, EnvelopeError, open_envelope
+from replication.hlc import HybridClock, Version
+from replication.records import Record, entry_survives, put_wins, store_digests, tombstone_wins
+from replication.topics import Topics
+from replication.transport import BrokerAddress, Bus, NotConnected
+
+Observer = Callable[[dict[str, Any]], None]
+MAX_STATE_HOPS = 2  # a state transfer may be answered by one more; this bounds any ping-pong
+BARRIER_MEMORY = 256
+REJECT_LOG_EVERY = 100  # after the first few, log one rejected envelope in this many per reason
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node needs to know about itself and its lab."""
+
+    lab: str
+    name: str
+    role: Role
+    publisher: bool
+    fqdn: str
+    db_path: Path
+    topics: Topics
+    release: ReleaseProfile
+    subject: certs.SubjectFields = certs.SubjectFields()
+    rsa_key_size: int = DEFAULT_RSA_KEY_SIZE
+
+
+class NodeAgent:
+    """A running node. ``start`` returns once the node is installed and its bus task is running."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        clock: Clock,
+        broker: BrokerAddress,
+        secret: bytes,
+        log_sink: Any = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.clock = clock
+        self.broker = broker
+        self._secret = secret
+        self._observer = observer
+        self.store = NodeStore(config.db_path)
+        self.stores = {s.name for s in stores_for(config.role)}
+        self.policies: dict[str, StorePolicy] = {s: store_policy(s, config.release) for s in STORES}
+        self.log = node_logger(
+            log_sink, lambda: certs.iso(self.clock.now()), node=config.name, cluster=config.lab
+        )
+        self.hlc = HybridClock(config.name, clock.now_ms)
+        self.bus = Bus(
+            broker,
+            client_id=f"{config.topics.root}/{config.name}".replace("/", ":"),
+            subscriptions=[config.topics.repl, config.topics.node(config.name)],
+            on_message=self._on_message,
+            on_connect=self._on_connect,
+            will=(config.topics.presence(config.name), b"offline"),
+        )
+        self._wake = asyncio.Event()
+        self._ephemeral: collections.deque[tuple[str, bytes, asyncio.Future[None] | None]] = collections.deque()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._control_tasks: set[asyncio.Task[None]] = set()
+        self.barriers: collections.OrderedDict[str, set[str]] = collections.OrderedDict()
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.running = False
+
+    # ---------------------------------------------------------------------------------------
+    # lifecycle
+
+    async def start(self) -> None:
+        await self.store.open()
+        raw = await self.store.get_meta("hlc")
+        if raw:
+            self.hlc = HybridClock(self.name, self.clock.now_ms, Version.from_json(_json_list(raw)))
+        if await self.store.get_meta("installed") != "1":
+            await self._install()
+        self.running = True
+        self.bus.start()
+        self._tasks = [
+            asyncio.create_task(self._publisher(), name=f"publisher:{self.name}"),
+            asyncio.create_task(self._resync_timer(), name=f"resync:{self.name}"),
+        ]
+        self.log.info("node-started", role=self.config.role.value, publisher=self.config.publisher)
+
+    async def stop(self) -> None:
+        """Clean shutdown: mark offline, disconnect, close the database."""
+        if not self.running:
+            return
+        self.running = False
+        with contextlib.suppress(NotConnected):
+            await asyncio.wait_for(self.bus.publish(self.config.topics.presence(self.name), b"offline", retain=True), 2)
+        for task in [*self._tasks, *self._control_tasks]:
+            task.cancel()
+        for task in [*self._tasks, *self._control_tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.bus.stop()
+        await self.store.close()
+        self.log.info("node-stopped")
+
+    # ---------------------------------------------------------------------------------------
+    # installation (first start only)
+
+    async def _install(self) -> None:
+        """Generate the node's self-signed identities and announce its tomcat certificates (R-REPL-5)."""
+        now = self.clock.now()
+        units = units_for(self.config.role, publisher=self.config.publisher)
+
+        async def make(unit_name: str) -> Identity:
+            unit = UNITS[unit_name]
+            size = 256 if unit.key_algo is KeyAlgo.EC else self.config.rsa_key_size
+            key = await asyncio.to_thread(certs.new_private_key, unit.key_algo, size)
+            cert = certs.self_signed_identity(
+                unit, self.config.fqdn, key, now, self.config.subject, validity_days=IDENTITY_VALIDITY_DAYS
+            )
+            return Identity(unit_name, certs.der_of(cert), certs.key_pem(key), "self-signed")
+
+        identities = await asyncio.gather(*(make(u.name) for u in units))
+        puts = [
+            ops.Put(PEER_TRUST_UNITS[i.unit], certs.entry_name(x509.load_der_x509_certificate(i.cert_der)), i.cert_der)
+            for i in identities
+            if i.unit in PEER_TRUST_UNITS
+        ]
+        async with self.store.transaction():
+            for ident in identities:
+                await self.store.put_identity(ident, self.clock.now_ms())
+            await self._write_changes(puts, [])
+            await self.store.set_meta("installed", "1")
+            await self.store.set_meta("installed_at", certs.iso(now))
+        self.log.info("node-installed", units=[u.name for u in units])
+        self._emit("install", units=[u.name for u in units])
+
+    # ---------------------------------------------------------------------------------------
+    # local changes: one transaction for the change and its outgoing message
+
+    async def _write_changes(self, puts: Iterable[ops.Put], removes: Iterable[ops.Remove]) -> list[Record]:
+        """Apply local changes inside an open transaction; queue the replicated part in the outbox."""
+        outgoing: list[Record] = []
+        for put in puts:
+            rec = Record(put.store, put.name, self.hlc.tick(), put.der, self.name)
+            await self.store.put_entry(rec)
+            if self.policies[put.store].replicate_add:
+                outgoing.append(rec)
+        for remove in removes:
+            policy = self.policies[remove.store]
+            await self.store.delete_entry(remove.store, remove.name)
+            if policy.tombstone:
+                tomb = Record(remove.store, remove.name, self.hlc.tick(), None, self.name)
+                await self.store.put_tombstone(tomb)
+                if policy.replicate_delete:
+                    outgoing.append(tomb)
+        if outgoing:
+            env = self._envelope("change", {"records": [r.to_json() for r in outgoing]})
+            await self.store.outbox_add(self.config.topics.repl, env.seal(self._secret))
+        await self.store.set_meta("hlc", _json_dump(self.hlc.last.to_json()))
+        self._wake.set()
+        return outgoing
+
+    def _envelope(self, kind: str, body: dict[str, Any], to: str | None = None) -> Envelope:
+        return Envelope(kind=kind, sender=self.name, body=body, to=to, sent_ms=self.clock.now_ms())
+
+    async def _publisher(self) -> None:
+        """Drain the outbox (durable, in order), then ephemeral messages; retry across reconnects."""
+        while True:
+            self._wake.clear()
+            try:
+                rows = await self.store.outbox_peek()
+                for row_id, topic, payload in rows:
+                    await self.bus.publish(topic, payload)
+                    await self.store.outbox_remove([row_id])
+                    self.stats["published"] += 1
+                if rows:
+                    continue
+                while self._ephemeral:
+                    topic, payload, done = self._ephemeral[0]
+                    await self.bus.publish(topic, payload)
+                    self._ephemeral.popleft()
+                    self.stats["published"] += 1
+                    if done is not None and not done.done():
+                        done.set_result(None)
+            except NotConnected:
+                await self.bus.wait_connected(timeout=5)
+                continue
+            await self._wake.wait()
+
+    def _send(self, topic: str, env: Envelope) -> asyncio.Future[None]:
+        """Queue a non-durable message (digests, state transfers, barriers) after the outbox."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ephemeral.append((topic, env.seal(self._secret), done))
+        self._wake.set()
+        return done
+
+    # ---------------------------------------------------------------------------------------
+    # incoming messages
+
+    async def _on_connect(self) -> None:
+        await self.bus.publish(self.config.topics.presence(self.name), b"online", retain=True)
+        self.log.info("bus-connected", broker=self.broker.url, connects=self.bus.connects)
+        await self._broadcast_digest("connect")
+
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            env = open_envelope(payload, self._secret)
+        except EnvelopeError as exc:
+            self._reject(exc.reason, topic)
+            return
+        if env.sender == self.name or (env.to is not None and env.to != self.name):
+            return
+        self.stats[f"received:{env.kind}"] += 1
+        handler = self._handlers.get(env.kind)
+        if handler is None:
+            self._reject("unknown-kind", topic)
+            return
+        try:
+            await handler(self, env)
+        except (ValueError, KeyError, TypeError) as exc:
+            self._reject("bad-body", topic, detail=str(exc))
+
+    def _reject(self, reason: str, topic: str, detail: str = "") -> None:
+        self.rejected[reason] += 1
+        count = self.rejected[reason]
+        if count <= 3 or count % REJECT_LOG_EVERY == 0:
+            self.log.warning("envelope-rejected", reason=reason, topic=topic, count=count, detail=detail[:200])
+
+    async def _handle_change(self, env: Envelope) -> None:
+        records = [Record.from_json(r) for r in env.body["records"]]
+        changed = await self.apply_records(records, env.sender)
+        self._emit("apply", sender=env.sender, msg=env.msg_id, records=len(records), changed=changed)
+
+    async def _handle_barrier(self, env: Envelope) -> None:
+        token = str(env.body["token"])
+        self.barriers.setdefault(token, set()).add(env.sender)
+        self.barriers.move_to_end(token)
+        while len(self.barriers) > BARRIER_MEMORY:
+            self.barriers.popitem(last=False)
+
+    async def _handle_digest(self, env: Envelope) -> None:
+        theirs = _digest_map(env.body["digests"])
+        mine = await self.digests()
+        differing = [s for s in mine if s in theirs and mine[s] != theirs[s]]
+        if differing:
+            await self._send_state(env.sender, differing, mine, hops=0)
+
+    async def _handle_state(self, env: Envelope) -> None:
+        records = [Record.from_json(r) for r in env.body["records"]]
+        changed = await self.apply_records(records, env.sender)
+        self._emit("state-in", sender=env.sender, records=len(records), changed=changed)
+        theirs = _digest_map(env.body["digests"])
+        hops = int(env.body.get("hops", 0))
+        mine = await self.digests()
+        differing = [s for s in env.body["stores"] if s in mine and s in theirs and mine[s] != theirs[s]]
+        if differing and hops < MAX_STATE_HOPS:
+            await self._send_state(env.sender, differing, mine, hops=hops + 1)
+
+    async def _handle_control(self, env: Envelope) -> None:
+        task = asyncio.create_task(self._answer(env), name=f"control:{self.name}:{env.body.get('op')}")
+        self._control_tasks.add(task)
+        task.add_done_callback(self._control_tasks.discard)
+
+    _handlers: Mapping[str, Callable[[NodeAgent, Envelope], Awaitable[None]]] = {
+        "change": _handle_change,
+        "barrier": _handle_barrier,
+        "digest": _handle_digest,
+        "state": _handle_state,
+        "ctl": _handle_control,
+    }
+
+    async def apply_records(self, records: list[Record], sender: str) -> int:
+        """Merge records from a peer; returns how many changed this node. Idempotent."""
+        changed = 0
+        async with self.store.transaction():
+            for rec in records:
+                if rec.store not in self.stores:
+                    continue  # e.g. CallManager-trust on an IM&P node
+                policy = self.policies[rec.store]
+                self.hlc.observe(rec.version)
+                if rec.der is None:
+                    if not policy.replicate_delete:
+                        self._reject("locality", f"{rec.store}/{rec.name}", detail=f"deletion from {sender}")
+                        continue
+                    tomb = await self.store.get_tombstone(rec.store, rec.name)
+                    if tombstone_wins(rec.version, tomb.version if tomb else None):
+                        await self.store.put_tombstone(rec)
+                        entry = await self.store.get_entry(rec.store, rec.name)
+                        if entry is not None and not entry_survives(entry.version, rec.version):
+                            await self.store.delete_entry(rec.store, rec.name)
+                            changed += 1
+                else:
+                    if not policy.replicate_add:
+                        self._reject("locality", f"{rec.store}/{rec.name}", detail=f"upload from {sender}")
+                        continue
+                    try:
+                        x509.load_der_x509_certificate(rec.der)
+                    except ValueError:
+                        self._reject("bad-certificate", f"{rec.store}/{rec.name}", detail=f"from {sender}")
+                        continue
+                    entry = await self.store.get_entry(rec.store, rec.name)
+                    tomb = await self.store.get_tombstone(rec.store, rec.name)
+                    if put_wins(rec.version, entry.version if entry else None, tomb.version if tomb else None):
+                        await self.store.put_entry(rec)
+                        changed += 1
+            await self.store.set_meta("hlc", _json_dump(self.hlc.last.to_json()))
+        if changed:
+            self.log.info("records-applied", sender=sender, changed=changed, received=len(records))
+        return changed
+
+    # ---------------------------------------------------------------------------------------
+    # anti-entropy
+
+    async def replicated_view(self, stores: Iterable[str] | None = None) -> list[Record]:
+        """What this node must agree on with its peers: replicated adds plus replicated deletions."""
+        wanted = set(stores) if stores is not None else self.stores
+        view = [
+            r for r in await self.store.entries() if r.store in wanted and self.policies[r.store].replicate_add
+        ]
+        view += [
+            r
+            for r in await self.store.tombstones()
+            if r.store in wanted and self.policies[r.store].replicate_delete
+        ]
+        return view
+
+    async def digests(self) -> dict[str, str]:
+        """Per replicated store of this node's role, a digest of its replicated view."""
+        mine = {s: "" for s in self.stores if self.policies[s].replicate_add or self.policies[s].replicate_delete}
+        mine.update({s: d for s, d in store_digests(await self.replicated_view()).items() if s in mine})
+        return mine
+
+    async def _broadcast_digest(self, reason: str) -> None:
+        self.stats["digests-sent"] += 1
+        self._send(self.config.topics.repl, self._envelope("digest", {"digests": await self.digests()}))
+        self._emit("digest-out", reason=reason)
+
+    async def _send_state(self, to: str, stores: list[str], mine: dict[str, str], *, hops: int) -> None:
+        records = await self.replicated_view(stores)
+        body = {"stores": stores, "records": [r.to_json() for r in records], "digests": mine, "hops": hops}
+        self._send(self.config.topics.node(to), self._envelope("state", body, to=to))
+        self.stats["states-sent"] += 1
+        self._emit("state-out", to=to, stores=stores, records=len(records))
+
+    async def _resync_timer(self) -> None:
+        """Broadcast digests every resync interval of simulated time (R-REPL-6: 1800 s)."""
+        interval = dt.timedelta(seconds=self.config.release.resync_interval_s)
+        due = self.clock.now() + interval
+        while True:
+            await _sleep_until(self.clock, due)
+            due = self.clock.now() + interval
+            if self.bus.connected:
+                await self._broadcast_digest("timer")
+
+    async def resync(self) -> None:
+        """Force anti-entropy now (a restart of the Intercluster Sync Agent does this, R-REPL-6)."""
+        await self._broadcast_digest("forced")
+
+    # ---------------------------------------------------------------------------------------
+    # control requests
+
+    async def _answer(self, env: Envelope) -> None:
+        reply_to = env.body.get("reply_to")
+        op = str(env.body.get("op"))
+        args = env.body.get("args") or {}
+        try:
+            if not isinstance(args, dict):
+                raise BadInput("request arguments must be an object")
+            result = await self.handle(op, args)
+            body: dict[str, Any] = {"req": env.msg_id, "ok": True, "result": result}
+        except CertsimError as exc:
+            body = {"req": env.msg_id, "ok": False, "error": {"code": exc.code, "message": exc.message}}
+        except Exception as exc:  # never let a request kill the node; report it instead
+            self.log.exception("request-failed", op=op)
+            body = {"req": env.msg_id, "ok": False, "error": {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}}
+        self._emit("op", op=op, sender=env.sender, ok=body["ok"], error=body.get("error"))
+        if isinstance(reply_to, str):
+            with contextlib.suppress(NotConnected):
+                await self.bus.publish(reply_to, self._envelope("ctl-reply", body, to=env.sender).seal(self._secret))
+
+    async def handle(self, op: str, args: dict[str, Any]) -> Any:
+        """Run one administrative request; the only entry point for CLI, scenarios and tests."""
+        handler = _OPS.get(op)
+        if handler is None:
+            raise NotFound(f"unknown operation '{op}'; known: {', '.join(sorted(_OPS))}")
+        return await handler(self, args)
+
+    async def op_ping(self, _args: dict[str, Any]) -> dict[str, Any]:
+        return {"node": self.name, "sim_time": certs.iso(self.clock.now())}
+
+    async def op_status(self, _args: dict[str, Any]) -> dict[str, Any]:
+        counts = await self.store.store_counts()
+        return {
+            "node": self.name,
+            "role": self.config.role.value,
+            "publisher": self.config.publisher,
+            "fqdn": self.config.fqdn,
+            "release": self.config.release.name,
+            "connected": self.bus.connected,
+            "stores": {s: counts.get(s, 0) for s in sorted(self.stores)},
+            "identities": sorted((await self.store.identities()).keys()),
+            "outbox": await self.store.outbox_count(),
+            "digests": await self.digests(),
+            "rejected": dict(self.rejected),
+            "stats": dict(self.stats),
+            "sim_time": certs.iso(self.clock.now()),
+        }
+
+    async def op_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        flt = ops.ListFilter.from_args(args)
+        if flt.store is not None and flt.store not in self.stores and flt.store not in UNITS:
+            ops.check_store(self.config.role, flt.store)
+        rows: list[dict[str, Any]] = []
+        for unit, ident in sorted((await self.store.identities()).items()):
+            desc = certs.describe(x509.load_der_x509_certificate(ident.cert_der))
+            if flt.matches(unit, Usage.IDENTITY, desc):
+                rows.append({"store": unit, "usage": Usage.IDENTITY.value, "source": ident.source, **desc})
+        for rec in await self.store.entries():
+            assert rec.der is not None
+            desc = certs.describe(x509.load_der_x509_certificate(rec.der))
+            if flt.matches(rec.store, Usage.TRUST, desc):
+                desc["name"] = rec.name
+                rows.append(
+                    {"store": rec.store, "usage": Usage.TRUST.value, "origin": rec.origin, "version": str(rec.version), **desc}
+                )
+        return rows
+
+    async def op_upload(self, args: dict[str, Any]) -> dict[str, Any]:
+        store = str(args.get("store") or "")
+        data = _b64_arg(args, "data")
+        if store in UNITS:
+            raise NotFound(
+                f"'{store}' is an identity unit; uploading identity certificates comes with the certificate "
+                f"operations (CSR and CA-signed flow); to trust a certificate upload it to '{UNITS[store].trust_store}'"
+            )
+        ops.check_store(self.config.role, store)
+        uploaded = certs.load_certificates(data)
+        existing = {(r.store, r.name): r.der or b"" for r in await self.store.entries()}
+        plan = ops.plan_trust_upload(self.config.role, store, uploaded, existing, self.clock.now())
+        replicated: list[Record] = []
+        if plan.puts:
+            async with self.store.transaction():
+                replicated = await self._write_changes(plan.puts, [])
+        self.log.info("upload", store=store, added=plan.added, replaced=plan.replaced, unchanged=plan.unchanged)
+        return {
+            "store": store,
+            "added": list(plan.added),
+            "replaced": list(plan.replaced),
+            "unchanged": list(plan.unchanged),
+            "notes": list(plan.notes),
+            "replicated": sorted({f"{r.store}/{r.name}" for r in replicated}),
+        }
+
+    async def op_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        store = str(args.get("store") or "")
+        name = str(args.get("name") or "")
+        if not name:
+            raise BadInput("no certificate name given")
+        names = {r.name for r in await self.store.entries(store)} if store in STORES else set()
+        remove = ops.plan_trust_delete(self.config.role, store, name, names)
+        async with self.store.transaction():
+            replicated = await self._write_changes([], [remove])
+        self.log.info("delete", store=store, name=remove.name, replicated=bool(replicated))
+        return {"store": store, "deleted": remove.name, "replicated": bool(replicated)}
+
+    async def op_download(self, args: dict[str, Any]) -> dict[str, Any]:
+        store = str(args.get("store") or "")
+        fmt = str(args.get("format") or "pem").lower()
+        if fmt not in ("pem", "der"):
+            raise BadInput(f"unknown format '{fmt}'; use pem or der")
+        if store in UNITS:
+            ident = (await self.store.identities()).get(store)
+            if ident is None:
+                raise NotFound(f"this node has no '{store}' identity certificate")
+            der = ident.cert_der
+            name = certs.entry_name(x509.load_der_x509_certificate(der))
+        else:
+            ops.check_store(self.config.role, store)
+            name = certs.normalize_name(str(args.get("name") or ""))
+            rec = await self.store.get_entry(store, name)
+            if rec is None or rec.der is None:
+                raise NotFound(f"no certificate named '{name}' in {store}")
+            der = rec.der
+        cert = x509.load_der_x509_certificate(der)
+        data = der if fmt == "der" else certs.pem_of(cert).encode()
+        return {"store": store, "name": name, "filename": f"{name}.{fmt}", "data": base64.b64encode(data).decode()}
+
+    async def op_digest(self, _args: dict[str, Any]) -> dict[str, Any]:
+        return {"digests": await self.digests(), "outbox": await self.store.outbox_count()}
+
+    async def op_barrier(self, args: dict[str, Any]) -> dict[str, Any]:
+        token = str(args.get("token") or "")
+        if not token:
+            raise BadInput("barrier needs a token")
+        done = self._send(self.config.topics.repl, self._envelope("barrier", {"token": token}))
+        await asyncio.wait_for(done, timeout=float(args.get("timeout", 10)))
+        return {"token": token}
+
+    async def op_barrier_seen(self, args: dict[str, Any]) -> dict[str, Any]:
+        token = str(args.get("token") or "")
+        return {"token": token, "senders": sorted(self.barriers.get(token, set()))}
+
+    async def op_resync(self, _args: dict[str, Any]) -> dict[str, Any]:
+        await self.resync()
+        return {"resync": "started"}
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        if self._observer is not None:
+            self._observer({"event": event, "node": self.name, "sim": certs.iso(self.clock.now()), **fields})
+
+
+_OPS: dict[str, Callable[[NodeAgent, dict[str, Any]], Awaitable[Any]]] = {
+    "ping": NodeAgent.op_ping,
+    "status": NodeAgent.op_status,
+    "list": NodeAgent.op_list,
+    "upload": NodeAgent.op_upload,
+    "delete": NodeAgent.op_delete,
+    "download": NodeAgent.op_download,
+    "digest": NodeAgent.op_digest,
+    "barrier": NodeAgent.op_barrier,
+    "barrier_seen": NodeAgent.op_barrier_seen,
+    "resync": NodeAgent.op_resync,
+}
+
+
+def _b64_arg(args: Mapping[str, Any], key: str) -> bytes:
+    raw = args.get(key)
+    if not isinstance(raw, str) or not raw:
+        raise BadInput(f"no {key} given")
+    try:
+        return base64.b64decode(raw, validate=True)
+    except ValueError:
+        raise BadInput(f"{key} is not valid base64") from None
+
+
+def _digest_map(raw: object) -> dict[str, str]:
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ValueError("digests must map store names to strings")
+    return dict(raw)
+
+
+def _json_dump(value: object) -> str:
+    return json.dumps(value)
+
+
+def _json_list(raw: str) -> object:
+    return json.loads(raw)
+
+
+async def _sleep_until(clock: Clock, due: dt.datetime) -> None:
+    """Sleep until the simulated clock reaches ``due``, re-reading it so jumps are honoured."""
+    while (remaining := (due - clock.now()).total_seconds()) > 0:
+        rate = getattr(clock, "rate", 1.0)
+        await asyncio.sleep(min(remaining / rate, 0.5))
+

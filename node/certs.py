@@ -1,0 +1,373 @@
+"""Certificate handling, pure: parse what users upload, name entries, describe, and build certificates.
+
+Every certificate, key and chain is a real ``cryptography`` object. Parsing is strict and
+each refusal names the problem, because an upload that fails must change nothing and
+tell the administrator why (DOMAIN.md R-OP-UPLOAD-2).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import NameOID
+
+from node.catalog import EKU_OIDS, KU, KeyAlgo, UnitSpec
+from node.errors import BadInput
+
+MAX_UPLOAD_BYTES = 1 << 20  # a chain of ten certificates is ~20 KB; anything near 1 MiB is not a certificate
+MAX_CERTS_PER_UPLOAD = 50
+MIN_RSA_BITS = 2048
+EC_CURVES: dict[int, ec.EllipticCurve] = {256: ec.SECP256R1(), 384: ec.SECP384R1(), 521: ec.SECP521R1()}
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----(.*?)-----END ([A-Z0-9 #]+)-----", re.DOTALL)
+_CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
+_PKCS7_LABELS = {b"PKCS7", b"PKCS #7 SIGNED DATA", b"CMS"}
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _check_parsed(cert: x509.Certificate, where: str) -> x509.Certificate:
+    """Touch the lazily parsed parts so a malformed certificate fails here, not later in a node."""
+    try:
+        _ = cert.subject, cert.issuer, cert.extensions, cert.not_valid_before_utc, cert.not_valid_after_utc
+        key = cert.public_key()
+    except (ValueError, TypeError) as exc:
+        raise BadInput(f"{where}: malformed certificate ({exc})") from None
+    except Exception as exc:  # cryptography raises various errors for unsupported structures
+        raise BadInput(f"{where}: malformed certificate ({type(exc).__name__}: {exc})") from None
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise BadInput(f"{where}: unsupported public key type {type(key).__name__}; only RSA and EC are accepted")
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        raise BadInput(f"{where}: RSA key of {key.key_size} bits is below the minimum of {MIN_RSA_BITS}")
+    return cert
+
+
+def _der_certificates(data: bytes, where: str) -> list[x509.Certificate]:
+    try:
+        return [_check_parsed(x509.load_der_x509_certificate(data), where)]
+    except BadInput:
+        raise
+    except ValueError as cert_exc:
+        try:
+            certs = pkcs7.load_der_pkcs7_certificates(data)
+        except ValueError as p7_exc:
+            if "no certificate" in str(p7_exc).lower():
+                raise BadInput(f"{where}: PKCS#7 bundle contains no certificates") from None
+            raise BadInput(
+                f"{where}: not a valid DER certificate or PKCS#7 bundle (truncated or malformed: {cert_exc})"
+            ) from None
+        except Exception as exc:
+            raise BadInput(f"{where}: malformed DER PKCS#7 bundle ({exc})") from None
+        if not certs:
+            raise BadInput(f"{where}: PKCS#7 bundle contains no certificates") from None
+        return [_check_parsed(c, f"{where}, certificate {i + 1}") for i, c in enumerate(certs)]
+
+
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """Parse PEM (certificates or PKCS#7), DER certificate or DER PKCS#7 into certificates.
+
+    Raises ``BadInput`` naming the problem; returns at least one certificate, duplicates removed.
+    """
+    if not data or not data.strip():
+        raise BadInput("empty input: no certificate given")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise BadInput(f"input is {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,} bytes")
+    certs: list[x509.Certificate] = []
+    if b"-----BEGIN" in data:
+        blocks = list(_PEM_BLOCK.finditer(data))
+        if not blocks:
+            raise BadInput("truncated PEM: a -----BEGIN line has no matching -----END line")
+        if data.count(b"-----BEGIN") != len(blocks):
+            raise BadInput("truncated PEM: a -----BEGIN line has no matching -----END line")
+        for i, block in enumerate(blocks, start=1):
+            label, body, end_label = block.group(1), block.group(2), block.group(3)
+            where = f"PEM block {i}"
+            if label != end_label:
+                raise BadInput(f"{where}: BEGIN {label.decode()} does not match END {end_label.decode()}")
+            if label not in _CERT_LABELS | _PKCS7_LABELS:
+                raise BadInput(f"{where} is a '{label.decode()}', not a certificate or PKCS#7 chain")
+            try:
+                der = base64.b64decode(b"".join(body.split()), validate=True)
+            except (binascii.Error, ValueError):
+                raise BadInput(f"{where}: bad base64 in the {label.decode()} block") from None
+            if not der:
+                raise BadInput(f"{where}: the {label.decode()} block is empty")
+            if label in _PKCS7_LABELS:
+                certs.extend(_der_pkcs7(der, where))
+            else:
+                certs.extend(_der_certificates(der, where))
+    else:
+        if data.lstrip()[:1] != b"\x30":
+            raise BadInput("not a certificate: neither PEM (no -----BEGIN line) nor DER (no ASN.1 SEQUENCE)")
+        certs = _der_certificates(data, "DER input")
+    if len(certs) > MAX_CERTS_PER_UPLOAD:
+        raise BadInput(f"{len(certs)} certificates in one upload; the limit is {MAX_CERTS_PER_UPLOAD}")
+    unique: dict[bytes, x509.Certificate] = {}
+    for cert in certs:
+        unique.setdefault(cert.fingerprint(hashes.SHA256()), cert)
+    return list(unique.values())
+
+
+def _der_pkcs7(der: bytes, where: str) -> list[x509.Certificate]:
+    try:
+        certs = pkcs7.load_der_pkcs7_certificates(der)
+    except ValueError as exc:
+        if "no certificate" in str(exc).lower():
+            raise BadInput(f"{where}: PKCS#7 bundle contains no certificates") from None
+        raise BadInput(f"{where}: malformed PKCS#7 bundle ({exc})") from None
+    except Exception as exc:
+        raise BadInput(f"{where}: malformed PKCS#7 bundle ({exc})") from None
+    if not certs:
+        raise BadInput(f"{where}: PKCS#7 bundle contains no certificates")
+    return [_check_parsed(c, f"{where}, certificate {i + 1}") for i, c in enumerate(certs)]
+
+
+def common_name(name: x509.Name) -> str | None:
+    """The first CN of a name, or None."""
+    attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not attrs:
+        return None
+    value = attrs[0].value
+    return value if isinstance(value, str) else value.decode(errors="replace")
+
+
+def entry_name(cert: x509.Certificate) -> str:
+    """The file name (without .pem) the product gives a certificate in a store: its CN, made file-safe."""
+    cn = common_name(cert.subject)
+    if cn:
+        safe = _NAME_UNSAFE.sub("_", cn).strip("._") or "_"
+        return safe[:128]
+    return f"serial_{cert.serial_number:x}"
+
+
+def normalize_name(name: str) -> str:
+    """Accept ``name``, ``name.pem``, ``name.der`` or ``store/name.pem`` for an entry name."""
+    base = name.rsplit("/", 1)[-1]
+    for ext in (".pem", ".der"):
+        if base.endswith(ext):
+            return base[: -len(ext)]
+    return base
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def der_of(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def pem_of(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def der_sha256(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+def key_type(cert: x509.Certificate) -> tuple[str, int]:
+    """("RSA", bits) or ("EC", curve bits)."""
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RSA", key.key_size
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "EC", key.curve.key_size
+    return type(key).__name__, 0
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def is_self_signed(cert: x509.Certificate) -> bool:
+    if cert.subject != cert.issuer:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, Exception):
+        return False
+    return True
+
+
+def iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def describe(cert: x509.Certificate) -> dict[str, Any]:
+    """A JSON-safe summary used by listings, downloads and scenario expectations."""
+    kt, bits = key_type(cert)
+    return {
+        "name": entry_name(cert),
+        "cn": common_name(cert.subject),
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "issuer_cn": common_name(cert.issuer),
+        "serial": f"{cert.serial_number:x}",
+        "not_before": iso(cert.not_valid_before_utc),
+        "not_after": iso(cert.not_valid_after_utc),
+        "key_type": kt,
+        "key_bits": bits,
+        "is_ca": is_ca(cert),
+        "self_signed": is_self_signed(cert),
+        "sha256": fingerprint(cert),
+    }
+
+
+def validity_problem(cert: x509.Certificate, now: dt.datetime) -> str | None:
+    """Why ``cert`` is not valid at ``now`` (the lab's simulated time), or None."""
+    if now < cert.not_valid_before_utc:
+        return f"not yet valid: it starts {iso(cert.not_valid_before_utc)}, the lab clock is at {iso(now)}"
+    if now > cert.not_valid_after_utc:
+        return f"expired on {iso(cert.not_valid_after_utc)} (the lab clock is at {iso(now)})"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Building certificates (node identities and the lab CA share these)
+
+
+def new_private_key(algo: KeyAlgo, size: int) -> PrivateKey:
+    """A fresh key. RSA takes tens of milliseconds: call it through ``asyncio.to_thread``."""
+    if algo is KeyAlgo.EC:
+        return ec.generate_private_key(EC_CURVES.get(size, ec.SECP256R1()))
+    return rsa.generate_private_key(public_exponent=65537, key_size=size)
+
+
+def key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def load_key(pem: bytes) -> PrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise BadInput(f"unsupported private key type {type(key).__name__}")
+    return key
+
+
+@dataclass(frozen=True)
+class SubjectFields:
+    """The organisation part of the subjects a lab issues."""
+
+    organization: str = "certsim lab"
+    org_unit: str = "UC"
+    locality: str = "San Jose"
+    state: str = "CA"
+    country: str = "US"
+
+    def name(self, cn: str, *, with_ou: bool = True) -> x509.Name:
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+        if with_ou and self.org_unit:
+            attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, self.org_unit))
+        attrs += [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.organization),
+            x509.NameAttribute(NameOID.LOCALITY_NAME, self.locality),
+            x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, self.state),
+            x509.NameAttribute(NameOID.COUNTRY_NAME, self.country),
+        ]
+        return x509.Name(attrs)
+
+
+def key_usage(bits: Iterable[KU]) -> x509.KeyUsage:
+    on = set(bits)
+    return x509.KeyUsage(
+        digital_signature=KU.DS in on,
+        content_commitment=False,
+        key_encipherment=KU.KE in on,
+        data_encipherment=KU.DE in on,
+        key_agreement=KU.KA in on,
+        key_cert_sign=KU.KCS in on,
+        crl_sign=KU.KCS in on,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def unit_cn(unit: UnitSpec, fqdn: str) -> str:
+    """The CN the product gives a node's certificate of ``unit`` (e.g. ``cucm1-EC.example.com``)."""
+    host, _, domain = fqdn.partition(".")
+    cn = f"{unit.cn_prefix}{host}{unit.cn_suffix}"
+    return f"{cn}.{domain}" if domain else cn
+
+
+def unit_extensions(unit: UnitSpec, san: Sequence[str]) -> list[tuple[x509.ExtensionType, bool]]:
+    """The extensions (value, critical) a unit's certificate or CSR carries (DOMAIN.md key usage table)."""
+    exts: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=unit.is_ca, path_length=None), True),
+        (key_usage(unit.ku), True),
+        (x509.ExtendedKeyUsage([EKU_OIDS[e] for e in unit.eku]), False),
+    ]
+    if san:
+        exts.append((x509.SubjectAlternativeName([x509.DNSName(n) for n in san]), False))
+    return exts
+
+
+def build_certificate(
+    *,
+    subject: x509.Name,
+    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
+    issuer: x509.Name,
+    issuer_key: PrivateKey,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]],
+    issuer_public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None = None,
+    serial: int | None = None,
+) -> x509.Certificate:
+    """Sign a certificate with SKI and AKI, SHA-256, from the given extensions."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(serial if serial is not None else x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public_key or issuer_key.public_key()),
+            critical=False,
+        )
+    )
+    for ext, critical in extensions:
+        builder = builder.add_extension(ext, critical=critical)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def self_signed_identity(
+    unit: UnitSpec,
+    fqdn: str,
+    key: PrivateKey,
+    now: dt.datetime,
+    subject_fields: SubjectFields,
+    *,
+    validity_days: int,
+) -> x509.Certificate:
+    """A node's system-generated self-signed certificate for ``unit``, valid from the lab's ``now``."""
+    name = subject_fields.name(unit_cn(unit, fqdn))
+    start = now.replace(microsecond=0)
+    return build_certificate(
+        subject=name,
+        public_key=key.public_key(),
+        issuer=name,
+        issuer_key=key,
+        not_before=start,
+        not_after=start + dt.timedelta(days=validity_days),
+        extensions=unit_extensions(unit, [fqdn]),
+    )

@@ -1,0 +1,203 @@
+"""A node's SQLite database (aiosqlite): identities, trust entries, tombstones, outbox, metadata.
+
+A change and the message that announces it are written in one transaction; the message is
+published afterwards and removed from the outbox only once the broker acknowledged it, so
+an acknowledged change survives a crash of the node (DESIGN.md property 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+from replication.hlc import Version
+from replication.records import Record
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS identity (
+    unit TEXT PRIMARY KEY, cert_der BLOB NOT NULL, key_pem BLOB NOT NULL,
+    source TEXT NOT NULL, updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entry (
+    store TEXT NOT NULL, name TEXT NOT NULL, cert_der BLOB NOT NULL,
+    v_ms INTEGER NOT NULL, v_counter INTEGER NOT NULL, v_node TEXT NOT NULL, origin TEXT NOT NULL,
+    PRIMARY KEY (store, name)
+);
+CREATE TABLE IF NOT EXISTS tombstone (
+    store TEXT NOT NULL, name TEXT NOT NULL,
+    v_ms INTEGER NOT NULL, v_counter INTEGER NOT NULL, v_node TEXT NOT NULL, origin TEXT NOT NULL,
+    PRIMARY KEY (store, name)
+);
+CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Identity:
+    unit: str
+    cert_der: bytes
+    key_pem: bytes
+    source: str  # "self-signed" or "ca-signed"
+
+
+def _record(row: aiosqlite.Row | tuple[object, ...], *, tombstone: bool) -> Record:
+    if tombstone:
+        store, name, ms, counter, node, origin = row
+        der = None
+    else:
+        store, name, der, ms, counter, node, origin = row
+    return Record(
+        store=str(store),
+        name=str(name),
+        version=Version(int(ms), int(counter), str(node)),  # type: ignore[call-overload]
+        der=None if der is None else bytes(der),  # type: ignore[arg-type]
+        origin=str(origin),
+    )
+
+
+class NodeStore:
+    """One node's database. All writes go through ``transaction()``, one at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes, which is our fault model
+        await db.executescript(SCHEMA)
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError(f"database {self.path} is not open")
+        return self._db
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[NodeStore]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; serialised per node."""
+        async with self._lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
+
+    # -- metadata -------------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        async with self.db.execute("SELECT value FROM meta WHERE key=?", (key,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- identities -----------------------------------------------------------------------
+
+    async def identities(self) -> dict[str, Identity]:
+        async with self.db.execute("SELECT unit, cert_der, key_pem, source FROM identity") as cur:
+            rows = await cur.fetchall()
+        return {str(r[0]): Identity(str(r[0]), bytes(r[1]), bytes(r[2]), str(r[3])) for r in rows}
+
+    async def put_identity(self, ident: Identity, now_ms: int) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO identity(unit, cert_der, key_pem, source, updated_ms) VALUES (?,?,?,?,?)",
+            (ident.unit, ident.cert_der, ident.key_pem, ident.source, now_ms),
+        )
+
+    # -- trust entries and tombstones -----------------------------------------------------
+
+    async def get_entry(self, store: str, name: str) -> Record | None:
+        async with self.db.execute(
+            "SELECT store, name, cert_der, v_ms, v_counter, v_node, origin FROM entry WHERE store=? AND name=?",
+            (store, name),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _record(row, tombstone=False)
+
+    async def get_tombstone(self, store: str, name: str) -> Record | None:
+        async with self.db.execute(
+            "SELECT store, name, v_ms, v_counter, v_node, origin FROM tombstone WHERE store=? AND name=?",
+            (store, name),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _record(row, tombstone=True)
+
+    async def entries(self, store: str | None = None) -> list[Record]:
+        sql = "SELECT store, name, cert_der, v_ms, v_counter, v_node, origin FROM entry"
+        args: tuple[str, ...] = ()
+        if store is not None:
+            sql += " WHERE store=?"
+            args = (store,)
+        async with self.db.execute(sql + " ORDER BY store, name", args) as cur:
+            rows = await cur.fetchall()
+        return [_record(r, tombstone=False) for r in rows]
+
+    async def tombstones(self) -> list[Record]:
+        async with self.db.execute(
+            "SELECT store, name, v_ms, v_counter, v_node, origin FROM tombstone ORDER BY store, name"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_record(r, tombstone=True) for r in rows]
+
+    async def store_counts(self) -> dict[str, int]:
+        async with self.db.execute("SELECT store, COUNT(*) FROM entry GROUP BY store") as cur:
+            rows = await cur.fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    async def put_entry(self, rec: Record) -> None:
+        assert rec.der is not None
+        v = rec.version
+        await self.db.execute(
+            "INSERT OR REPLACE INTO entry(store, name, cert_der, v_ms, v_counter, v_node, origin)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (rec.store, rec.name, rec.der, v.ms, v.counter, v.node, rec.origin),
+        )
+
+    async def delete_entry(self, store: str, name: str) -> None:
+        await self.db.execute("DELETE FROM entry WHERE store=? AND name=?", (store, name))
+
+    async def put_tombstone(self, rec: Record) -> None:
+        v = rec.version
+        await self.db.execute(
+            "INSERT OR REPLACE INTO tombstone(store, name, v_ms, v_counter, v_node, origin) VALUES (?,?,?,?,?,?)",
+            (rec.store, rec.name, v.ms, v.counter, v.node, rec.origin),
+        )
+
+    # -- outbox ---------------------------------------------------------------------------
+
+    async def outbox_add(self, topic: str, payload: bytes) -> None:
+        await self.db.execute("INSERT INTO outbox(topic, payload) VALUES (?, ?)", (topic, payload))
+
+    async def outbox_peek(self, limit: int = 100) -> list[tuple[int, str, bytes]]:
+        async with self.db.execute("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", (limit,)) as cur:
+            rows = await cur.fetchall()
+        return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+
+    async def outbox_remove(self, ids: list[int]) -> None:
+        if ids:
+            async with self._lock:
+                await self.db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
+
+    async def outbox_count(self) -> int:
+        async with self.db.execute("SELECT COUNT(*) FROM outbox") as cur:
+            row = await cur.fetchone()
+        return 0 if row is None else int(row[0])

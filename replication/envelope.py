@@ -1,0 +1,102 @@
+"""Authenticated envelopes: every message on the bus is sealed with the cluster secret.
+
+The key is derived from the lab's cluster security password with scrypt (the real
+product's cluster secret plays this role), so only cluster members can change a trust
+store over the bus. A forged or altered envelope fails its MAC and is refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.hmac import HMAC
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+PROTOCOL_VERSION = 1
+MAX_ENVELOPE_BYTES = 8 << 20  # a full state transfer of a large store fits; anything bigger is hostile
+
+
+class EnvelopeError(Exception):
+    """A payload that is not a valid envelope of this cluster; ``reason`` is a short log tag."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@functools.lru_cache(maxsize=16)
+def derive_key(password: str, lab: str) -> bytes:
+    """The 32-byte MAC key of a cluster, from its security password (scrypt, salted by lab name)."""
+    kdf = Scrypt(salt=f"certsim-cluster-secret:{lab}".encode(), length=32, n=2**14, r=8, p=1)
+    return kdf.derive(password.encode())
+
+
+def _canonical(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _mac(key: bytes, data: bytes) -> str:
+    h = HMAC(key, hashes.SHA256())
+    h.update(data)
+    return h.finalize().hex()
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One message: who sent it, what kind, for whom (None = everyone), and its body."""
+
+    kind: str
+    sender: str
+    body: dict[str, Any]
+    to: str | None = None
+    sent_ms: int = 0  # the sender's simulated time, for freshness checks
+    msg_id: str = field(default_factory=lambda: secrets.token_hex(8))
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "v": PROTOCOL_VERSION,
+            "k": self.kind,
+            "f": self.sender,
+            "t": self.to,
+            "i": self.msg_id,
+            "ts": self.sent_ms,
+            "b": self.body,
+        }
+
+    def seal(self, key: bytes) -> bytes:
+        fields = self._fields()
+        fields["m"] = _mac(key, _canonical(fields))
+        return _canonical(fields)
+
+
+def open_envelope(payload: bytes, key: bytes) -> Envelope:
+    """Parse and authenticate ``payload``; raises ``EnvelopeError`` for anything not sealed by ``key``."""
+    if len(payload) > MAX_ENVELOPE_BYTES:
+        raise EnvelopeError("oversize", f"{len(payload)} bytes")
+    try:
+        raw = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EnvelopeError("malformed", f"not JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise EnvelopeError("malformed", "not a JSON object")
+    mac = raw.pop("m", None)
+    if not isinstance(mac, str):
+        raise EnvelopeError("unsigned", "no MAC")
+    if not hmac.compare_digest(mac, _mac(key, _canonical(raw))):
+        raise EnvelopeError("bad-mac", "MAC does not match the cluster secret")
+    if raw.get("v") != PROTOCOL_VERSION:
+        raise EnvelopeError("version", f"protocol version {raw.get('v')!r}")
+    kind, sender, to, msg_id, ts, body = (raw.get(k) for k in ("k", "f", "t", "i", "ts", "b"))
+    if not (isinstance(kind, str) and isinstance(sender, str) and isinstance(msg_id, str)):
+        raise EnvelopeError("malformed", "kind, sender or id missing")
+    if to is not None and not isinstance(to, str):
+        raise EnvelopeError("malformed", "bad recipient")
+    if not isinstance(ts, int) or not isinstance(body, dict):
+        raise EnvelopeError("malformed", "bad timestamp or body")
+    return Envelope(kind=kind, sender=sender, body=body, to=to, sent_ms=ts, msg_id=msg_id)

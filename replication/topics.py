@@ -1,0 +1,31 @@
+"""Topic layout under a lab's root; each lab has its own root so labs can share one broker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Topics:
+    root: str  # e.g. certsim/demo/3f2a9c1e: lab name plus the lab directory's instance id
+
+    @property
+    def repl(self) -> str:
+        """Broadcast: changes, barriers and digests (one topic, so each sender's order holds)."""
+        return f"{self.root}/repl"
+
+    def node(self, name: str) -> str:
+        """Directed to one node: control requests and state transfers."""
+        return f"{self.root}/node/{name}"
+
+    def reply(self, client: str) -> str:
+        """Answers to one control client."""
+        return f"{self.root}/reply/{client}"
+
+    def presence(self, name: str) -> str:
+        """Retained online/offline flag of a node (offline is its MQTT will)."""
+        return f"{self.root}/presence/{name}"
+
+    @property
+    def presence_all(self) -> str:
+        return f"{self.root}/presence/+"
