@@ -112,7 +112,7 @@ class MosquittoBroker:
             "persistence false\n"
             "max_queued_messages 100000\n"
             "user root\n"
-            "log_dest none\n",
+            "log_dest none\nset_tcp_nodelay true\n",
             encoding="utf-8",
         )
         self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own config

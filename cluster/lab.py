@@ -222,8 +222,16 @@ class Lab:
             raise Unavailable(f"node '{name}' is not running")
         await agent.stop()
 
+    async def restart_broker(self) -> None:
+        """Stop and restart the embedded broker on the same port; its sessions and queues are lost."""
+        if self.embedded is None:
+            raise Unavailable("only the embedded broker can be restarted by the lab; restart an external one yourself")
+        await self.embedded.stop()
+        await self.embedded.start()
+
     def running_nodes(self) -> list[str]:
-        return [n for n, a in self.agents.items() if a.running]
+        """Running nodes in lab-file order."""
+        return [n for n in self.spec.node_names if n in self.agents and self.agents[n].running]
 
     async def stop(self) -> None:
         for agent in self.agents.values():

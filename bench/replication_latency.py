@@ -1,0 +1,485 @@
+"""Replication latency of a tomcat-trust upload across a lab, against a raw aiomqtt fan-out.
+
+Starts a broker (a private mosquitto by default) and a lab of N Unified CM nodes on it,
+uploads distinct certificates to tomcat-trust on one node, one at a time, and times each
+upload from the moment the control request is sent until every node holds the
+certificate: the origin holds it when its request returns, every other node when it emits
+its ``apply`` event (change committed). Then, on the same broker and in the same process,
+it times a raw aiomqtt QoS 1 fan-out of a payload of the same size as the sealed change
+envelope to N subscribers (publish sent -> acknowledged and received by all N).
+
+Run from the repository root::
+
+    python bench/replication_latency.py                     # 21 nodes, 200 uploads, mosquitto
+    python bench/replication_latency.py --nodes 4 --uploads 50 --broker embedded --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import collections
+import contextlib
+import json
+import logging
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from cryptography import x509
+
+from cluster.broker import EmbeddedBroker, MosquittoBroker, wait_listening
+from cluster.lab import History, Lab
+from cluster.labca import LabCA
+from cluster.labfile import parse_lab
+from node import certs
+from node.errors import CertsimError
+from node.catalog import MAX_CLUSTER_NODES, KeyAlgo
+from replication.envelope import Envelope
+from replication.hlc import Version
+from replication.records import Record
+from replication.transport import BrokerAddress
+
+STORE = "tomcat-trust"
+APPLY_TIMEOUT_S = 15.0
+SETTLE_TIMEOUT_S = 120.0
+NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+
+# ---------------------------------------------------------------------------------------
+# statistics
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Latency figures of one series, in milliseconds."""
+
+    count: int
+    p50: float
+    p90: float
+    p99: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Summary:
+        ms = sorted(s * 1000 for s in seconds)
+        if len(ms) < 2:
+            only = ms[0] if ms else float("nan")
+            return cls(len(ms), only, only, only, only, only)
+        cuts = statistics.quantiles(ms, n=100, method="inclusive")
+        return cls(len(ms), statistics.median(ms), cuts[89], cuts[98], ms[0], ms[-1])
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# certsim: detect each node's application of a change without polling
+
+
+class ApplyWatch(History):
+    """A lab history that notes when each node applied the change of the upload in flight.
+
+    Nodes call ``record`` synchronously from their message handler right after the change
+    is committed, so ``time.perf_counter()`` here is the moment the node holds it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.keep_in_memory = False  # 21 nodes x 200 uploads of events are not worth keeping
+        self.events_seen: collections.Counter[str] = collections.Counter()
+        self.repairs = 0  # state transfers that changed a node: anti-entropy had to fill a gap
+        self.applied: dict[str, float] = {}
+        self.last_event = time.perf_counter()
+        self._origin: str | None = None
+        self._expected: frozenset[str] = frozenset()
+        self._done = asyncio.Event()
+
+    def arm(self, origin: str, expected: Sequence[str]) -> asyncio.Event:
+        self._origin = origin
+        self._expected = frozenset(expected)
+        self.applied = {}
+        self._done = asyncio.Event()
+        if not self._expected:
+            self._done.set()
+        return self._done
+
+    def disarm(self) -> None:
+        self._origin = None
+        self._expected = frozenset()
+
+    def record(self, event: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        self.last_event = now
+        kind = str(event.get("event"))
+        self.events_seen[kind] += 1
+        changed = int(event.get("changed") or 0)
+        if kind == "state-in" and changed > 0:
+            self.repairs += 1
+        if self._origin is None or changed <= 0:
+            return
+        if kind in ("apply", "state-in") and event.get("sender") == self._origin:
+            node = str(event.get("node"))
+            if node in self._expected and node not in self.applied:
+                self.applied[node] = now
+                if len(self.applied) == len(self._expected):
+                    self._done.set()
+
+    async def wait_quiet(self, quiet_s: float, timeout: float) -> float:
+        """Wait until no node has reported anything for ``quiet_s``; returns the seconds waited.
+
+        Set-up only (this polls): right after start every node exchanges digests and full
+        state transfers with every other, and a node busy with that backlog answers
+        control requests late.
+        """
+        start = time.perf_counter()
+        while time.perf_counter() - self.last_event < quiet_s:
+            if time.perf_counter() - start > timeout:
+                raise RuntimeError(f"the lab was still busy {timeout:g} s after start")
+            await asyncio.sleep(0.1)
+        return time.perf_counter() - start
+
+
+class NoDelayMosquitto(MosquittoBroker):
+    """``MosquittoBroker`` plus ``set_tcp_nodelay true`` (for ``--tcp-nodelay`` only)."""
+
+    async def start(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="certsim-mosquitto-")
+        conf = Path(self._dir.name) / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.address.port} {self.address.host}\n"
+            "allow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
+            "user root\nlog_dest none\nset_tcp_nodelay true\n",
+            encoding="utf-8",
+        )
+        self._proc = subprocess.Popen(
+            [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            await wait_listening(self.address)
+        except TimeoutError:
+            await self.stop()
+            raise
+
+
+def enable_tcp_nodelay() -> None:
+    """Make every aiomqtt client of this process (nodes, control client, raw) set TCP_NODELAY."""
+    original = aiomqtt.Client.__init__
+
+    def init(self: aiomqtt.Client, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("socket_options", NODELAY)
+        original(self, *args, **kwargs)
+
+    aiomqtt.Client.__init__ = init  # type: ignore[method-assign]
+
+
+def lab_spec_raw(nodes: int) -> dict[str, Any]:
+    return {
+        "lab": "bench-repl",
+        "security_password": "bench-cluster-secret",
+        "nodes": [{"name": f"node{i:02d}", "role": "cucm"} for i in range(1, nodes + 1)],
+    }
+
+
+async def make_certificates(lab: Lab, count: int, key_algo: KeyAlgo) -> list[bytes]:
+    """``count`` CA-signed leaf certificates with distinct CNs, as PEM; made before any timing."""
+    ca = LabCA(lab.clock)
+    ca.create_ca("bench-root", cn="certsim bench root CA")
+    tag = secrets.token_hex(3)
+    size = 256 if key_algo is KeyAlgo.EC else 2048
+
+    def one(i: int) -> bytes:
+        name = f"bench-{tag}-{i:04d}"
+        return ca.issue(
+            name, issuer="bench-root", cn=f"{name}.bench.example", key_algo=key_algo, key_size=size
+        ).pem()
+
+    # keygen releases the GIL: the default executor uses every core
+    return list(await asyncio.gather(*(asyncio.to_thread(one, i) for i in range(count))))
+
+
+def sealed_change(lab: Lab, origin: str, pem: bytes) -> bytes:
+    """The envelope the origin publishes for one uploaded certificate, sealed as on the wire."""
+    cert = x509.load_pem_x509_certificate(pem)
+    rec = Record(
+        STORE, certs.entry_name(cert), Version(lab.clock.now_ms(), 0, origin), certs.der_of(cert), origin
+    )
+    env = Envelope(
+        kind="change", sender=origin, body={"records": [rec.to_json()]}, sent_ms=lab.clock.now_ms()
+    )
+    return env.seal(lab.secret)
+
+
+async def settle(lab: Lab, watch: ApplyWatch) -> None:
+    """Let the start-up anti-entropy burst die down, then check the lab has converged."""
+    detail = ""
+    for _attempt in range(3):
+        await watch.wait_quiet(1.0, timeout=SETTLE_TIMEOUT_S)
+        try:
+            conv = await lab.converge(timeout=60)
+        except CertsimError as exc:  # a node still too busy to answer within 15 s
+            detail = str(exc)
+            continue
+        if conv.converged:
+            return
+        detail = conv.detail
+    raise RuntimeError(f"the lab did not converge before the run: {detail}")
+
+
+async def run_certsim(
+    lab: Lab, watch: ApplyWatch, origin: str, pems: Sequence[bytes], warmup: int
+) -> tuple[list[float], list[float], list[float]]:
+    """Sequential uploads; returns (end-to-end, request round trip, last remote apply) seconds."""
+    others = [n for n in lab.spec.node_names if n != origin]
+    payloads = [base64.b64encode(p).decode() for p in pems]
+    total: list[float] = []
+    reply: list[float] = []
+    remote: list[float] = []
+    for i, data in enumerate(payloads):
+        done = watch.arm(origin, others)
+        t0 = time.perf_counter()
+        result = await lab.request(origin, "upload", {"store": STORE, "data": data})
+        t_reply = time.perf_counter()
+        if not result.get("added") or not result.get("replicated"):
+            raise RuntimeError(f"upload {i} was not added and replicated: {result}")
+        try:
+            await asyncio.wait_for(done.wait(), APPLY_TIMEOUT_S)
+        except TimeoutError:
+            missing = sorted(set(others) - set(watch.applied))
+            raise RuntimeError(
+                f"upload {i}: {len(missing)} node(s) did not apply it within {APPLY_TIMEOUT_S:g} s: {missing}"
+            ) from None
+        t_last = max(watch.applied.values(), default=t_reply)
+        watch.disarm()
+        if i >= warmup:
+            total.append(max(t_reply, t_last) - t0)
+            reply.append(t_reply - t0)
+            remote.append(t_last - t0)
+    return total, reply, remote
+
+
+# ---------------------------------------------------------------------------------------
+# raw aiomqtt fan-out on the same broker
+
+
+async def run_raw(
+    address: BrokerAddress, subscribers: int, payload: bytes, iterations: int, warmup: int
+) -> list[float]:
+    """Publish ``payload`` (QoS 1) to ``subscribers`` QoS 1 subscribers, one message at a time."""
+    run = secrets.token_hex(4)
+    topic = f"certsim-bench/{run}/fanout"
+    received: set[int] = set()
+    state: dict[str, Any] = {"seq": -1, "last": 0.0, "done": asyncio.Event()}
+
+    async def reader(index: int, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            now = time.perf_counter()
+            body = message.payload
+            if not isinstance(body, bytes | bytearray):
+                continue
+            if int.from_bytes(body[:8], "big") != state["seq"] or index in received:
+                continue  # a duplicate (QoS 1) or a late copy of an earlier message
+            received.add(index)
+            state["last"] = now
+            if len(received) == subscribers:
+                state["done"].set()
+
+    def client(name: str) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            address.host,
+            address.port,
+            identifier=f"bench-{run}-{name}",
+            username="bench",  # amqtt wants a name; harmless on mosquitto
+            clean_session=True,
+            keepalive=30,
+            timeout=10,
+        )
+
+    results: list[float] = []
+    async with contextlib.AsyncExitStack() as stack:
+        subs = [await stack.enter_async_context(client(f"sub{i:02d}")) for i in range(subscribers)]
+        for sub in subs:
+            await sub.subscribe(topic, qos=1)
+        readers = [asyncio.create_task(reader(i, c), name=f"raw-reader-{i}") for i, c in enumerate(subs)]
+        try:
+            pub = await stack.enter_async_context(client("pub"))
+            pub.pending_calls_threshold = 1_000_000
+            body = payload[8:]
+            for seq in range(iterations):
+                received.clear()
+                state["seq"] = seq
+                state["done"] = asyncio.Event()
+                t0 = time.perf_counter()
+                await pub.publish(topic, seq.to_bytes(8, "big") + body, qos=1)
+                t_ack = time.perf_counter()
+                await asyncio.wait_for(state["done"].wait(), APPLY_TIMEOUT_S)
+                if seq >= warmup:
+                    results.append(max(t_ack, state["last"]) - t0)
+        finally:
+            for task in readers:
+                task.cancel()
+            for task in readers:
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await task
+    return results
+
+
+# ---------------------------------------------------------------------------------------
+# the run
+
+
+def print_report(report: dict[str, Any]) -> None:
+    cs, raw = report["certsim"], report["raw"]
+    rows = [
+        ("certsim upload -> all nodes hold it", cs["end_to_end_ms"]),
+        ("  of which: request round trip", cs["request_ms"]),
+        ("  of which: last remote apply", cs["last_apply_ms"]),
+        ("raw aiomqtt fan-out", raw["latency_ms"]),
+    ]
+    print()
+    print(
+        f"nodes {report['nodes']}, uploads {report['uploads']} (+{report['warmup']} warm-up), "
+        f"broker {report['broker']}, payload {report['payload_bytes']} B "
+        f"(sealed change envelope), certificate {report['leaf_key']} leaf"
+        + (", TCP_NODELAY forced" if report["tcp_nodelay"] else "")
+    )
+    print(f"{'series (ms)':<38}{'p50':>9}{'p90':>9}{'p99':>9}{'min':>9}{'max':>9}")
+    for label, s in rows:
+        print(f"{label:<38}{s['p50']:>9.2f}{s['p90']:>9.2f}{s['p99']:>9.2f}{s['min']:>9.2f}{s['max']:>9.2f}")
+    print(f"{'ratio certsim / raw':<38}{report['ratio_p50']:>8.1f}x{'':>9}{report['ratio_p99']:>8.1f}x")
+    setup = report["setup_s"]
+    print(
+        f"setup: certificates {setup['certificates']:.1f} s, lab start {setup['lab_start']:.1f} s, "
+        f"settle+converge {setup['converge']:.1f} s; anti-entropy repairs during run: {cs['repairs']}"
+    )
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    broker: EmbeddedBroker | MosquittoBroker
+    if args.broker == "embedded":
+        broker = EmbeddedBroker()
+    else:
+        broker = NoDelayMosquitto() if args.tcp_nodelay else MosquittoBroker()
+    if args.tcp_nodelay:
+        enable_tcp_nodelay()
+    watch = ApplyWatch()
+    spec = parse_lab(lab_spec_raw(args.nodes), source="bench")
+    origin = spec.node_names[0]
+    key_algo = {"rsa": KeyAlgo.RSA, "ec": KeyAlgo.EC}[args.leaf_key]
+    lab: Lab | None = None
+    with tempfile.TemporaryDirectory(prefix="certsim-bench-") as tmp:
+        try:
+            await broker.start()
+            # Lab.start probes the port with a bare TCP connect, which amqtt logs as an error
+            logging.getLogger("amqtt.broker").setLevel(logging.CRITICAL)
+            lab = Lab(spec, Path(tmp) / "lab", broker_url=broker.url, history=watch)
+
+            t = time.perf_counter()
+            pems = await make_certificates(lab, args.warmup + args.uploads, key_algo)
+            t_certs = time.perf_counter() - t
+
+            t = time.perf_counter()
+            await lab.start()
+            t_start = time.perf_counter() - t
+
+            t = time.perf_counter()
+            await settle(lab, watch)
+            t_conv = time.perf_counter() - t
+            repairs_before = watch.repairs
+
+            total, reply, remote = await run_certsim(lab, watch, origin, pems, args.warmup)
+            repairs = watch.repairs - repairs_before
+
+            payload = sealed_change(lab, origin, pems[-1])
+            raw = await run_raw(broker.address, args.nodes, payload, args.warmup + args.uploads, args.warmup)
+        finally:
+            if lab is not None:
+                await lab.stop()
+            await broker.stop()
+            watch.close()
+
+    cs_total, raw_s = Summary.of(total), Summary.of(raw)
+    return {
+        "nodes": args.nodes,
+        "uploads": args.uploads,
+        "warmup": args.warmup,
+        "broker": args.broker,
+        "origin": origin,
+        "leaf_key": args.leaf_key,
+        "tcp_nodelay": args.tcp_nodelay,
+        "payload_bytes": len(payload),
+        "certsim": {
+            "end_to_end_ms": cs_total.as_dict(),
+            "request_ms": Summary.of(reply).as_dict(),
+            "last_apply_ms": Summary.of(remote).as_dict(),
+            "repairs": repairs,
+        },
+        "raw": {"latency_ms": raw_s.as_dict(), "subscribers": args.nodes},
+        "ratio_p50": round(cs_total.p50 / raw_s.p50, 2),
+        "ratio_p99": round(cs_total.p99 / raw_s.p99, 2),
+        "setup_s": {
+            "certificates": round(t_certs, 2),
+            "lab_start": round(t_start, 2),
+            "converge": round(t_conv, 2),
+        },
+    }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=MAX_CLUSTER_NODES, help="lab size (2..21, default 21)")
+    parser.add_argument("--uploads", type=int, default=200, help="timed uploads (default 200)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed uploads first (default 10)")
+    parser.add_argument("--broker", choices=("mosquitto", "embedded"), default="mosquitto")
+    parser.add_argument(
+        "--leaf-key",
+        choices=("rsa", "ec"),
+        default="rsa",
+        help="key of the uploaded leaf certificates (default rsa)",
+    )
+    parser.add_argument(
+        "--tcp-nodelay",
+        action="store_true",
+        help="what-if: TCP_NODELAY on every MQTT client socket and in mosquitto (not done by the library)",
+    )
+    parser.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
+    args = parser.parse_args(argv)
+    if not 2 <= args.nodes <= MAX_CLUSTER_NODES:
+        parser.error(f"--nodes must be between 2 and {MAX_CLUSTER_NODES}")
+    if args.uploads < 1 or args.warmup < 0:
+        parser.error("--uploads must be at least 1 and --warmup not negative")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    t = time.perf_counter()
+    try:
+        report = asyncio.run(main_async(args))
+    except FileNotFoundError as exc:  # no mosquitto binary
+        print(f"error: {exc}; or use --broker embedded", file=sys.stderr)
+        return 2
+    except (RuntimeError, CertsimError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    report["wall_s"] = round(time.perf_counter() - t, 2)
+    print_report(report)
+    print(f"total wall time {report['wall_s']:.1f} s")
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,406 @@
+"""The ``certsim`` command line (click + rich). Every verb goes through the one control path."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from cluster import running as rl
+from cluster.labfile import LabFileError, load_lab
+from cluster.runs import default_results_dir, run_scenario
+from cluster.scenario import ScenarioError, load_scenario
+from cluster.views import cert_table, print_report, status_table, step_line, trust_tables
+from node.errors import CertsimError
+
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True)
+    sys.exit(code)
+
+
+def handles_errors(func: F) -> F:
+    """Turn our errors into one clear line on stderr and a non-zero exit, never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CertsimError as exc:
+            fail(exc.message.replace("[", r"\["))
+        except (LabFileError, ScenarioError) as exc:
+            fail(str(exc).replace("[", r"\["), code=2)
+        except KeyboardInterrupt:
+            fail("interrupted", code=130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+broker_option = click.option(
+    "--broker", metavar="URL", default=None,
+    help="Use an external MQTT 3.1.1 broker (mqtt://host:port, e.g. mosquitto or EMQX) instead of the embedded one.",
+)
+lab_option = click.option("--lab", "lab_name", metavar="NAME", help="Which running lab (default: the only one running).")
+lab_dir_option = click.option(
+    "--lab-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+    help="Lab directory (default: $CERTSIM_HOME/labs/<lab>, CERTSIM_HOME defaults to ~/.certsim).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="certsim")
+def main() -> None:
+    """certsim: a Cisco Unified CM / IM and Presence certificate-management lab.
+
+    Every simulated server is an agent with its own SQLite trust stores; trust changes
+    travel over MQTT by the product's replication rules (R-REPL-1..9 in the README).
+
+    \b
+    Start here:
+      certsim demo                       four nodes, the quickstart scenario, tables, verdict
+      certsim run deletion-rules         run a shipped scenario (or a path to your own)
+      certsim lab up scenarios/labs/demo.yaml; certsim lab status; certsim cert list --node cucm-pub
+    """
+
+
+# ------------------------------------------------------------------------------------------
+# scenarios
+
+
+def _run(scenario_ref: str, broker: str | None, results: Path | None, lab_dir: Path | None,
+         as_json: bool, show_stores: bool) -> int:
+    scenario = load_scenario(rl.resolve_scenario(scenario_ref))
+    results_dir = results or default_results_dir(scenario.name)
+    if not as_json:
+        console.print(f"[bold]{scenario.name}[/bold]: {scenario.description.splitlines()[0] if scenario.description else ''}")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=err, transient=True, disable=as_json) as progress:
+        nodes_task = progress.add_task("starting nodes", total=len(scenario.lab.nodes))
+        steps_task = progress.add_task("steps", total=len(scenario.steps), visible=False)
+
+        def on_node(_name: str) -> None:
+            progress.advance(nodes_task)
+
+        def on_step(step: Any) -> None:
+            progress.update(nodes_task, visible=False)
+            progress.update(steps_task, visible=True)
+            progress.advance(steps_task)
+            if not as_json:
+                progress.console.print(step_line(step), highlight=False)
+
+        report = run_async(run_scenario(scenario, results_dir, broker_url=broker, lab_dir=lab_dir,
+                                        on_step=on_step, on_node=on_node, collect_stores=show_stores))
+    if as_json:
+        emit_json(json.loads((report.results_dir / "results.json").read_text(encoding="utf-8")))
+        return report.result.exit_code
+    if show_stores and report.stores:
+        roles = {n.name: n.role.value + (" publisher" if n.publisher else "") for n in scenario.lab.nodes}
+        for table in trust_tables(report.stores, roles):
+            console.print(table)
+    print_report(console, report)
+    return report.result.exit_code
+
+
+@main.command()
+@broker_option
+@click.option("--results", type=click.Path(path_type=Path, file_okay=False), help="Results folder (default: ./certsim-results/<scenario>-<time>).")
+@json_option
+@handles_errors
+def demo(broker: str | None, results: Path | None, as_json: bool) -> None:
+    """Start the four-node demo lab, run the quickstart scenario, show every node's trust stores."""
+    sys.exit(_run("quickstart", broker, results, None, as_json, show_stores=True))
+
+
+@main.command("run")
+@click.argument("scenario")
+@broker_option
+@click.option("--results", type=click.Path(path_type=Path, file_okay=False), help="Results folder (default: ./certsim-results/<scenario>-<time>).")
+@click.option("--lab-dir", type=click.Path(path_type=Path, file_okay=False), help="Reuse this lab directory (default: a fresh one in the results folder).")
+@click.option("--stores", "show_stores", is_flag=True, help="Print every node's trust stores at the end.")
+@json_option
+@handles_errors
+def run_cmd(scenario: str, broker: str | None, results: Path | None, lab_dir: Path | None, show_stores: bool, as_json: bool) -> None:
+    """Run SCENARIO (a file, or the name of a shipped one). Exit 0 valid, 1 an expectation failed, 2 undecided."""
+    try:
+        code = _run(scenario, broker, results, lab_dir, as_json, show_stores)
+    except (CertsimError, LabFileError, ScenarioError) as exc:
+        fail(getattr(exc, "message", None) or str(exc), code=2)
+    sys.exit(code)
+
+
+@main.command("scenarios")
+def scenarios_cmd() -> None:
+    """List the shipped scenarios."""
+    from scenarios import shipped
+
+    for name, path in shipped().items():
+        try:
+            desc = load_scenario(path).description.splitlines()[0]
+        except (ScenarioError, IndexError):
+            desc = ""
+        console.print(f"[cyan]{name:<22}[/cyan] {desc}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------
+# labs
+
+
+@main.group()
+def lab() -> None:
+    """Start, inspect and stop a lab that keeps running in the background."""
+
+
+@lab.command("up")
+@click.argument("lab_file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@broker_option
+@lab_dir_option
+@click.option("--skip", multiple=True, metavar="NODE", help="Leave NODE to be run elsewhere ('certsim node run').")
+@click.option("--foreground", is_flag=True, help="Run in this terminal until Ctrl+C instead of in the background.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the nodes.")
+@handles_errors
+def lab_up(lab_file: Path, broker: str | None, lab_dir: Path | None, skip: tuple[str, ...], foreground: bool, timeout: float) -> None:
+    """Start the lab described by LAB_FILE: broker (embedded unless --broker) and every node."""
+    spec, directory = rl.prepare_lab_dir(lab_file, lab_dir)
+    if foreground:
+        console.print(f"lab {spec.name} in {directory}; Ctrl+C to stop")
+        run_async(rl.serve(spec, directory, broker, skip, progress=lambda n: console.print(f"  {n} up")))
+        return
+
+    async def up() -> None:
+        proc = rl.spawn_serve(lab_file.resolve(), directory, broker, skip)
+        with Progress(SpinnerColumn(), TextColumn("starting lab {task.description}"), TimeElapsedColumn(),
+                      console=err, transient=True) as progress:
+            progress.add_task(spec.name)
+            running = await rl.wait_up(directory, proc, timeout)
+        async with rl.connect(running) as client:
+            st = await rl.statuses(client)
+        console.print(status_table(st, spec.name, running.broker.url))
+        console.print(f"lab directory {directory} · pid {running.pid} · stop with: certsim lab down --lab {spec.name}")
+
+    run_async(up())
+
+
+@lab.command("serve", hidden=True)
+@click.argument("lab_file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@broker_option
+@lab_dir_option
+@click.option("--skip", multiple=True)
+@handles_errors
+def lab_serve(lab_file: Path, broker: str | None, lab_dir: Path | None, skip: tuple[str, ...]) -> None:
+    """Internal: the background process behind 'lab up'."""
+    spec = load_lab(lab_file)
+    run_async(rl.serve(spec, lab_dir or rl.default_lab_dir(spec.name), broker, skip))
+
+
+@lab.command("status")
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def lab_status(lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Nodes of the running lab: connected or not, certificates per store."""
+    running = rl.find_running(lab_name, lab_dir)
+
+    async def go() -> dict[str, Any]:
+        async with rl.connect(running) as client:
+            return await rl.statuses(client)
+
+    st = run_async(go())
+    if as_json:
+        emit_json({"lab": running.spec.name, "broker": running.broker.url, "pid": running.pid, "nodes": st})
+    else:
+        console.print(status_table(st, running.spec.name, running.broker.url))
+
+
+@lab.command("down")
+@lab_option
+@lab_dir_option
+@handles_errors
+def lab_down(lab_name: str | None, lab_dir: Path | None) -> None:
+    """Stop the running lab cleanly (its lab directory is kept for the next 'lab up')."""
+    running = rl.find_running(lab_name, lab_dir)
+    run_async(rl.stop_running(running))
+    console.print(f"lab {running.spec.name} stopped; state kept in {running.lab_dir}")
+
+
+# ------------------------------------------------------------------------------------------
+# certificates on a running lab
+
+node_option = click.option("--node", required=True, metavar="NODE", help="The node to act on.")
+store_option = click.option("--store", required=True, metavar="STORE", help="Trust store (e.g. tomcat-trust) or identity unit.")
+
+
+def _on_node(lab_name: str | None, lab_dir: Path | None, node: str, op: str, args: dict[str, Any]) -> Any:
+    running = rl.find_running(lab_name, lab_dir)
+
+    async def go() -> Any:
+        async with rl.connect(running) as client:
+            return await client.request(node, op, args)
+
+    return run_async(go())
+
+
+@main.group()
+def cert() -> None:
+    """List, upload, delete and download certificates on a node of the running lab."""
+
+
+@cert.command("list")
+@node_option
+@click.option("--store", default=None, metavar="STORE", help="Only this trust store or identity unit.")
+@click.option("--usage", type=click.Choice(["identity", "trust"]), help="Identity or trust certificates.")
+@click.option("--cn", metavar="TEXT", help="Common name contains TEXT (case-insensitive).")
+@click.option("--key-type", type=click.Choice(["RSA", "EC"], case_sensitive=False))
+@click.option("--expires-before", metavar="DATE", help="Expiring before this ISO date.")
+@click.option("--expires-after", metavar="DATE", help="Expiring after this ISO date.")
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def cert_list(node: str, store: str | None, usage: str | None, cn: str | None, key_type: str | None,
+              expires_before: str | None, expires_after: str | None, lab_name: str | None, lab_dir: Path | None,
+              as_json: bool) -> None:
+    """Certificates on NODE, with filters (R-OP-LIST)."""
+    args = {"store": store, "usage": usage, "cn": cn, "key_type": key_type,
+            "expires_before": expires_before, "expires_after": expires_after}
+    rows = _on_node(lab_name, lab_dir, node, "list", {k: v for k, v in args.items() if v})
+    if as_json:
+        emit_json(rows)
+    else:
+        console.print(cert_table(rows, node))
+
+
+@cert.command("upload")
+@node_option
+@store_option
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False, allow_dash=True))
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def cert_upload(node: str, store: str, file: Path, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Upload FILE (PEM, DER or PKCS#7; '-' for stdin) to a trust store on NODE."""
+    data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    result = _on_node(lab_name, lab_dir, node, "upload", {"store": store, "data": base64.b64encode(data).decode()})
+    if as_json:
+        emit_json(result)
+        return
+    for key in ("added", "replaced", "unchanged"):
+        for name in result[key]:
+            console.print(f"{key} {store}/{name}.pem", highlight=False)
+    for note in result["notes"]:
+        console.print(note, highlight=False)
+    console.print("replicates to every node" if result["replicated"] else "stays on this node", highlight=False)
+
+
+@cert.command("delete")
+@node_option
+@store_option
+@click.argument("name")
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def cert_delete(node: str, store: str, name: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Delete trust certificate NAME from a store on NODE (identity certificates cannot be deleted)."""
+    result = _on_node(lab_name, lab_dir, node, "delete", {"store": store, "name": name})
+    if as_json:
+        emit_json(result)
+    else:
+        where = "from every node" if result["replicated"] else "from this node only"
+        console.print(f"deleted {store}/{result['deleted']}.pem {where}", highlight=False)
+
+
+@cert.command("download")
+@node_option
+@store_option
+@click.argument("name", required=False)
+@click.option("--format", "fmt", type=click.Choice(["pem", "der"]), default="pem", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write to this file (default: stdout for PEM, NAME.der for DER).")
+@lab_option
+@lab_dir_option
+@handles_errors
+def cert_download(node: str, store: str, name: str | None, fmt: str, output: Path | None,
+                  lab_name: str | None, lab_dir: Path | None) -> None:
+    """Download a trust certificate NAME, or the identity certificate of a unit (--store tomcat)."""
+    result = _on_node(lab_name, lab_dir, node, "download", {"store": store, "name": name or "", "format": fmt})
+    data = base64.b64decode(result["data"])
+    if output is None and fmt == "der":
+        output = Path(result["filename"])
+    if output is None:
+        sys.stdout.write(data.decode())
+        return
+    output.write_bytes(data)
+    err.print(f"wrote {output} ({len(data)} bytes)")
+
+
+# ------------------------------------------------------------------------------------------
+# one node as its own process
+
+
+@main.group()
+def node() -> None:
+    """Run a single node agent as its own process (labs can span processes and machines)."""
+
+
+@node.command("run")
+@click.option("--lab-file", required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--node", "node_name", required=True, metavar="NODE")
+@click.option("--broker", required=True, metavar="URL", help="The lab's broker, mqtt://host:port.")
+@lab_dir_option
+@handles_errors
+def node_run(lab_file: Path, node_name: str, broker: str, lab_dir: Path | None) -> None:
+    """Run NODE of LAB_FILE against BROKER until Ctrl+C or SIGTERM.
+
+    Use the same lab directory as the rest of the lab (the default one, or --lab-dir) so the
+    node shares its topic root and clock; start the rest with 'certsim lab up --skip NODE'.
+    """
+    spec = load_lab(lab_file)
+    spec.node(node_name)
+    directory = lab_dir or rl.default_lab_dir(spec.name)
+    run_async(_serve_node(spec, directory, node_name, broker))
+
+
+async def _serve_node(spec: Any, directory: Path, node_name: str, broker: str) -> None:
+    import signal
+
+    from cluster.lab import Lab
+
+    lab = Lab(spec, directory, broker_url=broker)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await lab.start(nodes=[node_name])
+    console.print(f"node {node_name} of lab {spec.name} running on {lab.broker_url}; Ctrl+C to stop")
+    try:
+        await stop.wait()
+    finally:
+        await lab.stop()
+
+
+if __name__ == "__main__":
+    main()

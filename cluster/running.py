@@ -1,0 +1,203 @@
+"""Labs that run in the background (``certsim lab up``) and how other commands reach them.
+
+``lab up`` starts ``certsim lab serve`` as a detached process that owns the broker and the
+nodes and writes ``running.json`` in the lab directory; ``lab status``, ``lab down`` and
+``cert ...`` read that file to find the broker, the topic root and the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cluster.control import ControlClient
+from cluster.lab import LAB_COPY, RUNNING_FILE, Lab, LabState, certsim_home, default_lab_dir
+from cluster.labfile import LabSpec, load_lab
+from node.errors import NotFound, Unavailable
+from replication.envelope import derive_key
+from replication.transport import BrokerAddress
+
+
+@dataclass(frozen=True)
+class RunningLab:
+    """A lab started by ``lab up``, as described by its ``running.json``."""
+
+    lab_dir: Path
+    spec: LabSpec
+    state: LabState
+    pid: int
+    broker: BrokerAddress
+
+    @property
+    def alive(self) -> bool:
+        return pid_alive(self.pid)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_running(lab_dir: Path) -> RunningLab | None:
+    path = lab_dir / RUNNING_FILE
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    spec = load_lab(lab_dir / LAB_COPY)
+    return RunningLab(lab_dir, spec, LabState.load_or_create(lab_dir, spec), int(raw["pid"]), BrokerAddress.parse(raw["broker"]))
+
+
+def find_running(lab: str | None = None, lab_dir: Path | None = None) -> RunningLab:
+    """The running lab named by ``lab``/``lab_dir``, or the only one running; a clear error otherwise."""
+    if lab_dir is not None or lab is not None:
+        directory = lab_dir or default_lab_dir(str(lab))
+        found = read_running(directory)
+        if found is None or not found.alive:
+            raise Unavailable(f"no lab is running in {directory}; start one with 'certsim lab up LAB_FILE'")
+        return found
+    labs_root = certsim_home() / "labs"
+    candidates = [r for d in sorted(labs_root.glob("*")) if (r := read_running(d)) is not None and r.alive]
+    if not candidates:
+        raise Unavailable(f"no lab is running under {labs_root}; start one with 'certsim lab up LAB_FILE'")
+    if len(candidates) > 1:
+        names = ", ".join(c.spec.name for c in candidates)
+        raise Unavailable(f"several labs are running ({names}); choose one with --lab NAME")
+    return candidates[0]
+
+
+@asynccontextmanager
+async def connect(running: RunningLab) -> AsyncIterator[ControlClient]:
+    """A control client for a running lab."""
+    client = ControlClient(
+        running.broker,
+        running.state.topics(running.spec.name),
+        derive_key(running.spec.security_password, running.spec.name),
+        running.spec.node_names,
+    )
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.stop()
+
+
+def prepare_lab_dir(lab_file: Path, lab_dir: Path | None) -> tuple[LabSpec, Path]:
+    """Validate the lab file and keep a copy in the lab directory for later commands."""
+    spec = load_lab(lab_file)
+    directory = lab_dir or default_lab_dir(spec.name)
+    existing = read_running(directory)
+    if existing is not None and existing.alive:
+        raise Unavailable(f"lab '{spec.name}' is already running (pid {existing.pid}); 'certsim lab down' first")
+    LabState.load_or_create(directory, spec)
+    (directory / LAB_COPY).write_text(lab_file.read_text(encoding="utf-8"), encoding="utf-8")
+    return spec, directory
+
+
+def spawn_serve(lab_file: Path, lab_dir: Path, broker_url: str | None, skip: tuple[str, ...]) -> subprocess.Popen[bytes]:
+    """Start ``certsim lab serve`` detached from this terminal, logging to ``serve.log``."""
+    args = [sys.executable, "-m", "cluster.cli", "lab", "serve", str(lab_file), "--lab-dir", str(lab_dir)]
+    if broker_url:
+        args += ["--broker", broker_url]
+    for name in skip:
+        args += ["--skip", name]
+    with (lab_dir / "serve.log").open("ab") as log:
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+
+
+async def serve(spec: LabSpec, lab_dir: Path, broker_url: str | None, skip: tuple[str, ...],
+                progress: Callable[[str], None] | None = None) -> None:
+    """Run a lab until SIGTERM or SIGINT; ``running.json`` exists exactly while it serves."""
+    for name in skip:
+        spec.node(name)
+    lab = Lab(spec, lab_dir, broker_url=broker_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    running = lab_dir / RUNNING_FILE
+    try:
+        await lab.start(nodes=[n for n in spec.node_names if n not in skip], progress=progress)
+        running.write_text(
+            json.dumps({"pid": os.getpid(), "broker": lab.broker_url, "lab": spec.name, "topic_root": lab.topics.root,
+                        "started_wall": time.time()}, indent=2),
+            encoding="utf-8",
+        )
+        await stop.wait()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            running.unlink()
+        await lab.stop()
+
+
+async def wait_up(lab_dir: Path, proc: subprocess.Popen[bytes], timeout: float,
+                  tick: Callable[[int], None] | None = None) -> RunningLab:
+    """Wait for a spawned lab to write ``running.json`` and for its nodes to answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if proc.poll() is not None:
+            log = (lab_dir / "serve.log").read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise Unavailable(f"the lab process exited with code {proc.returncode}:\n{log}")
+        running = read_running(lab_dir)
+        if running is not None:
+            return running
+        if tick is not None:
+            tick(0)
+        await asyncio.sleep(0.2)
+    raise Unavailable(f"the lab did not come up within {timeout:g} s; see {lab_dir / 'serve.log'}")
+
+
+async def stop_running(running: RunningLab, timeout: float = 30.0) -> None:
+    os.kill(running.pid, signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while pid_alive(running.pid) and (running.lab_dir / RUNNING_FILE).exists():
+        if loop.time() > deadline:
+            raise Unavailable(f"lab process {running.pid} did not stop within {timeout:g} s")
+        await asyncio.sleep(0.1)
+
+
+async def statuses(client: ControlClient, timeout: float = 5.0) -> dict[str, dict[str, Any] | None]:
+    """Every node's status, or None for a node that did not answer."""
+
+    async def one(node: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await client.request(node, "status", timeout=timeout)
+        except Unavailable:
+            return None
+        return result
+
+    answers = await asyncio.gather(*(one(n) for n in client.nodes))
+    return dict(zip(client.nodes, answers, strict=True))
+
+
+def resolve_scenario(name_or_path: str) -> Path:
+    """A scenario file path, or the name of a shipped scenario (``quickstart``)."""
+    from scenarios import shipped
+
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    found = shipped().get(name_or_path.removesuffix(".yaml"))
+    if found is None:
+        raise NotFound(f"no scenario file '{name_or_path}' and no shipped scenario of that name; "
+                       f"shipped: {', '.join(shipped())}")
+    return found

@@ -1,0 +1,442 @@
+"""Scenario files: a lab, then steps (actions and expectations), run against real nodes.
+
+Parsing checks the whole file before a lab starts, so a typo costs nothing. Every action
+goes through the control path; every expectation waits for the cluster to settle (barrier
+plus equal digests) and then checks each node, naming the rule it proves.
+
+Verdicts: ``valid`` (exit 0) every expectation held; ``invalid`` (1) one failed;
+``unknown`` (2) the run could not decide (an action failed unexpectedly, a timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography import x509
+
+from cluster.labca import LabCA
+from cluster.labfile import LabFileError, LabSpec, load_lab, parse_lab
+from node import certs
+from node.catalog import KeyAlgo
+from node.errors import CertsimError
+
+ACTIONS = ("ca", "upload", "delete", "stop", "start", "wait", "advance", "resync", "list")
+STEP_KINDS = (*ACTIONS, "expect")
+EXIT_CODES = {"valid": 0, "invalid": 1, "unknown": 2}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be run; the message names the step and the problem."""
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    kind: str
+    args: Any
+    rule: str | None = None
+    expect_error: str | None = None
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"step {self.index} ({self.kind})"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    lab: LabSpec
+    steps: tuple[Step, ...]
+    path: Path | None = None
+    settle_timeout: float = 30.0
+
+
+def parse_duration(raw: Any) -> dt.timedelta:
+    """``30d``, ``12h``, ``90s``, ``2w`` or a number of seconds."""
+    if isinstance(raw, int | float) and raw >= 0:
+        return dt.timedelta(seconds=float(raw))
+    m = _DURATION.match(str(raw))
+    if not m:
+        raise ScenarioError(f"'{raw}' is not a duration such as 90s, 15m, 12h, 30d or 2w")
+    return dt.timedelta(seconds=float(m.group(1)) * _UNITS_S[m.group(2)])
+
+
+def load_scenario(path: Path) -> Scenario:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path}: not valid YAML ({exc})") from None
+    return parse_scenario(raw, path)
+
+
+def parse_scenario(raw: Any, path: Path | None = None) -> Scenario:
+    where = str(path or "scenario")
+    if not isinstance(raw, Mapping):
+        raise ScenarioError(f"{where}: a scenario is a mapping with 'scenario', 'lab' and 'steps'")
+    unknown = set(raw) - {"scenario", "description", "lab", "steps", "settle_timeout"}
+    if unknown:
+        raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    name = str(raw.get("scenario") or (path.stem if path else "scenario"))
+    lab_raw = raw.get("lab")
+    try:
+        if isinstance(lab_raw, str):
+            base = path.parent if path else Path.cwd()
+            lab = load_lab((base / lab_raw).resolve())
+        else:
+            lab = parse_lab(lab_raw, source=f"{where}: lab")
+    except LabFileError as exc:
+        raise ScenarioError(str(exc)) from None
+    steps_raw = raw.get("steps")
+    if not isinstance(steps_raw, list) or not steps_raw:
+        raise ScenarioError(f"{where}: 'steps' must be a non-empty list")
+    steps = tuple(_parse_step(i, s, lab, where) for i, s in enumerate(steps_raw, start=1))
+    settle = raw.get("settle_timeout", 30)
+    if not isinstance(settle, int | float) or settle <= 0:
+        raise ScenarioError(f"{where}: settle_timeout must be a positive number of seconds")
+    return Scenario(name, str(raw.get("description", "")).strip(), lab, steps, path, float(settle))
+
+
+def _parse_step(index: int, raw: Any, lab: LabSpec, where: str) -> Step:
+    label = f"{where}: step {index}"
+    if not isinstance(raw, Mapping):
+        raise ScenarioError(f"{label} must be a mapping such as {{upload: {{...}}}}")
+    kinds = [k for k in raw if k in STEP_KINDS]
+    if len(kinds) != 1:
+        raise ScenarioError(f"{label} must have exactly one of: {', '.join(STEP_KINDS)} (got {', '.join(map(str, raw))})")
+    kind = str(kinds[0])
+    extra = set(raw) - {kind, "rule", "expect_error", "note"}
+    if extra:
+        raise ScenarioError(f"{label}: unknown key(s) {', '.join(sorted(map(str, extra)))}")
+    args = raw[kind]
+    rule = raw.get("rule")
+    expect_error = raw.get("expect_error")
+    if kind == "expect" and isinstance(args, Mapping) and "rule" in args:
+        rule = args.get("rule")
+    if expect_error is not None and kind not in ("upload", "delete", "start", "stop"):
+        raise ScenarioError(f"{label}: expect_error applies to upload, delete, start and stop steps")
+    _validate_args(kind, args, lab, label)
+    return Step(index, kind, args, None if rule is None else str(rule),
+                None if expect_error is None else str(expect_error), str(raw.get("note", "")))
+
+
+def _need(args: Any, keys: Sequence[str], label: str, optional: Sequence[str] = ()) -> Mapping[str, Any]:
+    if not isinstance(args, Mapping):
+        raise ScenarioError(f"{label}: expected a mapping with {', '.join(keys)}")
+    missing = [k for k in keys if k not in args]
+    if missing:
+        raise ScenarioError(f"{label}: missing {', '.join(missing)}")
+    unknown = set(args) - set(keys) - set(optional)
+    if unknown:
+        raise ScenarioError(f"{label}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    return args
+
+
+def _node_ok(lab: LabSpec, name: Any, label: str) -> None:
+    if name not in lab.node_names:
+        raise ScenarioError(f"{label}: unknown node '{name}'; nodes: {', '.join(lab.node_names)}")
+
+
+def _validate_args(kind: str, args: Any, lab: LabSpec, label: str) -> None:
+    if kind == "ca":
+        a = _need(args, [], label, ["create", "issue", "issuer", "cn", "san", "key_type", "key_size", "days", "starts_in_days"])
+        if ("create" in a) == ("issue" in a):
+            raise ScenarioError(f"{label}: give one of 'create' (a CA) or 'issue' (a leaf certificate)")
+        if "issue" in a and "issuer" not in a:
+            raise ScenarioError(f"{label}: 'issue' needs an 'issuer'")
+    elif kind == "upload":
+        a = _need(args, ["node", "store"], label, ["cert", "certs", "chain", "format", "pem", "raw", "raw_b64"])
+        _node_ok(lab, a["node"], label)
+        if sum(k in a for k in ("cert", "certs", "pem", "raw", "raw_b64")) != 1:
+            raise ScenarioError(f"{label}: give one of cert, certs, pem, raw or raw_b64")
+        if a.get("format", "pem") not in ("pem", "der", "pkcs7", "pkcs7-der"):
+            raise ScenarioError(f"{label}: format must be pem, der, pkcs7 or pkcs7-der")
+    elif kind == "delete":
+        a = _need(args, ["node", "store"], label, ["name", "cert"])
+        _node_ok(lab, a["node"], label)
+        if ("name" in a) == ("cert" in a):
+            raise ScenarioError(f"{label}: give one of 'name' or 'cert'")
+    elif kind in ("stop", "start", "resync"):
+        _node_ok(lab, args, label)
+    elif kind == "wait":
+        if args != "converged" and not (isinstance(args, Mapping) and set(args) <= {"converged", "seconds"}):
+            raise ScenarioError(f"{label}: wait takes 'converged' or {{seconds: N}}")
+    elif kind == "advance":
+        parse_duration(args)
+    elif kind == "list":
+        a = _need(args, ["node"], label, ["store", "usage", "cn", "key_type", "expires_before", "expires_after"])
+        _node_ok(lab, a["node"], label)
+    elif kind == "expect":
+        a = _need(args, ["store"], label, ["rule", "nodes", "node", "has", "lacks", "count", "settle"])
+        if not any(k in a for k in ("has", "lacks", "count")):
+            raise ScenarioError(f"{label}: an expectation needs has, lacks or count")
+        for n in _as_list(a.get("nodes", [])) + ([a["node"]] if "node" in a else []):
+            if n != "all":
+                _node_ok(lab, n, label)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+# -------------------------------------------------------------------------------------------
+# running
+
+
+@dataclass
+class StepResult:
+    index: int
+    kind: str
+    status: str  # ok | failed | error | unknown
+    sim: str
+    rule: str | None = None
+    detail: str = ""
+    result: Any = None
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    verdict: str
+    steps: list[StepResult] = field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+    @property
+    def expectations(self) -> list[StepResult]:
+        return [s for s in self.steps if s.kind == "expect" or s.rule is not None]
+
+
+StepCallback = Callable[[StepResult], None]
+
+
+class Runner:
+    """Runs a scenario's steps against a started ``cluster.lab.Lab``."""
+
+    def __init__(self, scenario: Scenario, lab: Any, on_step: StepCallback | None = None) -> None:
+        self.scenario = scenario
+        self.lab = lab
+        self.ca = LabCA(lab.clock)
+        self.on_step = on_step
+        self.identity_cache: dict[tuple[str, str], str] = {}
+
+    async def run(self) -> RunResult:
+        result = RunResult(self.scenario.name, "valid")
+        for step in self.scenario.steps:
+            try:
+                outcome = await self._run_step(step)
+            except (CertsimError, ScenarioError, TimeoutError) as exc:
+                message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+                outcome = StepResult(step.index, step.kind, "error", self._now(), step.rule, message)
+            result.steps.append(outcome)
+            self.lab.history.record({"event": "step", "step": step.index, "kind": step.kind, "status": outcome.status,
+                                     "rule": step.rule, "detail": outcome.detail, "sim": outcome.sim})
+            if self.on_step is not None:
+                self.on_step(outcome)
+            if outcome.status == "error":
+                result.verdict = "unknown"
+                result.reason = f"{step.label} could not run: {outcome.detail}"
+                break
+            if outcome.status == "failed":
+                result.verdict = "invalid"
+                result.reason = result.reason or f"{step.label} failed: {outcome.detail}"
+            elif outcome.status == "unknown" and result.verdict == "valid":
+                result.verdict = "unknown"
+                result.reason = f"{step.label}: {outcome.detail}"
+        return result
+
+    def _now(self) -> str:
+        return certs.iso(self.lab.clock.now())
+
+    def _ok(self, step: Step, detail: str = "", result: Any = None, status: str = "ok") -> StepResult:
+        return StepResult(step.index, step.kind, status, self._now(), step.rule, detail, result)
+
+    async def _run_step(self, step: Step) -> StepResult:
+        if step.kind == "expect":
+            return await self._expect(step)
+        if step.expect_error is not None:
+            return await self._expect_failure(step)
+        result = await self._action(step)
+        return self._ok(step, _summary(step, result), result)
+
+    async def _action(self, step: Step) -> Any:
+        a = step.args
+        if step.kind == "ca":
+            return await asyncio.to_thread(self._ca, a)
+        if step.kind == "upload":
+            data = self._upload_data(a)
+            return await self.lab.request(a["node"], "upload", {"store": a["store"], "data": base64.b64encode(data).decode()})
+        if step.kind == "delete":
+            name = a.get("name") or certs.entry_name(self.ca.get(a["cert"]).cert)
+            return await self.lab.request(a["node"], "delete", {"store": a["store"], "name": name})
+        if step.kind == "stop":
+            await self.lab.stop_node(a)
+            return {"stopped": a}
+        if step.kind == "start":
+            await self.lab.start_node(a)
+            return {"started": a}
+        if step.kind == "resync":
+            return await self.lab.request(a, "resync")
+        if step.kind == "advance":
+            self.lab.clock.advance(parse_duration(a))
+            return {"sim_time": self._now()}
+        if step.kind == "wait":
+            if isinstance(a, Mapping) and "seconds" in a:
+                await asyncio.sleep(float(a["seconds"]))
+                return {"waited": a["seconds"]}
+            conv = await self.lab.converge(timeout=self.scenario.settle_timeout)
+            if not conv.converged:
+                raise TimeoutError(f"the cluster did not converge within {self.scenario.settle_timeout:g} s: {conv.detail}")
+            return {"converged_in_s": round(conv.seconds, 3)}
+        if step.kind == "list":
+            args = {k: v for k, v in a.items() if k != "node"}
+            return await self.lab.request(a["node"], "list", args)
+        raise ScenarioError(f"{step.label}: unknown step")
+
+    def _ca(self, a: Mapping[str, Any]) -> dict[str, Any]:
+        algo = KeyAlgo.EC if str(a.get("key_type", "RSA")).upper() == "EC" else KeyAlgo.RSA
+        size = int(a.get("key_size", 256 if algo is KeyAlgo.EC else 2048))
+        common = {"cn": a.get("cn"), "key_algo": algo, "key_size": size,
+                  "starts_in_days": float(a.get("starts_in_days", 0))}
+        if "create" in a:
+            issued = self.ca.create_ca(str(a["create"]), issuer=a.get("issuer"), days=int(a.get("days", 3650)), **common)
+        else:
+            issued = self.ca.issue(str(a["issue"]), issuer=str(a["issuer"]), san=_as_list(a.get("san")),
+                                   days=int(a.get("days", 365)), **common)
+        return {"name": issued.name, "cn": certs.common_name(issued.cert.subject), "ca": issued.is_ca,
+                "not_after": certs.iso(issued.cert.not_valid_after_utc)}
+
+    def _upload_data(self, a: Mapping[str, Any]) -> bytes:
+        if "pem" in a:
+            return str(a["pem"]).encode()
+        if "raw" in a:
+            return str(a["raw"]).encode()
+        if "raw_b64" in a:
+            return base64.b64decode(str(a["raw_b64"]))
+        names = _as_list(a.get("certs") or a.get("cert"))
+        items = [self.ca.get(str(n)) for n in names]
+        fmt = a.get("format", "pem")
+        chain = bool(a.get("chain", False))
+        if fmt == "der":
+            if len(items) != 1 or chain:
+                raise ScenarioError("format der carries exactly one certificate and no chain; use pkcs7-der")
+            return items[0].der()
+        if fmt in ("pkcs7", "pkcs7-der"):
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.serialization import pkcs7
+
+            bundle = [c for i in items for c in ([i.cert, *i.chain] if chain else [i.cert])]
+            enc = serialization.Encoding.DER if fmt == "pkcs7-der" else serialization.Encoding.PEM
+            return pkcs7.serialize_certificates(bundle, enc)
+        return b"".join(i.pem(with_chain=chain) for i in items)
+
+    async def _expect_failure(self, step: Step) -> StepResult:
+        """The action must fail with the given text and change nothing on any node."""
+        before = await self._snapshot()
+        try:
+            result = await self._action(step)
+        except CertsimError as exc:
+            after = await self._snapshot()
+            wanted = str(step.expect_error).lower()
+            if wanted not in exc.message.lower():
+                return self._ok(step, f"failed, but with '{exc.message}' instead of '{step.expect_error}'", status="failed")
+            if before != after:
+                return self._ok(step, f"refused ('{exc.message}') but state changed on some node", status="failed")
+            return self._ok(step, f"refused as expected: {exc.message}")
+        return self._ok(step, f"succeeded ({_summary(step, result)}) but an error containing '{step.expect_error}' was expected",
+                        result, status="failed")
+
+    async def _snapshot(self) -> dict[str, list[tuple[str, str, str]]]:
+        await self.lab.converge(timeout=self.scenario.settle_timeout)
+        snap: dict[str, list[tuple[str, str, str]]] = {}
+        for node in self.lab.running_nodes():
+            rows = await self.lab.request(node, "list", {})
+            snap[node] = sorted((r["store"], r["name"], r["sha256"]) for r in rows)
+        return snap
+
+    async def _resolve(self, ref: str) -> tuple[str, str]:
+        """(entry name, sha256) of a reference: a lab CA name, or ``<unit>@<node>`` for a node's identity."""
+        if "@" in ref:
+            unit, node = ref.split("@", 1)
+            rows = await self.lab.request(node, "list", {"store": unit, "usage": "identity"})
+            if not rows:
+                raise ScenarioError(f"node '{node}' has no '{unit}' identity certificate")
+            return str(rows[0]["name"]), str(rows[0]["sha256"])
+        issued = self.ca.get(ref)
+        return certs.entry_name(issued.cert), certs.fingerprint(issued.cert)
+
+    async def _expect(self, step: Step) -> StepResult:
+        a = step.args
+        store = str(a["store"])
+        converged = True
+        if a.get("settle", True):
+            conv = await self.lab.converge(timeout=self.scenario.settle_timeout)
+            converged = conv.converged
+        nodes = self._target_nodes(a, store)
+        has = [await self._resolve(str(r)) for r in _as_list(a.get("has"))]
+        lacks = [await self._resolve(str(r)) for r in _as_list(a.get("lacks"))]
+        problems: list[str] = []
+        for node in nodes:
+            rows = await self.lab.request(node, "list", {"store": store})
+            held = {(r["name"], r["sha256"]) for r in rows}
+            held_names = {r["name"] for r in rows}
+            problems += [f"{node} lacks {store}/{n}" for n, fp in has if (n, fp) not in held]
+            problems += [f"{node} still holds {store}/{n}" for n, _fp in lacks if n in held_names]
+            if "count" in a and len(rows) != int(a["count"]):
+                problems.append(f"{node} holds {len(rows)} in {store}, expected {a['count']}")
+        what = " ".join(
+            p for p in (
+                f"has {', '.join(n for n, _ in has)}" if has else "",
+                f"lacks {', '.join(n for n, _ in lacks)}" if lacks else "",
+                f"count {a['count']}" if "count" in a else "",
+            ) if p
+        )
+        if problems:
+            return self._ok(step, "; ".join(problems), status="failed")
+        if not converged:
+            return self._ok(step, f"{store} {what} on {', '.join(nodes)}, but the cluster had not converged", status="unknown")
+        return self._ok(step, f"{store} {what} on {', '.join(nodes)}")
+
+    def _target_nodes(self, a: Mapping[str, Any], store: str) -> list[str]:
+        from node.catalog import STORES, UNITS
+
+        wanted = _as_list(a.get("nodes")) + ([a["node"]] if "node" in a else [])
+        running = self.lab.running_nodes()
+        if not wanted or "all" in wanted:
+            roles = STORES[store].roles if store in STORES else (UNITS[store].roles if store in UNITS else set())
+            return [n for n in running if self.scenario.lab.node(n).role in roles]
+        return [str(n) for n in wanted]
+
+
+def _summary(step: Step, result: Any) -> str:
+    if not isinstance(result, Mapping):
+        return f"{len(result)} certificates" if isinstance(result, list) else ""
+    if step.kind == "upload":
+        parts = [f"{k} {', '.join(result[k])}" for k in ("added", "replaced", "unchanged") if result.get(k)]
+        return f"{step.args['node']} {result.get('store')}: " + "; ".join(parts + list(result.get("notes", [])))
+    if step.kind == "delete":
+        where = "every node" if result.get("replicated") else "this node only"
+        return f"{step.args['node']} deleted {result.get('store')}/{result.get('deleted')} ({where})"
+    return ", ".join(f"{k}={v}" for k, v in result.items())
+
+
+def certificate_from_b64(data: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(base64.b64decode(data))

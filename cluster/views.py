@@ -1,0 +1,86 @@
+"""Human views (rich tables) of what the CLI prints; ``--json`` bypasses them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from cluster.runs import RunReport
+from cluster.scenario import StepResult
+
+STATUS_STYLE = {"ok": "green", "failed": "bold red", "error": "bold red", "unknown": "yellow"}
+VERDICT_STYLE = {"valid": "bold green", "invalid": "bold red", "unknown": "bold yellow"}
+
+
+def step_line(step: StepResult) -> str:
+    style = STATUS_STYLE.get(step.status, "")
+    rule = f" [cyan]{step.rule}[/cyan]" if step.rule else ""
+    mark = {"ok": "✓", "failed": "✗", "error": "!", "unknown": "?"}.get(step.status, "·")
+    detail = step.detail.replace("[", r"\[")
+    return f"[{style}]{mark}[/{style}] step {step.index:>2} {step.kind:<7}{rule} {detail}"
+
+
+def trust_tables(stores: Mapping[str, Sequence[Mapping[str, Any]]], roles: Mapping[str, str]) -> list[Table]:
+    """One table per node: each non-empty trust store with its certificates."""
+    tables = []
+    for node, rows in stores.items():
+        table = Table(title=f"{node} ({roles.get(node, '?')}) trust stores", title_justify="left", expand=False)
+        table.add_column("store", style="cyan", no_wrap=True)
+        table.add_column("#", justify="right")
+        table.add_column("certificates")
+        by_store: dict[str, list[str]] = {}
+        for r in rows:
+            by_store.setdefault(str(r["store"]), []).append(str(r["name"]))
+        for store in sorted(by_store):
+            table.add_row(store, str(len(by_store[store])), "\n".join(sorted(by_store[store])))
+        tables.append(table)
+    return tables
+
+
+def print_report(console: Console, report: RunReport) -> None:
+    result = report.result
+    expectations = result.expectations
+    held = sum(1 for s in expectations if s.status == "ok")
+    style = VERDICT_STYLE[result.verdict]
+    rules = sorted({s.rule for s in result.steps if s.rule and s.status == "ok"})
+    body = (
+        f"[{style}]{result.verdict.upper()}[/{style}]  {held}/{len(expectations)} expectations held"
+        f"  ·  {report.wall_seconds:.1f} s  ·  broker {report.broker}\n"
+        f"rules shown: {', '.join(rules) or 'none'}\n"
+        f"results: {report.results_dir}"
+    )
+    if result.reason:
+        body += f"\n[{style}]{result.reason}[/{style}]"
+    console.print(Panel(body, title=f"scenario {result.scenario}", expand=False))
+
+
+def status_table(statuses: Mapping[str, Mapping[str, Any] | None], lab: str, broker: str) -> Table:
+    table = Table(title=f"lab {lab} on {broker}", title_justify="left")
+    for col in ("node", "role", "fqdn", "state", "trust stores (non-empty)", "outbox"):
+        table.add_column(col, no_wrap=col != "trust stores (non-empty)")
+    for node, st in statuses.items():
+        if st is None:
+            table.add_row(node, "", "", "[red]down[/red]", "", "")
+            continue
+        role = st["role"] + (" publisher" if st["publisher"] else "")
+        state = "[green]connected[/green]" if st["connected"] else "[yellow]disconnected[/yellow]"
+        counts = ", ".join(f"{s} {n}" for s, n in st["stores"].items() if n)
+        table.add_row(node, role, st["fqdn"], state, counts, str(st["outbox"]))
+    return table
+
+
+def cert_table(rows: Sequence[Mapping[str, Any]], node: str) -> Table:
+    table = Table(title=f"certificates on {node}", title_justify="left")
+    for col in ("store", "name", "usage", "key", "issuer", "not after", "from"):
+        table.add_column(col, no_wrap=col in ("store", "usage", "key", "not after"))
+    for r in rows:
+        source = r.get("origin") or r.get("source") or ""
+        table.add_row(
+            str(r["store"]), str(r["name"]), str(r["usage"]), f"{r['key_type']}-{r['key_bits']}",
+            str(r.get("issuer_cn") or r.get("issuer")), str(r["not_after"]), str(source),
+        )
+    return table
