@@ -20,13 +20,15 @@ import argparse
 import asyncio
 import base64
 import collections
+import concurrent.futures
 import contextlib
 import json
 import logging
+import os
 import secrets
+import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,13 +40,13 @@ from typing import Any
 import aiomqtt
 from cryptography import x509
 
-from cluster.broker import EmbeddedBroker, MosquittoBroker, wait_listening
+from cluster.broker import EmbeddedBroker, MosquittoBroker
 from cluster.lab import History, Lab
 from cluster.labca import LabCA
 from cluster.labfile import parse_lab
 from node import certs
-from node.errors import CertsimError
 from node.catalog import MAX_CLUSTER_NODES, KeyAlgo
+from node.errors import CertsimError
 from replication.envelope import Envelope
 from replication.hlc import Version
 from replication.records import Record
@@ -136,7 +138,7 @@ class ApplyWatch(History):
                 if len(self.applied) == len(self._expected):
                     self._done.set()
 
-    async def wait_quiet(self, quiet_s: float, timeout: float) -> float:
+    async def wait_quiet(self, quiet_s: float, limit_s: float) -> float:
         """Wait until no node has reported anything for ``quiet_s``; returns the seconds waited.
 
         Set-up only (this polls): right after start every node exchanges digests and full
@@ -145,43 +147,10 @@ class ApplyWatch(History):
         """
         start = time.perf_counter()
         while time.perf_counter() - self.last_event < quiet_s:
-            if time.perf_counter() - start > timeout:
-                raise RuntimeError(f"the lab was still busy {timeout:g} s after start")
+            if time.perf_counter() - start > limit_s:
+                raise RuntimeError(f"the lab was still busy {limit_s:g} s after start")
             await asyncio.sleep(0.1)
         return time.perf_counter() - start
-
-
-class NoDelayMosquitto(MosquittoBroker):
-    """``MosquittoBroker`` plus ``set_tcp_nodelay true`` (for ``--tcp-nodelay`` only)."""
-
-    async def start(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="certsim-mosquitto-")
-        conf = Path(self._dir.name) / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.address.port} {self.address.host}\n"
-            "allow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
-            "user root\nlog_dest none\nset_tcp_nodelay true\n",
-            encoding="utf-8",
-        )
-        self._proc = subprocess.Popen(
-            [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            await wait_listening(self.address)
-        except TimeoutError:
-            await self.stop()
-            raise
-
-
-def enable_tcp_nodelay() -> None:
-    """Make every aiomqtt client of this process (nodes, control client, raw) set TCP_NODELAY."""
-    original = aiomqtt.Client.__init__
-
-    def init(self: aiomqtt.Client, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("socket_options", NODELAY)
-        original(self, *args, **kwargs)
-
-    aiomqtt.Client.__init__ = init  # type: ignore[method-assign]
 
 
 def lab_spec_raw(nodes: int) -> dict[str, Any]:
@@ -192,8 +161,15 @@ def lab_spec_raw(nodes: int) -> dict[str, Any]:
     }
 
 
-async def make_certificates(lab: Lab, count: int, key_algo: KeyAlgo) -> list[bytes]:
-    """``count`` CA-signed leaf certificates with distinct CNs, as PEM; made before any timing."""
+async def make_certificates(
+    lab: Lab, count: int, key_algo: KeyAlgo, pool: concurrent.futures.Executor
+) -> tuple[list[bytes], float]:
+    """``count`` CA-signed leaf certificates with distinct CNs, as PEM, and the seconds it took.
+
+    Made in ``pool`` while the lab starts and settles, and awaited before anything is timed.
+    """
+    start = time.perf_counter()
+    loop = asyncio.get_running_loop()
     ca = LabCA(lab.clock)
     ca.create_ca("bench-root", cn="certsim bench root CA")
     tag = secrets.token_hex(3)
@@ -201,23 +177,19 @@ async def make_certificates(lab: Lab, count: int, key_algo: KeyAlgo) -> list[byt
 
     def one(i: int) -> bytes:
         name = f"bench-{tag}-{i:04d}"
-        return ca.issue(
-            name, issuer="bench-root", cn=f"{name}.bench.example", key_algo=key_algo, key_size=size
-        ).pem()
+        return ca.issue(name, issuer="bench-root", cn=f"{name}.bench.example", key_algo=key_algo, key_size=size).pem()
 
-    # keygen releases the GIL: the default executor uses every core
-    return list(await asyncio.gather(*(asyncio.to_thread(one, i) for i in range(count))))
+    # keygen releases the GIL, so this uses the other core while the nodes install and settle;
+    # a pool of its own keeps the nodes' own keygen (default executor) from queueing behind it
+    pems = await asyncio.gather(*(loop.run_in_executor(pool, one, i) for i in range(count)))
+    return list(pems), time.perf_counter() - start
 
 
 def sealed_change(lab: Lab, origin: str, pem: bytes) -> bytes:
     """The envelope the origin publishes for one uploaded certificate, sealed as on the wire."""
     cert = x509.load_pem_x509_certificate(pem)
-    rec = Record(
-        STORE, certs.entry_name(cert), Version(lab.clock.now_ms(), 0, origin), certs.der_of(cert), origin
-    )
-    env = Envelope(
-        kind="change", sender=origin, body={"records": [rec.to_json()]}, sent_ms=lab.clock.now_ms()
-    )
+    rec = Record(STORE, certs.entry_name(cert), Version(lab.clock.now_ms(), 0, origin), certs.der_of(cert), origin)
+    env = Envelope(kind="change", sender=origin, body={"records": [rec.to_json()]}, sent_ms=lab.clock.now_ms())
     return env.seal(lab.secret)
 
 
@@ -225,7 +197,7 @@ async def settle(lab: Lab, watch: ApplyWatch) -> None:
     """Let the start-up anti-entropy burst die down, then check the lab has converged."""
     detail = ""
     for _attempt in range(3):
-        await watch.wait_quiet(1.0, timeout=SETTLE_TIMEOUT_S)
+        await watch.wait_quiet(1.0, limit_s=SETTLE_TIMEOUT_S)
         try:
             conv = await lab.converge(timeout=60)
         except CertsimError as exc:  # a node still too busy to answer within 15 s
@@ -302,6 +274,7 @@ async def run_raw(
             identifier=f"bench-{run}-{name}",
             username="bench",  # amqtt wants a name; harmless on mosquitto
             clean_session=True,
+            socket_options=NODELAY,  # as the nodes' bus sockets (replication.transport)
             keepalive=30,
             timeout=10,
         )
@@ -323,7 +296,13 @@ async def run_raw(
                 t0 = time.perf_counter()
                 await pub.publish(topic, seq.to_bytes(8, "big") + body, qos=1)
                 t_ack = time.perf_counter()
-                await asyncio.wait_for(state["done"].wait(), APPLY_TIMEOUT_S)
+                try:
+                    await asyncio.wait_for(state["done"].wait(), APPLY_TIMEOUT_S)
+                except TimeoutError:
+                    raise RuntimeError(
+                        f"raw message {seq}: {subscribers - len(received)} subscriber(s) did not get it "
+                        f"within {APPLY_TIMEOUT_S:g} s"
+                    ) from None
                 if seq >= warmup:
                     results.append(max(t_ack, state["last"]) - t0)
         finally:
@@ -352,7 +331,6 @@ def print_report(report: dict[str, Any]) -> None:
         f"nodes {report['nodes']}, uploads {report['uploads']} (+{report['warmup']} warm-up), "
         f"broker {report['broker']}, payload {report['payload_bytes']} B "
         f"(sealed change envelope), certificate {report['leaf_key']} leaf"
-        + (", TCP_NODELAY forced" if report["tcp_nodelay"] else "")
     )
     print(f"{'series (ms)':<38}{'p50':>9}{'p90':>9}{'p99':>9}{'min':>9}{'max':>9}")
     for label, s in rows:
@@ -360,24 +338,25 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"{'ratio certsim / raw':<38}{report['ratio_p50']:>8.1f}x{'':>9}{report['ratio_p99']:>8.1f}x")
     setup = report["setup_s"]
     print(
-        f"setup: certificates {setup['certificates']:.1f} s, lab start {setup['lab_start']:.1f} s, "
-        f"settle+converge {setup['converge']:.1f} s; anti-entropy repairs during run: {cs['repairs']}"
+        f"setup: lab start {setup['lab_start']:.1f} s, settle+converge {setup['converge']:.1f} s, "
+        f"certificates {setup['certificates']:.1f} s alongside (+{setup['certificates_extra_wait']:.1f} s "
+        f"after settling); anti-entropy repairs during the run: {cs['repairs']}"
     )
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    broker: EmbeddedBroker | MosquittoBroker
-    if args.broker == "embedded":
-        broker = EmbeddedBroker()
-    else:
-        broker = NoDelayMosquitto() if args.tcp_nodelay else MosquittoBroker()
-    if args.tcp_nodelay:
-        enable_tcp_nodelay()
+    broker: EmbeddedBroker | MosquittoBroker = EmbeddedBroker() if args.broker == "embedded" else MosquittoBroker()
     watch = ApplyWatch()
     spec = parse_lab(lab_spec_raw(args.nodes), source="bench")
     origin = spec.node_names[0]
     key_algo = {"rsa": KeyAlgo.RSA, "ec": KeyAlgo.EC}[args.leaf_key]
+    # SIGTERM cancels the run like Ctrl-C does, so the lab and the mosquitto child are stopped
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     lab: Lab | None = None
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="bench-keygen")
+    certificates: asyncio.Task[tuple[list[bytes], float]] | None = None
     with tempfile.TemporaryDirectory(prefix="certsim-bench-") as tmp:
         try:
             await broker.start()
@@ -385,9 +364,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             logging.getLogger("amqtt.broker").setLevel(logging.CRITICAL)
             lab = Lab(spec, Path(tmp) / "lab", broker_url=broker.url, history=watch)
 
-            t = time.perf_counter()
-            pems = await make_certificates(lab, args.warmup + args.uploads, key_algo)
-            t_certs = time.perf_counter() - t
+            certificates = asyncio.create_task(
+                make_certificates(lab, args.warmup + args.uploads, key_algo, pool), name="certificates"
+            )
 
             t = time.perf_counter()
             await lab.start()
@@ -396,6 +375,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             t = time.perf_counter()
             await settle(lab, watch)
             t_conv = time.perf_counter() - t
+            t = time.perf_counter()
+            pems, t_certs = await certificates
+            t_certs_wait = time.perf_counter() - t
             repairs_before = watch.repairs
 
             total, reply, remote = await run_certsim(lab, watch, origin, pems, args.warmup)
@@ -404,6 +386,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             payload = sealed_change(lab, origin, pems[-1])
             raw = await run_raw(broker.address, args.nodes, payload, args.warmup + args.uploads, args.warmup)
         finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            if certificates is not None and not certificates.done():
+                certificates.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await certificates
             if lab is not None:
                 await lab.stop()
             await broker.stop()
@@ -417,7 +404,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "broker": args.broker,
         "origin": origin,
         "leaf_key": args.leaf_key,
-        "tcp_nodelay": args.tcp_nodelay,
         "payload_bytes": len(payload),
         "certsim": {
             "end_to_end_ms": cs_total.as_dict(),
@@ -430,6 +416,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "ratio_p99": round(cs_total.p99 / raw_s.p99, 2),
         "setup_s": {
             "certificates": round(t_certs, 2),
+            "certificates_extra_wait": round(t_certs_wait, 2),
             "lab_start": round(t_start, 2),
             "converge": round(t_conv, 2),
         },
@@ -447,11 +434,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=("rsa", "ec"),
         default="rsa",
         help="key of the uploaded leaf certificates (default rsa)",
-    )
-    parser.add_argument(
-        "--tcp-nodelay",
-        action="store_true",
-        help="what-if: TCP_NODELAY on every MQTT client socket and in mosquitto (not done by the library)",
     )
     parser.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
     args = parser.parse_args(argv)
@@ -473,6 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, CertsimError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted; lab and broker stopped", file=sys.stderr)
+        return 130
     report["wall_s"] = round(time.perf_counter() - t, 2)
     print_report(report)
     print(f"total wall time {report['wall_s']:.1f} s")
@@ -482,4 +467,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    rc = main()
+    if rc != 0:
+        # A run interrupted while nodes were starting can leave a node's aiosqlite connection
+        # open (Lab only learns of an agent once its start has returned), and aiosqlite's
+        # non-daemon worker thread would then keep the process alive; the broker and the lab
+        # directory are already cleaned up, so leave without waiting for it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)

@@ -64,7 +64,7 @@ class EmbeddedBroker:
         self._broker: Any = None
 
     async def start(self) -> None:
-        from amqtt.broker import Broker
+        from amqtt.broker import Broker  # noqa: PLC0415 - amqtt is slow to import; only labs that embed it pay
 
         quiet_amqtt()
         config = {
@@ -115,7 +115,7 @@ class MosquittoBroker:
             "log_dest none\nset_tcp_nodelay true\n",
             encoding="utf-8",
         )
-        self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own config
+        self._proc = subprocess.Popen(  # noqa: S603, ASYNC220 - fixed binary and config; Popen returns at once
             [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:

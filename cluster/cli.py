@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from functools import wraps
@@ -16,11 +17,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from cluster import running as rl
-from cluster.labfile import LabFileError, load_lab
+from cluster.lab import Lab, default_lab_dir
+from cluster.labfile import LabFileError, LabSpec, load_lab
 from cluster.runs import default_results_dir, run_scenario
 from cluster.scenario import ScenarioError, load_scenario
 from cluster.views import cert_table, print_report, status_table, step_line, trust_tables
 from node.errors import CertsimError
+from scenarios import shipped
 
 console = Console()
 err = Console(stderr=True)
@@ -59,12 +62,18 @@ def emit_json(data: Any) -> None:
 
 
 broker_option = click.option(
-    "--broker", metavar="URL", default=None,
+    "--broker",
+    metavar="URL",
+    default=None,
     help="Use an external MQTT 3.1.1 broker (mqtt://host:port, e.g. mosquitto or EMQX) instead of the embedded one.",
 )
-lab_option = click.option("--lab", "lab_name", metavar="NAME", help="Which running lab (default: the only one running).")
+lab_option = click.option(
+    "--lab", "lab_name", metavar="NAME", help="Which running lab (default: the only one running)."
+)
 lab_dir_option = click.option(
-    "--lab-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+    "--lab-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
     help="Lab directory (default: $CERTSIM_HOME/labs/<lab>, CERTSIM_HOME defaults to ~/.certsim).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
@@ -90,14 +99,30 @@ def main() -> None:
 # scenarios
 
 
-def _run(scenario_ref: str, broker: str | None, results: Path | None, lab_dir: Path | None,
-         as_json: bool, show_stores: bool) -> int:
+def _run(
+    scenario_ref: str,
+    broker: str | None,
+    results: Path | None,
+    lab_dir: Path | None,
+    as_json: bool,
+    show_stores: bool,
+) -> int:
     scenario = load_scenario(rl.resolve_scenario(scenario_ref))
     results_dir = results or default_results_dir(scenario.name)
     if not as_json:
-        console.print(f"[bold]{scenario.name}[/bold]: {scenario.description.splitlines()[0] if scenario.description else ''}")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=err, transient=True, disable=as_json) as progress:
+        console.print(
+            f"[bold]{scenario.name}[/bold]: {scenario.description.splitlines()[0] if scenario.description else ''}"
+        )
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=as_json,
+    ) as progress:
         nodes_task = progress.add_task("starting nodes", total=len(scenario.lab.nodes))
         steps_task = progress.add_task("steps", total=len(scenario.steps), visible=False)
 
@@ -111,8 +136,17 @@ def _run(scenario_ref: str, broker: str | None, results: Path | None, lab_dir: P
             if not as_json:
                 progress.console.print(step_line(step), highlight=False)
 
-        report = run_async(run_scenario(scenario, results_dir, broker_url=broker, lab_dir=lab_dir,
-                                        on_step=on_step, on_node=on_node, collect_stores=show_stores))
+        report = run_async(
+            run_scenario(
+                scenario,
+                results_dir,
+                broker_url=broker,
+                lab_dir=lab_dir,
+                on_step=on_step,
+                on_node=on_node,
+                collect_stores=show_stores,
+            )
+        )
     if as_json:
         emit_json(json.loads((report.results_dir / "results.json").read_text(encoding="utf-8")))
         return report.result.exit_code
@@ -126,7 +160,11 @@ def _run(scenario_ref: str, broker: str | None, results: Path | None, lab_dir: P
 
 @main.command()
 @broker_option
-@click.option("--results", type=click.Path(path_type=Path, file_okay=False), help="Results folder (default: ./certsim-results/<scenario>-<time>).")
+@click.option(
+    "--results",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Results folder (default: ./certsim-results/<scenario>-<time>).",
+)
 @json_option
 @handles_errors
 def demo(broker: str | None, results: Path | None, as_json: bool) -> None:
@@ -137,12 +175,27 @@ def demo(broker: str | None, results: Path | None, as_json: bool) -> None:
 @main.command("run")
 @click.argument("scenario")
 @broker_option
-@click.option("--results", type=click.Path(path_type=Path, file_okay=False), help="Results folder (default: ./certsim-results/<scenario>-<time>).")
-@click.option("--lab-dir", type=click.Path(path_type=Path, file_okay=False), help="Reuse this lab directory (default: a fresh one in the results folder).")
+@click.option(
+    "--results",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Results folder (default: ./certsim-results/<scenario>-<time>).",
+)
+@click.option(
+    "--lab-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Reuse this lab directory (default: a fresh one in the results folder).",
+)
 @click.option("--stores", "show_stores", is_flag=True, help="Print every node's trust stores at the end.")
 @json_option
 @handles_errors
-def run_cmd(scenario: str, broker: str | None, results: Path | None, lab_dir: Path | None, show_stores: bool, as_json: bool) -> None:
+def run_cmd(
+    scenario: str,
+    broker: str | None,
+    results: Path | None,
+    lab_dir: Path | None,
+    show_stores: bool,
+    as_json: bool,
+) -> None:
     """Run SCENARIO (a file, or the name of a shipped one). Exit 0 valid, 1 an expectation failed, 2 undecided."""
     try:
         code = _run(scenario, broker, results, lab_dir, as_json, show_stores)
@@ -154,8 +207,6 @@ def run_cmd(scenario: str, broker: str | None, results: Path | None, lab_dir: Pa
 @main.command("scenarios")
 def scenarios_cmd() -> None:
     """List the shipped scenarios."""
-    from scenarios import shipped
-
     for name, path in shipped().items():
         try:
             desc = load_scenario(path).description.splitlines()[0]
@@ -181,7 +232,14 @@ def lab() -> None:
 @click.option("--foreground", is_flag=True, help="Run in this terminal until Ctrl+C instead of in the background.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the nodes.")
 @handles_errors
-def lab_up(lab_file: Path, broker: str | None, lab_dir: Path | None, skip: tuple[str, ...], foreground: bool, timeout: float) -> None:
+def lab_up(
+    lab_file: Path,
+    broker: str | None,
+    lab_dir: Path | None,
+    skip: tuple[str, ...],
+    foreground: bool,
+    timeout: float,
+) -> None:
     """Start the lab described by LAB_FILE: broker (embedded unless --broker) and every node."""
     spec, directory = rl.prepare_lab_dir(lab_file, lab_dir)
     if foreground:
@@ -189,10 +247,17 @@ def lab_up(lab_file: Path, broker: str | None, lab_dir: Path | None, skip: tuple
         run_async(rl.serve(spec, directory, broker, skip, progress=lambda n: console.print(f"  {n} up")))
         return
 
+    lab_path = lab_file.absolute()
+
     async def up() -> None:
-        proc = rl.spawn_serve(lab_file.resolve(), directory, broker, skip)
-        with Progress(SpinnerColumn(), TextColumn("starting lab {task.description}"), TimeElapsedColumn(),
-                      console=err, transient=True) as progress:
+        proc = rl.spawn_serve(lab_path, directory, broker, skip)
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("starting lab {task.description}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as progress:
             progress.add_task(spec.name)
             running = await rl.wait_up(directory, proc, timeout)
         async with rl.connect(running) as client:
@@ -212,7 +277,7 @@ def lab_up(lab_file: Path, broker: str | None, lab_dir: Path | None, skip: tuple
 def lab_serve(lab_file: Path, broker: str | None, lab_dir: Path | None, skip: tuple[str, ...]) -> None:
     """Internal: the background process behind 'lab up'."""
     spec = load_lab(lab_file)
-    run_async(rl.serve(spec, lab_dir or rl.default_lab_dir(spec.name), broker, skip))
+    run_async(rl.serve(spec, lab_dir or default_lab_dir(spec.name), broker, skip))
 
 
 @lab.command("status")
@@ -250,7 +315,9 @@ def lab_down(lab_name: str | None, lab_dir: Path | None) -> None:
 # certificates on a running lab
 
 node_option = click.option("--node", required=True, metavar="NODE", help="The node to act on.")
-store_option = click.option("--store", required=True, metavar="STORE", help="Trust store (e.g. tomcat-trust) or identity unit.")
+store_option = click.option(
+    "--store", required=True, metavar="STORE", help="Trust store (e.g. tomcat-trust) or identity unit."
+)
 
 
 def _on_node(lab_name: str | None, lab_dir: Path | None, node: str, op: str, args: dict[str, Any]) -> Any:
@@ -280,12 +347,27 @@ def cert() -> None:
 @lab_dir_option
 @json_option
 @handles_errors
-def cert_list(node: str, store: str | None, usage: str | None, cn: str | None, key_type: str | None,
-              expires_before: str | None, expires_after: str | None, lab_name: str | None, lab_dir: Path | None,
-              as_json: bool) -> None:
+def cert_list(
+    node: str,
+    store: str | None,
+    usage: str | None,
+    cn: str | None,
+    key_type: str | None,
+    expires_before: str | None,
+    expires_after: str | None,
+    lab_name: str | None,
+    lab_dir: Path | None,
+    as_json: bool,
+) -> None:
     """Certificates on NODE, with filters (R-OP-LIST)."""
-    args = {"store": store, "usage": usage, "cn": cn, "key_type": key_type,
-            "expires_before": expires_before, "expires_after": expires_after}
+    args = {
+        "store": store,
+        "usage": usage,
+        "cn": cn,
+        "key_type": key_type,
+        "expires_before": expires_before,
+        "expires_after": expires_after,
+    }
     rows = _on_node(lab_name, lab_dir, node, "list", {k: v for k, v in args.items() if v})
     if as_json:
         emit_json(rows)
@@ -339,12 +421,24 @@ def cert_delete(node: str, store: str, name: str, lab_name: str | None, lab_dir:
 @store_option
 @click.argument("name", required=False)
 @click.option("--format", "fmt", type=click.Choice(["pem", "der"]), default="pem", show_default=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write to this file (default: stdout for PEM, NAME.der for DER).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write to this file (default: stdout for PEM, NAME.der for DER).",
+)
 @lab_option
 @lab_dir_option
 @handles_errors
-def cert_download(node: str, store: str, name: str | None, fmt: str, output: Path | None,
-                  lab_name: str | None, lab_dir: Path | None) -> None:
+def cert_download(
+    node: str,
+    store: str,
+    name: str | None,
+    fmt: str,
+    output: Path | None,
+    lab_name: str | None,
+    lab_dir: Path | None,
+) -> None:
     """Download a trust certificate NAME, or the identity certificate of a unit (--store tomcat)."""
     result = _on_node(lab_name, lab_dir, node, "download", {"store": store, "name": name or "", "format": fmt})
     data = base64.b64decode(result["data"])
@@ -380,15 +474,11 @@ def node_run(lab_file: Path, node_name: str, broker: str, lab_dir: Path | None) 
     """
     spec = load_lab(lab_file)
     spec.node(node_name)
-    directory = lab_dir or rl.default_lab_dir(spec.name)
+    directory = lab_dir or default_lab_dir(spec.name)
     run_async(_serve_node(spec, directory, node_name, broker))
 
 
-async def _serve_node(spec: Any, directory: Path, node_name: str, broker: str) -> None:
-    import signal
-
-    from cluster.lab import Lab
-
+async def _serve_node(spec: LabSpec, directory: Path, node_name: str, broker: str) -> None:
     lab = Lab(spec, directory, broker_url=broker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

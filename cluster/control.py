@@ -9,6 +9,7 @@ down is not queued and executed later: it times out with an error instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Iterable
 from typing import Any
@@ -19,6 +20,7 @@ from replication.topics import Topics
 from replication.transport import BrokerAddress, Bus, NotConnected
 
 DEFAULT_TIMEOUT_S = 15.0
+RESEND_S = 1.0
 
 
 class ControlClient:
@@ -65,7 +67,9 @@ class ControlClient:
     async def __aexit__(self, *_exc: object) -> None:
         await self.stop()
 
-    async def request(self, node: str, op: str, args: dict[str, Any] | None = None, *, timeout: float = DEFAULT_TIMEOUT_S) -> Any:
+    async def request(
+        self, node: str, op: str, args: dict[str, Any] | None = None, *, timeout: float = DEFAULT_TIMEOUT_S
+    ) -> Any:
         """Run ``op`` on ``node``; returns its result or raises the node's error (``CertsimError``)."""
         if node not in self.nodes:
             raise NotFound(f"unknown node '{node}'; nodes of this lab: {', '.join(self.nodes)}")
@@ -75,19 +79,27 @@ class ControlClient:
             to=node,
             body={"op": op, "args": args or {}, "reply_to": self.topics.reply(self.name)},
         )
+        if not self._bus.connected:  # e.g. just after a broker restart: the bus task is reconnecting
+            await self._bus.wait_connected(min(timeout, 10.0))
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[env.msg_id] = fut
+        payload = env.seal(self._secret)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
-            try:
-                await self._bus.publish(self.topics.node(node), env.seal(self._secret), qos=0)
-            except NotConnected:
-                raise Unavailable(f"lost the broker connection while asking {node} to {op}") from None
-            try:
-                answer = await asyncio.wait_for(fut, timeout)
-            except TimeoutError:
-                raise Unavailable(
-                    f"node '{node}' did not answer '{op}' within {timeout:g} s; is it running and connected?"
-                ) from None
+            # QoS 0 is not queued for a node that is away, so resend (same id) until answered;
+            # the node runs a request once and answers resent copies from memory.
+            while not fut.done():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise Unavailable(
+                        f"node '{node}' did not answer '{op}' within {timeout:g} s; is it running and connected?"
+                    )
+                with contextlib.suppress(NotConnected):
+                    await self._bus.publish(self.topics.node(node), payload, qos=0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(fut), min(RESEND_S, remaining))
+            answer = fut.result()
         finally:
             self._pending.pop(env.msg_id, None)
         if answer.get("ok"):

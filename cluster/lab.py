@@ -60,7 +60,10 @@ class LabState:
             if raw.get("lab") != spec.name:
                 raise NotFound(f"{lab_dir} holds lab '{raw.get('lab')}', not '{spec.name}'; use another --lab-dir")
             return cls(
-                raw["instance"], dt.datetime.fromisoformat(raw["sim_origin"]), float(raw["wall_origin"]), float(raw["rate"])
+                raw["instance"],
+                dt.datetime.fromisoformat(raw["sim_origin"]),
+                float(raw["wall_origin"]),
+                float(raw["rate"]),
             )
         wall = time.time()  # the lab's clock origin is the one wall-clock read a lab makes
         state = cls(

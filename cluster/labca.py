@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from node import certs
-from node.catalog import EKU_OIDS, EKU, KU, KeyAlgo
+from node.catalog import EKU, EKU_OIDS, KU, KeyAlgo
 from node.clock import Clock
 from node.errors import BadInput, NotFound
 
@@ -91,7 +91,7 @@ class LabCA:
             raise BadInput(f"'{issuer}' is not a CA and cannot issue certificates")
         cert = certs.build_certificate(
             subject=subject,
-            public_key=key.public_key(),  # type: ignore[arg-type]
+            public_key=key.public_key(),
             issuer=parent.cert.subject if parent else subject,
             issuer_key=parent.key if parent else key,
             not_before=not_before,
@@ -135,7 +135,7 @@ class LabCA:
         ]
         cert = certs.build_certificate(
             subject=self.subject.name(common),
-            public_key=key.public_key(),  # type: ignore[arg-type]
+            public_key=key.public_key(),
             issuer=parent.cert.subject,
             issuer_key=parent.key,
             not_before=not_before,

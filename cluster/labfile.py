@@ -16,6 +16,7 @@ A lab file, in the spirit of containerlab's topology files::
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,10 +28,20 @@ import yaml
 from node.catalog import MAX_CLUSTER_NODES, RELEASES, ReleaseProfile, Role
 from node.certs import SubjectFields
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_FQDN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # used with fullmatch: '$' would admit a trailing newline
+_FQDN = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
 MIN_PASSWORD = 8
-LAB_KEYS = {"lab", "security_password", "release", "domain", "clock", "subject", "nodes", "description", "rsa_key_size"}
+LAB_KEYS = {
+    "lab",
+    "security_password",
+    "release",
+    "domain",
+    "clock",
+    "subject",
+    "nodes",
+    "description",
+    "rsa_key_size",
+}
 NODE_KEYS = {"name", "role", "publisher", "fqdn"}
 
 
@@ -54,7 +65,7 @@ class LabSpec:
     nodes: tuple[NodeSpec, ...]
     clock_start: dt.datetime | None = None
     clock_rate: float = 1.0
-    subject: SubjectFields = SubjectFields()
+    subject: SubjectFields = SubjectFields()  # noqa: RUF009 - frozen, so one shared default is safe
     description: str = ""
     rsa_key_size: int = 2048
 
@@ -88,9 +99,11 @@ def parse_lab(raw: Any, source: str = "lab") -> LabSpec:
         raise LabFileError(f"{source}: a lab must be a mapping with 'lab', 'security_password' and 'nodes'")
     unknown = set(raw) - LAB_KEYS
     if unknown:
-        raise LabFileError(f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(LAB_KEYS))}")
+        raise LabFileError(
+            f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(LAB_KEYS))}"
+        )
     name = raw.get("lab")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise LabFileError(f"{source}: 'lab' must be a lowercase name of letters, digits and '-' (got {name!r})")
     password = raw.get("security_password")
     if not isinstance(password, str) or len(password) < MIN_PASSWORD:
@@ -100,7 +113,7 @@ def parse_lab(raw: Any, source: str = "lab") -> LabSpec:
     if release is None:
         raise LabFileError(f"{source}: unknown release '{release_name}'; known: {', '.join(RELEASES)}")
     domain = raw.get("domain", "lab.example")
-    if not isinstance(domain, str) or not _FQDN.match(domain):
+    if not isinstance(domain, str) or not _FQDN.fullmatch(domain):
         raise LabFileError(f"{source}: 'domain' must be a DNS domain (got {domain!r})")
     nodes_raw = raw.get("nodes")
     if not isinstance(nodes_raw, list) or not nodes_raw:
@@ -125,7 +138,9 @@ def parse_lab(raw: Any, source: str = "lab") -> LabSpec:
 
 def _parse_nodes(nodes_raw: list[Any], domain: str, source: str) -> tuple[NodeSpec, ...]:
     if len(nodes_raw) > MAX_CLUSTER_NODES:
-        raise LabFileError(f"{source}: {len(nodes_raw)} nodes; a cluster has at most {MAX_CLUSTER_NODES} servers (R-NODE-1)")
+        raise LabFileError(
+            f"{source}: {len(nodes_raw)} nodes; a cluster has at most {MAX_CLUSTER_NODES} servers (R-NODE-1)"
+        )
     parsed: list[dict[str, Any]] = []
     for i, item in enumerate(nodes_raw, start=1):
         where = f"{source}: node {i}"
@@ -135,14 +150,14 @@ def _parse_nodes(nodes_raw: list[Any], domain: str, source: str) -> tuple[NodeSp
         if unknown:
             raise LabFileError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
         name = item.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise LabFileError(f"{where}: 'name' must be lowercase letters, digits and '-' (got {name!r})")
         try:
             role = Role(str(item.get("role", "cucm")).lower())
         except ValueError:
             raise LabFileError(f"{where} ({name}): role must be 'cucm' or 'imp'") from None
         fqdn = item.get("fqdn", f"{name}.{domain}")
-        if not isinstance(fqdn, str) or not _FQDN.match(fqdn):
+        if not isinstance(fqdn, str) or not _FQDN.fullmatch(fqdn):
             raise LabFileError(f"{where} ({name}): 'fqdn' is not a valid host name: {fqdn!r}")
         publisher = item.get("publisher")
         if publisher is not None and not isinstance(publisher, bool):
@@ -151,21 +166,26 @@ def _parse_nodes(nodes_raw: list[Any], domain: str, source: str) -> tuple[NodeSp
     for key in ("name", "fqdn"):
         seen: set[str] = set()
         for p in parsed:
-            if p[key] in seen:
+            folded = p[key].lower()  # DNS names are case-insensitive
+            if folded in seen:
                 raise LabFileError(f"{source}: two nodes have the {key} '{p[key]}'")
-            seen.add(p[key])
+            seen.add(folded)
     for role in Role:
         members = [p for p in parsed if p["role"] is role]
         if not members:
             continue
         flagged = [p for p in members if p["publisher"]]
         if len(flagged) > 1:
-            raise LabFileError(f"{source}: more than one {role.value} publisher: {', '.join(p['name'] for p in flagged)}")
+            raise LabFileError(
+                f"{source}: more than one {role.value} publisher: {', '.join(p['name'] for p in flagged)}"
+            )
         chosen = flagged[0] if flagged else members[0]  # R-NODE-1: the first node is the publisher
         for p in members:
             p["publisher"] = p is chosen
     if not any(p["role"] is Role.CUCM for p in parsed):
-        raise LabFileError(f"{source}: a cluster needs a Unified CM (cucm) publisher; IM&P nodes join a Unified CM cluster")
+        raise LabFileError(
+            f"{source}: a cluster needs a Unified CM (cucm) publisher; IM&P nodes join a Unified CM cluster"
+        )
     return tuple(NodeSpec(p["name"], p["role"], p["publisher"], p["fqdn"]) for p in parsed)
 
 
@@ -180,7 +200,7 @@ def _parse_clock(raw: Any, source: str) -> tuple[dt.datetime | None, float]:
         if isinstance(start, dt.datetime):
             parsed = start
         elif isinstance(start, dt.date):
-            parsed = dt.datetime(start.year, start.month, start.day)
+            parsed = dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC)
         else:
             try:
                 parsed = dt.datetime.fromisoformat(str(start).replace("Z", "+00:00"))
@@ -189,7 +209,7 @@ def _parse_clock(raw: Any, source: str) -> tuple[dt.datetime | None, float]:
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.UTC)
     rate = raw.get("rate", 1.0)
-    if not isinstance(rate, int | float) or rate <= 0:
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate) or rate <= 0:
         raise LabFileError(f"{source}: clock rate must be a positive number")
     return parsed, float(rate)
 

@@ -27,6 +27,7 @@ from cluster.labfile import LabSpec, load_lab
 from node.errors import NotFound, Unavailable
 from replication.envelope import derive_key
 from replication.transport import BrokerAddress
+from scenarios import shipped
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,13 @@ def read_running(lab_dir: Path) -> RunningLab | None:
         return None
     raw = json.loads(path.read_text(encoding="utf-8"))
     spec = load_lab(lab_dir / LAB_COPY)
-    return RunningLab(lab_dir, spec, LabState.load_or_create(lab_dir, spec), int(raw["pid"]), BrokerAddress.parse(raw["broker"]))
+    return RunningLab(
+        lab_dir,
+        spec,
+        LabState.load_or_create(lab_dir, spec),
+        int(raw["pid"]),
+        BrokerAddress.parse(raw["broker"]),
+    )
 
 
 def find_running(lab: str | None = None, lab_dir: Path | None = None) -> RunningLab:
@@ -109,7 +116,9 @@ def prepare_lab_dir(lab_file: Path, lab_dir: Path | None) -> tuple[LabSpec, Path
     return spec, directory
 
 
-def spawn_serve(lab_file: Path, lab_dir: Path, broker_url: str | None, skip: tuple[str, ...]) -> subprocess.Popen[bytes]:
+def spawn_serve(
+    lab_file: Path, lab_dir: Path, broker_url: str | None, skip: tuple[str, ...]
+) -> subprocess.Popen[bytes]:
     """Start ``certsim lab serve`` detached from this terminal, logging to ``serve.log``."""
     args = [sys.executable, "-m", "cluster.cli", "lab", "serve", str(lab_file), "--lab-dir", str(lab_dir)]
     if broker_url:
@@ -122,8 +131,13 @@ def spawn_serve(lab_file: Path, lab_dir: Path, broker_url: str | None, skip: tup
         )
 
 
-async def serve(spec: LabSpec, lab_dir: Path, broker_url: str | None, skip: tuple[str, ...],
-                progress: Callable[[str], None] | None = None) -> None:
+async def serve(
+    spec: LabSpec,
+    lab_dir: Path,
+    broker_url: str | None,
+    skip: tuple[str, ...],
+    progress: Callable[[str], None] | None = None,
+) -> None:
     """Run a lab until SIGTERM or SIGINT; ``running.json`` exists exactly while it serves."""
     for name in skip:
         spec.node(name)
@@ -136,8 +150,16 @@ async def serve(spec: LabSpec, lab_dir: Path, broker_url: str | None, skip: tupl
     try:
         await lab.start(nodes=[n for n in spec.node_names if n not in skip], progress=progress)
         running.write_text(
-            json.dumps({"pid": os.getpid(), "broker": lab.broker_url, "lab": spec.name, "topic_root": lab.topics.root,
-                        "started_wall": time.time()}, indent=2),
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "broker": lab.broker_url,
+                    "lab": spec.name,
+                    "topic_root": lab.topics.root,
+                    "started_wall": time.time(),
+                },
+                indent=2,
+            ),
             encoding="utf-8",
         )
         await stop.wait()
@@ -147,8 +169,9 @@ async def serve(spec: LabSpec, lab_dir: Path, broker_url: str | None, skip: tupl
         await lab.stop()
 
 
-async def wait_up(lab_dir: Path, proc: subprocess.Popen[bytes], timeout: float,
-                  tick: Callable[[int], None] | None = None) -> RunningLab:
+async def wait_up(
+    lab_dir: Path, proc: subprocess.Popen[bytes], timeout: float, tick: Callable[[int], None] | None = None
+) -> RunningLab:
     """Wait for a spawned lab to write ``running.json`` and for its nodes to answer."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -191,13 +214,12 @@ async def statuses(client: ControlClient, timeout: float = 5.0) -> dict[str, dic
 
 def resolve_scenario(name_or_path: str) -> Path:
     """A scenario file path, or the name of a shipped scenario (``quickstart``)."""
-    from scenarios import shipped
-
     path = Path(name_or_path)
     if path.exists():
         return path
     found = shipped().get(name_or_path.removesuffix(".yaml"))
     if found is None:
-        raise NotFound(f"no scenario file '{name_or_path}' and no shipped scenario of that name; "
-                       f"shipped: {', '.join(shipped())}")
+        raise NotFound(
+            f"no scenario file '{name_or_path}' and no shipped scenario of that name; shipped: {', '.join(shipped())}"
+        )
     return found

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.lab import History, Lab
-from cluster.scenario import RunResult, Runner, Scenario, StepResult
+from cluster.scenario import Runner, RunResult, Scenario, StepResult
 from node.errors import CertsimError
 
 
@@ -53,7 +53,7 @@ async def run_scenario(
     collect_stores: bool = False,
 ) -> RunReport:
     """Run ``scenario`` on a fresh lab (or ``lab_dir``) and write the results folder."""
-    results_dir.mkdir(parents=True, exist_ok=True)
+    results_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any node runs
     history = History(results_dir / "history.jsonl")
     lab = Lab(
         scenario.lab,
@@ -69,9 +69,11 @@ async def run_scenario(
         try:
             await lab.start(progress=on_node)
             conv = await lab.converge(timeout=scenario.settle_timeout)
-            if not conv.converged:
-                raise CertsimError(f"the lab did not settle after installation: {conv.detail}")
-            result = await Runner(scenario, lab, on_step).run()
+            if conv.converged:
+                result = await Runner(scenario, lab, on_step).run()
+            else:
+                detail = f"the lab did not settle after installation: {conv.detail}"
+                result = RunResult(scenario.name, "unknown", reason=detail)
             if collect_stores:
                 for node in lab.running_nodes():
                     stores[node] = await lab.request(node, "list", {"usage": "trust"})
@@ -112,7 +114,9 @@ def _write(report: RunReport, scenario: Scenario, sim_start: dt.datetime, sim_en
         "failures": [asdict(s) for s in failed],
         "steps": [asdict(s) for s in result.steps],
     }
-    (report.results_dir / "results.json").write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    (report.results_dir / "results.json").write_text(
+        json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8"
+    )
     lines = [f"{scenario.name}: {result.verdict.upper()}  ({report.wall_seconds:.1f} s wall, broker {report.broker})"]
     if result.reason:
         lines.append(f"  reason: {result.reason}")

@@ -21,11 +21,13 @@ from typing import Any
 
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
 
 from cluster.labca import LabCA
 from cluster.labfile import LabFileError, LabSpec, load_lab, parse_lab
 from node import certs
-from node.catalog import KeyAlgo
+from node.catalog import STORES, UNITS, KeyAlgo
 from node.errors import CertsimError
 
 ACTIONS = ("ca", "upload", "delete", "stop", "start", "wait", "advance", "resync", "list")
@@ -116,7 +118,9 @@ def _parse_step(index: int, raw: Any, lab: LabSpec, where: str) -> Step:
         raise ScenarioError(f"{label} must be a mapping such as {{upload: {{...}}}}")
     kinds = [k for k in raw if k in STEP_KINDS]
     if len(kinds) != 1:
-        raise ScenarioError(f"{label} must have exactly one of: {', '.join(STEP_KINDS)} (got {', '.join(map(str, raw))})")
+        raise ScenarioError(
+            f"{label} must have exactly one of: {', '.join(STEP_KINDS)} (got {', '.join(map(str, raw))})"
+        )
     kind = str(kinds[0])
     extra = set(raw) - {kind, "rule", "expect_error", "note"}
     if extra:
@@ -129,8 +133,14 @@ def _parse_step(index: int, raw: Any, lab: LabSpec, where: str) -> Step:
     if expect_error is not None and kind not in ("upload", "delete", "start", "stop"):
         raise ScenarioError(f"{label}: expect_error applies to upload, delete, start and stop steps")
     _validate_args(kind, args, lab, label)
-    return Step(index, kind, args, None if rule is None else str(rule),
-                None if expect_error is None else str(expect_error), str(raw.get("note", "")))
+    return Step(
+        index,
+        kind,
+        args,
+        None if rule is None else str(rule),
+        None if expect_error is None else str(expect_error),
+        str(raw.get("note", "")),
+    )
 
 
 def _need(args: Any, keys: Sequence[str], label: str, optional: Sequence[str] = ()) -> Mapping[str, Any]:
@@ -152,7 +162,12 @@ def _node_ok(lab: LabSpec, name: Any, label: str) -> None:
 
 def _validate_args(kind: str, args: Any, lab: LabSpec, label: str) -> None:
     if kind == "ca":
-        a = _need(args, [], label, ["create", "issue", "issuer", "cn", "san", "key_type", "key_size", "days", "starts_in_days"])
+        a = _need(
+            args,
+            [],
+            label,
+            ["create", "issue", "issuer", "cn", "san", "key_type", "key_size", "days", "starts_in_days"],
+        )
         if ("create" in a) == ("issue" in a):
             raise ScenarioError(f"{label}: give one of 'create' (a CA) or 'issue' (a leaf certificate)")
         if "issue" in a and "issuer" not in a:
@@ -247,8 +262,17 @@ class Runner:
                 message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
                 outcome = StepResult(step.index, step.kind, "error", self._now(), step.rule, message)
             result.steps.append(outcome)
-            self.lab.history.record({"event": "step", "step": step.index, "kind": step.kind, "status": outcome.status,
-                                     "rule": step.rule, "detail": outcome.detail, "sim": outcome.sim})
+            self.lab.history.record(
+                {
+                    "event": "step",
+                    "step": step.index,
+                    "kind": step.kind,
+                    "status": outcome.status,
+                    "rule": step.rule,
+                    "detail": outcome.detail,
+                    "sim": outcome.sim,
+                }
+            )
             if self.on_step is not None:
                 self.on_step(outcome)
             if outcome.status == "error":
@@ -283,7 +307,9 @@ class Runner:
             return await asyncio.to_thread(self._ca, a)
         if step.kind == "upload":
             data = self._upload_data(a)
-            return await self.lab.request(a["node"], "upload", {"store": a["store"], "data": base64.b64encode(data).decode()})
+            return await self.lab.request(
+                a["node"], "upload", {"store": a["store"], "data": base64.b64encode(data).decode()}
+            )
         if step.kind == "delete":
             name = a.get("name") or certs.entry_name(self.ca.get(a["cert"]).cert)
             return await self.lab.request(a["node"], "delete", {"store": a["store"], "name": name})
@@ -304,7 +330,9 @@ class Runner:
                 return {"waited": a["seconds"]}
             conv = await self.lab.converge(timeout=self.scenario.settle_timeout)
             if not conv.converged:
-                raise TimeoutError(f"the cluster did not converge within {self.scenario.settle_timeout:g} s: {conv.detail}")
+                raise TimeoutError(
+                    f"the cluster did not converge within {self.scenario.settle_timeout:g} s: {conv.detail}"
+                )
             return {"converged_in_s": round(conv.seconds, 3)}
         if step.kind == "list":
             args = {k: v for k, v in a.items() if k != "node"}
@@ -314,15 +342,31 @@ class Runner:
     def _ca(self, a: Mapping[str, Any]) -> dict[str, Any]:
         algo = KeyAlgo.EC if str(a.get("key_type", "RSA")).upper() == "EC" else KeyAlgo.RSA
         size = int(a.get("key_size", 256 if algo is KeyAlgo.EC else 2048))
-        common = {"cn": a.get("cn"), "key_algo": algo, "key_size": size,
-                  "starts_in_days": float(a.get("starts_in_days", 0))}
+        cn = None if a.get("cn") is None else str(a["cn"])
+        starts = float(a.get("starts_in_days", 0))
         if "create" in a:
-            issued = self.ca.create_ca(str(a["create"]), issuer=a.get("issuer"), days=int(a.get("days", 3650)), **common)
+            issuer = None if a.get("issuer") is None else str(a["issuer"])
+            days = int(a.get("days", 3650))
+            issued = self.ca.create_ca(
+                str(a["create"]), issuer=issuer, cn=cn, key_algo=algo, key_size=size, days=days, starts_in_days=starts
+            )
         else:
-            issued = self.ca.issue(str(a["issue"]), issuer=str(a["issuer"]), san=_as_list(a.get("san")),
-                                   days=int(a.get("days", 365)), **common)
-        return {"name": issued.name, "cn": certs.common_name(issued.cert.subject), "ca": issued.is_ca,
-                "not_after": certs.iso(issued.cert.not_valid_after_utc)}
+            issued = self.ca.issue(
+                str(a["issue"]),
+                issuer=str(a["issuer"]),
+                cn=cn,
+                san=[str(n) for n in _as_list(a.get("san"))],
+                key_algo=algo,
+                key_size=size,
+                days=int(a.get("days", 365)),
+                starts_in_days=starts,
+            )
+        return {
+            "name": issued.name,
+            "cn": certs.common_name(issued.cert.subject),
+            "ca": issued.is_ca,
+            "not_after": certs.iso(issued.cert.not_valid_after_utc),
+        }
 
     def _upload_data(self, a: Mapping[str, Any]) -> bytes:
         if "pem" in a:
@@ -340,9 +384,6 @@ class Runner:
                 raise ScenarioError("format der carries exactly one certificate and no chain; use pkcs7-der")
             return items[0].der()
         if fmt in ("pkcs7", "pkcs7-der"):
-            from cryptography.hazmat.primitives import serialization
-            from cryptography.hazmat.primitives.serialization import pkcs7
-
             bundle = [c for i in items for c in ([i.cert, *i.chain] if chain else [i.cert])]
             enc = serialization.Encoding.DER if fmt == "pkcs7-der" else serialization.Encoding.PEM
             return pkcs7.serialize_certificates(bundle, enc)
@@ -357,12 +398,20 @@ class Runner:
             after = await self._snapshot()
             wanted = str(step.expect_error).lower()
             if wanted not in exc.message.lower():
-                return self._ok(step, f"failed, but with '{exc.message}' instead of '{step.expect_error}'", status="failed")
+                return self._ok(
+                    step,
+                    f"failed, but with '{exc.message}' instead of '{step.expect_error}'",
+                    status="failed",
+                )
             if before != after:
                 return self._ok(step, f"refused ('{exc.message}') but state changed on some node", status="failed")
             return self._ok(step, f"refused as expected: {exc.message}")
-        return self._ok(step, f"succeeded ({_summary(step, result)}) but an error containing '{step.expect_error}' was expected",
-                        result, status="failed")
+        return self._ok(
+            step,
+            f"succeeded ({_summary(step, result)}) but an error containing '{step.expect_error}' was expected",
+            result,
+            status="failed",
+        )
 
     async def _snapshot(self) -> dict[str, list[tuple[str, str, str]]]:
         await self.lab.converge(timeout=self.scenario.settle_timeout)
@@ -403,21 +452,25 @@ class Runner:
             if "count" in a and len(rows) != int(a["count"]):
                 problems.append(f"{node} holds {len(rows)} in {store}, expected {a['count']}")
         what = " ".join(
-            p for p in (
+            p
+            for p in (
                 f"has {', '.join(n for n, _ in has)}" if has else "",
                 f"lacks {', '.join(n for n, _ in lacks)}" if lacks else "",
                 f"count {a['count']}" if "count" in a else "",
-            ) if p
+            )
+            if p
         )
         if problems:
             return self._ok(step, "; ".join(problems), status="failed")
         if not converged:
-            return self._ok(step, f"{store} {what} on {', '.join(nodes)}, but the cluster had not converged", status="unknown")
+            return self._ok(
+                step,
+                f"{store} {what} on {', '.join(nodes)}, but the cluster had not converged",
+                status="unknown",
+            )
         return self._ok(step, f"{store} {what} on {', '.join(nodes)}")
 
     def _target_nodes(self, a: Mapping[str, Any], store: str) -> list[str]:
-        from node.catalog import STORES, UNITS
-
         wanted = _as_list(a.get("nodes")) + ([a["node"]] if "node" in a else [])
         running = self.lab.running_nodes()
         if not wanted or "all" in wanted:

@@ -80,7 +80,12 @@ def cert_table(rows: Sequence[Mapping[str, Any]], node: str) -> Table:
     for r in rows:
         source = r.get("origin") or r.get("source") or ""
         table.add_row(
-            str(r["store"]), str(r["name"]), str(r["usage"]), f"{r['key_type']}-{r['key_bits']}",
-            str(r.get("issuer_cn") or r.get("issuer")), str(r["not_after"]), str(source),
+            str(r["store"]),
+            str(r["name"]),
+            str(r["usage"]),
+            f"{r['key_type']}-{r['key_bits']}",
+            str(r.get("issuer_cn") or r.get("issuer")),
+            str(r["not_after"]),
+            str(source),
         )
     return table

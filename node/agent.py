@@ -15,7 +15,7 @@ import collections
 import contextlib
 import datetime as dt
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from replication.transport import BrokerAddress, Bus, NotConnected
 Observer = Callable[[dict[str, Any]], None]
 MAX_STATE_HOPS = 2  # a state transfer may be answered by one more; this bounds any ping-pong
 BARRIER_MEMORY = 256
+REQUEST_MEMORY = 512  # answers kept so a resent request is answered, not run twice
 REJECT_LOG_EVERY = 100  # after the first few, log one rejected envelope in this many per reason
 
 
@@ -66,7 +67,7 @@ class NodeConfig:
     db_path: Path
     topics: Topics
     release: ReleaseProfile
-    subject: certs.SubjectFields = certs.SubjectFields()
+    subject: certs.SubjectFields = certs.SubjectFields()  # noqa: RUF009 - frozen, so one shared default is safe
     rsa_key_size: int = DEFAULT_RSA_KEY_SIZE
 
 
@@ -92,9 +93,7 @@ class NodeAgent:
         self.store = NodeStore(config.db_path)
         self.stores = {s.name for s in stores_for(config.role)}
         self.policies: dict[str, StorePolicy] = {s: store_policy(s, config.release) for s in STORES}
-        self.log = node_logger(
-            log_sink, lambda: certs.iso(self.clock.now()), node=config.name, cluster=config.lab
-        )
+        self.log = node_logger(log_sink, lambda: certs.iso(self.clock.now()), node=config.name, cluster=config.lab)
         self.hlc = HybridClock(config.name, clock.now_ms)
         self.bus = Bus(
             broker,
@@ -109,6 +108,7 @@ class NodeAgent:
         self._tasks: list[asyncio.Task[None]] = []
         self._control_tasks: set[asyncio.Task[None]] = set()
         self.barriers: collections.OrderedDict[str, set[str]] = collections.OrderedDict()
+        self._answers: collections.OrderedDict[str, asyncio.Future[dict[str, Any]]] = collections.OrderedDict()
         self.rejected: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
         self.running = False
@@ -166,7 +166,11 @@ class NodeAgent:
 
         identities = await asyncio.gather(*(make(u.name) for u in units))
         puts = [
-            ops.Put(PEER_TRUST_UNITS[i.unit], certs.entry_name(x509.load_der_x509_certificate(i.cert_der)), i.cert_der)
+            ops.Put(
+                PEER_TRUST_UNITS[i.unit],
+                certs.entry_name(x509.load_der_x509_certificate(i.cert_der)),
+                i.cert_der,
+            )
             for i in identities
             if i.unit in PEER_TRUST_UNITS
         ]
@@ -302,7 +306,19 @@ class NodeAgent:
             await self._send_state(env.sender, differing, mine, hops=hops + 1)
 
     async def _handle_control(self, env: Envelope) -> None:
-        task = asyncio.create_task(self._answer(env), name=f"control:{self.name}:{env.body.get('op')}")
+        """Run a request once; a resent copy (same id) gets the same answer again, never a second run."""
+        answer = self._answers.get(env.msg_id)
+        if answer is None:
+            answer = asyncio.get_running_loop().create_future()
+            self._answers[env.msg_id] = answer
+            while len(self._answers) > REQUEST_MEMORY:
+                self._answers.popitem(last=False)
+            self._spawn(self._answer(env, answer), f"control:{self.name}:{env.body.get('op')}")
+        elif answer.done():
+            self._spawn(self._reply(env, answer.result()), f"reply:{self.name}")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
         self._control_tasks.add(task)
         task.add_done_callback(self._control_tasks.discard)
 
@@ -359,13 +375,9 @@ class NodeAgent:
     async def replicated_view(self, stores: Iterable[str] | None = None) -> list[Record]:
         """What this node must agree on with its peers: replicated adds plus replicated deletions."""
         wanted = set(stores) if stores is not None else self.stores
-        view = [
-            r for r in await self.store.entries() if r.store in wanted and self.policies[r.store].replicate_add
-        ]
+        view = [r for r in await self.store.entries() if r.store in wanted and self.policies[r.store].replicate_add]
         view += [
-            r
-            for r in await self.store.tombstones()
-            if r.store in wanted and self.policies[r.store].replicate_delete
+            r for r in await self.store.tombstones() if r.store in wanted and self.policies[r.store].replicate_delete
         ]
         return view
 
@@ -404,27 +416,35 @@ class NodeAgent:
     # ---------------------------------------------------------------------------------------
     # control requests
 
-    async def _answer(self, env: Envelope) -> None:
-        reply_to = env.body.get("reply_to")
+    async def _answer(self, env: Envelope, answer: asyncio.Future[dict[str, Any]]) -> None:
         op = str(env.body.get("op"))
         args = env.body.get("args") or {}
         try:
-            if not isinstance(args, dict):
-                raise BadInput("request arguments must be an object")
             result = await self.handle(op, args)
             body: dict[str, Any] = {"req": env.msg_id, "ok": True, "result": result}
         except CertsimError as exc:
             body = {"req": env.msg_id, "ok": False, "error": {"code": exc.code, "message": exc.message}}
         except Exception as exc:  # never let a request kill the node; report it instead
             self.log.exception("request-failed", op=op)
-            body = {"req": env.msg_id, "ok": False, "error": {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}}
+            body = {
+                "req": env.msg_id,
+                "ok": False,
+                "error": {"code": "internal", "message": f"{type(exc).__name__}: {exc}"},
+            }
         self._emit("op", op=op, sender=env.sender, ok=body["ok"], error=body.get("error"))
+        answer.set_result(body)
+        await self._reply(env, body)
+
+    async def _reply(self, env: Envelope, body: dict[str, Any]) -> None:
+        reply_to = env.body.get("reply_to")
         if isinstance(reply_to, str):
             with contextlib.suppress(NotConnected):
                 await self.bus.publish(reply_to, self._envelope("ctl-reply", body, to=env.sender).seal(self._secret))
 
     async def handle(self, op: str, args: dict[str, Any]) -> Any:
         """Run one administrative request; the only entry point for CLI, scenarios and tests."""
+        if not isinstance(args, dict):
+            raise BadInput("request arguments must be an object")
         handler = _OPS.get(op)
         if handler is None:
             raise NotFound(f"unknown operation '{op}'; known: {', '.join(sorted(_OPS))}")
@@ -466,7 +486,13 @@ class NodeAgent:
             if flt.matches(rec.store, Usage.TRUST, desc):
                 desc["name"] = rec.name
                 rows.append(
-                    {"store": rec.store, "usage": Usage.TRUST.value, "origin": rec.origin, "version": str(rec.version), **desc}
+                    {
+                        "store": rec.store,
+                        "usage": Usage.TRUST.value,
+                        "origin": rec.origin,
+                        "version": str(rec.version),
+                        **desc,
+                    }
                 )
         return rows
 
@@ -528,7 +554,12 @@ class NodeAgent:
             der = rec.der
         cert = x509.load_der_x509_certificate(der)
         data = der if fmt == "der" else certs.pem_of(cert).encode()
-        return {"store": store, "name": name, "filename": f"{name}.{fmt}", "data": base64.b64encode(data).decode()}
+        return {
+            "store": store,
+            "name": name,
+            "filename": f"{name}.{fmt}",
+            "data": base64.b64encode(data).decode(),
+        }
 
     async def op_digest(self, _args: dict[str, Any]) -> dict[str, Any]:
         return {"digests": await self.digests(), "outbox": await self.store.outbox_count()}
@@ -597,4 +628,3 @@ async def _sleep_until(clock: Clock, due: dt.datetime) -> None:
     while (remaining := (due - clock.now()).total_seconds()) > 0:
         rate = getattr(clock, "rate", 1.0)
         await asyncio.sleep(min(remaining / rate, 0.5))
-

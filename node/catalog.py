@@ -96,34 +96,68 @@ UNITS: dict[str, UnitSpec] = {
         UnitSpec("tomcat", _BOTH, KeyAlgo.RSA, _SCI, _FULL_KU, True, "tomcat-trust"),
         UnitSpec("tomcat-ECDSA", _BOTH, KeyAlgo.EC, _SCI, _FULL_KU, True, "tomcat-trust", cn_suffix="-EC"),
         UnitSpec("CallManager", _CUCM, KeyAlgo.RSA, _SCE, _FULL_KU, True, "CallManager-trust"),
-        UnitSpec(
-            "CallManager-ECDSA", _CUCM, KeyAlgo.EC, _SCE, _FULL_KU, True, "CallManager-trust", cn_suffix="-EC"
-        ),
+        UnitSpec("CallManager-ECDSA", _CUCM, KeyAlgo.EC, _SCE, _FULL_KU, True, "CallManager-trust", cn_suffix="-EC"),
         UnitSpec("ipsec", _BOTH, KeyAlgo.RSA, _SCI, _FULL_KU, False, "ipsec-trust"),
         UnitSpec("TVS", _CUCM, KeyAlgo.RSA, _SCE, (KU.DS, KU.KE, KU.DE), False, "TVS-trust", cn_prefix="TVS-"),
         UnitSpec(
-            "CAPF", _CUCM, KeyAlgo.RSA, (EKU.SERVER,), (KU.DS, KU.KCS), False, "CAPF-trust",
-            publisher_only=True, is_ca=True, cn_prefix="CAPF-",
+            "CAPF",
+            _CUCM,
+            KeyAlgo.RSA,
+            (EKU.SERVER,),
+            (KU.DS, KU.KCS),
+            False,
+            "CAPF-trust",
+            publisher_only=True,
+            is_ca=True,
+            cn_prefix="CAPF-",
         ),
         UnitSpec(
-            "ITLRecovery", _CUCM, KeyAlgo.RSA, _SCE, (KU.DS, KU.KE, KU.DE), False, None,
-            publisher_issued=True, cn_prefix="ITLRECOVERY_",
+            "ITLRecovery",
+            _CUCM,
+            KeyAlgo.RSA,
+            _SCE,
+            (KU.DS, KU.KE, KU.DE),
+            False,
+            None,
+            publisher_issued=True,
+            cn_prefix="ITLRECOVERY_",
         ),
         UnitSpec(
-            "AUTHZ", _CUCM, KeyAlgo.RSA, _SCE, (KU.DS,), False, None,
-            publisher_issued=True, cn_prefix="AUTHZ_",
+            "AUTHZ",
+            _CUCM,
+            KeyAlgo.RSA,
+            _SCE,
+            (KU.DS,),
+            False,
+            None,
+            publisher_issued=True,
+            cn_prefix="AUTHZ_",
         ),
         UnitSpec("cup", _IMP, KeyAlgo.RSA, _SCI, _FULL_KU, False, "cup-trust"),
         UnitSpec("cup-ECDSA", _IMP, KeyAlgo.EC, _SCI, _FULL_KU, False, "cup-trust", cn_suffix="-EC"),
         UnitSpec("cup-xmpp", _IMP, KeyAlgo.RSA, _SCI, _FULL_KU, True, "cup-xmpp-trust", cn_prefix="xmpp-"),
         UnitSpec(
-            "cup-xmpp-ECDSA", _IMP, KeyAlgo.EC, _SCI, _FULL_KU, True, "cup-xmpp-trust",
-            cn_prefix="xmpp-", cn_suffix="-EC",
+            "cup-xmpp-ECDSA",
+            _IMP,
+            KeyAlgo.EC,
+            _SCI,
+            _FULL_KU,
+            True,
+            "cup-xmpp-trust",
+            cn_prefix="xmpp-",
+            cn_suffix="-EC",
         ),
         UnitSpec("cup-xmpp-s2s", _IMP, KeyAlgo.RSA, _SCI, _FULL_KU, True, "cup-xmpp-trust", cn_prefix="s2s-"),
         UnitSpec(
-            "cup-xmpp-s2s-ECDSA", _IMP, KeyAlgo.EC, _SCI, _FULL_KU, True, "cup-xmpp-trust",
-            cn_prefix="s2s-", cn_suffix="-EC",
+            "cup-xmpp-s2s-ECDSA",
+            _IMP,
+            KeyAlgo.EC,
+            _SCI,
+            _FULL_KU,
+            True,
+            "cup-xmpp-trust",
+            cn_prefix="s2s-",
+            cn_suffix="-EC",
         ),
     )
 }
@@ -148,7 +182,11 @@ STORES: dict[str, StoreSpec] = {
         StoreSpec("CallManager-trust", _CUCM, replicate_add=True, replicate_delete=True),  # R-REPL-1, -3
         StoreSpec("Phone-SAST-trust", _CUCM, replicate_add=True, replicate_delete=True),  # R-REPL-1, -3
         StoreSpec(  # R-REPL-2 (adds local), R-REPL-3 (deletes everywhere), R-REPL-4
-            "CAPF-trust", _CUCM, replicate_add=False, replicate_delete=True, ca_also_into=("CallManager-trust",)
+            "CAPF-trust",
+            _CUCM,
+            replicate_add=False,
+            replicate_delete=True,
+            ca_also_into=("CallManager-trust",),
         ),
         StoreSpec("ipsec-trust", _BOTH, replicate_add=False, replicate_delete=False),  # R-REPL-7
         StoreSpec("TVS-trust", _CUCM, replicate_add=False, replicate_delete=False),
@@ -189,7 +227,9 @@ RELEASES: dict[str, ReleaseProfile] = {
         ReleaseProfile("14", DeleteMode.TOMBSTONE, description="deletions propagate"),
         ReleaseProfile("12.5", DeleteMode.TOMBSTONE, description="deletions propagate"),
         ReleaseProfile(
-            "10.5", DeleteMode.LOCAL, description="pre-11.0: deletions apply to one node and resync resurrects them"
+            "10.5",
+            DeleteMode.LOCAL,
+            description="pre-11.0: deletions apply to one node and resync resurrects them",
         ),
     )
 }
@@ -211,16 +251,16 @@ def store_policy(store: str, release: ReleaseProfile) -> StorePolicy:
     if release.delete_mode is DeleteMode.LOCAL:
         return StorePolicy(replicate_add=spec.replicate_add, replicate_delete=False, tombstone=False)
     return StorePolicy(
-        replicate_add=spec.replicate_add, replicate_delete=spec.replicate_delete, tombstone=spec.replicate_delete
+        replicate_add=spec.replicate_add,
+        replicate_delete=spec.replicate_delete,
+        tombstone=spec.replicate_delete,
     )
 
 
 def units_for(role: Role, *, publisher: bool) -> tuple[UnitSpec, ...]:
     """Identity units a node of ``role`` holds (CAPF and publisher-issued units on the publisher)."""
     return tuple(
-        u
-        for u in UNITS.values()
-        if role in u.roles and (publisher or not (u.publisher_only or u.publisher_issued))
+        u for u in UNITS.values() if role in u.roles and (publisher or not (u.publisher_only or u.publisher_issued))
     )
 
 

@@ -104,6 +104,8 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
                 raise BadInput(f"{where}: bad base64 in the {label.decode()} block") from None
             if not der:
                 raise BadInput(f"{where}: the {label.decode()} block is empty")
+            if label == b"TRUSTED CERTIFICATE":
+                der = _first_der_element(der, where)  # OpenSSL appends trust settings after the certificate
             if label in _PKCS7_LABELS:
                 certs.extend(_der_pkcs7(der, where))
             else:
@@ -118,6 +120,23 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
     for cert in certs:
         unique.setdefault(cert.fingerprint(hashes.SHA256()), cert)
     return list(unique.values())
+
+
+def _first_der_element(der: bytes, where: str) -> bytes:
+    """The first complete DER TLV of ``der`` (a SEQUENCE with a short or long length form)."""
+    if len(der) < 2 or der[0] != 0x30:
+        raise BadInput(f"{where}: not a DER certificate")
+    first = der[1]
+    if first < 0x80:
+        header, length = 2, first
+    else:
+        count = first & 0x7F
+        if count == 0 or count > 4 or len(der) < 2 + count:
+            raise BadInput(f"{where}: malformed DER length")
+        header, length = 2 + count, int.from_bytes(der[2 : 2 + count], "big")
+    if header + length > len(der):
+        raise BadInput(f"{where}: truncated DER certificate")
+    return der[: header + length]
 
 
 def _der_pkcs7(der: bytes, where: str) -> list[x509.Certificate]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, WrappedLogger
@@ -31,7 +31,7 @@ def node_logger(sink: IO[str] | None, sim_now: Callable[[], str], **context: Any
         structlog.processors.dict_tracebacks,
         structlog.processors.JSONRenderer(sort_keys=False),
     ]
-    target = structlog.WriteLogger(sink) if sink is not None else structlog.ReturnLogger()
+    target = structlog.WriteLogger(cast(TextIO, sink)) if sink is not None else structlog.ReturnLogger()
     return structlog.wrap_logger(target, processors=processors, context_class=dict).bind(**context)
 
 

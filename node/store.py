@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import aiosqlite
 
@@ -55,8 +56,8 @@ def _record(row: aiosqlite.Row | tuple[object, ...], *, tombstone: bool) -> Reco
     return Record(
         store=str(store),
         name=str(name),
-        version=Version(int(ms), int(counter), str(node)),  # type: ignore[call-overload]
-        der=None if der is None else bytes(der),  # type: ignore[arg-type]
+        version=Version(int(str(ms)), int(str(counter)), str(node)),
+        der=None if der is None else bytes(cast(bytes, der)),
         origin=str(origin),
     )
 

@@ -88,7 +88,7 @@ def open_envelope(payload: bytes, key: bytes) -> Envelope:
     mac = raw.pop("m", None)
     if not isinstance(mac, str):
         raise EnvelopeError("unsigned", "no MAC")
-    if not hmac.compare_digest(mac, _mac(key, _canonical(raw))):
+    if not mac.isascii() or not hmac.compare_digest(mac, _mac(key, _canonical(raw))):
         raise EnvelopeError("bad-mac", "MAC does not match the cluster secret")
     if raw.get("v") != PROTOCOL_VERSION:
         raise EnvelopeError("version", f"protocol version {raw.get('v')!r}")

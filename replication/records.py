@@ -49,9 +49,9 @@ class Record:
     def from_json(cls, raw: Mapping[str, Any]) -> Record:
         store, name, origin, der = raw.get("s"), raw.get("n"), raw.get("o"), raw.get("d")
         if not isinstance(store, str) or not isinstance(name, str) or not isinstance(origin, str):
-            raise ValueError("record lacks store, name or origin")
+            raise TypeError("record lacks store, name or origin")
         if der is not None and not isinstance(der, str):
-            raise ValueError("record certificate is not base64 text")
+            raise TypeError("record certificate is not base64 text")
         return cls(
             store=store,
             name=name,
@@ -82,7 +82,4 @@ def store_digests(records: Iterable[Record]) -> dict[str, str]:
     for r in records:
         kind = "T" if r.der is None else "E:" + hashlib.sha256(r.der).hexdigest()
         lines[r.store].append(f"{r.name}\x00{r.version}\x00{kind}")
-    return {
-        store: hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()[:32]
-        for store, items in lines.items()
-    }
+    return {store: hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()[:32] for store, items in lines.items()}

@@ -79,6 +79,7 @@ class Bus:
         self._username = username
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
+        self._lost = asyncio.Event()  # replaced at every connect; set when that connection ends
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.connects = 0
@@ -105,8 +106,21 @@ class Bus:
         client = self._client
         if client is None or not self._connected.is_set():
             raise NotConnected(self.client_id)
+        lost = self._lost
+        publish = asyncio.ensure_future(client.publish(topic, payload, qos=qos, retain=retain))
+        watch = asyncio.ensure_future(lost.wait())
         try:
-            await client.publish(topic, payload, qos=qos, retain=retain)
+            # aiomqtt leaves a QoS 1 publish waiting for its PUBACK until the timeout even when the
+            # connection is gone; racing it against the loss lets the caller retry at once on reconnect.
+            await asyncio.wait({publish, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+            if not publish.done():
+                publish.cancel()
+        if publish.cancelled():
+            raise NotConnected(f"{self.client_id}: connection lost while publishing")
+        try:
+            publish.result()
         except aiomqtt.MqttError as exc:
             raise NotConnected(f"{self.client_id}: {exc}") from exc
 
@@ -140,6 +154,7 @@ class Bus:
                     for topic in self.subscriptions:
                         await client.subscribe(topic, qos=1)
                     self._client = client
+                    self._lost = asyncio.Event()
                     self._connected.set()
                     self.connects += 1
                     delay = RECONNECT_MIN_S
@@ -157,6 +172,7 @@ class Bus:
                 self._log.debug("bus %s disconnected: %s", self.client_id, exc)
             finally:
                 self._connected.clear()
+                self._lost.set()
                 self._client = None
             if not self._stopping:
                 await asyncio.sleep(delay)
@@ -165,7 +181,7 @@ class Bus:
 
 def _no_delay(client: aiomqtt.Client) -> None:
     """Disable Nagle: small QoS 1 exchanges otherwise wait ~40 ms on delayed ACKs."""
-    sock = client._client.socket()  # noqa: SLF001 - paho owns the socket; aiomqtt exposes no option
-    if sock is not None:
+    sock = client._client.socket()  # paho owns the socket; aiomqtt has no option for this
+    if isinstance(sock, socket.socket):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -108,7 +108,7 @@ def test_repl2_capf_trust_uploads_stay_local() -> None:
 
 @pytest.mark.parametrize("store", sorted(DELETE_EVERYWHERE))
 def test_repl3_deletions_replicate(store: str) -> None:
-    """R-REPL-3: deletions from CAPF-trust, tomcat-trust, CallManager-trust, Phone-SAST-trust go everywhere."""
+    """R-REPL-3: deletions from CAPF-, tomcat-, CallManager- and Phone-SAST-trust reach every node."""
     assert STORES[store].replicate_delete is True
     policy = store_policy(store, RELEASES[DEFAULT_RELEASE])
     assert policy.replicate_delete is True

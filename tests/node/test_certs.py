@@ -45,10 +45,10 @@ def _oid(dotted: str) -> bytes:
     out = bytearray([40 * first + second])
     for part in rest:
         chunk = [part & 0x7F]
-        part >>= 7
-        while part:
-            chunk.append(0x80 | (part & 0x7F))
-            part >>= 7
+        value = part >> 7
+        while value:
+            chunk.append(0x80 | (value & 0x7F))
+            value >>= 7
         out += bytes(reversed(chunk))
     return _tlv(0x06, bytes(out))
 
@@ -303,9 +303,7 @@ BAD_CASES: list[tuple[str, str]] = [
 
 
 @pytest.mark.parametrize(("case", "pattern"), BAD_CASES, ids=[c for c, _ in BAD_CASES])
-def test_malformed_input_is_refused_naming_the_problem(
-    bad_inputs: dict[str, bytes], case: str, pattern: str
-) -> None:
+def test_malformed_input_is_refused_naming_the_problem(bad_inputs: dict[str, bytes], case: str, pattern: str) -> None:
     """R-OP-UPLOAD-2: anything that is not a PEM/DER certificate or PKCS#7 chain is refused, with a reason."""
     with pytest.raises(BadInput) as info:
         certs.load_certificates(bad_inputs[case])
@@ -319,11 +317,6 @@ def test_malformed_cases_have_distinct_inputs(bad_inputs: dict[str, bytes]) -> N
     assert len(set(bad_inputs.values())) == len(bad_inputs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TRUSTED CERTIFICATE is an accepted label, but OpenSSL's trusted-certificate format (certificate "
-    "followed by X509_CERT_AUX trust settings) is refused as 'ExtraData' (node/certs.py:110)",
-)
 def test_openssl_trusted_certificate_with_aux_data(leaf: Issued) -> None:
     aux = _tlv(0x30, _tlv(0x30, _oid(ExtendedKeyUsageOID.SERVER_AUTH.dotted_string)))  # trust: serverAuth
     assert certs.load_certificates(pem_block("TRUSTED CERTIFICATE", leaf.der() + aux)) == [leaf.cert]
@@ -572,7 +565,11 @@ def test_tvs_identity_has_no_key_agreement(identities: dict[str, x509.Certificat
     """DOMAIN.md: TVS has KU DS, KE, DE (no key agreement)."""
     bits = _ku_bits(identities["TVS"])
     assert bits["key_agreement"] is False
-    assert (bits["digital_signature"], bits["key_encipherment"], bits["data_encipherment"]) == (True, True, True)
+    assert (bits["digital_signature"], bits["key_encipherment"], bits["data_encipherment"]) == (
+        True,
+        True,
+        True,
+    )
     assert certs.common_name(identities["TVS"].subject) == "TVS-cucm1.lab.example"
 
 
@@ -625,7 +622,9 @@ def test_load_key_refuses_other_key_types() -> None:
         certs.load_key(pem)
 
 
-@pytest.mark.parametrize(("size", "curve"), [(256, "secp256r1"), (384, "secp384r1"), (521, "secp521r1"), (7, "secp256r1")])
+@pytest.mark.parametrize(
+    ("size", "curve"), [(256, "secp256r1"), (384, "secp384r1"), (521, "secp521r1"), (7, "secp256r1")]
+)
 def test_new_ec_key_curves(size: int, curve: str) -> None:
     key = certs.new_private_key(KeyAlgo.EC, size)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
@@ -640,4 +639,9 @@ def test_new_rsa_key_size() -> None:
 
 def test_key_usage_helper_sets_crl_sign_with_key_cert_sign() -> None:
     ku = certs.key_usage([KU.DS, KU.KCS])
-    assert (ku.digital_signature, ku.key_cert_sign, ku.crl_sign, ku.key_encipherment) == (True, True, True, False)
+    assert (ku.digital_signature, ku.key_cert_sign, ku.crl_sign, ku.key_encipherment) == (
+        True,
+        True,
+        True,
+        False,
+    )

@@ -1,4 +1,4 @@
-"""node.ops: trust uploads and deletions planned without I/O, and the list filter (R-OP-*, R-REPL-4, R-REPL-8)."""
+"""node.ops: trust uploads and deletions planned without I/O, and the list filter (R-OP-*, R-REPL-4, -8)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,16 @@ from cryptography.x509.oid import NameOID
 from node import certs
 from node.catalog import UNITS, Role, Usage
 from node.errors import BadInput, NotFound, Refused
-from node.ops import ListFilter, Put, Remove, UploadPlan, check_store, parse_when, plan_trust_delete, plan_trust_upload
+from node.ops import (
+    ListFilter,
+    Put,
+    Remove,
+    UploadPlan,
+    check_store,
+    parse_when,
+    plan_trust_delete,
+    plan_trust_upload,
+)
 
 ORIGIN = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -66,7 +75,12 @@ def test_unknown_store(root: x509.Certificate) -> None:
 
 @pytest.mark.parametrize(
     ("role", "store"),
-    [(Role.IMP, "CallManager-trust"), (Role.IMP, "CAPF-trust"), (Role.IMP, "Phone-SAST-trust"), (Role.CUCM, "cup-trust")],
+    [
+        (Role.IMP, "CallManager-trust"),
+        (Role.IMP, "CAPF-trust"),
+        (Role.IMP, "Phone-SAST-trust"),
+        (Role.CUCM, "cup-trust"),
+    ],
 )
 def test_store_of_the_wrong_role(root: x509.Certificate, role: Role, store: str) -> None:
     """Role table: IM&P nodes have no CallManager/CAPF/Phone stores; Unified CM nodes have no cup stores."""
@@ -107,7 +121,10 @@ def test_upload_of_a_chain_adds_every_certificate(key: ec.EllipticCurvePrivateKe
 
 def test_expired_certificate_is_refused(key: ec.EllipticCurvePrivateKey) -> None:
     old = make(key, "Old CA", start=ORIGIN - 400 * DAY, days=30)
-    with pytest.raises(Refused, match=r"certificate 1 \(Old CA\) is expired on 2024-12-27T00:00:00Z \(the lab clock is at 2026-04-11"):
+    with pytest.raises(
+        Refused,
+        match=r"certificate 1 \(Old CA\) is expired on 2024-12-27T00:00:00Z \(the lab clock is at 2026-04-11",
+    ):
         plan_trust_upload(Role.CUCM, "tomcat-trust", [old], {}, NOW)
 
 
@@ -205,7 +222,8 @@ def test_two_different_certificates_with_one_name_in_one_upload(key: ec.Elliptic
 
 
 @pytest.mark.parametrize(
-    ("role", "unit"), [(Role.CUCM, "tomcat"), (Role.CUCM, "CAPF"), (Role.CUCM, "CallManager-ECDSA"), (Role.IMP, "cup")]
+    ("role", "unit"),
+    [(Role.CUCM, "tomcat"), (Role.CUCM, "CAPF"), (Role.CUCM, "CallManager-ECDSA"), (Role.IMP, "cup")],
 )
 def test_rop_delete1_identity_units_cannot_be_deleted(role: Role, unit: str) -> None:
     """R-OP-DELETE-1: only trust certificates can be deleted; a system-generated identity cannot."""

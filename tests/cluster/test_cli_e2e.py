@@ -1,0 +1,229 @@
+"""The certsim command line, run as a user runs it: real processes, a background lab, JSON output."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster.labca import LabCA
+from node.clock import SimClock
+from scenarios import shipped_dir
+
+DEMO_LAB = shipped_dir() / "labs" / "demo.yaml"
+
+
+def certsim(
+    *args: str, home: Path, check: bool = True, stdin: bytes | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CERTSIM_HOME": str(home), "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", *args],
+        env=env,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+        input=stdin.decode() if stdin is not None else None,
+        text=True,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"certsim {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def running_lab(tmp_path: Path, broker_url: str | None) -> Iterator[Path]:
+    """The demo lab, up in the background under a private CERTSIM_HOME; brought down afterwards."""
+    home = tmp_path / "home"
+    args = ["lab", "up", str(DEMO_LAB)] + (["--broker", broker_url] if broker_url else [])
+    up = certsim(*args, home=home)
+    assert "cucm-pub" in up.stdout and "connected" in up.stdout
+    try:
+        yield home
+    finally:
+        certsim("lab", "down", home=home, check=False)
+
+
+def test_help_explains_every_verb(tmp_path: Path) -> None:
+    """certsim --help lists every verb, and each verb has its own help."""
+    out = certsim("--help", home=tmp_path).stdout
+    for verb in ("demo", "run", "lab", "cert", "node", "scenarios"):
+        assert verb in out
+    for sub in (
+        ("lab", "--help"),
+        ("cert", "--help"),
+        ("cert", "upload", "--help"),
+        ("node", "run", "--help"),
+    ):
+        assert "Usage:" in certsim(*sub, home=tmp_path).stdout
+
+
+def test_run_exit_codes_and_json(tmp_path: Path) -> None:
+    """run: exit 0 valid, 1 when an expectation fails, 2 when the scenario cannot be decided."""
+    good = certsim("run", "capf-trust-local", "--json", "--results", str(tmp_path / "r1"), home=tmp_path)
+    assert json.loads(good.stdout)["verdict"] == "valid"
+
+    failing = tmp_path / "failing.yaml"
+    failing.write_text(
+        f"scenario: failing\nlab: {DEMO_LAB}\nsteps:\n"
+        "  - ca: {create: LocalOnly}\n"
+        "  - upload: {node: cucm-pub, store: CAPF-trust, cert: LocalOnly}\n"
+        "  - expect: {rule: R-REPL-2, store: CAPF-trust, nodes: all, has: LocalOnly}\n"
+    )
+    bad = certsim("run", str(failing), "--results", str(tmp_path / "r2"), home=tmp_path, check=False)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    results = json.loads((tmp_path / "r2" / "results.json").read_text())
+    assert results["verdict"] == "invalid"
+    assert "cucm-sub1 lacks CAPF-trust/LocalOnly" in results["failures"][0]["detail"]
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        f"scenario: broken\nlab: {DEMO_LAB}\nsteps:\n  - upload: {{node: cucm-nine, store: tomcat-trust, raw: x}}\n"
+    )
+    undecided = certsim("run", str(broken), home=tmp_path, check=False)
+    assert undecided.returncode == 2
+    assert "unknown node 'cucm-nine'" in undecided.stderr
+
+
+def test_lab_status_cert_verbs_and_down(running_lab: Path, tmp_path: Path) -> None:
+    """lab status and cert list/upload/download/delete against a background lab, tables and --json."""
+    home = running_lab
+    status = json.loads(certsim("lab", "status", "--json", home=home).stdout)
+    assert set(status["nodes"]) == {"cucm-pub", "cucm-sub1", "cucm-sub2", "imp-pub"}
+    assert all(n["connected"] for n in status["nodes"].values())
+    assert status["nodes"]["imp-pub"]["stores"]["tomcat-trust"] == 8
+
+    ca = LabCA(SimClock(dt.datetime.now(dt.UTC)))
+    root = ca.create_ca("CliRootCA")
+    pem = tmp_path / "root.pem"
+    pem.write_bytes(root.pem())
+    up = json.loads(
+        certsim(
+            "cert", "upload", "--node", "cucm-sub2", "--store", "tomcat-trust", str(pem), "--json", home=home
+        ).stdout
+    )
+    assert up["added"] == ["CliRootCA"]
+    assert up["replicated"] == ["tomcat-trust/CliRootCA"]
+
+    async def wait_replicated() -> None:
+        for _ in range(100):
+            rows = json.loads(
+                certsim("cert", "list", "--node", "imp-pub", "--cn", "CliRoot", "--json", home=home).stdout
+            )
+            if rows:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("CliRootCA never reached imp-pub")
+
+    asyncio.run(wait_replicated())
+    table = certsim("cert", "list", "--node", "cucm-pub", "--store", "tomcat-trust", home=home).stdout
+    assert "CliRootCA" in table
+
+    der = tmp_path / "dl.der"
+    certsim(
+        "cert",
+        "download",
+        "--node",
+        "imp-pub",
+        "--store",
+        "tomcat-trust",
+        "CliRootCA",
+        "--format",
+        "der",
+        "-o",
+        str(der),
+        home=home,
+    )
+    assert der.read_bytes() == root.der()
+
+    refused = certsim(
+        "cert",
+        "delete",
+        "--node",
+        "cucm-pub",
+        "--store",
+        "tomcat",
+        "cucm-pub.lab.example",
+        home=home,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert "cannot be deleted" in refused.stderr and "Traceback" not in refused.stderr
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("hello")
+    refused = certsim(
+        "cert",
+        "upload",
+        "--node",
+        "cucm-pub",
+        "--store",
+        "tomcat-trust",
+        str(garbage),
+        home=home,
+        check=False,
+    )
+    assert refused.returncode == 1 and "not a certificate" in refused.stderr
+
+    deleted = certsim(
+        "cert", "delete", "--node", "cucm-sub1", "--store", "tomcat-trust", "CliRootCA.pem", home=home
+    ).stdout
+    assert "from every node" in deleted
+
+    down = certsim("lab", "down", home=home)
+    assert "stopped" in down.stdout
+    again = certsim("lab", "status", home=home, check=False)
+    assert again.returncode != 0 and "no lab is running" in again.stderr
+
+
+def test_lab_spans_processes(tmp_path: Path, broker_url: str | None) -> None:
+    """node run: one node in its own process joins a lab whose other nodes run in the background lab."""
+    if broker_url is None:
+        pytest.skip(
+            "a node in another process needs an external broker URL (the embedded one lives in the lab process)"
+        )
+    home = tmp_path / "home"
+    certsim("lab", "up", str(DEMO_LAB), "--broker", broker_url, "--skip", "cucm-sub2", home=home)
+    env = {**os.environ, "CERTSIM_HOME": str(home)}
+    node = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cluster.cli",
+            "node",
+            "run",
+            "--lab-file",
+            str(DEMO_LAB),
+            "--node",
+            "cucm-sub2",
+            "--broker",
+            broker_url,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        for _ in range(150):
+            status = json.loads(certsim("lab", "status", "--json", home=home).stdout)
+            sub2 = status["nodes"]["cucm-sub2"]
+            if (
+                sub2 is not None
+                and sub2["stores"]["tomcat-trust"] == 8
+                and status["nodes"]["cucm-pub"]["stores"]["tomcat-trust"] == 8
+            ):
+                break
+        else:
+            raise AssertionError(f"cucm-sub2 never converged: {status}")
+        assert sub2["connected"] is True
+    finally:
+        node.terminate()
+        node.wait(timeout=30)
+        certsim("lab", "down", home=home, check=False)
+    assert node.returncode == 0, node.stderr.read().decode() if node.stderr else ""

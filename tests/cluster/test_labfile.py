@@ -1,0 +1,311 @@
+"""cluster.labfile: lab files are validated into frozen specs, and every refusal names the problem."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cluster.labfile import LabFileError, LabSpec, NodeSpec, load_lab, parse_lab
+from node.catalog import RELEASES, Role
+from node.certs import SubjectFields
+
+GOOD_YAML = textwrap.dedent(
+    """\
+    lab: demo
+    security_password: "cisco-lab-secret"
+    release: "14"
+    domain: lab.example
+    description: two Unified CM nodes and an IM&P pair
+    rsa_key_size: 3072
+    clock: {start: 2026-01-01T00:00:00Z, rate: 60}
+    subject: {organization: Example Corp, country: FR}
+    nodes:
+      - {name: cucm-pub, role: cucm}
+      - {name: cucm-sub1, role: cucm, fqdn: sub1.other.example}
+      - {name: imp-pub, role: imp}
+      - {name: imp-sub1, role: IMP}
+    """
+)
+
+
+def good() -> dict[str, Any]:
+    return {
+        "lab": "demo",
+        "security_password": "cisco-lab-secret",
+        "nodes": [{"name": "cucm-pub", "role": "cucm"}, {"name": "cucm-sub1", "role": "cucm"}],
+    }
+
+
+def test_good_lab_file_parses(tmp_path: Path) -> None:
+    """R-NODE-1 and R-NODE-2: the first cucm node is the publisher; every node has an FQDN."""
+    path = tmp_path / "demo.yaml"
+    path.write_text(GOOD_YAML, encoding="utf-8")
+    lab = load_lab(path)
+    assert lab.name == "demo"
+    assert lab.security_password == "cisco-lab-secret"
+    assert lab.release is RELEASES["14"]
+    assert lab.description == "two Unified CM nodes and an IM&P pair"
+    assert lab.rsa_key_size == 3072
+    assert lab.clock_start == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    assert lab.clock_start is not None
+    assert lab.clock_start.tzinfo is not None
+    assert lab.clock_rate == 60.0
+    assert lab.subject == SubjectFields(organization="Example Corp", country="FR")
+    assert lab.nodes == (
+        NodeSpec("cucm-pub", Role.CUCM, True, "cucm-pub.lab.example"),
+        NodeSpec("cucm-sub1", Role.CUCM, False, "sub1.other.example"),
+        NodeSpec("imp-pub", Role.IMP, True, "imp-pub.lab.example"),  # IM&P has its own publisher
+        NodeSpec("imp-sub1", Role.IMP, False, "imp-sub1.lab.example"),
+    )
+    assert lab.node_names == ("cucm-pub", "cucm-sub1", "imp-pub", "imp-sub1")
+    assert lab.node("imp-sub1").role is Role.IMP
+
+
+def test_defaults() -> None:
+    lab = parse_lab(good())
+    assert lab.release is RELEASES["15"]
+    assert lab.clock_start is None
+    assert lab.clock_rate == 1.0
+    assert lab.subject == SubjectFields()
+    assert lab.rsa_key_size == 2048
+    assert [n.fqdn for n in lab.nodes] == ["cucm-pub.lab.example", "cucm-sub1.lab.example"]
+    assert [n.publisher for n in lab.nodes] == [True, False]
+
+
+def test_lab_spec_is_frozen() -> None:
+    lab = parse_lab(good())
+    with pytest.raises(AttributeError):
+        lab.name = "other"  # type: ignore[misc]
+
+
+def test_explicit_publisher_wins_over_order() -> None:
+    """R-NODE-1: a node marked publisher is the publisher even when it is not listed first."""
+    raw = good()
+    raw["nodes"][1]["publisher"] = True
+    lab = parse_lab(raw)
+    assert [(n.name, n.publisher) for n in lab.nodes] == [("cucm-pub", False), ("cucm-sub1", True)]
+
+
+@pytest.mark.parametrize(("yaml_release", "name"), [("10.5", "10.5"), ("12.5", "12.5"), ("15", "15"), ('"14"', "14")])
+def test_release_given_as_a_yaml_number(yaml_release: str, name: str) -> None:
+    """R-REPL-9: the release profile is chosen by name, even when YAML reads it as a number."""
+    raw = good()
+    raw["release"] = yaml.safe_load(f"r: {yaml_release}")["r"]
+    assert parse_lab(raw).release is RELEASES[name]
+
+
+@pytest.mark.parametrize(
+    ("start", "expected"),
+    [
+        (dt.date(2026, 3, 1), dt.datetime(2026, 3, 1, tzinfo=dt.UTC)),
+        (dt.datetime(2026, 3, 1, 12), dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)),
+        ("2026-03-01T12:00:00Z", dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)),
+        ("2026-03-01T12:00:00+02:00", dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC)),
+    ],
+)
+def test_clock_start_is_timezone_aware(start: object, expected: dt.datetime) -> None:
+    raw = {**good(), "clock": {"start": start}}
+    lab = parse_lab(raw)
+    assert lab.clock_start == expected
+    assert lab.clock_start is not None
+    assert lab.clock_start.tzinfo is not None
+
+
+def test_twenty_one_nodes_is_the_limit() -> None:
+    """R-NODE-1: a cluster of 21 servers is accepted."""
+    raw = {**good(), "nodes": [{"name": f"cucm{i}", "role": "cucm"} for i in range(21)]}
+    assert len(parse_lab(raw).nodes) == 21
+
+
+def test_unknown_node_lookup() -> None:
+    with pytest.raises(LabFileError, match=r"lab 'demo' has no node 'ghost'; nodes: cucm-pub, cucm-sub1"):
+        parse_lab(good()).node("ghost")
+
+
+# --- bad lab files ---------------------------------------------------------------------------
+
+
+def _mutate(path: str, value: Any) -> dict[str, Any]:
+    """good() with the value at ``path`` ("key", "nodes.0.role", "-key" to delete) replaced."""
+    raw = copy.deepcopy(good())
+    if path.startswith("-"):
+        del raw[path[1:]]
+        return raw
+    target: Any = raw
+    *parts, last = path.split(".")
+    for part in parts:
+        target = target[int(part)] if isinstance(target, list) else target[part]
+    if isinstance(target, list):
+        target[int(last)] = value
+    else:
+        target[last] = value
+    return raw
+
+
+def _imp(name: str) -> dict[str, str]:
+    return {"name": name, "role": "imp"}
+
+
+BAD_LABS: list[tuple[str, Any, str]] = [
+    ("not-a-mapping", ["lab", "demo"], r"a lab must be a mapping"),
+    ("missing-lab", _mutate("-lab", None), r"'lab' must be a lowercase name .*\(got None\)"),
+    ("uppercase-lab-name", _mutate("lab", "Demo"), r"'lab' must be a lowercase name .*\(got 'Demo'\)"),
+    (
+        "short-password",
+        _mutate("security_password", "cisco"),
+        r"'security_password' must be .* at least 8 characters",
+    ),
+    ("missing-password", _mutate("-security_password", None), r"'security_password' must be a string"),
+    ("numeric-password", _mutate("security_password", 12345678), r"'security_password' must be a string"),
+    ("unknown-key", {**good(), "nodez": []}, r"unknown key\(s\) nodez; known: .*nodes"),
+    ("unknown-node-key", _mutate("nodes.0.ip", "10.0.0.1"), r"node 1: unknown key\(s\) ip"),
+    ("unknown-role", _mutate("nodes.1.role", "cube"), r"node 2 \(cucm-sub1\): role must be 'cucm' or 'imp'"),
+    ("duplicate-names", _mutate("nodes.1.name", "cucm-pub"), r"two nodes have the name 'cucm-pub'"),
+    (
+        "duplicate-fqdns",
+        _mutate("nodes.1.fqdn", "cucm-pub.lab.example"),
+        r"two nodes have the fqdn 'cucm-pub.lab.example'",
+    ),
+    (
+        "two-cucm-publishers",
+        {**good(), "nodes": [{**n, "publisher": True} for n in good()["nodes"]]},
+        r"more than one cucm publisher: cucm-pub, cucm-sub1",
+    ),
+    (
+        "two-imp-publishers",
+        {
+            **good(),
+            "nodes": [*good()["nodes"], {**_imp("i1"), "publisher": True}, {**_imp("i2"), "publisher": True}],
+        },
+        r"more than one imp publisher: i1, i2",
+    ),
+    (
+        "only-imp-nodes",
+        {**good(), "nodes": [_imp("imp-pub"), _imp("imp-sub")]},
+        r"needs a Unified CM \(cucm\) publisher",
+    ),
+    (
+        "twenty-two-nodes",
+        {**good(), "nodes": [{"name": f"cucm{i}"} for i in range(22)]},
+        r"22 nodes; a cluster has at most 21 servers \(R-NODE-1\)",
+    ),
+    ("zero-clock-rate", {**good(), "clock": {"rate": 0}}, r"clock rate must be a positive number"),
+    ("negative-clock-rate", {**good(), "clock": {"rate": -2}}, r"clock rate must be a positive number"),
+    ("text-clock-rate", {**good(), "clock": {"rate": "fast"}}, r"clock rate must be a positive number"),
+    ("clock-not-a-mapping", {**good(), "clock": "2026-01-01"}, r"'clock' must be a mapping"),
+    (
+        "bad-clock-start",
+        {**good(), "clock": {"start": "next tuesday"}},
+        r"clock start 'next tuesday' is not an ISO",
+    ),
+    ("unknown-release", {**good(), "release": "9.1"}, r"unknown release '9.1'; known: 15, 14, 12.5, 10.5"),
+    (
+        "bad-domain",
+        {**good(), "domain": "lab_example!"},
+        r"'domain' must be a DNS domain \(got 'lab_example!'\)",
+    ),
+    ("empty-nodes", _mutate("nodes", []), r"'nodes' must be a non-empty list"),
+    ("nodes-not-a-list", _mutate("nodes", {"cucm-pub": "cucm"}), r"'nodes' must be a non-empty list"),
+    (
+        "node-not-a-mapping",
+        _mutate("nodes.0", "cucm-pub"),
+        r"node 1 must be a mapping with 'name' and 'role'",
+    ),
+    (
+        "bad-node-name",
+        _mutate("nodes.0.name", "CUCM_1"),
+        r"node 1: 'name' must be lowercase .*\(got 'CUCM_1'\)",
+    ),
+    (
+        "bad-fqdn",
+        _mutate("nodes.0.fqdn", "cucm pub.example"),
+        r"node 1 \(cucm-pub\): 'fqdn' is not a valid host name",
+    ),
+    (
+        "publisher-not-bool",
+        _mutate("nodes.0.publisher", "yes"),
+        r"\(cucm-pub\): 'publisher' must be true or false",
+    ),
+    ("bad-rsa-key-size", {**good(), "rsa_key_size": 1024}, r"'rsa_key_size' must be 2048, 3072 or 4096"),
+    ("subject-not-a-mapping", {**good(), "subject": "Example"}, r"'subject' must be a mapping"),
+    ("unknown-subject-field", {**good(), "subject": {"email": "x@y"}}, r"unknown subject field\(s\) email"),
+    ("bad-country", {**good(), "subject": {"country": "USA"}}, r"subject country must be a two-letter code"),
+]
+
+
+@pytest.mark.parametrize(("raw", "pattern"), [c[1:] for c in BAD_LABS], ids=[c[0] for c in BAD_LABS])
+def test_bad_lab_is_refused_naming_the_problem(raw: Any, pattern: str) -> None:
+    """R-NODE-1 and the lab-file schema: each bad lab is refused with a message naming the problem."""
+    with pytest.raises(LabFileError) as info:
+        parse_lab(raw, source="demo.yaml")
+    message = str(info.value)
+    assert message.startswith("demo.yaml: ")
+    assert re.search(pattern, message), message
+
+
+def test_bad_cases_are_distinct() -> None:
+    assert len({repr(c[1]) for c in BAD_LABS}) == len(BAD_LABS)
+    assert parse_lab(good())  # the base every case mutates is itself valid
+
+
+def test_load_lab_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(LabFileError, match=r"cannot read lab file .*missing.yaml"):
+        load_lab(tmp_path / "missing.yaml")
+
+
+def test_load_lab_invalid_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("lab: demo\nnodes: [unclosed\n", encoding="utf-8")
+    with pytest.raises(LabFileError, match=r"broken.yaml: not valid YAML"):
+        load_lab(path)
+
+
+def test_load_lab_error_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "short.yaml"
+    path.write_text(GOOD_YAML.replace("cisco-lab-secret", "short"), encoding="utf-8")
+    with pytest.raises(LabFileError, match=rf"^{re.escape(str(path))}: 'security_password'"):
+        load_lab(path)
+
+
+def test_lab_file_error_is_a_value_error() -> None:
+    assert issubclass(LabFileError, ValueError)
+    assert isinstance(parse_lab(good()), LabSpec)
+
+
+# --- known bugs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {**good(), "lab": "demo\n"},
+        {**good(), "domain": "lab.example\n"},
+        _mutate("nodes.0.fqdn", "cucm-pub.lab.example\n"),
+        _mutate("nodes.0", {"name": "cucm-pub\n", "fqdn": "cucm-pub.lab.example"}),
+    ],
+    ids=["lab", "domain", "fqdn", "node-name"],
+)
+def test_names_with_a_trailing_newline_are_refused(raw: dict[str, Any]) -> None:
+    with pytest.raises(LabFileError):
+        parse_lab(raw)
+
+
+@pytest.mark.parametrize("rate", [".nan", ".inf", "true"])
+def test_non_finite_or_boolean_clock_rate_is_refused(rate: str) -> None:
+    raw = {**good(), "clock": yaml.safe_load(f"{{rate: {rate}}}")}
+    with pytest.raises(LabFileError, match="clock rate"):
+        parse_lab(raw)
+
+
+def test_fqdns_differing_only_in_case_are_duplicates() -> None:
+    raw = _mutate("nodes.0.fqdn", "CUCM.lab.example")
+    raw["nodes"][1]["fqdn"] = "cucm.lab.example"
+    with pytest.raises(LabFileError, match="two nodes have the fqdn"):
+        parse_lab(raw)

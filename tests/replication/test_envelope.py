@@ -1,0 +1,232 @@
+"""replication.envelope: only messages sealed with the cluster secret are accepted."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.hmac import HMAC
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from replication.envelope import (
+    MAX_ENVELOPE_BYTES,
+    PROTOCOL_VERSION,
+    Envelope,
+    EnvelopeError,
+    derive_key,
+    open_envelope,
+)
+
+PASSWORD = "cisco-lab-secret"
+LAB = "demo"
+
+
+@pytest.fixture(scope="module")
+def key() -> bytes:
+    return derive_key(PASSWORD, LAB)
+
+
+@pytest.fixture
+def envelope() -> Envelope:
+    return Envelope(
+        kind="records",
+        sender="cucm-pub",
+        body={"records": [{"s": "tomcat-trust", "n": "Lab_Root_CA"}], "n": 1},
+        to="cucm-sub1",
+        sent_ms=1_767_225_600_000,
+        msg_id="0123456789abcdef",
+    )
+
+
+def _canonical(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def seal_raw(fields: dict[str, Any], key: bytes) -> bytes:
+    """Seal arbitrary fields with a valid MAC, to reach the checks that follow authentication."""
+    h = HMAC(key, hashes.SHA256())
+    h.update(_canonical(fields))
+    return _canonical({**fields, "m": h.finalize().hex()})
+
+
+def reason_of(payload: bytes, key: bytes) -> str:
+    with pytest.raises(EnvelopeError) as info:
+        open_envelope(payload, key)
+    assert str(info.value).startswith(f"{info.value.reason}: ")
+    return info.value.reason
+
+
+# --- round trip ------------------------------------------------------------------------------
+
+
+def test_seal_open_round_trip(envelope: Envelope, key: bytes) -> None:
+    assert open_envelope(envelope.seal(key), key) == envelope
+
+
+def test_broadcast_round_trip(key: bytes) -> None:
+    env = Envelope(kind="hello", sender="imp-pub", body={})
+    opened = open_envelope(env.seal(key), key)
+    assert opened == env
+    assert opened.to is None
+    assert len(env.msg_id) == 16
+    assert Envelope(kind="hello", sender="imp-pub", body={}).msg_id != env.msg_id
+
+
+def test_sealed_payload_is_canonical_json(envelope: Envelope, key: bytes) -> None:
+    payload = envelope.seal(key)
+    raw = json.loads(payload)
+    assert raw["v"] == PROTOCOL_VERSION
+    assert (raw["k"], raw["f"], raw["t"], raw["i"], raw["ts"]) == (
+        "records",
+        "cucm-pub",
+        "cucm-sub1",
+        "0123456789abcdef",
+        1_767_225_600_000,
+    )
+    assert len(raw["m"]) == 64
+    assert payload == _canonical(raw)
+    assert envelope.seal(key) == payload  # deterministic
+
+
+_json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(max_size=20),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+_json = st.recursive(
+    _json_leaf,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    body=st.dictionaries(st.text(max_size=8), _json, max_size=5),
+    kind=st.text(min_size=1, max_size=12),
+    sender=st.text(min_size=1, max_size=12),
+    to=st.none() | st.text(max_size=12),
+    sent_ms=st.integers(min_value=0, max_value=2**53),
+)
+def test_property_round_trip(body: dict[str, Any], kind: str, sender: str, to: str | None, sent_ms: int) -> None:
+    key = derive_key(PASSWORD, LAB)
+    env = Envelope(kind=kind, sender=sender, body=body, to=to, sent_ms=sent_ms)
+    assert open_envelope(env.seal(key), key) == env
+
+
+# --- refusals --------------------------------------------------------------------------------
+
+
+def test_altered_body_fails_the_mac(envelope: Envelope, key: bytes) -> None:
+    raw = json.loads(envelope.seal(key))
+    raw["b"]["n"] = 2
+    assert reason_of(_canonical(raw), key) == "bad-mac"
+
+
+def test_altered_header_fails_the_mac(envelope: Envelope, key: bytes) -> None:
+    raw = json.loads(envelope.seal(key))
+    raw["f"] = "intruder"
+    assert reason_of(_canonical(raw), key) == "bad-mac"
+
+
+def test_altered_mac_fails(envelope: Envelope, key: bytes) -> None:
+    raw = json.loads(envelope.seal(key))
+    raw["m"] = ("0" if raw["m"][0] != "0" else "1") + raw["m"][1:]
+    assert reason_of(_canonical(raw), key) == "bad-mac"
+
+
+def test_wrong_key_fails(envelope: Envelope, key: bytes) -> None:
+    assert reason_of(envelope.seal(derive_key("another-secret", LAB)), key) == "bad-mac"
+    assert reason_of(envelope.seal(derive_key(PASSWORD, "other-lab")), key) == "bad-mac"
+
+
+@pytest.mark.parametrize("payload", [b"not json at all", b"\xff\xfe\x00", b'{"k": ', b""])
+def test_non_json_is_malformed(payload: bytes, key: bytes) -> None:
+    assert reason_of(payload, key) == "malformed"
+
+
+@pytest.mark.parametrize("payload", [b"[1, 2, 3]", b'"text"', b"42", b"null"])
+def test_json_that_is_not_an_object_is_malformed(payload: bytes, key: bytes) -> None:
+    assert reason_of(payload, key) == "malformed"
+
+
+def test_missing_mac_is_unsigned(envelope: Envelope, key: bytes) -> None:
+    raw = json.loads(envelope.seal(key))
+    del raw["m"]
+    assert reason_of(_canonical(raw), key) == "unsigned"
+    raw["m"] = 1234
+    assert reason_of(_canonical(raw), key) == "unsigned"
+
+
+def test_oversize_is_refused_before_parsing(key: bytes) -> None:
+    assert reason_of(b"{" + b" " * MAX_ENVELOPE_BYTES + b"}", key) == "oversize"
+
+
+def test_other_protocol_version_is_refused(key: bytes) -> None:
+    fields = {"v": PROTOCOL_VERSION + 1, "k": "hello", "f": "a", "t": None, "i": "x", "ts": 0, "b": {}}
+    assert reason_of(seal_raw(fields, key), key) == "version"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"k": None},
+        {"f": 5},
+        {"i": None},
+        {"t": 7},
+        {"ts": "now"},
+        {"b": []},
+        {"b": None},
+    ],
+)
+def test_authentic_but_malformed_fields(change: dict[str, Any], key: bytes) -> None:
+    fields = {"v": PROTOCOL_VERSION, "k": "hello", "f": "a", "t": None, "i": "x", "ts": 0, "b": {}, **change}
+    assert reason_of(seal_raw(fields, key), key) == "malformed"
+
+
+def test_each_kind_of_refusal_has_its_own_reason(envelope: Envelope, key: bytes) -> None:
+    """A tampered/forged envelope (body, MAC or key), non-JSON, a missing MAC and an oversize payload
+    are told apart in the logs. Tampering cases share 'bad-mac': a MAC cannot tell which part changed."""
+    sealed = json.loads(envelope.seal(key))
+    altered_body = {**sealed, "b": {"n": 99}}
+    altered_mac = {**sealed, "m": "f" * 64}
+    unsigned = {k: v for k, v in sealed.items() if k != "m"}
+    reasons = {
+        "altered-body": reason_of(_canonical(altered_body), key),
+        "altered-mac": reason_of(_canonical(altered_mac), key),
+        "wrong-key": reason_of(envelope.seal(derive_key("wrong-password", LAB)), key),
+        "non-json": reason_of(b"<xml/>", key),
+        "missing-mac": reason_of(_canonical(unsigned), key),
+        "oversize": reason_of(b"x" * (MAX_ENVELOPE_BYTES + 1), key),
+    }
+    assert {reasons["altered-body"], reasons["altered-mac"], reasons["wrong-key"]} == {"bad-mac"}
+    distinct = [reasons["altered-body"], reasons["non-json"], reasons["missing-mac"], reasons["oversize"]]
+    assert len(set(distinct)) == 4
+
+
+def test_non_ascii_mac_is_refused_not_crashing(envelope: Envelope, key: bytes) -> None:
+    raw = json.loads(envelope.seal(key))
+    raw["m"] = "\u00e9" * 64
+    assert reason_of(_canonical(raw), key) == "bad-mac"
+
+
+# --- key derivation --------------------------------------------------------------------------
+
+
+def test_derive_key_is_deterministic_and_32_bytes() -> None:
+    k = derive_key(PASSWORD, LAB)
+    assert isinstance(k, bytes)
+    assert len(k) == 32
+    assert derive_key.__wrapped__(PASSWORD, LAB) == k  # the cache does not change the answer
+
+
+def test_derive_key_differs_by_password_and_by_lab() -> None:
+    base = derive_key(PASSWORD, LAB)
+    assert derive_key(PASSWORD + "!", LAB) != base
+    assert derive_key(PASSWORD, LAB + "2") != base
+    assert derive_key(LAB, PASSWORD) != base
