@@ -15,6 +15,7 @@ import collections
 import contextlib
 import datetime as dt
 import json
+import random
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,16 +42,17 @@ from node.catalog import (
 from node.clock import Clock
 from node.errors import BadInput, CertsimError, NotFound
 from node.logs import node_logger
-from node.store import Identity, NodeStore
+from node.store import Identity, NodeStore, Slot
 from replication.envelope import Envelope, EnvelopeError, open_envelope
 from replication.hlc import HybridClock, Version
-from replication.records import Record, entry_survives, put_wins, store_digests, tombstone_wins
+from replication.records import Record, digests_of, entry_survives, put_wins, tombstone_wins
 from replication.topics import Topics
 from replication.transport import BrokerAddress, Bus, NotConnected
 
 Observer = Callable[[dict[str, Any]], None]
 MAX_STATE_HOPS = 2  # a state transfer may be answered by one more; this bounds any ping-pong
 BARRIER_MEMORY = 256
+CONNECT_DIGEST_DELAY_S = (0.05, 0.5)  # wall seconds: transport pacing, not simulated time
 REQUEST_MEMORY = 512  # answers kept so a resent request is answered, not run twice
 REJECT_LOG_EVERY = 100  # after the first few, log one rejected envelope in this many per reason
 
@@ -112,17 +114,23 @@ class NodeAgent:
         self.rejected: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
         self.running = False
+        self._jitter = random.Random(config.name)  # noqa: S311 - reproducible pacing per node, not security
 
     # ---------------------------------------------------------------------------------------
     # lifecycle
 
     async def start(self) -> None:
         await self.store.open()
-        raw = await self.store.get_meta("hlc")
-        if raw:
-            self.hlc = HybridClock(self.name, self.clock.now_ms, Version.from_json(_json_list(raw)))
-        if await self.store.get_meta("installed") != "1":
-            await self._install()
+        try:
+            raw = await self.store.get_meta("hlc")
+            known = [v for v in (self.store.max_version(), Version.from_json(_json_list(raw)) if raw else None) if v]
+            if known:  # never issue a version below one already held, even if the last meta write was lost
+                self.hlc = HybridClock(self.name, self.clock.now_ms, max(known))
+            if await self.store.get_meta("installed") != "1":
+                await self._install()
+        except BaseException:
+            await self.store.close()  # aiosqlite's thread would otherwise keep the process alive
+            raise
         self.running = True
         self.bus.start()
         self._tasks = [
@@ -249,6 +257,16 @@ class NodeAgent:
     async def _on_connect(self) -> None:
         await self.bus.publish(self.config.topics.presence(self.name), b"online", retain=True)
         self.log.info("bus-connected", broker=self.broker.url, connects=self.bus.connects)
+        self._spawn(self._digest_after_connect(), f"connect-digest:{self.name}")
+
+    async def _digest_after_connect(self) -> None:
+        """Anti-entropy on (re)connect, after a short random pause.
+
+        When a whole lab starts (or a broker comes back) every node connects at once; the pause
+        lets the change messages of the others arrive first, so most digests already agree and
+        far fewer full state transfers are needed.
+        """
+        await asyncio.sleep(self._jitter.uniform(*CONNECT_DIGEST_DELAY_S))
         await self._broadcast_digest("connect")
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
@@ -289,7 +307,7 @@ class NodeAgent:
 
     async def _handle_digest(self, env: Envelope) -> None:
         theirs = _digest_map(env.body["digests"])
-        mine = await self.digests()
+        mine = self.digests()
         differing = [s for s in mine if s in theirs and mine[s] != theirs[s]]
         if differing:
             await self._send_state(env.sender, differing, mine, hops=0)
@@ -300,7 +318,7 @@ class NodeAgent:
         self._emit("state-in", sender=env.sender, records=len(records), changed=changed)
         theirs = _digest_map(env.body["digests"])
         hops = int(env.body.get("hops", 0))
-        mine = await self.digests()
+        mine = self.digests()
         differing = [s for s in env.body["stores"] if s in mine and s in theirs and mine[s] != theirs[s]]
         if differing and hops < MAX_STATE_HOPS:
             await self._send_state(env.sender, differing, mine, hops=hops + 1)
@@ -331,43 +349,58 @@ class NodeAgent:
     }
 
     async def apply_records(self, records: list[Record], sender: str) -> int:
-        """Merge records from a peer; returns how many changed this node. Idempotent."""
+        """Merge records from a peer; returns how many entries changed on this node. Idempotent.
+
+        Decisions read the in-memory index, so a message that changes nothing (a duplicate, an
+        old version, a state transfer of what the node already has) costs no database work.
+        """
+        accepted = [r for r in records if self._admissible(r, sender)]
+        for rec in accepted:
+            self.hlc.observe(rec.version)
+        if not any(self._would_write(r) for r in accepted):
+            return 0
         changed = 0
         async with self.store.transaction():
-            for rec in records:
-                if rec.store not in self.stores:
-                    continue  # e.g. CallManager-trust on an IM&P node
-                policy = self.policies[rec.store]
-                self.hlc.observe(rec.version)
+            for rec in accepted:
+                slot = self.store.index.get(rec.key) or Slot()
                 if rec.der is None:
-                    if not policy.replicate_delete:
-                        self._reject("locality", f"{rec.store}/{rec.name}", detail=f"deletion from {sender}")
-                        continue
-                    tomb = await self.store.get_tombstone(rec.store, rec.name)
-                    if tombstone_wins(rec.version, tomb.version if tomb else None):
+                    if tombstone_wins(rec.version, slot.tombstone):
                         await self.store.put_tombstone(rec)
-                        entry = await self.store.get_entry(rec.store, rec.name)
-                        if entry is not None and not entry_survives(entry.version, rec.version):
+                        if slot.entry is not None and not entry_survives(slot.entry, rec.version):
                             await self.store.delete_entry(rec.store, rec.name)
                             changed += 1
-                else:
-                    if not policy.replicate_add:
-                        self._reject("locality", f"{rec.store}/{rec.name}", detail=f"upload from {sender}")
-                        continue
-                    try:
-                        x509.load_der_x509_certificate(rec.der)
-                    except ValueError:
-                        self._reject("bad-certificate", f"{rec.store}/{rec.name}", detail=f"from {sender}")
-                        continue
-                    entry = await self.store.get_entry(rec.store, rec.name)
-                    tomb = await self.store.get_tombstone(rec.store, rec.name)
-                    if put_wins(rec.version, entry.version if entry else None, tomb.version if tomb else None):
-                        await self.store.put_entry(rec)
-                        changed += 1
+                elif put_wins(rec.version, slot.entry, slot.tombstone) and self._parses(rec, sender):
+                    await self.store.put_entry(rec)
+                    changed += 1
             await self.store.set_meta("hlc", _json_dump(self.hlc.last.to_json()))
         if changed:
             self.log.info("records-applied", sender=sender, changed=changed, received=len(records))
         return changed
+
+    def _admissible(self, rec: Record, sender: str) -> bool:
+        """Locality (DESIGN property 2): only what the policy replicates may arrive from the bus."""
+        if rec.store not in self.stores:
+            return False  # e.g. CallManager-trust on an IM&P node
+        policy = self.policies[rec.store]
+        if (rec.der is None and not policy.replicate_delete) or (rec.der is not None and not policy.replicate_add):
+            kind = "deletion" if rec.der is None else "upload"
+            self._reject("locality", f"{rec.store}/{rec.name}", detail=f"{kind} from {sender}")
+            return False
+        return True
+
+    def _would_write(self, rec: Record) -> bool:
+        slot = self.store.index.get(rec.key) or Slot()
+        if rec.der is None:
+            return tombstone_wins(rec.version, slot.tombstone)
+        return put_wins(rec.version, slot.entry, slot.tombstone)
+
+    def _parses(self, rec: Record, sender: str) -> bool:
+        try:
+            x509.load_der_x509_certificate(rec.der or b"")
+        except ValueError:
+            self._reject("bad-certificate", f"{rec.store}/{rec.name}", detail=f"from {sender}")
+            return False
+        return True
 
     # ---------------------------------------------------------------------------------------
     # anti-entropy
@@ -381,15 +414,23 @@ class NodeAgent:
         ]
         return view
 
-    async def digests(self) -> dict[str, str]:
-        """Per replicated store of this node's role, a digest of its replicated view."""
+    def digests(self) -> dict[str, str]:
+        """Per replicated store of this node's role, a digest of its replicated view (from memory)."""
         mine = {s: "" for s in self.stores if self.policies[s].replicate_add or self.policies[s].replicate_delete}
-        mine.update({s: d for s, d in store_digests(await self.replicated_view()).items() if s in mine})
+        items: list[tuple[str, str, Version, str | None]] = []
+        for (store, name), slot in self.store.index.items():
+            if store not in mine:
+                continue
+            if slot.entry is not None and self.policies[store].replicate_add:
+                items.append((store, name, slot.entry, slot.entry_sha))
+            if slot.tombstone is not None and self.policies[store].replicate_delete:
+                items.append((store, name, slot.tombstone, None))
+        mine.update(digests_of(items))
         return mine
 
     async def _broadcast_digest(self, reason: str) -> None:
         self.stats["digests-sent"] += 1
-        self._send(self.config.topics.repl, self._envelope("digest", {"digests": await self.digests()}))
+        self._send(self.config.topics.repl, self._envelope("digest", {"digests": self.digests()}))
         self._emit("digest-out", reason=reason)
 
     async def _send_state(self, to: str, stores: list[str], mine: dict[str, str], *, hops: int) -> None:
@@ -465,7 +506,7 @@ class NodeAgent:
             "stores": {s: counts.get(s, 0) for s in sorted(self.stores)},
             "identities": sorted((await self.store.identities()).keys()),
             "outbox": await self.store.outbox_count(),
-            "digests": await self.digests(),
+            "digests": self.digests(),
             "rejected": dict(self.rejected),
             "stats": dict(self.stats),
             "sim_time": certs.iso(self.clock.now()),
@@ -562,7 +603,7 @@ class NodeAgent:
         }
 
     async def op_digest(self, _args: dict[str, Any]) -> dict[str, Any]:
-        return {"digests": await self.digests(), "outbox": await self.store.outbox_count()}
+        return {"digests": self.digests(), "outbox": await self.store.outbox_count()}
 
     async def op_barrier(self, args: dict[str, Any]) -> dict[str, Any]:
         token = str(args.get("token") or "")

@@ -8,6 +8,7 @@ an acknowledged change survives a crash of the node (DESIGN.md property 4).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,6 +38,15 @@ CREATE TABLE IF NOT EXISTS tombstone (
 );
 CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL);
 """
+
+
+@dataclass
+class Slot:
+    """What a node holds for one (store, name), kept in memory so merges need no database reads."""
+
+    entry: Version | None = None
+    entry_sha: str | None = None
+    tombstone: Version | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,7 @@ class NodeStore:
         self.path = path
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self.index: dict[tuple[str, str], Slot] = {}  # mirrors the entry and tombstone tables
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +88,15 @@ class NodeStore:
         await db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes, which is our fault model
         await db.executescript(SCHEMA)
         self._db = db
+        await self._reload_index()
+
+    def _slot(self, store: str, name: str) -> Slot:
+        return self.index.setdefault((store, name), Slot())
+
+    def max_version(self) -> Version | None:
+        """The newest version held (entries and tombstones), so a restarted clock never goes back."""
+        versions = [v for s in self.index.values() for v in (s.entry, s.tombstone) if v is not None]
+        return max(versions) if versions else None
 
     async def close(self) -> None:
         if self._db is not None:
@@ -91,15 +111,28 @@ class NodeStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[NodeStore]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; serialised per node."""
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; serialised per node.
+
+        The in-memory index is restored from the database after a rollback.
+        """
         async with self._lock:
             await self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield self
             except BaseException:
                 await self.db.execute("ROLLBACK")
+                await self._reload_index()
                 raise
             await self.db.execute("COMMIT")
+
+    async def _reload_index(self) -> None:
+        self.index = {}
+        for rec in await self.entries():
+            assert rec.der is not None
+            slot = self._slot(rec.store, rec.name)
+            slot.entry, slot.entry_sha = rec.version, hashlib.sha256(rec.der).hexdigest()
+        for rec in await self.tombstones():
+            self._slot(rec.store, rec.name).tombstone = rec.version
 
     # -- metadata -------------------------------------------------------------------------
 
@@ -172,9 +205,13 @@ class NodeStore:
             " VALUES (?,?,?,?,?,?,?)",
             (rec.store, rec.name, rec.der, v.ms, v.counter, v.node, rec.origin),
         )
+        slot = self._slot(rec.store, rec.name)
+        slot.entry, slot.entry_sha = v, hashlib.sha256(rec.der).hexdigest()
 
     async def delete_entry(self, store: str, name: str) -> None:
         await self.db.execute("DELETE FROM entry WHERE store=? AND name=?", (store, name))
+        slot = self._slot(store, name)
+        slot.entry, slot.entry_sha = None, None
 
     async def put_tombstone(self, rec: Record) -> None:
         v = rec.version
@@ -182,6 +219,7 @@ class NodeStore:
             "INSERT OR REPLACE INTO tombstone(store, name, v_ms, v_counter, v_node, origin) VALUES (?,?,?,?,?,?)",
             (rec.store, rec.name, v.ms, v.counter, v.node, rec.origin),
         )
+        self._slot(rec.store, rec.name).tombstone = v
 
     # -- outbox ---------------------------------------------------------------------------
 

@@ -78,8 +78,15 @@ def entry_survives(entry: Version, tombstone: Version) -> bool:
 
 def store_digests(records: Iterable[Record]) -> dict[str, str]:
     """A digest per store of a node's replicated view; equal digests mean equal stores."""
+    return digests_of(
+        (r.store, r.name, r.version, None if r.der is None else hashlib.sha256(r.der).hexdigest()) for r in records
+    )
+
+
+def digests_of(items: Iterable[tuple[str, str, Version, str | None]]) -> dict[str, str]:
+    """``store_digests`` from (store, name, version, SHA-256 of the DER or None for a tombstone)."""
     lines: dict[str, list[str]] = defaultdict(list)
-    for r in records:
-        kind = "T" if r.der is None else "E:" + hashlib.sha256(r.der).hexdigest()
-        lines[r.store].append(f"{r.name}\x00{r.version}\x00{kind}")
+    for store, name, version, sha in items:
+        kind = "T" if sha is None else "E:" + sha
+        lines[store].append(f"{name}\x00{version}\x00{kind}")
     return {store: hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()[:32] for store, items in lines.items()}

@@ -223,14 +223,14 @@ async def test_applying_a_change_twice_changes_nothing(make_lab: LabFactory) -> 
     root = LabCA(lab.clock).create_ca("Twice")
     await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": b64(root.pem())})
     assert (await lab.converge()).converged
-    digests = {n: await lab.agents[n].digests() for n in lab.spec.node_names}
+    digests = {n: lab.agents[n].digests() for n in lab.spec.node_names}
     held = next(r for r in await lab.agents["cucm1"].store.entries("tomcat-trust") if r.name == "Twice")
     assert await lab.agents["cucm3"].apply_records([held], "cucm1") == 0
     payload = Envelope("change", "cucm1", {"records": [held.to_json()]}).seal(lab.secret)
     for _ in range(3):
         await lab.client._bus.publish(lab.topics.repl, payload)
     assert (await lab.converge()).converged
-    assert {n: await lab.agents[n].digests() for n in lab.spec.node_names} == digests
+    assert {n: lab.agents[n].digests() for n in lab.spec.node_names} == digests
     fresh = Record("tomcat-trust", "Twice2", Version(lab.clock.now_ms() + 1, 0, "cucm1"), root.der(), "cucm1")
     assert await lab.agents["cucm3"].apply_records([fresh], "cucm1") == 1
     assert await lab.agents["cucm3"].apply_records([fresh], "cucm1") == 0
