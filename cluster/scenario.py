@@ -14,7 +14,7 @@ import asyncio
 import base64
 import datetime as dt
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from node.catalog import STORES, UNITS, KeyAlgo
 from node.errors import CertsimError
 
 ACTIONS = ("ca", "upload", "delete", "stop", "start", "wait", "advance", "resync", "list")
-STEP_KINDS = (*ACTIONS, "expect")
+ERROR_EXPECTING = ("upload", "delete", "start", "stop")  # actions that may carry expect_error
 EXIT_CODES = {"valid": 0, "invalid": 1, "unknown": 2}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -39,6 +39,33 @@ _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 class ScenarioError(ValueError):
     """A scenario file that cannot be run; the message names the step and the problem."""
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """A step kind defined in another module (certificate operations, faults, time).
+
+    ``validate(args, lab, label)`` raises ``ScenarioError`` before the lab starts;
+    ``run(runner, step)`` performs the action and returns a JSON-safe result.
+    """
+
+    validate: Callable[[Any, LabSpec, str], None]
+    run: Callable[[Runner, Step], Awaitable[Any]]
+    may_fail: bool = True  # whether ``expect_error`` is allowed on it
+
+
+EXTRA_STEPS: dict[str, StepKind] = {}
+
+
+def register_step(name: str, kind: StepKind) -> None:
+    """Add a step kind; modules that define steps call this when imported."""
+    if name in ACTIONS or name == "expect" or name in EXTRA_STEPS:
+        raise ValueError(f"step kind '{name}' is already defined")
+    EXTRA_STEPS[name] = kind
+
+
+def step_kinds() -> tuple[str, ...]:
+    return (*ACTIONS, "expect", *EXTRA_STEPS)
 
 
 @dataclass(frozen=True)
@@ -116,10 +143,10 @@ def _parse_step(index: int, raw: Any, lab: LabSpec, where: str) -> Step:
     label = f"{where}: step {index}"
     if not isinstance(raw, Mapping):
         raise ScenarioError(f"{label} must be a mapping such as {{upload: {{...}}}}")
-    kinds = [k for k in raw if k in STEP_KINDS]
+    kinds = [k for k in raw if k in step_kinds()]
     if len(kinds) != 1:
         raise ScenarioError(
-            f"{label} must have exactly one of: {', '.join(STEP_KINDS)} (got {', '.join(map(str, raw))})"
+            f"{label} must have exactly one of: {', '.join(step_kinds())} (got {', '.join(map(str, raw))})"
         )
     kind = str(kinds[0])
     extra = set(raw) - {kind, "rule", "expect_error", "note"}
@@ -130,9 +157,13 @@ def _parse_step(index: int, raw: Any, lab: LabSpec, where: str) -> Step:
     expect_error = raw.get("expect_error")
     if kind == "expect" and isinstance(args, Mapping) and "rule" in args:
         rule = args.get("rule")
-    if expect_error is not None and kind not in ("upload", "delete", "start", "stop"):
-        raise ScenarioError(f"{label}: expect_error applies to upload, delete, start and stop steps")
-    _validate_args(kind, args, lab, label)
+    may_fail = kind in ERROR_EXPECTING or (kind in EXTRA_STEPS and EXTRA_STEPS[kind].may_fail)
+    if expect_error is not None and not may_fail:
+        raise ScenarioError(f"{label}: expect_error does not apply to {kind} steps")
+    if kind in EXTRA_STEPS:
+        EXTRA_STEPS[kind].validate(args, lab, label)
+    else:
+        _validate_args(kind, args, lab, label)
     return Step(
         index,
         kind,
@@ -143,7 +174,7 @@ def _parse_step(index: int, raw: Any, lab: LabSpec, where: str) -> Step:
     )
 
 
-def _need(args: Any, keys: Sequence[str], label: str, optional: Sequence[str] = ()) -> Mapping[str, Any]:
+def need_args(args: Any, keys: Sequence[str], label: str, optional: Sequence[str] = ()) -> Mapping[str, Any]:
     if not isinstance(args, Mapping):
         raise ScenarioError(f"{label}: expected a mapping with {', '.join(keys)}")
     missing = [k for k in keys if k not in args]
@@ -155,14 +186,14 @@ def _need(args: Any, keys: Sequence[str], label: str, optional: Sequence[str] = 
     return args
 
 
-def _node_ok(lab: LabSpec, name: Any, label: str) -> None:
+def check_node(lab: LabSpec, name: Any, label: str) -> None:
     if name not in lab.node_names:
         raise ScenarioError(f"{label}: unknown node '{name}'; nodes: {', '.join(lab.node_names)}")
 
 
 def _validate_args(kind: str, args: Any, lab: LabSpec, label: str) -> None:
     if kind == "ca":
-        a = _need(
+        a = need_args(
             args,
             [],
             label,
@@ -173,37 +204,37 @@ def _validate_args(kind: str, args: Any, lab: LabSpec, label: str) -> None:
         if "issue" in a and "issuer" not in a:
             raise ScenarioError(f"{label}: 'issue' needs an 'issuer'")
     elif kind == "upload":
-        a = _need(args, ["node", "store"], label, ["cert", "certs", "chain", "format", "pem", "raw", "raw_b64"])
-        _node_ok(lab, a["node"], label)
+        a = need_args(args, ["node", "store"], label, ["cert", "certs", "chain", "format", "pem", "raw", "raw_b64"])
+        check_node(lab, a["node"], label)
         if sum(k in a for k in ("cert", "certs", "pem", "raw", "raw_b64")) != 1:
             raise ScenarioError(f"{label}: give one of cert, certs, pem, raw or raw_b64")
         if a.get("format", "pem") not in ("pem", "der", "pkcs7", "pkcs7-der"):
             raise ScenarioError(f"{label}: format must be pem, der, pkcs7 or pkcs7-der")
     elif kind == "delete":
-        a = _need(args, ["node", "store"], label, ["name", "cert"])
-        _node_ok(lab, a["node"], label)
+        a = need_args(args, ["node", "store"], label, ["name", "cert"])
+        check_node(lab, a["node"], label)
         if ("name" in a) == ("cert" in a):
             raise ScenarioError(f"{label}: give one of 'name' or 'cert'")
     elif kind in ("stop", "start", "resync"):
-        _node_ok(lab, args, label)
+        check_node(lab, args, label)
     elif kind == "wait":
         if args != "converged" and not (isinstance(args, Mapping) and set(args) <= {"converged", "seconds"}):
             raise ScenarioError(f"{label}: wait takes 'converged' or {{seconds: N}}")
     elif kind == "advance":
         parse_duration(args)
     elif kind == "list":
-        a = _need(args, ["node"], label, ["store", "usage", "cn", "key_type", "expires_before", "expires_after"])
-        _node_ok(lab, a["node"], label)
+        a = need_args(args, ["node"], label, ["store", "usage", "cn", "key_type", "expires_before", "expires_after"])
+        check_node(lab, a["node"], label)
     elif kind == "expect":
-        a = _need(args, ["store"], label, ["rule", "nodes", "node", "has", "lacks", "count", "settle"])
+        a = need_args(args, ["store"], label, ["rule", "nodes", "node", "has", "lacks", "count", "settle"])
         if not any(k in a for k in ("has", "lacks", "count")):
             raise ScenarioError(f"{label}: an expectation needs has, lacks or count")
-        for n in _as_list(a.get("nodes", [])) + ([a["node"]] if "node" in a else []):
+        for n in as_list(a.get("nodes", [])) + ([a["node"]] if "node" in a else []):
             if n != "all":
-                _node_ok(lab, n, label)
+                check_node(lab, n, label)
 
 
-def _as_list(value: Any) -> list[Any]:
+def as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return list(value) if isinstance(value, list | tuple) else [value]
@@ -303,6 +334,8 @@ class Runner:
 
     async def _action(self, step: Step) -> Any:
         a = step.args
+        if step.kind in EXTRA_STEPS:
+            return await EXTRA_STEPS[step.kind].run(self, step)
         if step.kind == "ca":
             return await asyncio.to_thread(self._ca, a)
         if step.kind == "upload":
@@ -355,7 +388,7 @@ class Runner:
                 str(a["issue"]),
                 issuer=str(a["issuer"]),
                 cn=cn,
-                san=[str(n) for n in _as_list(a.get("san"))],
+                san=[str(n) for n in as_list(a.get("san"))],
                 key_algo=algo,
                 key_size=size,
                 days=int(a.get("days", 365)),
@@ -375,7 +408,7 @@ class Runner:
             return str(a["raw"]).encode()
         if "raw_b64" in a:
             return base64.b64decode(str(a["raw_b64"]))
-        names = _as_list(a.get("certs") or a.get("cert"))
+        names = as_list(a.get("certs") or a.get("cert"))
         items = [self.ca.get(str(n)) for n in names]
         fmt = a.get("format", "pem")
         chain = bool(a.get("chain", False))
@@ -440,8 +473,8 @@ class Runner:
             conv = await self.lab.converge(timeout=self.scenario.settle_timeout)
             converged = conv.converged
         nodes = self._target_nodes(a, store)
-        has = [await self._resolve(str(r)) for r in _as_list(a.get("has"))]
-        lacks = [await self._resolve(str(r)) for r in _as_list(a.get("lacks"))]
+        has = [await self._resolve(str(r)) for r in as_list(a.get("has"))]
+        lacks = [await self._resolve(str(r)) for r in as_list(a.get("lacks"))]
         problems: list[str] = []
         for node in nodes:
             rows = await self.lab.request(node, "list", {"store": store})
@@ -471,7 +504,7 @@ class Runner:
         return self._ok(step, f"{store} {what} on {', '.join(nodes)}")
 
     def _target_nodes(self, a: Mapping[str, Any], store: str) -> list[str]:
-        wanted = _as_list(a.get("nodes")) + ([a["node"]] if "node" in a else [])
+        wanted = as_list(a.get("nodes")) + ([a["node"]] if "node" in a else [])
         running = self.lab.running_nodes()
         if not wanted or "all" in wanted:
             roles = STORES[store].roles if store in STORES else (UNITS[store].roles if store in UNITS else set())

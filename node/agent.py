@@ -19,7 +19,7 @@ import random
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cryptography import x509
 
@@ -340,13 +340,40 @@ class NodeAgent:
         self._control_tasks.add(task)
         task.add_done_callback(self._control_tasks.discard)
 
-    _handlers: Mapping[str, Callable[[NodeAgent, Envelope], Awaitable[None]]] = {
+    _handlers: ClassVar[dict[str, MessageHandler]] = {
         "change": _handle_change,
         "barrier": _handle_barrier,
         "digest": _handle_digest,
         "state": _handle_state,
         "ctl": _handle_control,
     }
+
+    async def commit(
+        self,
+        puts: Iterable[ops.Put] = (),
+        removes: Iterable[ops.Remove] = (),
+        messages: Iterable[tuple[str | None, str, dict[str, Any]]] = (),
+        extra: Callable[[NodeStore], Awaitable[None]] | None = None,
+    ) -> list[Record]:
+        """Apply local changes in one transaction with their outgoing messages (durable, in order).
+
+        ``messages`` are (recipient node or None for everyone, kind, body); ``extra`` runs inside
+        the same transaction for writes of other tables (identities, CSRs, settings).
+        """
+        async with self.store.transaction():
+            if extra is not None:
+                await extra(self.store)
+            replicated = await self._write_changes(puts, removes)
+            for to, kind, body in messages:
+                topic = self.config.topics.repl if to is None else self.config.topics.node(to)
+                await self.store.outbox_add(topic, self._envelope(kind, body, to=to).seal(self._secret))
+        self._wake.set()
+        return replicated
+
+    def send(self, to: str | None, kind: str, body: dict[str, Any]) -> asyncio.Future[None]:
+        """Queue a non-durable message to one node (or everyone) after the outbox."""
+        topic = self.config.topics.repl if to is None else self.config.topics.node(to)
+        return self._send(topic, self._envelope(kind, body, to=to))
 
     async def apply_records(self, records: list[Record], sender: str) -> int:
         """Merge records from a peer; returns how many entries changed on this node. Idempotent.
@@ -626,7 +653,10 @@ class NodeAgent:
             self._observer({"event": event, "node": self.name, "sim": certs.iso(self.clock.now()), **fields})
 
 
-_OPS: dict[str, Callable[[NodeAgent, dict[str, Any]], Awaitable[Any]]] = {
+OpHandler = Callable[["NodeAgent", dict[str, Any]], Awaitable[Any]]
+MessageHandler = Callable[["NodeAgent", Envelope], Awaitable[None]]
+
+_OPS: dict[str, OpHandler] = {
     "ping": NodeAgent.op_ping,
     "status": NodeAgent.op_status,
     "list": NodeAgent.op_list,
@@ -638,6 +668,20 @@ _OPS: dict[str, Callable[[NodeAgent, dict[str, Any]], Awaitable[Any]]] = {
     "barrier_seen": NodeAgent.op_barrier_seen,
     "resync": NodeAgent.op_resync,
 }
+
+
+def register_op(name: str, handler: OpHandler) -> None:
+    """Add an administrative request; modules of further operations call this when imported."""
+    if name in _OPS:
+        raise ValueError(f"operation '{name}' is already defined")
+    _OPS[name] = handler
+
+
+def register_message(kind: str, handler: MessageHandler) -> None:
+    """Add a bus message kind (sealed like every envelope) and its handler."""
+    if kind in NodeAgent._handlers:
+        raise ValueError(f"message kind '{kind}' is already defined")
+    NodeAgent._handlers[kind] = handler
 
 
 def _b64_arg(args: Mapping[str, Any], key: str) -> bytes:
