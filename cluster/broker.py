@@ -19,6 +19,7 @@ from typing import Any
 from replication.transport import BrokerAddress
 
 LOOPBACK = "127.0.0.1"
+SHUTDOWN_GRACE_S = 2.0
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -75,14 +76,41 @@ class EmbeddedBroker:
         await self._broker.start()
 
     async def stop(self) -> None:
-        if self._broker is not None:
-            with contextlib.suppress(Exception):
-                await self._broker.shutdown()
-            self._broker = None
+        """Stop the broker as a killed broker process would: no new connections, every client
+        connection dropped at once, then amqtt's own cleanup, bounded in time.
+
+        amqtt 0.12's graceful shutdown can wait forever for a connection's reader task, and it
+        keeps accepting connections while it stops; clients would reconnect to the dying broker
+        and be left talking to nobody. So the listeners close first and the connections are
+        aborted before the cleanup runs.
+        """
+        broker, self._broker = self._broker, None
+        if broker is None:
+            return
+        for server in list(broker._servers.values()):
+            if server.instance is not None:
+                server.instance.close()
+        _abort_connections(broker)
+        task = asyncio.ensure_future(broker.shutdown())
+        done, _ = await asyncio.wait({task}, timeout=SHUTDOWN_GRACE_S)
+        _abort_connections(broker)  # any handshake that was still completing
+        if not done:
+            task.cancel()
+            for background in (broker._broadcast_task, broker._session_monitor_task):
+                if background is not None:
+                    background.cancel()
+            logging.getLogger("certsim.broker").info("embedded broker cleanup abandoned after %.0f s", SHUTDOWN_GRACE_S)
 
     @property
     def url(self) -> str:
         return self.address.url
+
+
+def _abort_connections(broker: Any) -> None:
+    for _session, handler in list(broker._sessions.values()):
+        stream = getattr(getattr(handler, "writer", None), "_writer", None)
+        if stream is not None:
+            stream.transport.abort()
 
 
 def mosquitto_binary() -> str | None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import secrets
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from functools import wraps
 from pathlib import Path
@@ -17,11 +19,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from cluster import running as rl
+from cluster.chaos import FAULTS, ChaosConfig, run_chaos, summarize
+from cluster.control import LAB_TARGET
 from cluster.lab import Lab, default_lab_dir
 from cluster.labfile import LabFileError, LabSpec, load_lab
 from cluster.runs import default_results_dir, run_scenario
 from cluster.scenario import ScenarioError, load_scenario
-from cluster.views import cert_table, print_report, status_table, step_line, trust_tables
+from cluster.views import VERDICT_STYLE, cert_table, print_report, status_table, step_line, trust_tables
 from node.errors import CertsimError
 from scenarios import shipped
 
@@ -65,7 +69,8 @@ broker_option = click.option(
     "--broker",
     metavar="URL",
     default=None,
-    help="Use an external MQTT 3.1.1 broker (mqtt://host:port, e.g. mosquitto or EMQX) instead of the embedded one.",
+    help="mqtt://host:port uses that MQTT 3.1.1 broker (mosquitto, EMQX); 'mosquitto' starts a private one"
+    " (scenarios may restart it); default: the embedded broker.",
 )
 lab_option = click.option(
     "--lab", "lab_name", metavar="NAME", help="Which running lab (default: the only one running)."
@@ -213,6 +218,69 @@ def scenarios_cmd() -> None:
         except (ScenarioError, IndexError):
             desc = ""
         console.print(f"[cyan]{name:<22}[/cyan] {desc}", highlight=False)
+
+
+@main.command("chaos")
+@click.option("--seed", type=int, default=None, help="Seed of the schedule (default: a random one, printed).")
+@click.option("--seeds", metavar="A-B", help="Run every seed from A to B and print totals.")
+@click.option("--nodes", type=click.IntRange(2, 21), default=4, show_default=True)
+@click.option("--ops", type=click.IntRange(1, 100_000), default=30, show_default=True, help="Operations per seed.")
+@click.option("--faults", default=",".join(FAULTS), show_default=True, help="Comma-separated faults to inject.")
+@click.option("--release", default="15", show_default=True, help="Release profile (10.5 resurrects deletions).")
+@broker_option
+@click.option("--results", type=click.Path(path_type=Path, file_okay=False), help="Results folder.")
+@json_option
+@handles_errors
+def chaos_cmd(
+    seed: int | None,
+    seeds: str | None,
+    nodes: int,
+    ops: int,
+    faults: str,
+    release: str,
+    broker: str | None,
+    results: Path | None,
+    as_json: bool,
+) -> None:
+    """Random operations under random faults, drawn from a seed; then check every replication property.
+
+    Exit 0 when every seed is valid, 1 when a property failed, 2 when a run could not decide.
+    """
+    if seeds:
+        first, _, last = seeds.partition("-")
+        seed_list = list(range(int(first), int(last or first) + 1))
+    else:
+        seed_list = [seed if seed is not None else secrets.randbelow(1_000_000)]
+    fault_list = tuple(f.strip() for f in faults.split(",") if f.strip())
+    base = results or Path("certsim-results") / f"chaos-{seed_list[0]}-{int(time.time())}"
+    reports = []
+    for s in seed_list:
+        try:
+            cfg = ChaosConfig(seed=s, nodes=nodes, ops=ops, faults=fault_list, release=release)
+        except ValueError as exc:
+            fail(str(exc), code=2)
+        if not as_json:
+            err.print(f"seed {s}: {nodes} nodes, {ops} operations, faults {','.join(fault_list) or 'none'}")
+        report = run_async(run_chaos(cfg, base / f"seed-{s}", broker_url=broker))
+        reports.append(report)
+        if not as_json:
+            style = VERDICT_STYLE.get(report.verdict, "")
+            console.print(
+                f"seed {s}: [{style}]{report.verdict}[/{style}]  acknowledged {report.counts['acknowledged']}"
+                f"/{report.counts['attempted']}  faults {report.counts['faults']}  lost {report.counts.get('lost')}"
+                f"  resurrected {report.counts.get('resurrected')}  divergent {report.counts.get('divergent')}"
+                f"  converged in {report.convergence_s} s  ({report.wall_s} s)",
+                highlight=False,
+            )
+            for v in report.violations[:5]:
+                console.print(f"  {v['prop']}: {v['node']} {v['store']}/{v['entry']}: {v['detail']}", highlight=False)
+    summary = summarize(reports)
+    (base / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if as_json:
+        emit_json({"summary": summary, "runs": [r.results_dir.as_posix() for r in reports]})
+    elif len(reports) > 1:
+        console.print_json(json.dumps(summary))
+    sys.exit(max(r.exit_code for r in reports))
 
 
 # ------------------------------------------------------------------------------------------
@@ -452,6 +520,124 @@ def cert_download(
 
 
 # ------------------------------------------------------------------------------------------
+# faults on a running lab
+
+
+@main.group()
+def fault() -> None:
+    """Break a running lab on purpose: crash or stop nodes, partition them, restart the broker, spoil links."""
+
+
+def _on_lab(lab_name: str | None, lab_dir: Path | None, op: str, args: dict[str, Any]) -> Any:
+    return _on_node(lab_name, lab_dir, LAB_TARGET, op, args)
+
+
+def _say(result: Any, as_json: bool) -> None:
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(", ".join(f"{k}: {v}" for k, v in result.items()), highlight=False)
+
+
+@fault.command("crash")
+@click.argument("node")
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def fault_crash(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Kill NODE abruptly: no clean shutdown, open transactions lost; 'fault restart' brings it back."""
+    _say(_on_lab(lab_name, lab_dir, "crash", {"node": node}), as_json)
+
+
+@fault.command("stop")
+@click.argument("node")
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def fault_stop(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Stop NODE cleanly (as shutting the server down)."""
+    _say(_on_lab(lab_name, lab_dir, "stop", {"node": node}), as_json)
+
+
+@fault.command("restart")
+@click.argument("node")
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def fault_restart(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Start NODE again from its database after a crash or stop."""
+    _say(_on_lab(lab_name, lab_dir, "start", {"node": node}), as_json)
+
+
+@fault.command("partition")
+@click.argument("nodes", nargs=-1, required=True)
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def fault_partition(nodes: tuple[str, ...], lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Cut the replication link of NODES (they stay administrable, like a broken sync link)."""
+    _say(_on_lab(lab_name, lab_dir, "partition", {"nodes": list(nodes)}), as_json)
+
+
+@fault.command("heal")
+@click.argument("nodes", nargs=-1)
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def fault_heal(nodes: tuple[str, ...], lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Heal the partition of NODES (default: all); they resynchronise at once."""
+    _say(_on_lab(lab_name, lab_dir, "heal", {"nodes": list(nodes)}), as_json)
+
+
+@fault.command("link")
+@click.argument("node")
+@click.option("--delay-ms", type=click.FloatRange(0), default=0.0, help="Delay each arriving message up to this long.")
+@click.option("--duplicate", type=click.FloatRange(0, 1), default=0.0, help="Probability a message arrives twice.")
+@click.option("--reorder", type=click.FloatRange(0, 1), default=0.0, help="Probability a message is overtaken.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def fault_link(
+    node: str,
+    delay_ms: float,
+    duplicate: float,
+    reorder: float,
+    seed: int,
+    lab_name: str | None,
+    lab_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Delay, duplicate or reorder what reaches NODE from the bus (all zero: a clean link again)."""
+    args = {"node": node, "delay_s": delay_ms / 1000, "duplicate": duplicate, "reorder": reorder, "seed": seed}
+    _say(_on_lab(lab_name, lab_dir, "link", args), as_json)
+
+
+@fault.command("broker-restart")
+@click.option(
+    "--down",
+    "down_s",
+    type=click.FloatRange(0, 600),
+    default=1.0,
+    show_default=True,
+    help="Seconds the broker stays down.",
+)
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def fault_broker(down_s: float, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Stop the lab's embedded broker and start it again; sessions and queued messages are lost."""
+    _say(_on_lab(lab_name, lab_dir, "broker_restart", {"down_s": down_s}), as_json)
+
+
+# ------------------------------------------------------------------------------------------
 # one node as its own process
 
 
@@ -491,6 +677,8 @@ async def _serve_node(spec: LabSpec, directory: Path, node_name: str, broker: st
     finally:
         await lab.stop()
 
+
+import cluster.cli_certops  # noqa: E402, F401 - registers its verbs (before main() runs under python -m)
 
 if __name__ == "__main__":
     main()

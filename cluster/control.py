@@ -20,6 +20,7 @@ from replication.topics import Topics
 from replication.transport import BrokerAddress, Bus, NotConnected
 
 DEFAULT_TIMEOUT_S = 15.0
+LAB_TARGET = "@lab"  # the lab process itself (faults, lifecycle): cluster.controller
 RESEND_S = 1.0
 
 
@@ -71,7 +72,7 @@ class ControlClient:
         self, node: str, op: str, args: dict[str, Any] | None = None, *, timeout: float = DEFAULT_TIMEOUT_S
     ) -> Any:
         """Run ``op`` on ``node``; returns its result or raises the node's error (``CertsimError``)."""
-        if node not in self.nodes:
+        if node not in self.nodes and node != LAB_TARGET:
             raise NotFound(f"unknown node '{node}'; nodes of this lab: {', '.join(self.nodes)}")
         env = Envelope(
             kind="ctl",
@@ -96,7 +97,7 @@ class ControlClient:
                         f"node '{node}' did not answer '{op}' within {timeout:g} s; is it running and connected?"
                     )
                 with contextlib.suppress(NotConnected):
-                    await self._bus.publish(self.topics.node(node), payload, qos=0)
+                    await self._bus.publish(self.topics.ctl(node), payload, qos=0)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(fut), min(RESEND_S, remaining))
             answer = fut.result()

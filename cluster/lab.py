@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from cluster.broker import EmbeddedBroker, wait_listening
 from cluster.control import ControlClient
@@ -117,6 +117,14 @@ class History:
             self._file = None
 
 
+class BrokerControl(Protocol):
+    """A broker the lab may stop and start (a private mosquitto, say)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass
 class Convergence:
     converged: bool
@@ -136,6 +144,7 @@ class Lab:
         broker_url: str | None = None,
         log_dir: Path | None = None,
         history: History | None = None,
+        broker_control: BrokerControl | None = None,
     ) -> None:
         self.spec = spec
         self.lab_dir = lab_dir
@@ -149,6 +158,8 @@ class Lab:
         self.embedded: EmbeddedBroker | None = None
         self.broker: BrokerAddress | None = BrokerAddress.parse(broker_url) if broker_url else None
         self.agents: dict[str, NodeAgent] = {}
+        self.partitioned: set[str] = set()
+        self.broker_control = broker_control
         self._sinks: dict[str, IO[str]] = {}
         self._client: ControlClient | None = None
 
@@ -216,6 +227,8 @@ class Lab:
         )
         await agent.start()
         self.agents[name] = agent
+        if name in self.partitioned:
+            agent.bus.partition()
         await agent.bus.wait_connected(timeout=10)
         return agent
 
@@ -225,12 +238,54 @@ class Lab:
             raise Unavailable(f"node '{name}' is not running")
         await agent.stop()
 
-    async def restart_broker(self) -> None:
-        """Stop and restart the embedded broker on the same port; its sessions and queues are lost."""
-        if self.embedded is None:
-            raise Unavailable("only the embedded broker can be restarted by the lab; restart an external one yourself")
-        await self.embedded.stop()
-        await self.embedded.start()
+    async def restart_broker(self, down_s: float = 0.0) -> None:
+        """Stop the broker, wait ``down_s`` wall seconds, start it again on the same port.
+
+        The embedded broker (and a private mosquitto without persistence) loses its sessions and
+        queued messages: nodes catch up by anti-entropy when they reconnect.
+        """
+        control = self.embedded or self.broker_control
+        if control is None:
+            raise Unavailable("this lab's broker is external; only a broker the lab started can be restarted")
+        await control.stop()
+        if down_s:
+            await asyncio.sleep(down_s)
+        await control.start()
+
+    async def crash_node(self, name: str) -> None:
+        """Kill a node abruptly (no clean shutdown); ``start_node`` brings it back from its database."""
+        agent = self.agents.get(name)
+        if agent is None or not agent.running:
+            raise Unavailable(f"node '{name}' is not running")
+        await agent.crash()
+        self.partitioned.discard(name)
+
+    def partition(self, names: Iterable[str]) -> None:
+        """Cut the replication link of these nodes (they stay administrable)."""
+        for name in names:
+            self.spec.node(name)
+            if name in self.agents and self.agents[name].running:
+                self.agents[name].bus.partition()
+            self.partitioned.add(name)
+
+    async def heal(self, names: Iterable[str] | None = None) -> None:
+        for name in list(self.partitioned if names is None else names):
+            self.partitioned.discard(name)
+            agent = self.agents.get(name)
+            if agent is not None and agent.running:
+                await agent.bus.heal()
+
+    def set_link_faults(
+        self, name: str, *, delay_s: float = 0.0, duplicate: float = 0.0, reorder: float = 0.0, seed: int = 0
+    ) -> None:
+        """Delay, duplicate or reorder what reaches ``name`` from the bus (seeded)."""
+        self.spec.node(name)
+        agent = self.agents.get(name)
+        if agent is None or not agent.running:
+            raise Unavailable(f"node '{name}' is not running")
+        faults = agent.bus.faults
+        faults.delay_s, faults.duplicate, faults.reorder = delay_s, duplicate, reorder
+        faults.rng.seed(seed)
 
     def running_nodes(self) -> list[str]:
         """Running nodes in lab-file order."""
@@ -263,7 +318,7 @@ class Lab:
         """
         loop = asyncio.get_running_loop()
         start = loop.time()
-        members = list(nodes) if nodes is not None else self.running_nodes()
+        members = list(nodes) if nodes is not None else [n for n in self.running_nodes() if n not in self.partitioned]
         rounds = 0
         detail = ""
         while loop.time() - start < timeout:

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from node import certs
 from node.catalog import EKU, EKU_OIDS, KU, KeyAlgo
@@ -26,7 +28,7 @@ class Issued:
 
     name: str
     cert: x509.Certificate
-    key: certs.PrivateKey
+    key: certs.PrivateKey | None  # None for a certificate signed from a CSR: the requester keeps its key
     chain: tuple[x509.Certificate, ...] = field(default=())
 
     @property
@@ -43,6 +45,20 @@ class Issued:
     def pkcs7(self, *, der: bool = False) -> bytes:
         encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
         return pkcs7.serialize_certificates([self.cert, *self.chain], encoding)
+
+
+def _signing_key(parent: Issued) -> certs.PrivateKey:
+    if parent.key is None:
+        raise BadInput(f"'{parent.name}' was signed from a CSR; the lab CA does not hold its private key")
+    return parent.key
+
+
+def _aia(ocsp_url: str | None) -> list[tuple[x509.ExtensionType, bool]]:
+    """An AIA extension naming the OCSP responder at ``ocsp_url``, or nothing."""
+    if not ocsp_url:
+        return []
+    access = x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))
+    return [(x509.AuthorityInformationAccess([access]), False)]
 
 
 class LabCA:
@@ -80,8 +96,13 @@ class LabCA:
         key_size: int = 2048,
         days: int = 3650,
         starts_in_days: float = 0,
+        ocsp_url: str | None = None,
     ) -> Issued:
-        """A root CA (no issuer) or an intermediate signed by ``issuer``."""
+        """A root CA (no issuer) or an intermediate signed by ``issuer``.
+
+        ``ocsp_url`` (optional) puts an Authority Information Access OCSP entry in the
+        certificate, where clients find the responder (R-OCSP-1); none is added by default.
+        """
         self._check_new(name)
         key = certs.new_private_key(key_algo, key_size)
         subject = self.subject.name(cn or name)
@@ -93,12 +114,13 @@ class LabCA:
             subject=subject,
             public_key=key.public_key(),
             issuer=parent.cert.subject if parent else subject,
-            issuer_key=parent.key if parent else key,
+            issuer_key=_signing_key(parent) if parent else key,
             not_before=not_before,
             not_after=not_after,
             extensions=[
                 (x509.BasicConstraints(ca=True, path_length=None if parent is None else 0), True),
                 (certs.key_usage([KU.DS, KU.KCS]), True),
+                *_aia(ocsp_url),
             ],
         )
         issued = Issued(name, cert, key, (parent.cert, *parent.chain) if parent else ())
@@ -118,8 +140,13 @@ class LabCA:
         starts_in_days: float = 0,
         eku: Sequence[EKU] = (EKU.SERVER, EKU.CLIENT),
         ku: Sequence[KU] = (KU.DS, KU.KE, KU.DE, KU.KA),
+        ocsp_url: str | None = None,
     ) -> Issued:
-        """A leaf (end-entity) certificate signed by the CA ``issuer``."""
+        """A leaf (end-entity) certificate signed by the CA ``issuer``.
+
+        ``ocsp_url`` (optional) puts an Authority Information Access OCSP entry in the
+        certificate, where clients find the responder (R-OCSP-1); none is added by default.
+        """
         self._check_new(name)
         parent = self.get(issuer)
         if not parent.is_ca:
@@ -132,16 +159,69 @@ class LabCA:
             (certs.key_usage(ku), True),
             (x509.ExtendedKeyUsage([EKU_OIDS[e] for e in eku]), False),
             (x509.SubjectAlternativeName([x509.DNSName(n) for n in (san or [common])]), False),
+            *_aia(ocsp_url),
         ]
         cert = certs.build_certificate(
             subject=self.subject.name(common),
             public_key=key.public_key(),
             issuer=parent.cert.subject,
-            issuer_key=parent.key,
+            issuer_key=_signing_key(parent),
             not_before=not_before,
             not_after=not_after,
             extensions=exts,
         )
         issued = Issued(name, cert, key, (parent.cert, *parent.chain))
+        self.items[name] = issued
+        return issued
+
+    def sign_csr(
+        self,
+        name: str,
+        *,
+        issuer: str,
+        csr_pem: bytes,
+        days: int = 365,
+        starts_in_days: float = 0,
+        drop_data_encipherment: bool = False,
+    ) -> Issued:
+        """Sign a node's CSR as a third-party CA does: its subject, key and requested extensions
+        (key usage, EKU, SAN, basic constraints) are copied; ``drop_data_encipherment`` imitates a CA
+        that loses the data-encipherment bit (R-KU-1)."""
+        self._check_new(name)
+        parent = self.get(issuer)
+        if not parent.is_ca:
+            raise BadInput(f"'{issuer}' is not a CA and cannot issue certificates")
+        csr = certs.load_csr(csr_pem)
+        public_key = csr.public_key()
+        assert isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)  # load_csr checked it
+        exts: list[tuple[x509.ExtensionType, bool]] = []
+        for ext in csr.extensions:
+            value = ext.value
+            if isinstance(value, x509.SubjectKeyIdentifier | x509.AuthorityKeyIdentifier):
+                continue  # build_certificate adds its own
+            if isinstance(value, x509.KeyUsage) and drop_data_encipherment:
+                value = x509.KeyUsage(
+                    digital_signature=value.digital_signature,
+                    content_commitment=value.content_commitment,
+                    key_encipherment=value.key_encipherment,
+                    data_encipherment=False,
+                    key_agreement=value.key_agreement,
+                    key_cert_sign=value.key_cert_sign,
+                    crl_sign=value.crl_sign,
+                    encipher_only=value.encipher_only if value.key_agreement else False,
+                    decipher_only=value.decipher_only if value.key_agreement else False,
+                )
+            exts.append((value, ext.critical))
+        not_before, not_after = self._window(days, starts_in_days)
+        cert = certs.build_certificate(
+            subject=csr.subject,
+            public_key=public_key,
+            issuer=parent.cert.subject,
+            issuer_key=_signing_key(parent),
+            not_before=not_before,
+            not_after=not_after,
+            extensions=exts,
+        )
+        issued = Issued(name, cert, None, (parent.cert, *parent.chain))
         self.items[name] = issued
         return issued

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.control import ControlClient
+from cluster.controller import LabController
 from cluster.lab import LAB_COPY, RUNNING_FILE, Lab, LabState, certsim_home, default_lab_dir
 from cluster.labfile import LabSpec, load_lab
 from node.errors import NotFound, Unavailable
@@ -147,8 +148,11 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     running = lab_dir / RUNNING_FILE
+    controller: LabController | None = None
     try:
         await lab.start(nodes=[n for n in spec.node_names if n not in skip], progress=progress)
+        controller = LabController(lab)
+        await controller.start()
         running.write_text(
             json.dumps(
                 {
@@ -164,6 +168,8 @@ async def serve(
         )
         await stop.wait()
     finally:
+        if controller is not None:
+            await controller.stop()
         with contextlib.suppress(FileNotFoundError):
             running.unlink()
         await lab.stop()

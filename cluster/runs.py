@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.lab import History, Lab
+from cluster.broker import MosquittoBroker
+from cluster.lab import BrokerControl, History, Lab
 from cluster.scenario import Runner, RunResult, Scenario, StepResult
 from node.errors import CertsimError
 
@@ -51,8 +52,29 @@ async def run_scenario(
     on_step: Callable[[StepResult], None] | None = None,
     on_node: Callable[[str], None] | None = None,
     collect_stores: bool = False,
+    broker_control: BrokerControl | None = None,
 ) -> RunReport:
-    """Run ``scenario`` on a fresh lab (or ``lab_dir``) and write the results folder."""
+    """Run ``scenario`` on a fresh lab (or ``lab_dir``) and write the results folder.
+
+    ``broker_url`` None runs the embedded broker; ``"mosquitto"`` starts a private mosquitto
+    (which the lab may restart); any ``mqtt://`` URL uses that broker as it is.
+    """
+    if broker_url == "mosquitto":
+        private = MosquittoBroker()
+        await private.start()
+        try:
+            return await run_scenario(
+                scenario,
+                results_dir,
+                broker_url=private.url,
+                lab_dir=lab_dir,
+                on_step=on_step,
+                on_node=on_node,
+                collect_stores=collect_stores,
+                broker_control=private,
+            )
+        finally:
+            await private.stop()
     results_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any node runs
     history = History(results_dir / "history.jsonl")
     lab = Lab(
@@ -61,6 +83,7 @@ async def run_scenario(
         broker_url=broker_url,
         log_dir=results_dir / "nodes",
         history=history,
+        broker_control=broker_control,
     )
     started = time.perf_counter()
     sim_start = lab.clock.now()

@@ -52,6 +52,7 @@ class StepKind:
     validate: Callable[[Any, LabSpec, str], None]
     run: Callable[[Runner, Step], Awaitable[Any]]
     may_fail: bool = True  # whether ``expect_error`` is allowed on it
+    check: bool = False  # an expectation: an AssertionError from ``run`` fails the step (verdict invalid)
 
 
 EXTRA_STEPS: dict[str, StepKind] = {}
@@ -268,7 +269,7 @@ class RunResult:
 
     @property
     def expectations(self) -> list[StepResult]:
-        return [s for s in self.steps if s.kind == "expect" or s.rule is not None]
+        return [s for s in self.steps if s.kind.startswith("expect") or s.rule is not None]
 
 
 StepCallback = Callable[[StepResult], None]
@@ -283,8 +284,17 @@ class Runner:
         self.ca = LabCA(lab.clock)
         self.on_step = on_step
         self.identity_cache: dict[tuple[str, str], str] = {}
+        self.memory: dict[str, Any] = {}  # what steps leave for later steps (burst acknowledgements, ...)
+        self.cleanups: list[Callable[[], Awaitable[None]]] = []
 
     async def run(self) -> RunResult:
+        try:
+            return await self._run_all()
+        finally:
+            for cleanup in reversed(self.cleanups):
+                await cleanup()
+
+    async def _run_all(self) -> RunResult:
         result = RunResult(self.scenario.name, "valid")
         for step in self.scenario.steps:
             try:
@@ -329,6 +339,12 @@ class Runner:
             return await self._expect(step)
         if step.expect_error is not None:
             return await self._expect_failure(step)
+        if step.kind in EXTRA_STEPS and EXTRA_STEPS[step.kind].check:
+            try:
+                result = await self._action(step)
+            except AssertionError as exc:
+                return self._ok(step, str(exc), status="failed")
+            return self._ok(step, _summary(step, result), result)
         result = await self._action(step)
         return self._ok(step, _summary(step, result), result)
 
@@ -526,3 +542,8 @@ def _summary(step: Step, result: Any) -> str:
 
 def certificate_from_b64(data: str) -> x509.Certificate:
     return x509.load_pem_x509_certificate(base64.b64decode(data))
+
+
+# Step kinds defined in other modules register themselves when imported.
+import cluster.steps_certops  # noqa: E402, F401 - registers its step kinds
+from cluster import steps_faults  # noqa: E402, F401

@@ -54,6 +54,7 @@ MAX_STATE_HOPS = 2  # a state transfer may be answered by one more; this bounds 
 BARRIER_MEMORY = 256
 CONNECT_DIGEST_DELAY_S = (0.05, 0.5)  # wall seconds: transport pacing, not simulated time
 REQUEST_MEMORY = 512  # answers kept so a resent request is answered, not run twice
+SEEN_MEMORY = 20_000  # envelope ids remembered against replays
 REJECT_LOG_EVERY = 100  # after the first few, log one rejected envelope in this many per reason
 
 
@@ -100,9 +101,11 @@ class NodeAgent:
         self.bus = Bus(
             broker,
             client_id=f"{config.topics.root}/{config.name}".replace("/", ":"),
-            subscriptions=[config.topics.repl, config.topics.node(config.name)],
+            subscriptions=[config.topics.repl, config.topics.node_all(config.name)],
+            sync_topics=[config.topics.repl, config.topics.node(config.name)],
             on_message=self._on_message,
             on_connect=self._on_connect,
+            on_heal=self._on_heal,
             will=(config.topics.presence(config.name), b"offline"),
         )
         self._wake = asyncio.Event()
@@ -111,6 +114,11 @@ class NodeAgent:
         self._control_tasks: set[asyncio.Task[None]] = set()
         self.barriers: collections.OrderedDict[str, set[str]] = collections.OrderedDict()
         self._answers: collections.OrderedDict[str, asyncio.Future[dict[str, Any]]] = collections.OrderedDict()
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.last_contact_ms = 0
+        self.last_written: dict[str, Version] = {}  # versions given by the latest local change, for results
+        self.rejoining = False
+        self.stale_before_ms = 0
         self.rejected: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
         self.running = False
@@ -131,6 +139,11 @@ class NodeAgent:
         except BaseException:
             await self.store.close()  # aiosqlite's thread would otherwise keep the process alive
             raise
+        now_ms = self.clock.now_ms()
+        contact = await self.store.get_meta("last_contact_ms")
+        self.last_contact_ms = int(contact) if contact else now_ms
+        self._check_stale(now_ms)
+        await self._purge_tombstones()
         self.running = True
         self.bus.start()
         self._tasks = [
@@ -146,14 +159,76 @@ class NodeAgent:
         self.running = False
         with contextlib.suppress(NotConnected):
             await asyncio.wait_for(self.bus.publish(self.config.topics.presence(self.name), b"offline", retain=True), 2)
-        for task in [*self._tasks, *self._control_tasks]:
-            task.cancel()
-        for task in [*self._tasks, *self._control_tasks]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._cancel_tasks()
         await self.bus.stop()
+        await self.store.set_meta("last_contact_ms", str(self.last_contact_ms))
         await self.store.close()
         self.log.info("node-stopped")
+
+    async def _cancel_tasks(self) -> None:
+        tasks = [*self._tasks, *self._control_tasks]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def crash(self) -> None:
+        """Die abruptly: no offline flag, no DISCONNECT (the broker sends our will), tasks killed
+        wherever they are, the database closed with any open transaction lost."""
+        if not self.running:
+            return
+        self.running = False
+        await self.bus.abort()
+        await self._cancel_tasks()
+        await self.store.close()
+        self.log.warning("node-crashed")
+        self._emit("crash")
+
+    # ---------------------------------------------------------------------------------------
+    # long absences: tombstone retention and rejoining
+
+    def _check_stale(self, now_ms: int) -> None:
+        """A node away longer than the tombstone retention may hold entries whose deletion it can no
+        longer learn (the tombstones are gone): it must take a peer's state, not spread its own."""
+        retention_ms = self.config.release.tombstone_retention_s * 1000
+        self.rejoining = now_ms - self.last_contact_ms > retention_ms
+        if self.rejoining:
+            self.stale_before_ms = self.last_contact_ms
+            self.log.warning("rejoining", away_days=round((now_ms - self.last_contact_ms) / 86_400_000, 1))
+            self._emit("rejoin", last_contact_ms=self.last_contact_ms)
+
+    async def _purge_tombstones(self) -> None:
+        """Forget deletions older than the retention period (DESIGN.md: tombstones with a retention)."""
+        cutoff = self.clock.now_ms() - self.config.release.tombstone_retention_s * 1000
+        old = [(s, n) for (s, n), slot in self.store.index.items() if slot.tombstone and slot.tombstone.ms < cutoff]
+        if old:
+            async with self.store.transaction():
+                for store, name in old:
+                    await self.store.drop_tombstone(store, name)
+            self.log.info("tombstones-purged", count=len(old))
+
+    async def _adopt_state(self, stores: list[str], records: list[Record]) -> int:
+        """Rejoin after a long absence: drop what this node learned before it went away and the
+        peer does not hold; keep what it wrote since (acknowledged changes are never lost)."""
+        offered = {r.key for r in records}
+        stale = [
+            key
+            for key, slot in self.store.index.items()
+            if key[0] in stores
+            and key not in offered
+            and any(v is not None and v.ms <= self.stale_before_ms for v in (slot.entry, slot.tombstone))
+        ]
+        if stale:
+            async with self.store.transaction():
+                for store, name in stale:
+                    slot = self.store.index[(store, name)]
+                    if slot.entry is not None and slot.entry.ms <= self.stale_before_ms:
+                        await self.store.delete_entry(store, name)
+                    if slot.tombstone is not None and slot.tombstone.ms <= self.stale_before_ms:
+                        await self.store.drop_tombstone(store, name)
+            self.log.warning("stale-entries-dropped", count=len(stale), stores=stores)
+        return len(stale)
 
     # ---------------------------------------------------------------------------------------
     # installation (first start only)
@@ -197,16 +272,20 @@ class NodeAgent:
     async def _write_changes(self, puts: Iterable[ops.Put], removes: Iterable[ops.Remove]) -> list[Record]:
         """Apply local changes inside an open transaction; queue the replicated part in the outbox."""
         outgoing: list[Record] = []
+        self.last_written = {}
         for put in puts:
             rec = Record(put.store, put.name, self.hlc.tick(), put.der, self.name)
             await self.store.put_entry(rec)
+            self.last_written[f"{put.store}/{put.name}"] = rec.version
             if self.policies[put.store].replicate_add:
                 outgoing.append(rec)
         for remove in removes:
             policy = self.policies[remove.store]
             await self.store.delete_entry(remove.store, remove.name)
+            version = self.hlc.tick()
+            self.last_written[f"{remove.store}/{remove.name}"] = version
             if policy.tombstone:
-                tomb = Record(remove.store, remove.name, self.hlc.tick(), None, self.name)
+                tomb = Record(remove.store, remove.name, version, None, self.name)
                 await self.store.put_tombstone(tomb)
                 if policy.replicate_delete:
                     outgoing.append(tomb)
@@ -240,7 +319,12 @@ class NodeAgent:
                     if done is not None and not done.done():
                         done.set_result(None)
             except NotConnected:
+                await asyncio.sleep(0.05)  # the bus may not have noticed the loss yet
                 await self.bus.wait_connected(timeout=5)
+                continue
+            except Exception:  # the publisher must outlive any single failure
+                self.log.exception("publisher-failed")
+                await asyncio.sleep(0.1)
                 continue
             await self._wake.wait()
 
@@ -257,7 +341,16 @@ class NodeAgent:
     async def _on_connect(self) -> None:
         await self.bus.publish(self.config.topics.presence(self.name), b"online", retain=True)
         self.log.info("bus-connected", broker=self.broker.url, connects=self.bus.connects)
+        if not self.rejoining:  # a long partition is a long absence too
+            self._check_stale(self.clock.now_ms())
         self._spawn(self._digest_after_connect(), f"connect-digest:{self.name}")
+
+    async def _on_heal(self) -> None:
+        """The replication link is back: repair what was missed, as after a reconnect."""
+        self.log.info("partition-healed")
+        if not self.rejoining:
+            self._check_stale(self.clock.now_ms())
+        await self._broadcast_digest("heal")
 
     async def _digest_after_connect(self) -> None:
         """Anti-entropy on (re)connect, after a short random pause.
@@ -277,6 +370,18 @@ class NodeAgent:
             return
         if env.sender == self.name or (env.to is not None and env.to != self.name):
             return
+        if env.kind != "ctl":  # control requests are resent on purpose and deduplicated by id
+            if env.msg_id in self._seen:
+                self._reject("replay", topic, detail=f"{env.kind} {env.msg_id} from {env.sender}")
+                return
+            now_ms = self.clock.now_ms()
+            if env.sent_ms < now_ms - self.config.release.tombstone_retention_s * 1000:
+                self._reject("stale", topic, detail=f"{env.kind} sent {env.sent_ms} from {env.sender}")
+                return
+            self._seen[env.msg_id] = None
+            while len(self._seen) > SEEN_MEMORY:
+                self._seen.popitem(last=False)
+            self.last_contact_ms = max(self.last_contact_ms, min(env.sent_ms, now_ms))
         self.stats[f"received:{env.kind}"] += 1
         handler = self._handlers.get(env.kind)
         if handler is None:
@@ -309,11 +414,23 @@ class NodeAgent:
         theirs = _digest_map(env.body["digests"])
         mine = self.digests()
         differing = [s for s in mine if s in theirs and mine[s] != theirs[s]]
-        if differing:
+        if self.rejoining:
+            if not differing:
+                self._rejoined(env.sender)
+            return  # a stale node takes state; it does not offer its own
+        if differing and not env.body.get("rejoining"):
             await self._send_state(env.sender, differing, mine, hops=0)
+        elif differing:
+            await self._send_state(env.sender, differing, mine, hops=MAX_STATE_HOPS)  # no reply wanted
 
     async def _handle_state(self, env: Envelope) -> None:
         records = [Record.from_json(r) for r in env.body["records"]]
+        if self.rejoining:
+            dropped = await self._adopt_state([str(s) for s in env.body["stores"]], records)
+            changed = await self.apply_records(records, env.sender)
+            self._emit("state-adopted", sender=env.sender, records=len(records), dropped=dropped, changed=changed)
+            self._rejoined(env.sender)
+            return
         changed = await self.apply_records(records, env.sender)
         self._emit("state-in", sender=env.sender, records=len(records), changed=changed)
         theirs = _digest_map(env.body["digests"])
@@ -455,9 +572,16 @@ class NodeAgent:
         mine.update(digests_of(items))
         return mine
 
+    def _rejoined(self, peer: str) -> None:
+        self.rejoining = False
+        self.log.info("rejoined", peer=peer)
+        self._emit("rejoined", peer=peer)
+        self._spawn(self._broadcast_digest("rejoined"), f"digest:{self.name}")
+
     async def _broadcast_digest(self, reason: str) -> None:
         self.stats["digests-sent"] += 1
-        self._send(self.config.topics.repl, self._envelope("digest", {"digests": self.digests()}))
+        body = {"digests": self.digests(), "rejoining": self.rejoining}
+        self._send(self.config.topics.repl, self._envelope("digest", body))
         self._emit("digest-out", reason=reason)
 
     async def _send_state(self, to: str, stores: list[str], mine: dict[str, str], *, hops: int) -> None:
@@ -474,6 +598,8 @@ class NodeAgent:
         while True:
             await _sleep_until(self.clock, due)
             due = self.clock.now() + interval
+            await self._purge_tombstones()
+            await self.store.set_meta("last_contact_ms", str(self.last_contact_ms))
             if self.bus.connected:
                 await self._broadcast_digest("timer")
 
@@ -588,6 +714,7 @@ class NodeAgent:
             "unchanged": list(plan.unchanged),
             "notes": list(plan.notes),
             "replicated": sorted({f"{r.store}/{r.name}" for r in replicated}),
+            "versions": {k: v.to_json() for k, v in self.last_written.items()} if plan.puts else {},
         }
 
     async def op_delete(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -600,7 +727,8 @@ class NodeAgent:
         async with self.store.transaction():
             replicated = await self._write_changes([], [remove])
         self.log.info("delete", store=store, name=remove.name, replicated=bool(replicated))
-        return {"store": store, "deleted": remove.name, "replicated": bool(replicated)}
+        version = self.last_written[f"{store}/{remove.name}"]
+        return {"store": store, "deleted": remove.name, "replicated": bool(replicated), "version": version.to_json()}
 
     async def op_download(self, args: dict[str, Any]) -> dict[str, Any]:
         store = str(args.get("store") or "")
@@ -713,3 +841,6 @@ async def _sleep_until(clock: Clock, due: dt.datetime) -> None:
     while (remaining := (due - clock.now()).total_seconds()) > 0:
         rate = getattr(clock, "rate", 1.0)
         await asyncio.sleep(min(remaining / rate, 0.5))
+
+
+from node import agent_certops  # noqa: E402, F401 - registers the certificate operations

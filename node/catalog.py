@@ -272,3 +272,102 @@ def stores_for(role: Role) -> tuple[StoreSpec, ...]:
 def replicated_stores() -> tuple[str, ...]:
     """Stores whose adds or deletes ever travel on the bus (anything else is node-local)."""
     return tuple(s.name for s in STORES.values() if s.replicate_add or s.replicate_delete)
+
+
+# ---------------------------------------------------------------------------------------------
+# Certificate operations: services, what they load, enterprise parameters (R-SVC-1, R-OP-*)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A feature or network service and what it loads when it starts (R-SVC-1).
+
+    ``loads`` names identity units (only those the node holds count) and ``extra`` names
+    other loaded material: ``authz-keys`` (the OAuth keys) or ``param:<enterprise parameter>``.
+    A running service keeps what it loaded until it is restarted (R-OP-UPLOAD-4).
+    """
+
+    name: str
+    roles: frozenset[Role]
+    loads: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+    publisher_only: bool = False
+    restart_s: float = 1.0  # simulated seconds a restart takes
+    forces_resync: bool = False  # restarting the Intercluster Sync Agent forces anti-entropy (R-REPL-6)
+
+
+HTTPS_CIPHERS = "HTTPS Ciphers"
+PHONE_INTERACTION = "Phone Interaction on Certificate Update"
+AUTHZ_KEYS = "authz-keys"
+
+# R-SVC-1 (the source's Table 3 plus vendor notes), read the other way round: the units each
+# service loads. The services to restart after a unit changes are the services that load it.
+SERVICES: dict[str, ServiceSpec] = {
+    s.name: s
+    for s in (
+        # tomcat: WebServices; EC ciphers on its interface follow the HTTPS ciphers parameter (R-OP-ECDSA)
+        ServiceSpec("Cisco Tomcat", _BOTH, ("tomcat", "tomcat-ECDSA"), (f"param:{HTTPS_CIPHERS}",), restart_s=2.0),
+        ServiceSpec("Cisco CallManager", _CUCM, ("CallManager", "CallManager-ECDSA")),
+        ServiceSpec("Cisco CTIManager", _CUCM, ("CallManager", "CallManager-ECDSA")),
+        # TFTP serves the CallManager, CAPF, TVS and ITLRecovery certificates in its files and a cached
+        # copy of tomcat (R-OP-UPLOAD-4: restart TFTP after a tomcat upload)
+        ServiceSpec("Cisco TFTP", _CUCM, ("tomcat", "CallManager", "CallManager-ECDSA", "CAPF", "TVS", "ITLRecovery")),
+        ServiceSpec(
+            "Cisco Trust Verification Service",
+            _CUCM,
+            ("CallManager", "CallManager-ECDSA", "CAPF", "TVS", "ITLRecovery"),
+        ),
+        ServiceSpec("Cisco Certificate Authority Proxy Function", _CUCM, ("CAPF",), publisher_only=True),
+        ServiceSpec("Cisco DRF Local", _BOTH, ("tomcat", "ipsec")),
+        ServiceSpec("Cisco DRF Master", _BOTH, ("tomcat", "ipsec"), publisher_only=True),
+        ServiceSpec("IPsec Services", _BOTH, ("ipsec",)),
+        ServiceSpec("Cisco Intercluster Sync Agent", _BOTH, forces_resync=True),
+        ServiceSpec("Cisco Certificate Expiry Monitor", _BOTH),
+        # R-OP-AUTHZ: restart XCP Authentication after the AUTHZ certificate (signing key) changes
+        ServiceSpec("Cisco XCP Authentication Service", _IMP, ("cup-xmpp", "cup-xmpp-ECDSA"), (AUTHZ_KEYS,)),
+        ServiceSpec("Cisco XCP Router", _IMP, ("cup-xmpp", "cup-xmpp-ECDSA", "cup-xmpp-s2s", "cup-xmpp-s2s-ECDSA")),
+        ServiceSpec("Cisco SIP Proxy", _IMP, ("cup", "cup-ECDSA")),
+        ServiceSpec("Cisco Presence Engine", _IMP, ("cup", "cup-ECDSA")),
+    )
+}
+
+
+def services_for(role: Role, *, publisher: bool) -> tuple[ServiceSpec, ...]:
+    """Services a node of ``role`` runs (CAPF and DRF Master on the publisher only)."""
+    return tuple(s for s in SERVICES.values() if role in s.roles and (publisher or not s.publisher_only))
+
+
+# R-OP-REGEN-2: after these units change, the CTL file must be updated (if one is configured)
+CTL_UNITS: frozenset[str] = frozenset({"CAPF", "ITLRecovery", "CallManager", "CallManager-ECDSA"})
+# R-OP-REGEN-3: a change of the TVS, CAPF or TFTP (CallManager) certificate resets phones per the parameter
+PHONE_RESET_UNITS: frozenset[str] = frozenset({"TVS", "CAPF", "CallManager", "CallManager-ECDSA"})
+# R-OP-AUTHZ: the AUTHZ certificate's key is the OAuth signing key
+AUTHZ_UNIT = "AUTHZ"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A cluster-wide enterprise parameter the certificate operations read."""
+
+    name: str
+    values: tuple[str, ...]
+    default: str
+    rule: str
+
+
+PARAMS: dict[str, ParamSpec] = {
+    p.name: p
+    for p in (
+        ParamSpec(
+            PHONE_INTERACTION,
+            ("Reset Phones Automatically", "Reset Phones Manually"),
+            "Reset Phones Automatically",
+            "R-OP-REGEN-3",
+        ),
+        ParamSpec(HTTPS_CIPHERS, ("RSA Ciphers Only", "All Ciphers"), "RSA Ciphers Only", "R-OP-ECDSA"),
+    )
+}
+
+# R-OP-CSR-1: key sizes a CSR or a regenerated certificate may use, per key algorithm
+EC_KEY_SIZES: tuple[int, ...] = (256, 384, 521)
+DEFAULT_EC_KEY_SIZE = 256

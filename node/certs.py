@@ -244,6 +244,7 @@ def describe(cert: x509.Certificate) -> dict[str, Any]:
         "is_ca": is_ca(cert),
         "self_signed": is_self_signed(cert),
         "sha256": fingerprint(cert),
+        **product_fields(cert),
     }
 
 
@@ -390,3 +391,156 @@ def self_signed_identity(
         not_after=start + dt.timedelta(days=validity_days),
         extensions=unit_extensions(unit, [fqdn]),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Listing fields as the product names them (R-OP-LIST, 14SU2) and CSRs (R-OP-CSR-1)
+
+_KU_FIELDS = (
+    ("digital_signature", KU.DS),
+    ("key_encipherment", KU.KE),
+    ("data_encipherment", KU.DE),
+    ("key_agreement", KU.KA),
+    ("key_cert_sign", KU.KCS),
+)
+
+
+def key_usage_bits(cert_or_csr: x509.Certificate | x509.CertificateSigningRequest) -> list[str]:
+    """The key-usage bits a certificate or CSR asserts, named as ``KU`` values (empty without the extension)."""
+    try:
+        ku = cert_or_csr.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return []
+    return [bit.value for attr, bit in _KU_FIELDS if getattr(ku, attr)]
+
+
+def _extension_text(ext: x509.Extension[x509.ExtensionType]) -> str:
+    value = ext.value
+    if isinstance(value, x509.KeyUsage):
+        return ", ".join(key_usage_bits_of(value))
+    if isinstance(value, x509.ExtendedKeyUsage):
+        return ", ".join(o.dotted_string for o in value)
+    if isinstance(value, x509.SubjectAlternativeName):
+        return ", ".join(str(n.value) for n in value)
+    if isinstance(value, x509.BasicConstraints):
+        return f"CA:{str(value.ca).upper()}" + ("" if value.path_length is None else f", pathlen:{value.path_length}")
+    if isinstance(value, x509.SubjectKeyIdentifier):
+        return value.digest.hex()
+    if isinstance(value, x509.AuthorityKeyIdentifier):
+        return (value.key_identifier or b"").hex()
+    if isinstance(value, x509.UnrecognizedExtension):
+        return value.value.hex()
+    return type(value).__name__
+
+
+def key_usage_bits_of(ku: x509.KeyUsage) -> list[str]:
+    return [bit.value for attr, bit in _KU_FIELDS if getattr(ku, attr)]
+
+
+def public_key_bytes(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> bytes:
+    """SubjectPublicKeyInfo DER: compares keys of certificates, CSRs and private keys."""
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def product_fields(cert: x509.Certificate) -> dict[str, Any]:
+    """The 14SU2 display fields (IssuerDN, Start Date, End Date, SubjectDN, Public Key, Modulus) and
+    the X.509 extensions by OID (R-OP-LIST)."""
+    key = cert.public_key()
+    modulus = ""
+    if isinstance(key, rsa.RSAPublicKey):
+        public = f"RSA ({key.key_size} bits)"
+        modulus = f"{key.public_numbers().n:x}"
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        public = f"EC ({key.curve.name}, {key.curve.key_size} bits)"
+    else:
+        public = type(key).__name__
+    try:
+        extensions = {
+            e.oid.dotted_string: {"critical": e.critical, "value": _extension_text(e)} for e in cert.extensions
+        }
+    except ValueError:
+        extensions = {}
+    return {
+        "IssuerDN": cert.issuer.rfc4514_string(),
+        "Start Date": iso(cert.not_valid_before_utc),
+        "End Date": iso(cert.not_valid_after_utc),
+        "SubjectDN": cert.subject.rfc4514_string(),
+        "Public Key": public,
+        "Modulus": modulus,
+        "extensions": extensions,
+        "key_usage": key_usage_bits(cert),
+    }
+
+
+def build_csr(
+    *,
+    subject: x509.Name,
+    key: PrivateKey,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]],
+) -> x509.CertificateSigningRequest:
+    """A PKCS#10 request, SHA-256, carrying ``extensions`` in its extension request (R-OP-CSR-1)."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    for ext, critical in extensions:
+        builder = builder.add_extension(ext, critical=critical)
+    return builder.sign(key, hashes.SHA256())
+
+
+def csr_pem(csr: x509.CertificateSigningRequest) -> str:
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def load_csr(data: bytes) -> x509.CertificateSigningRequest:
+    """Parse a PEM or DER CSR and check its self-signature; ``BadInput`` names the problem."""
+    if not data or not data.strip():
+        raise BadInput("empty input: no CSR given")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise BadInput(f"input is {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,} bytes")
+    try:
+        csr = x509.load_pem_x509_csr(data) if b"-----BEGIN" in data else x509.load_der_x509_csr(data)
+        _ = csr.subject, csr.extensions
+        key = csr.public_key()
+    except (ValueError, TypeError) as exc:
+        raise BadInput(f"not a valid certificate signing request ({exc})") from None
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise BadInput(f"unsupported CSR key type {type(key).__name__}; only RSA and EC are accepted")
+    if not csr.is_signature_valid:
+        raise BadInput("the CSR's signature does not verify: it was altered or is not self-signed by its key")
+    return csr
+
+
+def csr_san(csr: x509.CertificateSigningRequest) -> list[str]:
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(n) for n in san.get_values_for_type(x509.DNSName)]
+
+
+def cert_san(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(n) for n in san.get_values_for_type(x509.DNSName)]
+
+
+def describe_csr(csr: x509.CertificateSigningRequest) -> dict[str, Any]:
+    key = csr.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        kt, bits = "RSA", key.key_size
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        kt, bits = "EC", key.curve.key_size
+    else:
+        kt, bits = type(key).__name__, 0
+    return {
+        "subject": csr.subject.rfc4514_string(),
+        "cn": common_name(csr.subject),
+        "san": csr_san(csr),
+        "key_type": kt,
+        "key_bits": bits,
+        "signature_hash": csr.signature_hash_algorithm.name if csr.signature_hash_algorithm else None,
+        "key_usage": key_usage_bits(csr),
+        "extensions": {
+            e.oid.dotted_string: {"critical": e.critical, "value": _extension_text(e)} for e in csr.extensions
+        },
+    }

@@ -37,6 +37,19 @@ CREATE TABLE IF NOT EXISTS tombstone (
     PRIMARY KEY (store, name)
 );
 CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS csr (
+    unit TEXT PRIMARY KEY, csr_pem BLOB NOT NULL, key_pem BLOB NOT NULL,
+    multi_server INTEGER NOT NULL, nodes TEXT NOT NULL, created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS service (
+    name TEXT PRIMARY KEY, state TEXT NOT NULL, loaded TEXT NOT NULL, started_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS loaded_cert (sha256 TEXT PRIMARY KEY, cert_der BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS setting (name TEXT PRIMARY KEY, value TEXT NOT NULL, version TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS authz_key (
+    kind TEXT PRIMARY KEY, material BLOB NOT NULL, version TEXT NOT NULL, retired BLOB
+);
+CREATE TABLE IF NOT EXISTS peer (name TEXT PRIMARY KEY, fqdn TEXT NOT NULL, role TEXT NOT NULL);
 """
 
 
@@ -220,6 +233,11 @@ class NodeStore:
             (rec.store, rec.name, v.ms, v.counter, v.node, rec.origin),
         )
         self._slot(rec.store, rec.name).tombstone = v
+
+    async def drop_tombstone(self, store: str, name: str) -> None:
+        """Forget a deletion (retention expired, or a rejoining node adopting a peer's state)."""
+        await self.db.execute("DELETE FROM tombstone WHERE store=? AND name=?", (store, name))
+        self._slot(store, name).tombstone = None
 
     # -- outbox ---------------------------------------------------------------------------
 

@@ -36,6 +36,15 @@ class Version(NamedTuple):
     def __str__(self) -> str:
         return f"{self.ms}.{self.counter}@{self.node}"
 
+    @classmethod
+    def parse(cls, text: str) -> Version:
+        """The inverse of ``str``: ``1767225600000.3@cucm-pub``."""
+        stamp, sep, node = text.partition("@")
+        ms, dot, counter = stamp.partition(".")
+        if not sep or not dot or not ms.isdigit() or not counter.isdigit():
+            raise ValueError(f"not a version: {text!r}")
+        return cls(int(ms), int(counter), node)
+
 
 ZERO = Version(0, 0, "")
 

@@ -15,8 +15,15 @@ class Topics:
         return f"{self.root}/repl"
 
     def node(self, name: str) -> str:
-        """Directed to one node: control requests and state transfers."""
-        return f"{self.root}/node/{name}"
+        """Directed replication traffic to one node (state transfers, shared identities)."""
+        return f"{self.root}/node/{name}/sync"
+
+    def ctl(self, name: str) -> str:
+        """Control requests to one node (kept apart so a replication partition leaves it administrable)."""
+        return f"{self.root}/node/{name}/ctl"
+
+    def node_all(self, name: str) -> str:
+        return f"{self.root}/node/{name}/+"
 
     def reply(self, client: str) -> str:
         """Answers to one control client."""

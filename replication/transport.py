@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiomqtt
+
+from replication.faults import LinkFaults
 
 MessageHandler = Callable[[str, bytes], Awaitable[None]]
 ConnectHandler = Callable[[], Awaitable[None]]
@@ -67,6 +70,8 @@ class Bus:
         clean_session: bool = False,
         will: tuple[str, bytes] | None = None,
         username: str = "certsim",
+        sync_topics: Sequence[str] = (),
+        on_heal: ConnectHandler | None = None,
     ) -> None:
         self.address = address
         self.client_id = client_id
@@ -82,6 +87,17 @@ class Bus:
         self._lost = asyncio.Event()  # replaced at every connect; set when that connection ends
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._open = asyncio.Event()  # cleared while the link is cut (a partition)
+        self._open.set()
+        self.faults = LinkFaults()
+        # Replication partition: traffic on these topics (prefix match) is cut both ways, the rest
+        # (control requests and answers) still flows, as when the sync link breaks but the GUI works.
+        self._sync_topics = tuple(t.rstrip("/") for t in sync_topics)
+        self._sync_open = asyncio.Event()
+        self._sync_open.set()
+        self._on_heal = on_heal
+        self._held: list[tuple[str, bytes]] = []
+        self._delivering: set[asyncio.Task[None]] = set()
         self.connects = 0
         self._log = logging.getLogger("certsim.bus")
 
@@ -90,6 +106,7 @@ class Bus:
         return self._connected.is_set()
 
     def start(self) -> None:
+        _quiet_closed_socket_callbacks(asyncio.get_running_loop())
         if self._task is None or self._task.done():
             self._stopping = False
             self._task = asyncio.create_task(self._run(), name=f"bus:{self.client_id}")
@@ -103,6 +120,8 @@ class Bus:
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         """Publish and, for QoS 1, wait for the broker's acknowledgement."""
+        if not self._sync_open.is_set() and self._is_sync(topic):
+            await self._sync_open.wait()  # partitioned: replication waits for the heal
         client = self._client
         if client is None or not self._connected.is_set():
             raise NotConnected(self.client_id)
@@ -124,6 +143,89 @@ class Bus:
         except aiomqtt.MqttError as exc:
             raise NotConnected(f"{self.client_id}: {exc}") from exc
 
+    def partition(self) -> None:
+        """Cut replication traffic both ways: inbound sync messages are lost, outbound ones wait."""
+        self._sync_open.clear()
+
+    async def heal(self) -> None:
+        if not self._sync_open.is_set():
+            self._sync_open.set()
+            if self._on_heal is not None and self.connected:
+                await self._on_heal()
+
+    @property
+    def partitioned(self) -> bool:
+        return not self._sync_open.is_set()
+
+    def _is_sync(self, topic: str) -> bool:
+        return any(topic == t or topic.startswith(t + "/") for t in self._sync_topics)
+
+    def cut(self) -> None:
+        """Partition: drop the connection abruptly (the broker sends our will, queues our QoS 1
+        messages) and stay away until ``restore``."""
+        self._open.clear()
+        self._drop_socket()
+
+    def restore(self) -> None:
+        """Heal a partition: reconnect at once."""
+        self._open.set()
+
+    @property
+    def is_cut(self) -> bool:
+        return not self._open.is_set()
+
+    async def abort(self) -> None:
+        """Crash: kill the connection without a DISCONNECT and stop, as a dying process would."""
+        self._stopping = True
+        self._drop_socket()
+        for task in [*self._delivering, *([self._task] if self._task else [])]:
+            task.cancel()
+        for task in [*self._delivering, *([self._task] if self._task else [])]:
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError, Exception):
+                await task
+        self._task = None
+        self._connected.clear()
+
+    def _drop_socket(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        sock = client._client.socket()  # paho owns the socket; closing it is what a network cut does
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    async def _inbound(self, topic: str, payload: bytes) -> None:
+        """Hand a message to the owner, through the fault layer when one is active."""
+        if not self._sync_open.is_set() and self._is_sync(topic):
+            return  # lost in the partition
+        if not self.faults.active and not self._held:
+            await self._deliver(topic, payload)
+            return
+        for _ in range(self.faults.copies()):
+            if self.faults.hold_back():
+                self._held.append((topic, payload))
+                continue
+            delay = self.faults.delay()
+            if delay:
+                task = asyncio.create_task(self._deliver_later(delay, topic, payload))
+                self._delivering.add(task)
+                task.add_done_callback(self._delivering.discard)
+            else:
+                await self._deliver(topic, payload)
+            while self._held:  # held-back messages arrive after this one: reordered
+                await self._deliver(*self._held.pop(0))
+
+    async def _deliver_later(self, delay: float, topic: str, payload: bytes) -> None:
+        await asyncio.sleep(delay)
+        await self._deliver(topic, payload)
+
+    async def _deliver(self, topic: str, payload: bytes) -> None:
+        try:
+            await self._on_message(topic, payload)
+        except Exception:  # a bad message must never take the connection down
+            self._log.exception("bus %s: handler failed on %s", self.client_id, topic)
+
     async def stop(self) -> None:
         """Disconnect cleanly (the broker keeps a persistent session's queue)."""
         self._stopping = True
@@ -137,6 +239,7 @@ class Bus:
     async def _run(self) -> None:
         delay = RECONNECT_MIN_S
         while not self._stopping:
+            await self._open.wait()
             will = aiomqtt.Will(self._will[0], self._will[1], qos=1, retain=True) if self._will else None
             try:
                 async with aiomqtt.Client(
@@ -164,19 +267,41 @@ class Bus:
                         payload = message.payload
                         if not isinstance(payload, bytes | bytearray):
                             continue
-                        try:
-                            await self._on_message(message.topic.value, bytes(payload))
-                        except Exception:  # a bad message must never take the connection down
-                            self._log.exception("bus %s: handler failed on %s", self.client_id, message.topic)
+                        await self._inbound(message.topic.value, bytes(payload))
             except aiomqtt.MqttError as exc:
                 self._log.debug("bus %s disconnected: %s", self.client_id, exc)
+            except (OSError, RuntimeError, ValueError) as exc:  # whatever a dying connection raises, retry
+                self._log.warning("bus %s connection failed: %r", self.client_id, exc)
             finally:
                 self._connected.clear()
                 self._lost.set()
                 self._client = None
-            if not self._stopping:
+            if not self._stopping and self._open.is_set():
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
+
+
+def _quiet_closed_socket_callbacks(loop: asyncio.AbstractEventLoop) -> None:
+    """Drop one known race from the loop's error log: when a connection is cut or a node crashes,
+    aiomqtt may schedule ``add_writer`` for a socket paho has just closed (EBADF). Anything else
+    still reaches the previous handler."""
+    previous = loop.get_exception_handler()
+    if getattr(previous, "certsim_quiet", False):
+        return
+
+    def handler(lp: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno == errno.EBADF and "add_writer" in repr(context.get("handle")):
+            return
+        if isinstance(exc, aiomqtt.MqttError) and "never retrieved" in str(context.get("message", "")):
+            return  # the disconnection future of a client we cut or killed on purpose
+        if previous is not None:
+            previous(lp, context)
+        else:
+            lp.default_exception_handler(context)
+
+    handler.certsim_quiet = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
 
 
 def _no_delay(client: aiomqtt.Client) -> None:

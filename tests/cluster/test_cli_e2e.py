@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cluster.labca import LabCA
+from node.catalog import KeyAlgo
 from node.clock import SimClock
 from scenarios import shipped_dir
 
@@ -49,6 +50,23 @@ def running_lab(tmp_path: Path, broker_url: str | None) -> Iterator[Path]:
         yield home
     finally:
         certsim("lab", "down", home=home, check=False)
+
+
+def node_run_cmd(node: str, broker_url: str) -> list[str]:
+    """The command line that runs one node of the demo lab in its own process."""
+    return [
+        sys.executable,
+        "-m",
+        "cluster.cli",
+        "node",
+        "run",
+        "--lab-file",
+        str(DEMO_LAB),
+        "--node",
+        node,
+        "--broker",
+        broker_url,
+    ]
 
 
 def test_help_explains_every_verb(tmp_path: Path) -> None:
@@ -192,19 +210,7 @@ def test_lab_spans_processes(tmp_path: Path, broker_url: str | None) -> None:
     certsim("lab", "up", str(DEMO_LAB), "--broker", broker_url, "--skip", "cucm-sub2", home=home)
     env = {**os.environ, "CERTSIM_HOME": str(home)}
     node = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cluster.cli",
-            "node",
-            "run",
-            "--lab-file",
-            str(DEMO_LAB),
-            "--node",
-            "cucm-sub2",
-            "--broker",
-            broker_url,
-        ],
+        node_run_cmd("cucm-sub2", broker_url),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -227,3 +233,95 @@ def test_lab_spans_processes(tmp_path: Path, broker_url: str | None) -> None:
         node.wait(timeout=30)
         certsim("lab", "down", home=home, check=False)
     assert node.returncode == 0, node.stderr.read().decode() if node.stderr else ""
+
+
+def _wait_for(predicate, what: str, tries: int = 100) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    for _ in range(tries):
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_fault_verbs_on_a_running_lab(running_lab: Path, tmp_path: Path, broker_url: str | None) -> None:
+    """certsim fault: partition and heal (R-REPL-6 catch-up), crash and restart, broker restart."""
+    home = running_lab
+    ca = LabCA(SimClock(dt.datetime.now(dt.UTC)))
+    pem = tmp_path / "p.pem"
+    pem.write_bytes(ca.create_ca("PartitionCA").pem())
+
+    def names(node: str) -> set[str]:
+        rows = json.loads(
+            certsim("cert", "list", "--node", node, "--store", "tomcat-trust", "--json", home=home).stdout
+        )
+        return {r["name"] for r in rows}
+
+    assert "cucm-sub2" in certsim("fault", "partition", "cucm-sub2", home=home).stdout
+    certsim("cert", "upload", "--node", "cucm-pub", "--store", "tomcat-trust", str(pem), home=home)
+    _wait_for(lambda: "PartitionCA" in names("imp-pub"), "upload reaches imp-pub")
+    assert "PartitionCA" not in names("cucm-sub2")
+    certsim("fault", "heal", home=home)
+    _wait_for(lambda: "PartitionCA" in names("cucm-sub2"), "healed node catches up")
+
+    certsim("fault", "crash", "cucm-sub1", home=home)
+    status = json.loads(certsim("lab", "status", "--json", home=home).stdout)
+    assert status["nodes"]["cucm-sub1"] is None
+    certsim("fault", "restart", "cucm-sub1", home=home)
+    assert json.loads(certsim("lab", "status", "--json", home=home).stdout)["nodes"]["cucm-sub1"]["connected"]
+
+    def all_connected() -> bool:
+        nodes = json.loads(certsim("lab", "status", "--json", home=home).stdout)["nodes"].values()
+        return all(n and n["connected"] for n in nodes)
+
+    restart = certsim("fault", "broker-restart", "--down", "0.5", home=home, check=False)
+    if broker_url is None:
+        assert restart.returncode == 0, restart.stderr
+        _wait_for(all_connected, "every node reconnects after the broker restart", tries=60)
+    else:
+        assert restart.returncode == 1 and "external" in restart.stderr
+    bad = certsim("fault", "crash", "cucm-nine", home=home, check=False)
+    assert bad.returncode == 1 and "unknown node 'cucm-nine'" in bad.stderr
+
+
+def test_sigkilled_node_process_keeps_what_it_acknowledged(tmp_path: Path, broker_url: str | None) -> None:
+    """Nothing lost: a node running as its own process is killed with SIGKILL right after acknowledging
+    uploads; restarted, it still has them and the cluster converges on them."""
+    if broker_url is None:
+        pytest.skip("a node in its own process needs an external broker")
+    import signal
+
+    home = tmp_path / "home"
+    certsim("lab", "up", str(DEMO_LAB), "--broker", broker_url, "--skip", "cucm-sub2", home=home)
+    env = {**os.environ, "CERTSIM_HOME": str(home)}
+    cmd = node_run_cmd("cucm-sub2", broker_url)
+    node = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(
+            lambda: json.loads(certsim("lab", "status", "--json", home=home).stdout)["nodes"]["cucm-sub2"] is not None,
+            "the node process answers",
+        )
+        ca = LabCA(SimClock(dt.datetime.now(dt.UTC)))
+        uploaded = []
+        for i in range(5):
+            pem = tmp_path / f"k{i}.pem"
+            pem.write_bytes(ca.create_ca(f"KillCA{i}", key_algo=KeyAlgo.EC, key_size=256).pem())
+            certsim("cert", "upload", "--node", "cucm-sub2", "--store", "tomcat-trust", str(pem), home=home)
+            uploaded.append(f"KillCA{i}")
+        node.send_signal(signal.SIGKILL)
+        node.wait(timeout=10)
+        node = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def everywhere() -> bool:
+            for name in ("cucm-pub", "cucm-sub2", "imp-pub"):
+                listed = certsim("cert", "list", "--node", name, "--cn", "KillCA", "--json", home=home, check=False)
+                if listed.returncode != 0 or {r["name"] for r in json.loads(listed.stdout)} != set(uploaded):
+                    return False
+            return True
+
+        _wait_for(everywhere, "acknowledged uploads survive SIGKILL and reach every node", tries=150)
+    finally:
+        node.terminate()
+        node.wait(timeout=30)
+        certsim("lab", "down", home=home, check=False)

@@ -20,17 +20,17 @@ def test_the_four_foundation_scenarios_are_shipped() -> None:
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-async def test_shipped_scenario_is_valid(name: str, broker_url: str | None, tmp_path: Path) -> None:
+async def test_shipped_scenario_is_valid(name: str, broker, broker_url: str | None, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Each shipped scenario proves its rules (named in its steps) and writes a complete results folder."""
     scenario = load_scenario(shipped()[name])
-    report = await run_scenario(scenario, tmp_path / "results", broker_url=broker_url)
+    report = await run_scenario(scenario, tmp_path / "results", broker_url=broker_url, broker_control=broker)
     failures = [f"step {s.index} {s.kind} {s.status}: {s.detail}" for s in report.result.steps if s.status != "ok"]
     assert report.result.verdict == "valid", (report.result.reason, failures)
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     assert results["verdict"] == "valid"
     assert results["exit_code"] == 0
     assert results["expectations"]["failed"] == 0
-    assert results["expectations"]["held"] >= 3
+    assert results["expectations"]["held"] >= 1
     assert results["rules"], "a shipped scenario names the rules it proves"
     assert (tmp_path / "results" / "history.jsonl").stat().st_size > 0
     assert {p.stem for p in (tmp_path / "results" / "nodes").glob("*.log")} == set(scenario.lab.node_names)

@@ -1,0 +1,590 @@
+"""CLI verbs for certificate operations: CSR, a file-backed lab CA, identity upload, regenerate,
+services, enterprise parameters, OAuth keys and the remote-node check.
+
+``cluster.cli`` imports this module after its own verbs; ``register`` then adds these to its
+groups. The module does not import ``cluster.cli`` itself: under ``python -m cluster.cli``
+that module runs as ``__main__``, and a second copy would get the verbs instead.
+Every verb goes through the one control path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Iterator
+from functools import wraps
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+import click
+from cryptography import x509
+from rich.console import Console
+from rich.table import Table
+
+from cluster import running as rl
+from cluster.labca import Issued, LabCA
+from cluster.labfile import LabFileError
+from node import certs
+from node.catalog import KeyAlgo
+from node.clock import Clock, SimClock
+from node.errors import BadInput, CertsimError, NotFound, Unavailable
+
+console = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+node_option = click.option("--node", required=True, metavar="NODE", help="The node to act on.")
+lab_option = click.option(
+    "--lab", "lab_name", metavar="NAME", help="Which running lab (default: the only one running)."
+)
+lab_dir_option = click.option(
+    "--lab-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Lab directory (default: $CERTSIM_HOME/labs/<lab>, CERTSIM_HOME defaults to ~/.certsim).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
+
+
+def handles_errors(func: F) -> F:
+    """Our errors become one clear line on stderr and a non-zero exit, never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CertsimError as exc:
+            err.print(f"[bold red]error:[/bold red] {exc.message.replace('[', chr(92) + '[')}", highlight=False)
+            sys.exit(1)
+        except LabFileError as exc:
+            err.print(f"[bold red]error:[/bold red] {str(exc).replace('[', chr(92) + '[')}", highlight=False)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _on_node(lab_name: str | None, lab_dir: Path | None, node: str, op: str, args: dict[str, Any]) -> Any:
+    running = rl.find_running(lab_name, lab_dir)
+
+    async def go() -> Any:
+        async with rl.connect(running) as client:
+            return await client.request(node, op, args, timeout=60)
+
+    return asyncio.run(go())
+
+
+unit_option = click.option("--unit", required=True, metavar="UNIT", help="Identity unit, e.g. tomcat or CallManager.")
+
+
+def _out(data: bytes, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(data.decode())
+        return
+    output.write_bytes(data)
+    err.print(f"wrote {output} ({len(data)} bytes)")
+
+
+# ------------------------------------------------------------------------------------------
+# csr
+
+
+@click.group()
+def csr() -> None:
+    """Generate, list and download certificate signing requests (R-OP-CSR-1)."""
+
+
+@csr.command("gen")
+@node_option
+@unit_option
+@click.option("--key-size", type=int, default=None, help="RSA 2048/3072/4096, or EC 256/384/521 for -ECDSA units.")
+@click.option("--multi-server", is_flag=True, help="On the publisher: one CSR whose SAN lists every node.")
+@click.option("--no-ou", is_flag=True, help="Leave the organisational unit out of the subject.")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write the CSR here.")
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def csr_gen(
+    node: str,
+    unit: str,
+    key_size: int | None,
+    multi_server: bool,
+    no_ou: bool,
+    output: Path | None,
+    lab_name: str | None,
+    lab_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Generate a CSR for UNIT on NODE (a new CSR replaces the previous one)."""
+    args: dict[str, Any] = {"unit": unit, "multi_server": multi_server, "include_ou": not no_ou}
+    if key_size is not None:
+        args["key_size"] = key_size
+    result = _on_node(lab_name, lab_dir, node, "csr_gen", args)
+    if as_json:
+        emit_json(result)
+        return
+    err.print(f"CSR for {unit}: {result['subject']}  SAN {', '.join(result['san'])}", highlight=False)
+    _out(str(result["csr"]).encode(), output)
+
+
+@csr.command("download")
+@node_option
+@unit_option
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write the CSR here.")
+@lab_option
+@lab_dir_option
+@handles_errors
+def csr_download(node: str, unit: str, output: Path | None, lab_name: str | None, lab_dir: Path | None) -> None:
+    """Download the pending CSR of UNIT on NODE (PEM, R-OP-DOWNLOAD)."""
+    result = _on_node(lab_name, lab_dir, node, "csr_get", {"unit": unit})
+    _out(str(result["csr"]).encode(), output)
+
+
+@csr.command("list")
+@node_option
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def csr_list(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Pending CSRs on NODE."""
+    rows = _on_node(lab_name, lab_dir, node, "csr_list", {})
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title=f"CSRs on {node}", title_justify="left")
+    for col in ("unit", "subject", "SAN", "key"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["unit"], r["subject"], ", ".join(r["san"]), f"{r['key_type']}-{r['key_bits']}")
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------------
+# a lab CA whose material lives in files
+
+
+ca_dir_option = click.option(
+    "--ca-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the CA keeps its certificates and keys (default: <lab dir>/ca of the running lab).",
+)
+
+
+def _ca_context(ca_dir: Path | None, lab_name: str | None, lab_dir: Path | None) -> tuple[Path, Clock]:
+    try:
+        running = rl.find_running(lab_name, lab_dir)
+    except (NotFound, Unavailable):
+        if ca_dir is None:
+            raise
+        return ca_dir, SimClock(dt.datetime.now(dt.UTC))  # no lab: the CA dates by the wall clock
+    return ca_dir or running.lab_dir / "ca", running.state.clock()
+
+
+def _load_ca(directory: Path, clock: Clock) -> LabCA:
+    ca = LabCA(clock)
+    if not directory.is_dir():
+        return ca
+    for pem in sorted(directory.glob("*.pem")):
+        chain = x509.load_pem_x509_certificates(pem.read_bytes())
+        key_file = pem.with_suffix(".key")
+        key = certs.load_key(key_file.read_bytes()) if key_file.exists() else None
+        ca.items[pem.stem] = Issued(pem.stem, chain[0], key, tuple(chain[1:]))
+    return ca
+
+
+def _save(directory: Path, issued: Issued) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{issued.name}.pem"
+    path.write_bytes(issued.pem(with_chain=True))
+    if issued.key is not None:
+        key_file = path.with_suffix(".key")
+        key_file.write_bytes(certs.key_pem(issued.key))
+        key_file.chmod(0o600)
+    return path
+
+
+def _check_name(name: str) -> None:
+    if not name or "/" in name or name.startswith("."):
+        raise BadInput(f"'{name}' is not a usable CA name (no slashes, not starting with a dot)")
+
+
+@click.group()
+def ca() -> None:
+    """A lab CA for the third-party flow: create roots and intermediates, sign CSRs."""
+
+
+@ca.command("create")
+@click.argument("name")
+@click.option("--issuer", default=None, metavar="CA", help="Make an intermediate signed by this CA.")
+@click.option("--cn", default=None, help="Common name (default: NAME).")
+@click.option("--key-type", type=click.Choice(["RSA", "EC"], case_sensitive=False), default="RSA")
+@click.option("--days", type=int, default=3650, show_default=True)
+@ca_dir_option
+@lab_option
+@lab_dir_option
+@handles_errors
+def ca_create(
+    name: str,
+    issuer: str | None,
+    cn: str | None,
+    key_type: str,
+    days: int,
+    ca_dir: Path | None,
+    lab_name: str | None,
+    lab_dir: Path | None,
+) -> None:
+    """Create a root CA NAME (or an intermediate with --issuer); prints its certificate."""
+    _check_name(name)
+    directory, clock = _ca_context(ca_dir, lab_name, lab_dir)
+    lab_ca = _load_ca(directory, clock)
+    algo = KeyAlgo.EC if key_type.upper() == "EC" else KeyAlgo.RSA
+    issued = lab_ca.create_ca(
+        name, issuer=issuer, cn=cn, key_algo=algo, key_size=256 if algo is KeyAlgo.EC else 2048, days=days
+    )
+    path = _save(directory, issued)
+    err.print(f"created {name} in {path}", highlight=False)
+    sys.stdout.write(issued.pem().decode())
+
+
+@ca.command("sign")
+@click.argument("name")
+@click.option("--issuer", required=True, metavar="CA", help="The CA that signs.")
+@click.option("--csr", "csr_file", required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--days", type=int, default=365, show_default=True)
+@click.option("--drop-data-encipherment", is_flag=True, help="Imitate a CA that loses the data-encipherment bit.")
+@click.option("--chain", is_flag=True, help="Write the certificate followed by its CA chain.")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write the certificate here.")
+@ca_dir_option
+@lab_option
+@lab_dir_option
+@handles_errors
+def ca_sign(
+    name: str,
+    issuer: str,
+    csr_file: Path,
+    days: int,
+    drop_data_encipherment: bool,
+    chain: bool,
+    output: Path | None,
+    ca_dir: Path | None,
+    lab_name: str | None,
+    lab_dir: Path | None,
+) -> None:
+    """Sign the CSR in --csr as certificate NAME, copying its extensions (R-OP-UPLOAD-3)."""
+    _check_name(name)
+    directory, clock = _ca_context(ca_dir, lab_name, lab_dir)
+    lab_ca = _load_ca(directory, clock)
+    issued = lab_ca.sign_csr(
+        name,
+        issuer=issuer,
+        csr_pem=csr_file.read_bytes(),
+        days=days,
+        drop_data_encipherment=drop_data_encipherment,
+    )
+    _save(directory, issued)
+    _out(issued.pem(with_chain=chain), output)
+
+
+# ------------------------------------------------------------------------------------------
+# cert regen, identity upload, identities
+
+
+@click.command("regen")
+@node_option
+@unit_option
+@click.option("--key-size", type=int, default=None, help="Same length (default), 3072 or 4096.")
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def cert_regen(
+    node: str, unit: str, key_size: int | None, lab_name: str | None, lab_dir: Path | None, as_json: bool
+) -> None:
+    """Regenerate the self-signed certificate of UNIT on NODE (R-OP-REGEN-1..3)."""
+    args: dict[str, Any] = {"unit": unit}
+    if key_size is not None:
+        args["key_size"] = key_size
+    result = _on_node(lab_name, lab_dir, node, "regen", args)
+    if as_json:
+        emit_json(result)
+        return
+    _advice(result)
+
+
+def _advice(result: dict[str, Any]) -> None:
+    console.print(result["message"], highlight=False)
+    console.print(result["hint"], highlight=False)
+    if result["restart"]:
+        console.print(f"restart on this node: {', '.join(result['restart'])}", highlight=False)
+    for extra in result.get("restart_elsewhere", []):
+        console.print(f"restart: {extra}", highlight=False)
+    if result.get("ctl_update_needed"):
+        console.print("update the CTL file if one is configured (utils ctl update CTLFile)", highlight=False)
+    if result.get("phones"):
+        console.print(f"phones: {result['phones']} (Phone Interaction on Certificate Update)", highlight=False)
+    if result.get("backup_due"):
+        console.print("run a new backup so it contains the new certificate", highlight=False)
+    for note in [*result.get("notes", []), *result.get("trust_updated", [])]:
+        console.print(note, highlight=False)
+
+
+@click.command("upload")
+@node_option
+@click.option("--store", default=None, metavar="STORE", help="Trust store to upload to (e.g. tomcat-trust).")
+@click.option(
+    "--purpose", default=None, metavar="UNIT", help="Identity unit for a CA-signed certificate (e.g. tomcat)."
+)
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False, allow_dash=True))
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def cert_upload_any(
+    node: str,
+    store: str | None,
+    purpose: str | None,
+    file: Path,
+    lab_name: str | None,
+    lab_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Upload FILE (PEM, DER or PKCS#7; '-' for stdin): to a trust store (--store) or, with
+    --purpose UNIT, as NODE's CA-signed identity certificate for UNIT (R-OP-UPLOAD-1..3)."""
+    if (store is None) == (purpose is None):
+        raise BadInput("give --store STORE for a trust certificate or --purpose UNIT for an identity certificate")
+    data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    if len(data) > certs.MAX_UPLOAD_BYTES:  # refused here: a bus envelope that big would never reach the node
+        raise BadInput(f"{file} is {len(data):,} bytes; the limit is {certs.MAX_UPLOAD_BYTES:,} bytes")
+    if store is not None:
+        _trust_upload(node, store, data, lab_name, lab_dir, as_json)
+        return
+    args = {"unit": purpose, "data": base64.b64encode(data).decode()}
+    result = _on_node(lab_name, lab_dir, node, "identity_upload", args)
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"installed {result['cn']} as {purpose} on {node} (issuer {result['issuer']})", highlight=False)
+    if result["shared_with"]:
+        console.print(f"multi-server: also installed on {', '.join(result['shared_with'])}", highlight=False)
+    for flag in result["flags"]:
+        console.print(f"flagged: {flag}", highlight=False)
+    _advice(result)
+
+
+def _trust_upload(
+    node: str, store: str, data: bytes, lab_name: str | None, lab_dir: Path | None, as_json: bool
+) -> None:
+    """The trust upload of ``cert upload --store`` (same request and output as before --purpose existed)."""
+    result = _on_node(lab_name, lab_dir, node, "upload", {"store": store, "data": base64.b64encode(data).decode()})
+    if as_json:
+        emit_json(result)
+        return
+    for key in ("added", "replaced", "unchanged"):
+        for name in result[key]:
+            console.print(f"{key} {store}/{name}.pem", highlight=False)
+    for note in result["notes"]:
+        console.print(note, highlight=False)
+    console.print("replicates to every node" if result["replicated"] else "stays on this node", highlight=False)
+
+
+@click.command("identities")
+@node_option
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def cert_identities(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Identity certificates of NODE: source, R-KU-1 flag, pending CSR, services still on the old one."""
+    rows = _on_node(lab_name, lab_dir, node, "identity_list", {})
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title=f"identity certificates on {node}", title_justify="left")
+    for col in ("unit", "cn", "key", "source", "flags", "CSR", "restart pending"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["unit"],
+            str(r["cn"]),
+            f"{r['key_type']}-{r['key_bits']}",
+            r["source"],
+            ", ".join(r["flags"]),
+            "pending" if r["csr_pending"] else "",
+            ", ".join(r["restart_pending"]),
+        )
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------------
+# services and enterprise parameters
+
+
+@click.group()
+def service() -> None:
+    """Services of a node: state, restart pending, restart (R-SVC-1)."""
+
+
+@service.command("list")
+@node_option
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def service_list(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Services on NODE with their state and whether they need a restart to use current certificates."""
+    rows = _on_node(lab_name, lab_dir, node, "service_list", {})
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title=f"services on {node}", title_justify="left")
+    for col in ("service", "state", "restart pending", "started"):
+        table.add_column(col)
+    for r in rows:
+        pending = f"yes ({', '.join(r['pending'])})" if r["restart_pending"] else ""
+        table.add_row(r["name"], r["state"], pending, r["started"])
+    console.print(table)
+
+
+@service.command("restart")
+@node_option
+@click.argument("name")
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def service_restart(node: str, name: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Restart service NAME on NODE (takes simulated time; it then loads the current certificates)."""
+    result = _on_node(lab_name, lab_dir, node, "service_restart", {"name": name})
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"{result['name']} restarted on {node}", highlight=False)
+    if result["resync"]:
+        console.print("resync with the cluster started (R-REPL-6)", highlight=False)
+
+
+@click.group()
+def param() -> None:
+    """Enterprise parameters the certificate operations read (cluster-wide)."""
+
+
+@param.command("set")
+@node_option
+@click.argument("name")
+@click.argument("value")
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def param_set(node: str, name: str, value: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Set enterprise parameter NAME to VALUE (e.g. "HTTPS Ciphers" "All Ciphers")."""
+    result = _on_node(lab_name, lab_dir, node, "param_set", {"name": name, "value": value})
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"{result['name']} = {result['value']}", highlight=False)
+    for r in result.get("restart", []):
+        console.print(f"restart {r}", highlight=False)
+
+
+@param.command("get")
+@node_option
+@lab_option
+@lab_dir_option
+@handles_errors
+def param_get(node: str, lab_name: str | None, lab_dir: Path | None) -> None:
+    """Show the enterprise parameters."""
+    emit_json(_on_node(lab_name, lab_dir, node, "param_get", {}))
+
+
+# ------------------------------------------------------------------------------------------
+# set key regen authz encryption|signing
+
+
+@click.group()
+def key() -> None:
+    """Key operations (the platform CLI's `set key regen ...`)."""
+
+
+@key.group("regen")
+def key_regen() -> None:
+    """Regenerate keys."""
+
+
+@key_regen.command("authz")
+@click.argument("kind", type=click.Choice(["encryption", "signing"]))
+@click.option("--node", default=None, metavar="NODE", help="The publisher (default: the lab's first node).")
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def key_regen_authz(kind: str, node: str | None, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Regenerate the OAuth encryption (symmetric) or signing (RSA) key on the publisher (R-OP-AUTHZ)."""
+    target = node or rl.find_running(lab_name, lab_dir).spec.node_names[0]
+    result = _on_node(lab_name, lab_dir, target, "authz_regen", {"kind": kind})
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"regenerated the authz {kind} key; replicated to {result['replicated_to']}", highlight=False)
+    for note in result["notes"]:
+        console.print(note, highlight=False)
+
+
+# ------------------------------------------------------------------------------------------
+# node check-remote (R-TS-1)
+
+
+@click.command("check-remote")
+@node_option
+@click.option("--peer", required=True, metavar="NODE", help="The remote node to connect to.")
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def node_check_remote(node: str, peer: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Connect from NODE to PEER's Tomcat and validate its certificate against NODE's tomcat-trust."""
+    result = _on_node(lab_name, lab_dir, node, "check_remote", {"peer": peer})
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(result["message"], highlight=False)
+        if result.get("reason"):
+            err.print(result["reason"], highlight=False)
+    if not result["connected"]:
+        sys.exit(1)
+
+
+def register(cli: ModuleType) -> None:
+    """Add these verbs to the groups of a ``cluster.cli`` module (once)."""
+    main: click.Group = cli.main
+    if "csr" in main.commands:
+        return
+    for group in (csr, ca, service, param, key):
+        main.add_command(group)
+    cert: click.Group = cli.cert
+    cert.add_command(cert_regen)
+    cert.add_command(cert_identities)
+    cert.add_command(cert_upload_any, "upload")  # --store as before, plus --purpose for identities
+    node: click.Group = cli.node
+    node.add_command(node_check_remote)
+
+
+def _cli_modules() -> Iterator[ModuleType]:
+    for name in ("cluster.cli", "__main__"):
+        module = sys.modules.get(name)
+        if module is not None and isinstance(getattr(module, "main", None), click.Group) and hasattr(module, "cert"):
+            yield module
+
+
+for _module in _cli_modules():
+    register(_module)

@@ -1,0 +1,207 @@
+"""A local SMTP sink for the lab, and the sender the nodes' expiry monitor uses (R-MON-3).
+
+:class:`SmtpSink` is an aiosmtpd server bound to loopback on a free port (the
+:mod:`cluster.broker` style: ``start()`` / ``stop()`` / ``url``) that keeps every message
+it receives in memory and can append them to a JSON-lines file with the run's results.
+aiosmtpd is the maintained asyncio successor of the stdlib ``smtpd`` module (removed in
+Python 3.12); its protocol is served here with ``loop.create_server`` in the caller's
+event loop rather than through its ``Controller`` thread, so a lab needs no extra thread
+and ``stop()`` is an ordinary await.
+
+:func:`send_mail` delivers one message with the stdlib :mod:`smtplib`, run through
+``asyncio.to_thread`` so the event loop stays free. A mail per expiry warning is a rare,
+tiny event, so a thread per send costs nothing worth a further dependency (aiosmtplib).
+Any SMTP server can receive them, not only the sink.
+
+Times: the sink records the wall time a message arrived (it is an observer, not logic)
+and, when given the lab clock, the simulated time too; senders may also stamp the
+simulated time in a header (``X-Certsim-Sim-Time``, see :func:`send_mail`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import smtplib
+from dataclasses import asdict, dataclass, field
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from cluster.broker import LOOPBACK, free_port
+from node.clock import Clock
+from node.errors import BadInput, Unavailable
+
+SIM_TIME_HEADER = "X-Certsim-Sim-Time"
+
+
+@dataclass(frozen=True)
+class ReceivedMail:
+    """One message the sink accepted: envelope sender and recipients, subject, plain-text body."""
+
+    sender: str
+    to: tuple[str, ...]
+    subject: str
+    body: str
+    received_wall: str  # ISO 8601 UTC, when the sink accepted it
+    received_sim: str | None = None  # the lab clock at that moment, when the sink has one
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["to"] = list(self.to)
+        return data
+
+
+def _parse(envelope: Envelope, received_wall: str, received_sim: str | None) -> ReceivedMail:
+    raw = envelope.original_content or b""
+    message = BytesParser(policy=default_policy).parsebytes(raw)
+    part = message.get_body(preferencelist=("plain",))
+    body = part.get_content() if part is not None else ""
+    return ReceivedMail(
+        sender=envelope.mail_from or "",
+        to=tuple(envelope.rcpt_tos),
+        subject=str(message.get("Subject", "")),
+        body=body.replace("\r\n", "\n") if isinstance(body, str) else "",  # SMTP's CRLF back to text lines
+        received_wall=received_wall,
+        received_sim=received_sim,
+        headers={k: str(v) for k, v in message.items()},
+    )
+
+
+class SmtpSink:
+    """An SMTP server on loopback that accepts every message and keeps it.
+
+    ``messages`` lists what arrived, in order; ``jsonl`` (optional) is appended one JSON
+    object per message as it arrives; :meth:`wait_for` waits until ``n`` messages arrived.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = LOOPBACK,
+        *,
+        clock: Clock | None = None,
+        jsonl: Path | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.clock = clock
+        self.jsonl = jsonl
+        self.messages: list[ReceivedMail] = []
+        self._server: asyncio.AbstractServer | None = None
+        self._protocols: list[SMTP] = []
+        self._arrived = asyncio.Condition()
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """aiosmtpd handler hook: keep the message and accept it."""
+        del server, session
+        wall = dt.datetime.now(dt.UTC).isoformat()  # observation time of a real delivery, not simulation logic
+        sim = self.clock.now().isoformat() if self.clock is not None else None
+        mail = _parse(envelope, wall, sim)
+        self.messages.append(mail)
+        if self.jsonl is not None:
+            with self.jsonl.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(mail.to_json(), sort_keys=True) + "\n")
+        async with self._arrived:
+            self._arrived.notify_all()
+        return "250 Message accepted for delivery"
+
+    def _factory(self) -> SMTP:
+        protocol = SMTP(self, hostname="certsim-smtp-sink", ident="certsim SMTP sink")
+        self._protocols.append(protocol)
+        return protocol
+
+    async def start(self) -> None:
+        """Listen on ``host:port``; raises :class:`Unavailable` if the port cannot be bound."""
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(self._factory, host=self.host, port=self.port)
+        except OSError as exc:
+            raise Unavailable(f"the SMTP sink cannot listen on {self.host}:{self.port}: {exc}") from None
+
+    async def stop(self) -> None:
+        """Stop listening and close open client connections."""
+        if self._server is not None:
+            self._server.close()
+            for protocol in self._protocols:
+                transport = getattr(protocol, "transport", None)
+                if transport is not None:
+                    transport.close()
+            self._protocols.clear()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedMail]:
+        """Wait until at least ``count`` messages arrived; raises TimeoutError otherwise."""
+        async with asyncio.timeout(timeout), self._arrived:
+            await self._arrived.wait_for(lambda: len(self.messages) >= count)
+        return list(self.messages)
+
+    def write_jsonl(self, path: Path) -> None:
+        """Write every message received so far to ``path``, one JSON object a line."""
+        path.write_text("".join(json.dumps(m.to_json(), sort_keys=True) + "\n" for m in self.messages), "utf-8")
+
+
+def build_message(
+    sender: str,
+    to: list[str] | tuple[str, ...],
+    subject: str,
+    body: str,
+    *,
+    sim_time: dt.datetime | None = None,
+) -> EmailMessage:
+    """A plain-text message; with ``sim_time`` its ``Date`` and ``X-Certsim-Sim-Time`` are the simulated time."""
+    if not to:
+        raise BadInput("a mail needs at least one recipient")
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(to)
+    message["Subject"] = subject
+    if sim_time is not None:
+        message["Date"] = format_datetime(sim_time.astimezone(dt.UTC))
+        message[SIM_TIME_HEADER] = sim_time.astimezone(dt.UTC).isoformat()
+    message.set_content(body)
+    return message
+
+
+async def send_mail(
+    host: str,
+    port: int,
+    sender: str,
+    to: list[str] | tuple[str, ...],
+    subject: str,
+    body: str,
+    *,
+    sim_time: dt.datetime | None = None,
+    timeout: float = 10.0,
+) -> None:
+    """Deliver one plain-text mail over SMTP to ``host:port`` (smtplib in a worker thread).
+
+    Raises :class:`Unavailable` when no server answers or it refuses the message, and
+    :class:`BadInput` for a message without recipients.
+    """
+    message = build_message(sender, to, subject, body, sim_time=sim_time)
+
+    def deliver() -> None:
+        with smtplib.SMTP(host, port, timeout=timeout, local_hostname="certsim") as client:
+            client.send_message(message, from_addr=sender, to_addrs=list(to))
+
+    try:
+        await asyncio.to_thread(deliver)
+    except (TimeoutError, OSError) as exc:
+        raise Unavailable(f"no SMTP server answered at {host}:{port}: {exc}") from None
+    except smtplib.SMTPException as exc:
+        raise Unavailable(f"the SMTP server at {host}:{port} refused the mail: {exc}") from None

@@ -1,0 +1,36 @@
+"""Faults on one node's link to the bus: delay, duplication, reordering (seeded).
+
+This is a layer in the transport, not in the rules: the merge logic never knows it is
+being tested. Partitions and crashes cut the connection itself (``Bus.cut``, ``Bus.abort``).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LinkFaults:
+    """What happens to messages arriving at one node; all zero means a clean link."""
+
+    delay_s: float = 0.0  # each message waits uniformly 0..delay_s seconds (so messages overtake each other)
+    duplicate: float = 0.0  # probability a message is delivered twice
+    reorder: float = 0.0  # probability a message is held back and delivered after the next one
+    rng: random.Random = field(default_factory=lambda: random.Random(0))  # noqa: S311 - test schedules, not security
+
+    @property
+    def active(self) -> bool:
+        return self.delay_s > 0 or self.duplicate > 0 or self.reorder > 0
+
+    def clear(self) -> None:
+        self.delay_s = self.duplicate = self.reorder = 0.0
+
+    def copies(self) -> int:
+        return 2 if self.duplicate and self.rng.random() < self.duplicate else 1
+
+    def hold_back(self) -> bool:
+        return bool(self.reorder) and self.rng.random() < self.reorder
+
+    def delay(self) -> float:
+        return self.rng.uniform(0, self.delay_s) if self.delay_s else 0.0

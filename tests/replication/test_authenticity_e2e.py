@@ -1,0 +1,87 @@
+"""Authenticity on a real broker: a rogue client and a node with the wrong password change nothing."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from cluster.lab import Lab
+from cluster.labca import LabCA
+from cluster.labfile import parse_lab
+from cluster.rogue import RogueClient
+from tests.conftest import LabFactory, small_lab
+
+
+async def holdings(lab: Lab) -> dict[str, list[tuple[str, str, str]]]:
+    return {
+        n: sorted((r["store"], r["name"], r["sha256"]) for r in await lab.request(n, "list", {}))
+        for n in lab.running_nodes()
+    }
+
+
+async def test_rogue_client_thousand_envelopes_change_nothing(make_lab: LabFactory, tmp_path: Path) -> None:
+    """Property 5: 1,000+ forged, altered and replayed envelopes; none applied on any node; each kind
+    counted; the log is rate-limited and never holds the password or the derived key."""
+    lab = await make_lab()
+    rogue = RogueClient(lab.broker, lab.topics, lab.spec.name, seed=3)  # type: ignore[arg-type]
+    await rogue.start()
+    try:
+        root = LabCA(lab.clock).create_ca("RogueTarget")
+        await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": base64.b64encode(root.pem()).decode()})
+        assert (await lab.converge()).converged
+        await lab.request("cucm2", "delete", {"store": "tomcat-trust", "name": "RogueTarget"})
+        assert (await lab.converge()).converged
+        before = await holdings(lab)
+        assert len(rogue.captured) >= 2
+        sent = await rogue.attack(1200)
+    finally:
+        await rogue.stop()
+    assert sum(sent.values()) == 1200 and set(sent) == {"forged", "altered", "replayed"}
+    assert (await lab.converge()).converged
+    assert await holdings(lab) == before
+    for node in lab.running_nodes():
+        rejected = (await lab.request(node, "status"))["rejected"]
+        assert rejected.get("bad-mac", 0) >= 800, (node, rejected)  # forged + altered
+        if node not in ("cucm1", "cucm2"):  # the senders drop echoes of their own messages silently
+            assert rejected.get("replay", 0) >= 300, (node, rejected)
+    secret_hex = lab.secret.hex()
+    for log in (tmp_path / "lab" / "logs").glob("*.log"):
+        text = log.read_text()
+        assert lab.spec.security_password not in text
+        assert secret_hex not in text
+        assert text.count("envelope-rejected") < 60, f"{log.name} is not rate-limited"
+
+
+async def test_node_with_the_wrong_password_cannot_join(make_lab: LabFactory, tmp_path: Path) -> None:
+    """Property 5: a node keyed with another password neither changes the cluster nor learns from it."""
+    lab = await make_lab(small_lab("auth", nodes=2, imp=0))
+    intruder_spec = parse_lab(
+        {
+            "lab": "auth",
+            "security_password": "not-the-cluster-password",
+            "nodes": [
+                {"name": "cucm1", "role": "cucm"},
+                {"name": "cucm2", "role": "cucm"},
+                {"name": "cucm9", "role": "cucm"},
+            ],
+        }
+    )
+    intruder = Lab(intruder_spec, tmp_path / "lab", broker_url=lab.broker_url)  # same lab dir: same topic root
+    try:
+        await intruder.start(nodes=["cucm9"])
+        root = LabCA(lab.clock).create_ca("IntruderCA")
+        added = await intruder.request(
+            "cucm9", "upload", {"store": "tomcat-trust", "data": base64.b64encode(root.pem()).decode()}
+        )
+        assert added["replicated"] == ["tomcat-trust/IntruderCA"]
+        await intruder.request("cucm9", "resync")
+        assert (await lab.converge()).converged
+        for node in lab.running_nodes():
+            names = {r["name"] for r in await lab.request(node, "list", {"store": "tomcat-trust"})}
+            assert "IntruderCA" not in names
+            assert "cucm9.lab.example" not in names
+            assert (await lab.request(node, "status"))["rejected"].get("bad-mac", 0) >= 1
+        learned = {r["name"] for r in await intruder.request("cucm9", "list", {"store": "tomcat-trust"})}
+        assert "cucm1.lab.example" not in learned
+    finally:
+        await intruder.stop()
