@@ -436,7 +436,21 @@ def cert_list(
         "expires_before": expires_before,
         "expires_after": expires_after,
     }
-    rows = _on_node(lab_name, lab_dir, node, "list", {k: v for k, v in args.items() if v})
+    running = rl.find_running(lab_name, lab_dir)
+
+    async def go() -> list[dict[str, Any]]:
+        async with rl.connect(running) as client:
+            found: list[dict[str, Any]] = await client.request(node, "list", {k: v for k, v in args.items() if v})
+            if any(r["usage"] == "identity" for r in found):
+                # R-OP-UPLOAD-4 / R-KU-1: which services still use an older certificate, and flags
+                extra = {i["unit"]: i for i in await client.request(node, "identity_list")}
+                for r in found:
+                    if r["usage"] == "identity" and r["store"] in extra:
+                        r["restart_pending"] = extra[r["store"]]["restart_pending"]
+                        r["flags"] = extra[r["store"]]["flags"]
+            return found
+
+    rows = run_async(go())
     if as_json:
         emit_json(rows)
     else:

@@ -14,8 +14,8 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from node.errors import NotFound, Unavailable, error_from
-from replication.envelope import Envelope, EnvelopeError, open_envelope
+from node.errors import BadInput, NotFound, Unavailable, error_from
+from replication.envelope import MAX_ENVELOPE_BYTES, Envelope, EnvelopeError, open_envelope
 from replication.topics import Topics
 from replication.transport import BrokerAddress, Bus, NotConnected
 
@@ -85,6 +85,11 @@ class ControlClient:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[env.msg_id] = fut
         payload = env.seal(self._secret)
+        if len(payload) > MAX_ENVELOPE_BYTES:
+            raise BadInput(
+                f"the request to {node} is {len(payload):,} bytes; the bus carries at most {MAX_ENVELOPE_BYTES:,}"
+                " (a certificate upload is limited to 1 MiB)"
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:

@@ -75,10 +75,13 @@ def status_table(statuses: Mapping[str, Mapping[str, Any] | None], lab: str, bro
 
 def cert_table(rows: Sequence[Mapping[str, Any]], node: str) -> Table:
     table = Table(title=f"certificates on {node}", title_justify="left")
-    for col in ("store", "name", "usage", "key", "issuer", "not after", "from"):
+    for col in ("store", "name", "usage", "key", "issuer", "not after", "from", "notes"):
         table.add_column(col, no_wrap=col in ("store", "usage", "key", "not after"))
     for r in rows:
         source = r.get("origin") or r.get("source") or ""
+        notes = [*r.get("flags", [])]
+        if r.get("restart_pending"):
+            notes.append("restart pending: " + ", ".join(r["restart_pending"]))
         table.add_row(
             str(r["store"]),
             str(r["name"]),
@@ -87,5 +90,6 @@ def cert_table(rows: Sequence[Mapping[str, Any]], node: str) -> Table:
             str(r.get("issuer_cn") or r.get("issuer")),
             str(r["not_after"]),
             str(source),
+            "; ".join(notes),
         )
     return table

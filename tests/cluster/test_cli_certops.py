@@ -69,6 +69,10 @@ def test_third_party_flow_regen_services_and_check_from_the_cli(lab_home: Path, 
     rows = json.loads(certsim("service", "list", "--node", "cucm-sub1", "--json", home=home).stdout)
     tomcat = next(r for r in rows if r["name"] == "Cisco Tomcat")
     assert tomcat["restart_pending"] is True
+    listed = certsim("cert", "list", "--node", "cucm-sub1", "--store", "tomcat", "--json", home=home).stdout
+    assert "Cisco Tomcat" in json.loads(listed)[0]["restart_pending"]  # R-OP-UPLOAD-4 in cert list
+    table = certsim("cert", "list", "--node", "cucm-sub1", "--usage", "identity", home=home).stdout
+    assert "restart pending" in table
     certsim("service", "restart", "--node", "cucm-sub1", "Cisco Tomcat", home=home)
     rows = json.loads(certsim("service", "list", "--node", "cucm-sub1", "--json", home=home).stdout)
     assert next(r for r in rows if r["name"] == "Cisco Tomcat")["restart_pending"] is False

@@ -312,3 +312,12 @@ def test_key_types_of_installed_identities_are_real_keys() -> None:
     assert isinstance(certs.new_private_key(KeyAlgo.EC, 256), ec.EllipticCurvePrivateKey)
     key = certs.new_private_key(KeyAlgo.RSA, 2048)
     assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
+
+
+async def test_oversized_request_is_refused_by_the_client_with_its_size(make_lab: LabFactory) -> None:
+    """Bad input: a 20 MB upload is refused at once with a message naming the size, and changes nothing."""
+    lab = await make_lab()
+    before = await snapshot(lab)
+    with pytest.raises(BadInput, match="bytes; the bus carries at most"):
+        await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": b64(b"\x30" * (20 << 20))})
+    assert await snapshot(lab) == before
