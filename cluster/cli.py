@@ -457,27 +457,7 @@ def cert_list(
         console.print(cert_table(rows, node))
 
 
-@cert.command("upload")
-@node_option
-@store_option
-@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False, allow_dash=True))
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
-def cert_upload(node: str, store: str, file: Path, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
-    """Upload FILE (PEM, DER or PKCS#7; '-' for stdin) to a trust store on NODE."""
-    data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
-    result = _on_node(lab_name, lab_dir, node, "upload", {"store": store, "data": base64.b64encode(data).decode()})
-    if as_json:
-        emit_json(result)
-        return
-    for key in ("added", "replaced", "unchanged"):
-        for name in result[key]:
-            console.print(f"{key} {store}/{name}.pem", highlight=False)
-    for note in result["notes"]:
-        console.print(note, highlight=False)
-    console.print("replicates to every node" if result["replicated"] else "stays on this node", highlight=False)
+# `cert upload` (trust stores with --store, identities with --purpose) is defined in cluster.cli_certops.
 
 
 @cert.command("delete")
