@@ -25,7 +25,15 @@ from cluster.lab import Lab, default_lab_dir
 from cluster.labfile import LabFileError, LabSpec, load_lab
 from cluster.runs import default_results_dir, run_scenario
 from cluster.scenario import ScenarioError, load_scenario
-from cluster.views import VERDICT_STYLE, cert_table, print_report, status_table, step_line, trust_tables
+from cluster.views import (
+    VERDICT_STYLE,
+    cert_table,
+    print_report,
+    status_table,
+    step_line,
+    trust_tables,
+    write_output,
+)
 from node.errors import CertsimError
 from scenarios import shipped
 
@@ -506,11 +514,7 @@ def cert_download(
     data = base64.b64decode(result["data"])
     if output is None and fmt == "der":
         output = Path(result["filename"])
-    if output is None:
-        sys.stdout.write(data.decode())
-        return
-    output.write_bytes(data)
-    err.print(f"wrote {output} ({len(data)} bytes)")
+    write_output(data, output, err)
 
 
 # ------------------------------------------------------------------------------------------

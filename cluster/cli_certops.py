@@ -28,6 +28,7 @@ from rich.table import Table
 from cluster import running as rl
 from cluster.labca import Issued, LabCA
 from cluster.labfile import LabFileError
+from cluster.views import write_output
 from node import certs
 from node.catalog import KeyAlgo
 from node.clock import Clock, SimClock
@@ -85,11 +86,7 @@ unit_option = click.option("--unit", required=True, metavar="UNIT", help="Identi
 
 
 def _out(data: bytes, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(data.decode())
-        return
-    output.write_bytes(data)
-    err.print(f"wrote {output} ({len(data)} bytes)")
+    write_output(data, output, err)
 
 
 # ------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -14,6 +16,15 @@ from cluster.scenario import StepResult
 
 STATUS_STYLE = {"ok": "green", "failed": "bold red", "error": "bold red", "unknown": "yellow"}
 VERDICT_STYLE = {"valid": "bold green", "invalid": "bold red", "unknown": "bold yellow"}
+
+
+def write_output(data: bytes, output: Path | None, err: Console) -> None:
+    """Write downloaded material to ``output``, or to stdout when no file is given (PEM is text)."""
+    if output is None:
+        sys.stdout.write(data.decode())
+        return
+    output.write_bytes(data)
+    err.print(f"wrote {output} ({len(data)} bytes)")
 
 
 def step_line(step: StepResult) -> str:
