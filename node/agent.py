@@ -376,8 +376,19 @@ class NodeAgent:
                 return
             now_ms = self.clock.now_ms()
             if env.sent_ms < now_ms - self.config.release.tombstone_retention_s * 1000:
+                # Older than the tombstone retention: an upload in it could bring back a certificate
+                # whose deletion peers have already forgotten. Deletions in it are still safe (a
+                # tombstone only removes older versions), and a clock jump (``advance``) can make a
+                # message sent just before it look this old, so only the deletions are kept.
                 self._reject("stale", topic, detail=f"{env.kind} sent {env.sent_ms} from {env.sender}")
-                return
+                if env.kind not in ("change", "state"):
+                    return
+                kept = [r for r in env.body.get("records", []) if isinstance(r, dict) and r.get("d") is None]
+                if not kept:
+                    return
+                env = Envelope(
+                    env.kind, env.sender, {**env.body, "records": kept, "stale": True}, env.to, env.sent_ms, env.msg_id
+                )
             self._seen[env.msg_id] = None
             while len(self._seen) > SEEN_MEMORY:
                 self._seen.popitem(last=False)
@@ -425,6 +436,9 @@ class NodeAgent:
 
     async def _handle_state(self, env: Envelope) -> None:
         records = [Record.from_json(r) for r in env.body["records"]]
+        if env.body.get("stale"):  # only its deletions were kept: apply them, nothing else
+            await self.apply_records(records, env.sender)
+            return
         if self.rejoining:
             dropped = await self._adopt_state([str(s) for s in env.body["stores"]], records)
             changed = await self.apply_records(records, env.sender)

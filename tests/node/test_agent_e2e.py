@@ -321,3 +321,25 @@ async def test_oversized_request_is_refused_by_the_client_with_its_size(make_lab
     with pytest.raises(BadInput, match="bytes; the bus carries at most"):
         await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": b64(b"\x30" * (20 << 20))})
     assert await snapshot(lab) == before
+
+
+async def test_stale_envelopes_keep_deletions_and_drop_uploads(make_lab: LabFactory) -> None:
+    """R-REPL-9: an envelope older than the tombstone retention (replayed, or sent just before a clock
+    jump) may not bring a certificate back; the deletions in it still apply."""
+    lab = await make_lab(small_lab(nodes=2, imp=0))
+    ca = LabCA(lab.clock)
+    ca.create_ca("StaleKeep")
+    ca.create_ca("StaleNew")
+    await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": b64(ca.get("StaleKeep").pem())})
+    assert (await lab.converge()).converged
+    old_ms = lab.clock.now_ms() - 40 * 86_400_000
+    later = Version(lab.clock.now_ms() + 1000, 0, "cucm1")
+    tomb = Record("tomcat-trust", "StaleKeep", later, None, "cucm1")
+    put = Record("tomcat-trust", "StaleNew", later, ca.get("StaleNew").der(), "cucm1")
+    env = Envelope("change", "cucm9", {"records": [tomb.to_json(), put.to_json()]}, sent_ms=old_ms)  # a departed member
+    await lab.client._bus.publish(lab.topics.repl, env.seal(lab.secret))
+    assert (await lab.converge()).converged
+    names = {r["name"] for r in await lab.request("cucm2", "list", {"store": "tomcat-trust"})}
+    assert "StaleKeep" not in names
+    assert "StaleNew" not in names
+    assert (await lab.request("cucm2", "status"))["rejected"].get("stale", 0) >= 1
