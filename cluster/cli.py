@@ -9,17 +9,27 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from cluster import running as rl
 from cluster.chaos import FAULTS, ChaosConfig, run_chaos, summarize
+from cluster.cli_common import (
+    console,
+    emit_json,
+    err,
+    fail,
+    handles_errors,
+    json_option,
+    lab_dir_option,
+    lab_option,
+    node_option,
+    on_node,
+    run_async,
+)
 from cluster.control import LAB_TARGET
 from cluster.lab import Lab, default_lab_dir
 from cluster.labfile import LabFileError, LabSpec, load_lab
@@ -37,42 +47,6 @@ from cluster.views import (
 from node.errors import CertsimError
 from scenarios import shipped
 
-console = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True)
-    sys.exit(code)
-
-
-def handles_errors(func: F) -> F:
-    """Turn our errors into one clear line on stderr and a non-zero exit, never a traceback."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except CertsimError as exc:
-            fail(exc.message.replace("[", r"\["))
-        except (LabFileError, ScenarioError) as exc:
-            fail(str(exc).replace("[", r"\["), code=2)
-        except KeyboardInterrupt:
-            fail("interrupted", code=130)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
 broker_option = click.option(
     "--broker",
     metavar="URL",
@@ -80,16 +54,6 @@ broker_option = click.option(
     help="mqtt://host:port uses that MQTT 3.1.1 broker (mosquitto, EMQX); 'mosquitto' starts a private one"
     " (scenarios may restart it); default: the embedded broker.",
 )
-lab_option = click.option(
-    "--lab", "lab_name", metavar="NAME", help="Which running lab (default: the only one running)."
-)
-lab_dir_option = click.option(
-    "--lab-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Lab directory (default: $CERTSIM_HOME/labs/<lab>, CERTSIM_HOME defaults to ~/.certsim).",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -390,20 +354,9 @@ def lab_down(lab_name: str | None, lab_dir: Path | None) -> None:
 # ------------------------------------------------------------------------------------------
 # certificates on a running lab
 
-node_option = click.option("--node", required=True, metavar="NODE", help="The node to act on.")
 store_option = click.option(
     "--store", required=True, metavar="STORE", help="Trust store (e.g. tomcat-trust) or identity unit."
 )
-
-
-def _on_node(lab_name: str | None, lab_dir: Path | None, node: str, op: str, args: dict[str, Any]) -> Any:
-    running = rl.find_running(lab_name, lab_dir)
-
-    async def go() -> Any:
-        async with rl.connect(running) as client:
-            return await client.request(node, op, args)
-
-    return run_async(go())
 
 
 @main.group()
@@ -478,7 +431,7 @@ def cert_list(
 @handles_errors
 def cert_delete(node: str, store: str, name: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Delete trust certificate NAME from a store on NODE (identity certificates cannot be deleted)."""
-    result = _on_node(lab_name, lab_dir, node, "delete", {"store": store, "name": name})
+    result = on_node(lab_name, lab_dir, node, "delete", {"store": store, "name": name})
     if as_json:
         emit_json(result)
     else:
@@ -510,7 +463,7 @@ def cert_download(
     lab_dir: Path | None,
 ) -> None:
     """Download a trust certificate NAME, or the identity certificate of a unit (--store tomcat)."""
-    result = _on_node(lab_name, lab_dir, node, "download", {"store": store, "name": name or "", "format": fmt})
+    result = on_node(lab_name, lab_dir, node, "download", {"store": store, "name": name or "", "format": fmt})
     data = base64.b64decode(result["data"])
     if output is None and fmt == "der":
         output = Path(result["filename"])
@@ -527,7 +480,7 @@ def fault() -> None:
 
 
 def _on_lab(lab_name: str | None, lab_dir: Path | None, op: str, args: dict[str, Any]) -> Any:
-    return _on_node(lab_name, lab_dir, LAB_TARGET, op, args)
+    return on_node(lab_name, lab_dir, LAB_TARGET, op, args)
 
 
 def _say(result: Any, as_json: bool) -> None:

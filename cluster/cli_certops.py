@@ -9,77 +9,41 @@ Every verb goes through the one control path.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
-import json
 import sys
-from collections.abc import Callable, Iterator
-from functools import wraps
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from cryptography import x509
-from rich.console import Console
 from rich.table import Table
 
 from cluster import running as rl
+from cluster.cli_common import (
+    console,
+    emit_json,
+    err,
+    handles_errors,
+    json_option,
+    lab_dir_option,
+    lab_option,
+    node_option,
+    on_node,
+)
 from cluster.labca import Issued, LabCA
-from cluster.labfile import LabFileError
 from cluster.views import write_output
 from node import certs
 from node.catalog import KeyAlgo
 from node.clock import Clock, SimClock
-from node.errors import BadInput, CertsimError, NotFound, Unavailable
-
-console = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-node_option = click.option("--node", required=True, metavar="NODE", help="The node to act on.")
-lab_option = click.option(
-    "--lab", "lab_name", metavar="NAME", help="Which running lab (default: the only one running)."
-)
-lab_dir_option = click.option(
-    "--lab-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Lab directory (default: $CERTSIM_HOME/labs/<lab>, CERTSIM_HOME defaults to ~/.certsim).",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
+from node.errors import BadInput, NotFound, Unavailable
 
 
-def handles_errors(func: F) -> F:
-    """Our errors become one clear line on stderr and a non-zero exit, never a traceback."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except CertsimError as exc:
-            err.print(f"[bold red]error:[/bold red] {exc.message.replace('[', chr(92) + '[')}", highlight=False)
-            sys.exit(1)
-        except LabFileError as exc:
-            err.print(f"[bold red]error:[/bold red] {str(exc).replace('[', chr(92) + '[')}", highlight=False)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def _on_node(lab_name: str | None, lab_dir: Path | None, node: str, op: str, args: dict[str, Any]) -> Any:
-    running = rl.find_running(lab_name, lab_dir)
-
-    async def go() -> Any:
-        async with rl.connect(running) as client:
-            return await client.request(node, op, args, timeout=60)
-
-    return asyncio.run(go())
+def _certops_request(lab_name: str | None, lab_dir: Path | None, node: str, op: str, args: dict[str, Any]) -> Any:
+    """A certificate operation may generate RSA 4096 keys: allow it a minute."""
+    return on_node(lab_name, lab_dir, node, op, args, timeout=60)
 
 
 unit_option = click.option("--unit", required=True, metavar="UNIT", help="Identity unit, e.g. tomcat or CallManager.")
@@ -124,7 +88,7 @@ def csr_gen(
     args: dict[str, Any] = {"unit": unit, "multi_server": multi_server, "include_ou": not no_ou}
     if key_size is not None:
         args["key_size"] = key_size
-    result = _on_node(lab_name, lab_dir, node, "csr_gen", args)
+    result = _certops_request(lab_name, lab_dir, node, "csr_gen", args)
     if as_json:
         emit_json(result)
         return
@@ -141,7 +105,7 @@ def csr_gen(
 @handles_errors
 def csr_download(node: str, unit: str, output: Path | None, lab_name: str | None, lab_dir: Path | None) -> None:
     """Download the pending CSR of UNIT on NODE (PEM, R-OP-DOWNLOAD)."""
-    result = _on_node(lab_name, lab_dir, node, "csr_get", {"unit": unit})
+    result = _certops_request(lab_name, lab_dir, node, "csr_get", {"unit": unit})
     _out(str(result["csr"]).encode(), output)
 
 
@@ -153,7 +117,7 @@ def csr_download(node: str, unit: str, output: Path | None, lab_name: str | None
 @handles_errors
 def csr_list(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Pending CSRs on NODE."""
-    rows = _on_node(lab_name, lab_dir, node, "csr_list", {})
+    rows = _certops_request(lab_name, lab_dir, node, "csr_list", {})
     if as_json:
         emit_json(rows)
         return
@@ -311,7 +275,7 @@ def cert_regen(
     args: dict[str, Any] = {"unit": unit}
     if key_size is not None:
         args["key_size"] = key_size
-    result = _on_node(lab_name, lab_dir, node, "regen", args)
+    result = _certops_request(lab_name, lab_dir, node, "regen", args)
     if as_json:
         emit_json(result)
         return
@@ -366,7 +330,7 @@ def cert_upload_any(
         _trust_upload(node, store, data, lab_name, lab_dir, as_json)
         return
     args = {"unit": purpose, "data": base64.b64encode(data).decode()}
-    result = _on_node(lab_name, lab_dir, node, "identity_upload", args)
+    result = _certops_request(lab_name, lab_dir, node, "identity_upload", args)
     if as_json:
         emit_json(result)
         return
@@ -382,7 +346,9 @@ def _trust_upload(
     node: str, store: str, data: bytes, lab_name: str | None, lab_dir: Path | None, as_json: bool
 ) -> None:
     """The trust upload of ``cert upload --store`` (same request and output as before --purpose existed)."""
-    result = _on_node(lab_name, lab_dir, node, "upload", {"store": store, "data": base64.b64encode(data).decode()})
+    result = _certops_request(
+        lab_name, lab_dir, node, "upload", {"store": store, "data": base64.b64encode(data).decode()}
+    )
     if as_json:
         emit_json(result)
         return
@@ -402,7 +368,7 @@ def _trust_upload(
 @handles_errors
 def cert_identities(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Identity certificates of NODE: source, R-KU-1 flag, pending CSR, services still on the old one."""
-    rows = _on_node(lab_name, lab_dir, node, "identity_list", {})
+    rows = _certops_request(lab_name, lab_dir, node, "identity_list", {})
     if as_json:
         emit_json(rows)
         return
@@ -439,7 +405,7 @@ def service() -> None:
 @handles_errors
 def service_list(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Services on NODE with their state and whether they need a restart to use current certificates."""
-    rows = _on_node(lab_name, lab_dir, node, "service_list", {})
+    rows = _certops_request(lab_name, lab_dir, node, "service_list", {})
     if as_json:
         emit_json(rows)
         return
@@ -461,7 +427,7 @@ def service_list(node: str, lab_name: str | None, lab_dir: Path | None, as_json:
 @handles_errors
 def service_restart(node: str, name: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Restart service NAME on NODE (takes simulated time; it then loads the current certificates)."""
-    result = _on_node(lab_name, lab_dir, node, "service_restart", {"name": name})
+    result = _certops_request(lab_name, lab_dir, node, "service_restart", {"name": name})
     if as_json:
         emit_json(result)
         return
@@ -485,7 +451,7 @@ def param() -> None:
 @handles_errors
 def param_set(node: str, name: str, value: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Set enterprise parameter NAME to VALUE (e.g. "HTTPS Ciphers" "All Ciphers")."""
-    result = _on_node(lab_name, lab_dir, node, "param_set", {"name": name, "value": value})
+    result = _certops_request(lab_name, lab_dir, node, "param_set", {"name": name, "value": value})
     if as_json:
         emit_json(result)
         return
@@ -501,7 +467,7 @@ def param_set(node: str, name: str, value: str, lab_name: str | None, lab_dir: P
 @handles_errors
 def param_get(node: str, lab_name: str | None, lab_dir: Path | None) -> None:
     """Show the enterprise parameters."""
-    emit_json(_on_node(lab_name, lab_dir, node, "param_get", {}))
+    emit_json(_certops_request(lab_name, lab_dir, node, "param_get", {}))
 
 
 # ------------------------------------------------------------------------------------------
@@ -528,7 +494,7 @@ def key_regen() -> None:
 def key_regen_authz(kind: str, node: str | None, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Regenerate the OAuth encryption (symmetric) or signing (RSA) key on the publisher (R-OP-AUTHZ)."""
     target = node or rl.find_running(lab_name, lab_dir).spec.node_names[0]
-    result = _on_node(lab_name, lab_dir, target, "authz_regen", {"kind": kind})
+    result = _certops_request(lab_name, lab_dir, target, "authz_regen", {"kind": kind})
     if as_json:
         emit_json(result)
         return
@@ -550,7 +516,7 @@ def key_regen_authz(kind: str, node: str | None, lab_name: str | None, lab_dir: 
 @handles_errors
 def node_check_remote(node: str, peer: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Connect from NODE to PEER's Tomcat and validate its certificate against NODE's tomcat-trust."""
-    result = _on_node(lab_name, lab_dir, node, "check_remote", {"peer": peer})
+    result = _certops_request(lab_name, lab_dir, node, "check_remote", {"peer": peer})
     if as_json:
         emit_json(result)
     else:
