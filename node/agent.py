@@ -123,6 +123,7 @@ class NodeAgent:
         self.stats: collections.Counter[str] = collections.Counter()
         self.running = False
         self._jitter = random.Random(config.name)  # noqa: S311 - reproducible pacing per node, not security
+        self.listeners: list[Observer] = []  # in-process watchers of node events (front doors, monitors)
 
     # ---------------------------------------------------------------------------------------
     # lifecycle
@@ -791,8 +792,13 @@ class NodeAgent:
         return {"resync": "started"}
 
     def _emit(self, event: str, **fields: Any) -> None:
+        if self._observer is None and not self.listeners:
+            return
+        line = {"event": event, "node": self.name, "sim": certs.iso(self.clock.now()), **fields}
         if self._observer is not None:
-            self._observer({"event": event, "node": self.name, "sim": certs.iso(self.clock.now()), **fields})
+            self._observer(line)
+        for listener in self.listeners:
+            listener(line)
 
 
 OpHandler = Callable[["NodeAgent", dict[str, Any]], Awaitable[Any]]

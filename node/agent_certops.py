@@ -577,6 +577,7 @@ async def op_service_restart(agent: NodeAgent, args: dict[str, Any]) -> dict[str
     if spec.forces_resync:  # R-REPL-6: restarting the sync agent forces a resync
         await agent.resync()
     agent.log.info("service-restarted", service=spec.name, loaded=sorted(loaded))
+    agent._emit("service-started", service=spec.name, loaded=loaded)
     return {"name": spec.name, "state": "running", "loaded": loaded, "resync": spec.forces_resync}
 
 
