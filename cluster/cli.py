@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from cluster import running as rl
 from cluster.chaos import FAULTS, ChaosConfig, run_chaos, summarize
@@ -31,8 +32,8 @@ from cluster.cli_common import (
     run_async,
 )
 from cluster.control import LAB_TARGET
-from cluster.lab import Lab, default_lab_dir
-from cluster.labfile import LabFileError, LabSpec, load_lab
+from cluster.lab import LAB_COPY, Lab, default_lab_dir
+from cluster.labfile import LabFileError, LabSpec, hosts_lines, load_lab
 from cluster.runs import default_results_dir, run_scenario
 from cluster.scenario import ScenarioError, load_scenario
 from cluster.views import (
@@ -47,6 +48,12 @@ from cluster.views import (
 from node.errors import CertsimError
 from scenarios import shipped
 
+smtp_option = click.option(
+    "--smtp",
+    metavar="URL",
+    default=None,
+    help="smtp://host:port receives the expiry monitor's mails (default: the lab's own SMTP sink on loopback).",
+)
 broker_option = click.option(
     "--broker",
     metavar="URL",
@@ -83,6 +90,7 @@ def _run(
     lab_dir: Path | None,
     as_json: bool,
     show_stores: bool,
+    smtp: str | None = None,
 ) -> int:
     scenario = load_scenario(rl.resolve_scenario(scenario_ref))
     results_dir = results or default_results_dir(scenario.name)
@@ -122,6 +130,7 @@ def _run(
                 on_step=on_step,
                 on_node=on_node,
                 collect_stores=show_stores,
+                smtp_url=smtp,
             )
         )
     if as_json:
@@ -163,6 +172,7 @@ def demo(broker: str | None, results: Path | None, as_json: bool) -> None:
     help="Reuse this lab directory (default: a fresh one in the results folder).",
 )
 @click.option("--stores", "show_stores", is_flag=True, help="Print every node's trust stores at the end.")
+@smtp_option
 @json_option
 @handles_errors
 def run_cmd(
@@ -171,11 +181,12 @@ def run_cmd(
     results: Path | None,
     lab_dir: Path | None,
     show_stores: bool,
+    smtp: str | None,
     as_json: bool,
 ) -> None:
     """Run SCENARIO (a file, or the name of a shipped one). Exit 0 valid, 1 an expectation failed, 2 undecided."""
     try:
-        code = _run(scenario, broker, results, lab_dir, as_json, show_stores)
+        code = _run(scenario, broker, results, lab_dir, as_json, show_stores, smtp)
     except (CertsimError, LabFileError, ScenarioError) as exc:
         fail(getattr(exc, "message", None) or str(exc), code=2)
     sys.exit(code)
@@ -264,6 +275,32 @@ def lab() -> None:
     """Start, inspect and stop a lab that keeps running in the background."""
 
 
+def _door_address(info: dict[str, Any] | None, kind: str) -> str:
+    listener = (info or {}).get(kind)
+    if not listener:
+        return "-"
+    fallback = " (fallback)" if listener.get("note") else ""
+    return f"{listener['address']}{fallback}"
+
+
+def _doors_table(spec: LabSpec, doors: dict[str, dict[str, Any]]) -> Table:
+    """Where each node's front doors listen (cluster.frontdoors); '-' for a node without them."""
+    table = Table(title=f"front doors of {spec.name} (OS administrator: {spec.os_admin.user})", title_justify="left")
+    for column in ("node", "fqdn", "SSH", "HTTPS (certmgr REST)", "note"):
+        table.add_column(column)
+    for node in spec.nodes:
+        info = doors.get(node.name)
+        notes = [] if info else ["front doors closed" if spec.front_doors.enabled else "front doors disabled"]
+        for kind in ("ssh", "https"):
+            note = ((info or {}).get(kind) or {}).get("note")
+            if note:
+                notes.append(note)
+        if info and info.get("ssh_note"):
+            notes.append(str(info["ssh_note"]))
+        table.add_row(node.name, node.fqdn, _door_address(info, "ssh"), _door_address(info, "https"), "; ".join(notes))
+    return table
+
+
 @lab.command("up")
 @click.argument("lab_file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @broker_option
@@ -271,6 +308,7 @@ def lab() -> None:
 @click.option("--skip", multiple=True, metavar="NODE", help="Leave NODE to be run elsewhere ('certsim node run').")
 @click.option("--foreground", is_flag=True, help="Run in this terminal until Ctrl+C instead of in the background.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the nodes.")
+@smtp_option
 @handles_errors
 def lab_up(
     lab_file: Path,
@@ -279,18 +317,25 @@ def lab_up(
     skip: tuple[str, ...],
     foreground: bool,
     timeout: float,
+    smtp: str | None,
 ) -> None:
     """Start the lab described by LAB_FILE: broker (embedded unless --broker) and every node."""
     spec, directory = rl.prepare_lab_dir(lab_file, lab_dir)
     if foreground:
         console.print(f"lab {spec.name} in {directory}; Ctrl+C to stop")
-        run_async(rl.serve(spec, directory, broker, skip, progress=lambda n: console.print(f"  {n} up")))
+
+        def node_up(name: str) -> None:
+            info = rl.front_doors(directory).get(name)
+            doors = f"  ssh {_door_address(info, 'ssh')}  https {_door_address(info, 'https')}" if info else ""
+            console.print(f"  {name} up{doors}", highlight=False)
+
+        run_async(rl.serve(spec, directory, broker, skip, progress=node_up, smtp_url=smtp))
         return
 
     lab_path = lab_file.absolute()
 
     async def up() -> None:
-        proc = rl.spawn_serve(lab_path, directory, broker, skip)
+        proc = rl.spawn_serve(lab_path, directory, broker, skip, smtp)
         with Progress(
             SpinnerColumn(),
             TextColumn("starting lab {task.description}"),
@@ -303,6 +348,8 @@ def lab_up(
         async with rl.connect(running) as client:
             st = await rl.statuses(client)
         console.print(status_table(st, spec.name, running.broker.url))
+        if spec.front_doors.enabled:
+            console.print(_doors_table(spec, rl.front_doors(directory)))
         console.print(f"lab directory {directory} · pid {running.pid} · stop with: certsim lab down --lab {spec.name}")
 
     run_async(up())
@@ -313,11 +360,14 @@ def lab_up(
 @broker_option
 @lab_dir_option
 @click.option("--skip", multiple=True)
+@smtp_option
 @handles_errors
-def lab_serve(lab_file: Path, broker: str | None, lab_dir: Path | None, skip: tuple[str, ...]) -> None:
+def lab_serve(
+    lab_file: Path, broker: str | None, lab_dir: Path | None, skip: tuple[str, ...], smtp: str | None
+) -> None:
     """Internal: the background process behind 'lab up'."""
     spec = load_lab(lab_file)
-    run_async(rl.serve(spec, lab_dir or default_lab_dir(spec.name), broker, skip))
+    run_async(rl.serve(spec, lab_dir or default_lab_dir(spec.name), broker, skip, smtp_url=smtp))
 
 
 @lab.command("status")
@@ -334,10 +384,43 @@ def lab_status(lab_name: str | None, lab_dir: Path | None, as_json: bool) -> Non
             return await rl.statuses(client)
 
     st = run_async(go())
+    doors = rl.front_doors(running.lab_dir)
     if as_json:
-        emit_json({"lab": running.spec.name, "broker": running.broker.url, "pid": running.pid, "nodes": st})
+        emit_json(
+            {
+                "lab": running.spec.name,
+                "broker": running.broker.url,
+                "pid": running.pid,
+                "nodes": st,
+                "front_doors": {n: {k: v for k, v in d.items() if k != "pid"} for n, d in doors.items()},
+            }
+        )
     else:
         console.print(status_table(st, running.spec.name, running.broker.url))
+        console.print(_doors_table(running.spec, doors))
+
+
+@lab.command("hosts")
+@click.argument("lab_file", required=False, type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@lab_option
+@lab_dir_option
+@handles_errors
+def lab_hosts(lab_file: Path | None, lab_name: str | None, lab_dir: Path | None) -> None:
+    """Lines for /etc/hosts naming every node's front-door address (LAB_FILE, else the running lab).
+
+    \b
+    certsim lab hosts | sudo tee -a /etc/hosts
+    ssh admin@cucm-pub.lab.example          # then the platform CLI at admin:
+    """
+    if lab_file is not None:
+        spec = load_lab(lab_file)
+    elif (lab_name or lab_dir) and (copy := (lab_dir or default_lab_dir(str(lab_name))) / LAB_COPY).exists():
+        spec = load_lab(copy)
+    else:
+        spec = rl.find_running(lab_name, lab_dir).spec
+    click.echo(f"# certsim lab {spec.name}")
+    for line in hosts_lines(spec):
+        click.echo(line)
 
 
 @lab.command("down")
@@ -551,6 +634,7 @@ def fault_heal(nodes: tuple[str, ...], lab_name: str | None, lab_dir: Path | Non
 @click.option("--duplicate", type=click.FloatRange(0, 1), default=0.0, help="Probability a message arrives twice.")
 @click.option("--reorder", type=click.FloatRange(0, 1), default=0.0, help="Probability a message is overtaken.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--drop", type=click.IntRange(0, 10_000), default=0, help="Lose the next N change messages.")
 @lab_option
 @lab_dir_option
 @json_option
@@ -561,12 +645,20 @@ def fault_link(
     duplicate: float,
     reorder: float,
     seed: int,
+    drop: int,
     lab_name: str | None,
     lab_dir: Path | None,
     as_json: bool,
 ) -> None:
-    """Delay, duplicate or reorder what reaches NODE from the bus (all zero: a clean link again)."""
-    args = {"node": node, "delay_s": delay_ms / 1000, "duplicate": duplicate, "reorder": reorder, "seed": seed}
+    """Delay, duplicate, reorder or lose what reaches NODE from the bus (all zero: a clean link again)."""
+    args = {
+        "node": node,
+        "delay_s": delay_ms / 1000,
+        "duplicate": duplicate,
+        "reorder": reorder,
+        "seed": seed,
+        "drop": drop,
+    }
     _say(_on_lab(lab_name, lab_dir, "link", args), as_json)
 
 
@@ -602,8 +694,9 @@ def node() -> None:
 @click.option("--node", "node_name", required=True, metavar="NODE")
 @click.option("--broker", required=True, metavar="URL", help="The lab's broker, mqtt://host:port.")
 @lab_dir_option
+@smtp_option
 @handles_errors
-def node_run(lab_file: Path, node_name: str, broker: str, lab_dir: Path | None) -> None:
+def node_run(lab_file: Path, node_name: str, broker: str, lab_dir: Path | None, smtp: str | None) -> None:
     """Run NODE of LAB_FILE against BROKER until Ctrl+C or SIGTERM.
 
     Use the same lab directory as the rest of the lab (the default one, or --lab-dir) so the
@@ -612,24 +705,29 @@ def node_run(lab_file: Path, node_name: str, broker: str, lab_dir: Path | None) 
     spec = load_lab(lab_file)
     spec.node(node_name)
     directory = lab_dir or default_lab_dir(spec.name)
-    run_async(_serve_node(spec, directory, node_name, broker))
+    run_async(_serve_node(spec, directory, node_name, broker, smtp or rl.running_smtp(directory)))
 
 
-async def _serve_node(spec: LabSpec, directory: Path, node_name: str, broker: str) -> None:
-    lab = Lab(spec, directory, broker_url=broker)
+async def _serve_node(spec: LabSpec, directory: Path, node_name: str, broker: str, smtp: str | None) -> None:
+    # doors live with the agent; mail goes to the running lab's sink, so the node needs none of its own
+    lab = Lab(spec, directory, broker_url=broker, front_doors=spec.front_doors.enabled, smtp_url=smtp)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await lab.start(nodes=[node_name])
     console.print(f"node {node_name} of lab {spec.name} running on {lab.broker_url}; Ctrl+C to stop")
+    if node_name in lab.doors:
+        info = lab.doors[node_name].describe()
+        console.print(f"  ssh {_door_address(info, 'ssh')}  https {_door_address(info, 'https')}", highlight=False)
     try:
         await stop.wait()
     finally:
         await lab.stop()
 
 
-import cluster.cli_certops  # noqa: E402, F401 - registers its verbs (before main() runs under python -m)
+import cluster.cli_certops  # noqa: E402 - registers its verbs (before main() runs under python -m)
+import cluster.cli_time  # noqa: E402, F401 - clock, monitor and syslog verbs
 
 if __name__ == "__main__":
     main()

@@ -148,7 +148,7 @@ def _ca_context(ca_dir: Path | None, lab_name: str | None, lab_dir: Path | None)
         if ca_dir is None:
             raise
         return ca_dir, SimClock(dt.datetime.now(dt.UTC))  # no lab: the CA dates by the wall clock
-    return ca_dir or running.lab_dir / "ca", running.state.clock()
+    return ca_dir or running.lab_dir / "ca", running.state.clock(running.lab_dir)
 
 
 def _load_ca(directory: Path, clock: Clock) -> LabCA:
@@ -527,12 +527,184 @@ def node_check_remote(node: str, peer: str, lab_name: str | None, lab_dir: Path 
         sys.exit(1)
 
 
+# ------------------------------------------------------------------------------------------
+# OCSP: revoke at the lab CA's responder, and the nodes' revocation checking (R-OCSP-1..4)
+#
+# The responder of a running lab runs in its ``lab serve`` process over <lab dir>/ca; revocations
+# live in <lab dir>/ca/revoked.json, which ``ca revoke`` writes and the responder re-reads.
+
+
+@ca.command("revoke")
+@click.argument("name")
+@click.option(
+    "--reason",
+    default="unspecified",
+    show_default=True,
+    help="RFC 5280 reason, e.g. keyCompromise, superseded, cessationOfOperation.",
+)
+@ca_dir_option
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def ca_revoke(
+    name: str, reason: str, ca_dir: Path | None, lab_name: str | None, lab_dir: Path | None, as_json: bool
+) -> None:
+    """Revoke certificate NAME (or a hex serial) of the lab CA: its OCSP responder answers revoked from now on."""
+    from cluster.ocsp import REVOKED_FILE, DirectoryCA, OcspResponder  # noqa: PLC0415 - aiohttp only when needed
+
+    directory, clock = _ca_context(ca_dir, lab_name, lab_dir)
+    revocations = OcspResponder(DirectoryCA(directory), clock, revocations_file=directory / REVOKED_FILE)
+    revocation = revocations.revoke(name, reason)
+    result = {
+        "revoked": name,
+        "serial": f"{revocation.serial:x}",
+        "ca": revocation.ca_name,
+        "at": certs.iso(revocation.at),
+        "reason": revocation.reason.value,
+        "file": str(directory / REVOKED_FILE),
+    }
+    if as_json:
+        emit_json(result)
+        return
+    console.print(
+        f"revoked {name} (serial {result['serial']}, issued by {revocation.ca_name}) at {result['at']}, "
+        f"reason {result['reason']}",
+        highlight=False,
+    )
+    console.print(
+        "the lab's OCSP responder answers revoked from now on; nodes learn it at their next check "
+        "(certsim ocsp check --node NODE checks now)",
+        highlight=False,
+    )
+
+
+@click.group()
+def ocsp() -> None:
+    """OCSP revocation checking on a node: settings, statuses, check now (R-OCSP-1..4)."""
+
+
+def _ocsp_settings_line(settings: dict[str, Any]) -> str:
+    if not settings["enabled"]:
+        return "OCSP off"
+    where = settings["url"] if settings["url"] else "the URI in each certificate (AIA)"
+    hours = settings["interval_s"] / 3600
+    cc = "on" if settings["cc_mode"] else "off"
+    return f"OCSP on: responder {where}, check every {hours:g} h, Common Criteria mode {cc}"
+
+
+def _ocsp_table(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("certificate", "held in", "status", "connection", "signed by", "checked", "reason"):
+        table.add_column(col, overflow="fold")
+    style = {"good": "green", "revoked": "bold red", "unknown": "yellow"}
+    for r in rows:
+        status = str(r["status"] or "not checked")
+        table.add_row(
+            str(r["name"]),
+            "\n".join(r["places"]),
+            f"[{style.get(status, 'dim')}]{status}[/]",
+            "allowed" if r["allowed"] else "[red]fails[/red]",
+            str(r.get("signer") or ""),
+            str(r.get("checked") or ""),
+            str(r["reason"]).replace("[", r"\["),
+        )
+    return table
+
+
+@ocsp.command("set")
+@node_option
+@click.option("--enable/--disable", "enabled", default=None, help="Turn OCSP checking on or off.")
+@click.option(
+    "--responder",
+    default=None,
+    metavar="lab|certificate|URI",
+    help="'lab': the running lab's responder; 'certificate': the URI in each certificate's AIA; or a URI.",
+)
+@click.option("--interval", default=None, metavar="DURATION", help="Check interval, e.g. 12h or 1d (default 1d).")
+@click.option("--cc-mode/--no-cc-mode", "cc_mode", default=None, help="Common Criteria mode (unknown fails too).")
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def ocsp_set(
+    node: str,
+    enabled: bool | None,
+    responder: str | None,
+    interval: str | None,
+    cc_mode: bool | None,
+    lab_name: str | None,
+    lab_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Set NODE's OCSP settings; enabling (or a new responder) checks every certificate at once."""
+    args: dict[str, Any] = {}
+    if enabled is not None:
+        args["enabled"] = enabled
+    if responder == "lab":
+        from cluster.ocsp import lab_responder_url  # noqa: PLC0415 - keeps aiohttp off the CLI's start
+
+        url = lab_responder_url(rl.find_running(lab_name, lab_dir).lab_dir)
+        if url is None:
+            raise Unavailable("the running lab serves no OCSP responder (start it again with 'certsim lab up')")
+        args["url"] = url
+    elif responder is not None:
+        args["url"] = None if responder == "certificate" else responder
+    if interval is not None:
+        args["interval"] = interval
+    if cc_mode is not None:
+        args["cc_mode"] = cc_mode
+    if not args:
+        raise BadInput("nothing to set: give --enable/--disable, --responder, --interval or --cc-mode")
+    result = _certops_request(lab_name, lab_dir, node, "ocsp_set", args)
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"{node}: {_ocsp_settings_line(result['settings'])}", highlight=False)
+    if "checked" in result:
+        console.print(_ocsp_table(f"OCSP status on {node}", result["checked"]))
+
+
+@ocsp.command("show")
+@node_option
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def ocsp_show(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """NODE's OCSP settings, its last and next check, and the status of every certificate it checked."""
+    result = _certops_request(lab_name, lab_dir, node, "ocsp_get", {})
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"{node}: {_ocsp_settings_line(result['settings'])}", highlight=False)
+    console.print(
+        f"last check {result['last_check'] or 'none'}, next {result['next_check'] or 'none'}", highlight=False
+    )
+    console.print(_ocsp_table(f"OCSP status on {node}", result["statuses"]))
+
+
+@ocsp.command("check")
+@node_option
+@lab_option
+@lab_dir_option
+@json_option
+@handles_errors
+def ocsp_check_now(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
+    """Check every certificate of NODE at its OCSP responder now."""
+    result = _certops_request(lab_name, lab_dir, node, "ocsp_check", {})
+    if as_json:
+        emit_json(result)
+        return
+    console.print(_ocsp_table(f"OCSP status on {node}", [*result["checked"], *result["not_checked"]]))
+
+
 def register(cli: ModuleType) -> None:
     """Add these verbs to the groups of a ``cluster.cli`` module (once)."""
     main: click.Group = cli.main
     if "csr" in main.commands:
         return
-    for group in (csr, ca, service, param, key):
+    for group in (csr, ca, service, param, key, ocsp):  # ocsp: R-OCSP-1..4
         main.add_command(group)
     cert: click.Group = cli.cert
     cert.add_command(cert_regen)

@@ -61,6 +61,11 @@ class ControlClient:
             fut.cancel()
         self._pending.clear()
 
+    async def announce(self, topic: str, kind: str, body: dict[str, Any], *, retain: bool = True) -> None:
+        """Publish one sealed message that no one answers (the lab clock, say)."""
+        env = Envelope(kind=kind, sender=self.name, body=body)
+        await self._bus.publish(topic, env.seal(self._secret), retain=retain)
+
     async def __aenter__(self) -> ControlClient:
         await self.start()
         return self

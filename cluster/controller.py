@@ -14,6 +14,8 @@ from typing import Any
 
 from cluster.control import LAB_TARGET
 from cluster.lab import Lab
+from cluster.scenario import parse_duration
+from node import certs
 from node.errors import BadInput, CertsimError, NotFound, Unavailable
 from replication.envelope import Envelope, EnvelopeError, open_envelope
 from replication.transport import Bus, NotConnected
@@ -85,7 +87,12 @@ def _node(lab: Lab, args: dict[str, Any]) -> str:
 
 
 async def _status(lab: Lab, _args: dict[str, Any]) -> dict[str, Any]:
-    return {"running": lab.running_nodes(), "partitioned": sorted(lab.partitioned), "broker": lab.broker_url}
+    return {
+        "running": lab.running_nodes(),
+        "partitioned": sorted(lab.partitioned),
+        "broker": lab.broker_url,
+        "front_doors": {name: doors.describe() for name, doors in lab.doors.items()},  # cluster.frontdoors
+    }
 
 
 async def _crash(lab: Lab, args: dict[str, Any]) -> dict[str, Any]:
@@ -127,8 +134,11 @@ async def _link(lab: Lab, args: dict[str, Any]) -> dict[str, Any]:
     values = {k: float(args.get(k, 0)) for k in ("delay_s", "duplicate", "reorder")}
     if not (0 <= values["duplicate"] <= 1 and 0 <= values["reorder"] <= 1 and values["delay_s"] >= 0):
         raise BadInput("duplicate and reorder are probabilities from 0 to 1; delay is a non-negative time")
-    lab.set_link_faults(node, seed=int(args.get("seed", 0)), **values)
-    return {"node": node, **values}
+    drop = int(args.get("drop", 0))
+    if drop < 0:
+        raise BadInput("drop is a number of messages (0 or more)")
+    lab.set_link_faults(node, seed=int(args.get("seed", 0)), drop_next=drop, **values)
+    return {"node": node, **values, "drop": drop}
 
 
 async def _broker_restart(lab: Lab, args: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +150,36 @@ async def _broker_restart(lab: Lab, args: dict[str, Any]) -> dict[str, Any]:
     return {"broker": "restarting", "down_s": down}
 
 
+async def _clock(lab: Lab, _args: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sim_time": certs.iso(lab.clock.now()),
+        "rate": lab.clock.rate,
+        "offset_s": lab.clock.offset.total_seconds(),
+    }
+
+
+async def _advance(lab: Lab, args: dict[str, Any]) -> dict[str, Any]:
+    """Jump the lab clock; answers once every timer due inside the jump has fired."""
+    raw = args.get("by")
+    if not isinstance(raw, str | int) or isinstance(raw, bool):
+        raise BadInput("advance needs 'by', a duration such as 30d, 12h, 90m or seconds")
+    delta = parse_duration(raw)
+    before = lab.clock.now()
+    steps = await lab.advance(delta)
+    return {"from": certs.iso(before), "sim_time": certs.iso(lab.clock.now()), "timer_steps": steps}
+
+
+async def _mails(lab: Lab, _args: dict[str, Any]) -> dict[str, Any]:
+    """What the lab's SMTP sink received (the expiry monitors' mails)."""
+    if lab.smtp is None:
+        return {"sink": None, "server": lab.smtp_server, "mails": []}
+    return {"sink": lab.smtp.url, "server": lab.smtp_server, "mails": [m.to_json() for m in lab.smtp.messages]}
+
+
 OPS: dict[str, Callable[[Lab, dict[str, Any]], Awaitable[Any]]] = {
+    "mails": _mails,
+    "clock": _clock,
+    "advance": _advance,
     "status": _status,
     "crash": _crash,
     "stop": _stop,

@@ -21,6 +21,7 @@ from typing import IO, Any, Protocol
 from cluster.broker import EmbeddedBroker, wait_listening
 from cluster.control import ControlClient
 from cluster.labfile import LabSpec
+from cluster.smtp import SmtpSink
 from node.agent import NodeAgent, NodeConfig
 from node.clock import SimClock
 from node.errors import NotFound, Unavailable
@@ -30,6 +31,8 @@ from replication.topics import Topics
 from replication.transport import BrokerAddress
 
 STATE_FILE = "lab.json"
+CLOCK_FILE = "clock.json"  # the offset jumps added to the lab clock, so a restarted lab keeps its time
+MAILS_FILE = "mails.jsonl"
 RUNNING_FILE = "running.json"
 LAB_COPY = "lab.yaml"
 
@@ -92,8 +95,20 @@ class LabState:
     def topics(self, lab: str) -> Topics:
         return Topics(f"certsim/{lab}/{self.instance}")
 
-    def clock(self) -> SimClock:
-        return SimClock(self.sim_origin, rate=self.rate, wall_origin=self.wall_origin)
+    def clock(self, lab_dir: Path | None = None) -> SimClock:
+        """The lab clock, with the jumps already made (read from ``clock.json`` in ``lab_dir``)."""
+        clock = SimClock(self.sim_origin, rate=self.rate, wall_origin=self.wall_origin)
+        if lab_dir is not None and (lab_dir / CLOCK_FILE).exists():
+            saved = json.loads((lab_dir / CLOCK_FILE).read_text(encoding="utf-8"))
+            clock.offset = dt.timedelta(milliseconds=int(saved["offset_ms"]))
+        return clock
+
+
+def save_clock_offset(lab_dir: Path, clock: SimClock) -> None:
+    """Persist the clock's jumps (written to a temporary file, then renamed: never half a file)."""
+    tmp = lab_dir / f"{CLOCK_FILE}.tmp"
+    tmp.write_text(json.dumps({"offset_ms": int(clock.offset.total_seconds() * 1000)}), encoding="utf-8")
+    tmp.replace(lab_dir / CLOCK_FILE)
 
 
 class History:
@@ -145,12 +160,14 @@ class Lab:
         log_dir: Path | None = None,
         history: History | None = None,
         broker_control: BrokerControl | None = None,
+        smtp_url: str | None = None,
+        front_doors: bool = False,
     ) -> None:
         self.spec = spec
         self.lab_dir = lab_dir
         self.state = LabState.load_or_create(lab_dir, spec)
         self.topics = self.state.topics(spec.name)
-        self.clock = self.state.clock()
+        self.clock = self.state.clock(lab_dir)
         self.secret = derive_key(spec.security_password, spec.name)
         self.log_dir = log_dir or lab_dir / "logs"
         self.history = history or History(None)
@@ -162,6 +179,11 @@ class Lab:
         self.broker_control = broker_control
         self._sinks: dict[str, IO[str]] = {}
         self._client: ControlClient | None = None
+        self._smtp_url = smtp_url
+        self.smtp: SmtpSink | None = None  # the lab's own mail sink, unless an SMTP server was given
+        # front doors (SSH, HTTPS) open with each node's agent when on: cluster.frontdoors.FrontDoors by node
+        self.front_doors = front_doors
+        self.doors: dict[str, Any] = {}
 
     @property
     def client(self) -> ControlClient:
@@ -187,10 +209,31 @@ class Lab:
             release=self.spec.release,
             subject=self.spec.subject,
             rsa_key_size=self.spec.rsa_key_size,
+            smtp=self.smtp_server,
         )
+
+    @property
+    def smtp_server(self) -> str | None:
+        """``host:port`` the nodes' expiry monitors mail to: the given server, else the lab's sink."""
+        if self._smtp_url:
+            return self._smtp_url.removeprefix("smtp://")
+        return f"{self.smtp.host}:{self.smtp.port}" if self.smtp is not None else None
+
+    async def advance(self, delta: dt.timedelta) -> int:
+        """Jump the lab clock (R-TIME): timers due inside the jump fire in order at their own
+        simulated times; nodes in other processes follow through the retained clock message."""
+        steps = await self.clock.jump(delta)
+        save_clock_offset(self.lab_dir, self.clock)
+        if self._client is not None:
+            offset_ms = int(self.clock.offset.total_seconds() * 1000)
+            await self._client.announce(self.topics.clock, "clock", {"offset_ms": offset_ms})
+        return steps
 
     async def start(self, nodes: Iterable[str] | None = None, progress: Callable[[str], None] | None = None) -> None:
         """Start the broker (embedded unless a URL was given), the nodes, and the control client."""
+        if self._smtp_url is None and self.smtp is None:
+            self.smtp = SmtpSink(clock=self.clock, jsonl=self.lab_dir / MAILS_FILE)
+            await self.smtp.start()
         if self.broker is None:
             self.embedded = EmbeddedBroker()
             await self.embedded.start()
@@ -230,12 +273,22 @@ class Lab:
         if name in self.partitioned:
             agent.bus.partition()
         await agent.bus.wait_connected(timeout=10)
+        if self.front_doors:  # front doors live with the agent (cluster.frontdoors)
+            from cluster.frontdoors import open_front_doors  # noqa: PLC0415 - aiohttp/asyncssh only when used
+
+            try:
+                self.doors[name] = await open_front_doors(self, name)
+            except BaseException:
+                await agent.stop()
+                raise
         return agent
 
     async def stop_node(self, name: str) -> None:
         agent = self.agents.get(name)
         if agent is None or not agent.running:
             raise Unavailable(f"node '{name}' is not running")
+        if (doors := self.doors.pop(name, None)) is not None:
+            await doors.close()
         await agent.stop()
 
     async def restart_broker(self, down_s: float = 0.0) -> None:
@@ -257,6 +310,8 @@ class Lab:
         agent = self.agents.get(name)
         if agent is None or not agent.running:
             raise Unavailable(f"node '{name}' is not running")
+        if (doors := self.doors.pop(name, None)) is not None:
+            await doors.close()  # a crashed server's ports close with it
         await agent.crash()
         self.partitioned.discard(name)
 
@@ -276,15 +331,24 @@ class Lab:
                 await agent.bus.heal()
 
     def set_link_faults(
-        self, name: str, *, delay_s: float = 0.0, duplicate: float = 0.0, reorder: float = 0.0, seed: int = 0
+        self,
+        name: str,
+        *,
+        delay_s: float = 0.0,
+        duplicate: float = 0.0,
+        reorder: float = 0.0,
+        seed: int = 0,
+        drop_next: int = 0,
     ) -> None:
-        """Delay, duplicate or reorder what reaches ``name`` from the bus (seeded)."""
+        """Delay, duplicate or reorder what reaches ``name`` from the bus (seeded), or lose the next
+        ``drop_next`` replication messages."""
         self.spec.node(name)
         agent = self.agents.get(name)
         if agent is None or not agent.running:
             raise Unavailable(f"node '{name}' is not running")
         faults = agent.bus.faults
         faults.delay_s, faults.duplicate, faults.reorder = delay_s, duplicate, reorder
+        faults.drop_next = drop_next
         faults.rng.seed(seed)
 
     def running_nodes(self) -> list[str]:
@@ -292,6 +356,9 @@ class Lab:
         return [n for n in self.spec.node_names if n in self.agents and self.agents[n].running]
 
     async def stop(self) -> None:
+        for doors in self.doors.values():
+            await doors.close()
+        self.doors.clear()
         for agent in self.agents.values():
             if agent.running:
                 await agent.stop()
@@ -305,6 +372,9 @@ class Lab:
         for sink in self._sinks.values():
             sink.close()
         self._sinks.clear()
+        if self.smtp is not None:
+            await self.smtp.stop()
+            self.smtp = None
 
     async def request(self, node: str, op: str, args: dict[str, Any] | None = None, timeout: float = 15.0) -> Any:
         return await self.client.request(node, op, args, timeout=timeout)

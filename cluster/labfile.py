@@ -7,15 +7,26 @@ A lab file, in the spirit of containerlab's topology files::
     release: "15"                           # behaviour profile (catalog.RELEASES)
     domain: lab.example                     # default domain for node FQDNs
     clock: {start: 2026-01-01T00:00:00Z, rate: 1}
+    os_admin: {user: admin, password: "certsim-admin"}  # the OS administrator of every node's front doors
+    front_doors: {enabled: true, ssh_port: 22, https_port: 443}   # lab-wide defaults
     nodes:
-      - {name: cucm-pub, role: cucm}        # the first cucm node is the publisher
-      - {name: cucm-sub1, role: cucm}
+      - {name: cucm-pub, role: cucm, address: 127.0.0.11}   # the first cucm node is the publisher
+      - {name: cucm-sub1, role: cucm, https_port: 8443}     # per-node ports override the lab's
       - {name: imp-pub, role: imp}
+
+Front doors (``cluster.frontdoors``): every node listens for SSH (the platform CLI) and HTTPS
+(the certmgr REST API) on its own loopback ``address`` (127.0.0.0/8). A node without one gets
+``127.0.0.<11 + i>``, ``i`` its position in ``nodes`` (0-based), so the demo lab's cucm-pub is
+127.0.0.11. Port 0 asks for any free port; a port that cannot be bound (in use, or below 1024
+without privilege) falls back to a free one, reported in the log and ``certsim lab status``.
+``os_admin`` defaults to ``admin`` / ``certsim-admin`` (the lab listens on loopback only);
+its password is never logged or shown.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import math
 import re
 from collections.abc import Mapping
@@ -25,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from cluster.frontdoor_auth import Credentials
 from node.catalog import MAX_CLUSTER_NODES, RELEASES, ReleaseProfile, Role
 from node.certs import SubjectFields
 
@@ -41,8 +53,17 @@ LAB_KEYS = {
     "nodes",
     "description",
     "rsa_key_size",
+    "os_admin",
+    "front_doors",
 }
-NODE_KEYS = {"name", "role", "publisher", "fqdn"}
+NODE_KEYS = {"name", "role", "publisher", "fqdn", "address", "ssh_port", "https_port"}
+FRONT_DOOR_KEYS = {"enabled", "ssh_port", "https_port"}
+DEFAULT_SSH_PORT = 22
+DEFAULT_HTTPS_PORT = 443
+DEFAULT_OS_ADMIN = Credentials("admin", "certsim-admin")
+FIRST_DEFAULT_HOST = 11  # nodes without an address get 127.0.0.<11 + position>
+_LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
 class LabFileError(ValueError):
@@ -55,6 +76,19 @@ class NodeSpec:
     role: Role
     publisher: bool
     fqdn: str
+    address: str = ""  # loopback address of its front doors ("" only in specs built by hand)
+    ssh_port: int = DEFAULT_SSH_PORT  # 0: any free port
+    https_port: int = DEFAULT_HTTPS_PORT
+
+
+@dataclass(frozen=True)
+class FrontDoorSpec:
+    """Whether a served lab (``certsim lab up``, ``certsim node run``) opens its nodes' SSH and HTTPS
+    front doors, and the lab-wide default ports."""
+
+    enabled: bool = True
+    ssh_port: int = DEFAULT_SSH_PORT
+    https_port: int = DEFAULT_HTTPS_PORT
 
 
 @dataclass(frozen=True)
@@ -68,6 +102,8 @@ class LabSpec:
     subject: SubjectFields = SubjectFields()  # noqa: RUF009 - frozen, so one shared default is safe
     description: str = ""
     rsa_key_size: int = 2048
+    os_admin: Credentials = DEFAULT_OS_ADMIN
+    front_doors: FrontDoorSpec = FrontDoorSpec()
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
@@ -78,6 +114,16 @@ class LabSpec:
     @property
     def node_names(self) -> tuple[str, ...]:
         return tuple(n.name for n in self.nodes)
+
+
+def hosts_lines(spec: LabSpec) -> list[str]:
+    """``/etc/hosts`` lines for the lab's nodes: address, FQDN, short host name (and the node name
+    when it differs), e.g. ``127.0.0.11  cucm-pub.lab.example cucm-pub``."""
+    lines = []
+    for n in spec.nodes:
+        names = list(dict.fromkeys([n.fqdn, n.fqdn.split(".", 1)[0], n.name]))
+        lines.append(f"{n.address}  {' '.join(names)}")
+    return lines
 
 
 def load_lab(path: Path) -> LabSpec:
@@ -118,7 +164,8 @@ def parse_lab(raw: Any, source: str = "lab") -> LabSpec:
     nodes_raw = raw.get("nodes")
     if not isinstance(nodes_raw, list) or not nodes_raw:
         raise LabFileError(f"{source}: 'nodes' must be a non-empty list")
-    nodes = _parse_nodes(nodes_raw, domain, source)
+    doors = _parse_front_doors(raw.get("front_doors"), source)
+    nodes = _parse_nodes(nodes_raw, domain, source, doors)
     clock_start, clock_rate = _parse_clock(raw.get("clock"), source)
     key_size = raw.get("rsa_key_size", 2048)
     if key_size not in (2048, 3072, 4096):
@@ -133,10 +180,12 @@ def parse_lab(raw: Any, source: str = "lab") -> LabSpec:
         subject=_parse_subject(raw.get("subject"), source),
         description=str(raw.get("description", "")),
         rsa_key_size=int(key_size),
+        os_admin=_parse_os_admin(raw.get("os_admin"), source),
+        front_doors=doors,
     )
 
 
-def _parse_nodes(nodes_raw: list[Any], domain: str, source: str) -> tuple[NodeSpec, ...]:
+def _parse_nodes(nodes_raw: list[Any], domain: str, source: str, doors: FrontDoorSpec) -> tuple[NodeSpec, ...]:
     if len(nodes_raw) > MAX_CLUSTER_NODES:
         raise LabFileError(
             f"{source}: {len(nodes_raw)} nodes; a cluster has at most {MAX_CLUSTER_NODES} servers (R-NODE-1)"
@@ -162,13 +211,25 @@ def _parse_nodes(nodes_raw: list[Any], domain: str, source: str) -> tuple[NodeSp
         publisher = item.get("publisher")
         if publisher is not None and not isinstance(publisher, bool):
             raise LabFileError(f"{where} ({name}): 'publisher' must be true or false")
-        parsed.append({"name": name, "role": role, "fqdn": fqdn, "publisher": publisher})
-    for key in ("name", "fqdn"):
+        address = _parse_address(item.get("address", f"127.0.0.{FIRST_DEFAULT_HOST + i - 1}"), f"{where} ({name})")
+        parsed.append(
+            {
+                "name": name,
+                "role": role,
+                "fqdn": fqdn,
+                "publisher": publisher,
+                "address": address,
+                "ssh_port": _parse_port(item.get("ssh_port", doors.ssh_port), f"{where} ({name}): 'ssh_port'"),
+                "https_port": _parse_port(item.get("https_port", doors.https_port), f"{where} ({name}): 'https_port'"),
+            }
+        )
+    for key in ("name", "fqdn", "address"):
         seen: set[str] = set()
         for p in parsed:
             folded = p[key].lower()  # DNS names are case-insensitive
             if folded in seen:
-                raise LabFileError(f"{source}: two nodes have the {key} '{p[key]}'")
+                hint = " (a node without 'address' gets 127.0.0.<11 + its position>)" if key == "address" else ""
+                raise LabFileError(f"{source}: two nodes have the {key} '{p[key]}'{hint}")
             seen.add(folded)
     for role in Role:
         members = [p for p in parsed if p["role"] is role]
@@ -186,7 +247,66 @@ def _parse_nodes(nodes_raw: list[Any], domain: str, source: str) -> tuple[NodeSp
         raise LabFileError(
             f"{source}: a cluster needs a Unified CM (cucm) publisher; IM&P nodes join a Unified CM cluster"
         )
-    return tuple(NodeSpec(p["name"], p["role"], p["publisher"], p["fqdn"]) for p in parsed)
+    return tuple(
+        NodeSpec(p["name"], p["role"], p["publisher"], p["fqdn"], p["address"], p["ssh_port"], p["https_port"])
+        for p in parsed
+    )
+
+
+def _parse_address(raw: Any, where: str) -> str:
+    """A node's front-door address: an IPv4 address in 127.0.0.0/8 (every one of them reaches this host
+    on Linux), neither the network nor the broadcast address."""
+    try:
+        address = ipaddress.IPv4Address(str(raw).strip())
+    except ValueError:
+        raise LabFileError(f"{where}: 'address' must be an IPv4 address in 127.0.0.0/8 (got {raw!r})") from None
+    if address not in _LOOPBACK or address in (_LOOPBACK.network_address, _LOOPBACK.broadcast_address):
+        raise LabFileError(
+            f"{where}: 'address' {address} is not a loopback host address; use one in 127.0.0.1-127.255.255.254"
+        )
+    return str(address)
+
+
+def _parse_port(raw: Any, where: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= 65535:
+        raise LabFileError(f"{where} must be a port number from 0 (any free port) to 65535 (got {raw!r})")
+    return raw
+
+
+def _parse_front_doors(raw: Any, source: str) -> FrontDoorSpec:
+    if raw is None:
+        return FrontDoorSpec()
+    if not isinstance(raw, Mapping):
+        raise LabFileError(f"{source}: 'front_doors' must be a mapping with enabled, ssh_port and/or https_port")
+    unknown = set(raw) - FRONT_DOOR_KEYS
+    if unknown:
+        raise LabFileError(
+            f"{source}: unknown front_doors key(s) {', '.join(sorted(map(str, unknown)))};"
+            f" known: {', '.join(sorted(FRONT_DOOR_KEYS))}"
+        )
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise LabFileError(f"{source}: front_doors 'enabled' must be true or false")
+    return FrontDoorSpec(
+        enabled,
+        _parse_port(raw.get("ssh_port", DEFAULT_SSH_PORT), f"{source}: front_doors 'ssh_port'"),
+        _parse_port(raw.get("https_port", DEFAULT_HTTPS_PORT), f"{source}: front_doors 'https_port'"),
+    )
+
+
+def _parse_os_admin(raw: Any, source: str) -> Credentials:
+    """The OS administrator both front doors accept; errors never repeat the password."""
+    if raw is None:
+        return DEFAULT_OS_ADMIN
+    if not isinstance(raw, Mapping) or set(raw) - {"user", "password"}:
+        raise LabFileError(f"{source}: 'os_admin' must be a mapping with 'user' and 'password'")
+    user = raw.get("user", DEFAULT_OS_ADMIN.user)
+    if not isinstance(user, str) or not _USER.fullmatch(user):
+        raise LabFileError(f"{source}: os_admin 'user' must be a lowercase login name (got {user!r})")
+    password = raw.get("password")
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise LabFileError(f"{source}: os_admin 'password' must be a string of at least {MIN_PASSWORD} characters")
+    return Credentials(user, password)
 
 
 def _parse_clock(raw: Any, source: str) -> tuple[dt.datetime | None, float]:

@@ -18,6 +18,22 @@ OCSPSigning EKU (included in the response); or a self-signed "trusted responder"
 certificate with that EKU that nodes accept only if it is in their tomcat-trust
 (:meth:`OcspResponder.signer_certificate` hands it out for upload) — R-OCSP-2.
 
+Two ways to run it:
+
+- in a scenario, :class:`cluster.scenario.Runner` starts one for its in-memory lab CA on
+  first use (an ``ocsp`` step, a ``ca`` step with ``ocsp: true``, ``revoke``...) and stops it
+  at the end of the run;
+- for a lab started with ``certsim lab up``, the ``lab serve`` process runs one
+  (:func:`start_lab_responder`) over the lab's CA directory ``<lab dir>/ca``
+  (:class:`DirectoryCA`, re-read when its files change, so ``certsim ca create/sign`` work
+  while the lab runs). Revocations are kept in ``<lab dir>/ca/revoked.json``
+  (:data:`REVOKED_FILE`): ``certsim ca revoke`` writes it, the responder re-reads it when it
+  changes. The URI is written to ``<lab dir>/ocsp.json`` (:data:`LAB_OCSP_FILE`), and the
+  port is kept from one ``lab up`` to the next when it is free, so AIA URIs stay valid.
+
+:meth:`OcspResponder.forget` makes the responder lose a certificate from its database (as
+for one issued outside it): it then answers ``unknown`` for it (R-OCSP-3).
+
 The HTTP side is aiohttp's server: small, well maintained, and its client serves the
 nodes' :func:`node.ocsp_check.fetch`, so one dependency covers both ends of the real
 HTTP exchange. Like :mod:`cluster.broker`, it binds loopback on a free port chosen at
@@ -30,10 +46,13 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -52,6 +71,8 @@ from node.ocsp_check import OCSP_REQUEST_TYPE, OCSP_RESPONSE_TYPE, issuer_hashes
 
 PATH = "/ocsp"
 DEFAULT_VALIDITY = dt.timedelta(hours=24)
+REVOKED_FILE = "revoked.json"  # in a CA directory: the revocations the responder reads
+LAB_OCSP_FILE = "ocsp.json"  # in a lab directory: the URI (and port) of the lab's responder
 
 
 class SignerMode(StrEnum):
@@ -112,17 +133,22 @@ class OcspResponder:
         port: int | None = None,
         host: str = LOOPBACK,
         validity: dt.timedelta = DEFAULT_VALIDITY,
+        revocations_file: Path | None = None,
     ) -> None:
         self.ca = ca
         self.clock = clock
         self.host = host
         self.port = port or free_port(host)
         self.validity = validity
+        self.revocations_file = revocations_file
         self.revoked: dict[int, Revocation] = {}
+        self.forgotten: set[int] = set()  # serials the responder's database lost: answered unknown
         self.modes: dict[str, SignerMode] = {}
         self.requests = 0  # answered requests, for tests and benchmarks
         self._signers: dict[tuple[str, SignerMode], _Signer] = {}
         self._runner: web.AppRunner | None = None
+        self._revocations_stamp: int | None = None
+        self._sync_revocations()
 
     @property
     def url(self) -> str:
@@ -190,6 +216,20 @@ class OcspResponder:
                         return ca_name, issued
         return None
 
+    def _serial_of(self, cert_or_serial: x509.Certificate | Issued | int | str) -> int:
+        if isinstance(cert_or_serial, Issued):
+            return cert_or_serial.cert.serial_number
+        if isinstance(cert_or_serial, x509.Certificate):
+            return cert_or_serial.serial_number
+        if isinstance(cert_or_serial, int):
+            return cert_or_serial
+        if cert_or_serial in self.ca.items:
+            return self.ca.items[cert_or_serial].cert.serial_number
+        try:
+            return int(cert_or_serial.removeprefix("0x").replace(":", ""), 16)
+        except ValueError:
+            raise NotFound(f"'{cert_or_serial}' is neither a lab CA certificate name nor a hex serial") from None
+
     def revoke(
         self,
         cert_or_serial: x509.Certificate | Issued | int | str,
@@ -199,28 +239,42 @@ class OcspResponder:
         """Revoke a certificate the lab CA issued (by object, lab name, or serial as int or hex).
 
         ``at`` defaults to the lab clock's now. Raises :class:`NotFound` for a certificate
-        the lab CA did not issue, :class:`BadInput` for an unknown reason.
+        the lab CA did not issue, :class:`BadInput` for an unknown reason. With a
+        ``revocations_file`` the revocation is also written there (for other processes).
         """
-        if isinstance(cert_or_serial, Issued):
-            serial = cert_or_serial.cert.serial_number
-        elif isinstance(cert_or_serial, x509.Certificate):
-            serial = cert_or_serial.serial_number
-        elif isinstance(cert_or_serial, int):
-            serial = cert_or_serial
-        elif cert_or_serial in self.ca.items:
-            serial = self.ca.items[cert_or_serial].cert.serial_number
-        else:
-            try:
-                serial = int(cert_or_serial.removeprefix("0x").replace(":", ""), 16)
-            except ValueError:
-                raise NotFound(f"'{cert_or_serial}' is neither a lab CA certificate name nor a hex serial") from None
+        serial = self._serial_of(cert_or_serial)
         found = self._find(serial)
         if found is None:
             raise NotFound(f"the lab CA issued no certificate with serial {serial:x}")
         when = (at or self.clock.now()).replace(microsecond=0)
         revocation = Revocation(serial, found[0], when, _reason(reason))
+        self._sync_revocations()
         self.revoked[serial] = revocation
+        if self.revocations_file is not None:
+            _write_revocations(self.revocations_file, self.revoked.values())
+            self._revocations_stamp = self.revocations_file.stat().st_mtime_ns
         return revocation
+
+    def forget(self, cert_or_serial: x509.Certificate | Issued | int | str) -> int:
+        """Make the responder's database lose a certificate: it answers ``unknown`` for it from now on (R-OCSP-3)."""
+        serial = self._serial_of(cert_or_serial)
+        if self._find(serial) is None:
+            raise NotFound(f"the lab CA issued no certificate with serial {serial:x}")
+        self.forgotten.add(serial)
+        return serial
+
+    def _sync_revocations(self) -> None:
+        """Re-read the revocations file when another process (``certsim ca revoke``) changed it."""
+        if self.revocations_file is None:
+            return
+        try:
+            stamp = self.revocations_file.stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if stamp == self._revocations_stamp:
+            return
+        self.revoked.update(_read_revocations(self.revocations_file))
+        self._revocations_stamp = stamp
 
     # --- answering ------------------------------------------------------------------------
 
@@ -255,12 +309,13 @@ class OcspResponder:
             return ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED).public_bytes(
                 serialization.Encoding.DER
             )
+        self._sync_revocations()
         now = self.clock.now().replace(microsecond=0)
         serial = request.serial_number
         revocation = self.revoked.get(serial)
         if revocation is not None and revocation.ca_name == ca_name:
             status, rev_time, rev_reason = ocsp.OCSPCertStatus.REVOKED, revocation.at, revocation.reason
-        elif self._issued_by(ca_name, serial):
+        elif serial not in self.forgotten and self._issued_by(ca_name, serial):
             status, rev_time, rev_reason = ocsp.OCSPCertStatus.GOOD, None, None
         else:
             status, rev_time, rev_reason = ocsp.OCSPCertStatus.UNKNOWN, None, None
@@ -322,3 +377,116 @@ class OcspResponder:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+# ---------------------------------------------------------------------------------------------
+# revocations kept in a file, a CA kept in a directory, the responder of a running lab
+
+
+def _read_revocations(path: Path) -> dict[int, Revocation]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {
+            int(item["serial"], 16): Revocation(
+                int(item["serial"], 16),
+                str(item["ca"]),
+                dt.datetime.fromisoformat(str(item["at"])),
+                _reason(str(item["reason"])),
+            )
+            for item in raw["revoked"]
+        }
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BadInput(f"{path} is not a revocation list certsim wrote: {exc}") from None
+
+
+def _write_revocations(path: Path, revocations: Any) -> None:
+    items = sorted(revocations, key=lambda r: (r.ca_name, r.serial))
+    body = {
+        "revoked": [
+            {"serial": f"{r.serial:x}", "ca": r.ca_name, "at": r.at.isoformat(), "reason": r.reason.value}
+            for r in items
+        ]
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(body, indent=2), encoding="utf-8")
+    os.replace(tmp, path)  # readers never see half a file
+
+
+class DirectoryCA:
+    """A lab CA kept in a directory, as ``certsim ca create/sign`` write it: ``NAME.pem`` (the
+    certificate, then its chain) and ``NAME.key`` when the CA holds the key.
+
+    :attr:`items` re-reads the directory whenever its files change, so a responder started
+    before ``ca create`` answers for the new CA. A file that does not parse (being written)
+    is skipped until the next read.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._stamp: tuple[tuple[str, int], ...] | None = None
+        self._items: dict[str, Issued] = {}
+
+    def _scan(self) -> tuple[tuple[str, int], ...]:
+        if not self.directory.is_dir():
+            return ()
+        found = []
+        for path in self.directory.iterdir():
+            if path.suffix in (".pem", ".key"):
+                with contextlib.suppress(FileNotFoundError):
+                    found.append((path.name, path.stat().st_mtime_ns))
+        return tuple(sorted(found))
+
+    @property
+    def items(self) -> Mapping[str, Issued]:
+        stamp = self._scan()
+        if stamp != self._stamp:
+            self._items = self._load()
+            self._stamp = stamp
+        return self._items
+
+    def _load(self) -> dict[str, Issued]:
+        items: dict[str, Issued] = {}
+        for pem in sorted(self.directory.glob("*.pem")):
+            try:
+                chain = x509.load_pem_x509_certificates(pem.read_bytes())
+                key_file = pem.with_suffix(".key")
+                key = certs.load_key(key_file.read_bytes()) if key_file.exists() else None
+            except (OSError, ValueError, BadInput):
+                continue
+            items[pem.stem] = Issued(pem.stem, chain[0], key, tuple(chain[1:]))
+        return items
+
+
+def lab_responder_url(lab_dir: Path) -> str | None:
+    """The URI of the responder a running lab serves (``<lab dir>/ocsp.json``), if any."""
+    try:
+        raw = json.loads((lab_dir / LAB_OCSP_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    url = raw.get("url") if isinstance(raw, dict) else None
+    return url if isinstance(url, str) else None
+
+
+async def start_lab_responder(lab_dir: Path, clock: Clock) -> OcspResponder:
+    """Start the responder of a lab run by ``certsim lab serve``: over ``<lab dir>/ca``, with
+    revocations in ``<lab dir>/ca/revoked.json``, on the port of the previous run when it is free
+    (certificates may carry its URI in their AIA); writes ``<lab dir>/ocsp.json``."""
+    ca_dir = lab_dir / "ca"
+    info = lab_dir / LAB_OCSP_FILE
+    previous: int | None = None
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        previous = int(json.loads(info.read_text(encoding="utf-8"))["port"])
+    responder: OcspResponder | None = None
+    if previous:
+        candidate = OcspResponder(DirectoryCA(ca_dir), clock, port=previous, revocations_file=ca_dir / REVOKED_FILE)
+        try:
+            await candidate.start()
+            responder = candidate
+        except Unavailable:
+            responder = None
+    if responder is None:
+        responder = OcspResponder(DirectoryCA(ca_dir), clock, revocations_file=ca_dir / REVOKED_FILE)
+        await responder.start()
+    info.write_text(json.dumps({"url": responder.url, "port": responder.port}, indent=2), encoding="utf-8")
+    return responder

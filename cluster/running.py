@@ -71,6 +71,16 @@ def read_running(lab_dir: Path) -> RunningLab | None:
     )
 
 
+def running_smtp(lab_dir: Path) -> str | None:
+    """The mail server of the lab running in ``lab_dir`` (``smtp://host:port``), if one runs."""
+    running = read_running(lab_dir)
+    if running is None or not running.alive:
+        return None
+    raw = json.loads((lab_dir / RUNNING_FILE).read_text(encoding="utf-8"))
+    server = raw.get("smtp")
+    return f"smtp://{server}" if isinstance(server, str) and server else None
+
+
 def find_running(lab: str | None = None, lab_dir: Path | None = None) -> RunningLab:
     """The running lab named by ``lab``/``lab_dir``, or the only one running; a clear error otherwise."""
     if lab_dir is not None or lab is not None:
@@ -118,7 +128,7 @@ def prepare_lab_dir(lab_file: Path, lab_dir: Path | None) -> tuple[LabSpec, Path
 
 
 def spawn_serve(
-    lab_file: Path, lab_dir: Path, broker_url: str | None, skip: tuple[str, ...]
+    lab_file: Path, lab_dir: Path, broker_url: str | None, skip: tuple[str, ...], smtp_url: str | None = None
 ) -> subprocess.Popen[bytes]:
     """Start ``certsim lab serve`` detached from this terminal, logging to ``serve.log``."""
     args = [sys.executable, "-m", "cluster.cli", "lab", "serve", str(lab_file), "--lab-dir", str(lab_dir)]
@@ -126,6 +136,8 @@ def spawn_serve(
         args += ["--broker", broker_url]
     for name in skip:
         args += ["--skip", name]
+    if smtp_url:
+        args += ["--smtp", smtp_url]
     with (lab_dir / "serve.log").open("ab") as log:
         return subprocess.Popen(  # noqa: S603 - our own interpreter and module
             args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
@@ -138,21 +150,28 @@ async def serve(
     broker_url: str | None,
     skip: tuple[str, ...],
     progress: Callable[[str], None] | None = None,
+    smtp_url: str | None = None,
 ) -> None:
     """Run a lab until SIGTERM or SIGINT; ``running.json`` exists exactly while it serves."""
     for name in skip:
         spec.node(name)
-    lab = Lab(spec, lab_dir, broker_url=broker_url)
+    lab = Lab(spec, lab_dir, broker_url=broker_url, front_doors=spec.front_doors.enabled, smtp_url=smtp_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     running = lab_dir / RUNNING_FILE
     controller: LabController | None = None
+    responder: Any = None  # OCSP: cluster.ocsp.OcspResponder of the lab CA in <lab dir>/ca
     try:
         await lab.start(nodes=[n for n in spec.node_names if n not in skip], progress=progress)
         controller = LabController(lab)
         await controller.start()
+        # --- OCSP (cluster/ocsp.py): the lab CA's responder; its URI goes to <lab dir>/ocsp.json (R-OCSP-1)
+        from cluster.ocsp import start_lab_responder  # noqa: PLC0415 - aiohttp's server only in the lab process
+
+        responder = await start_lab_responder(lab_dir, lab.clock)
+        # --- end OCSP
         running.write_text(
             json.dumps(
                 {
@@ -160,6 +179,7 @@ async def serve(
                     "broker": lab.broker_url,
                     "lab": spec.name,
                     "topic_root": lab.topics.root,
+                    "smtp": lab.smtp_server,
                     "started_wall": time.time(),
                 },
                 indent=2,
@@ -170,6 +190,8 @@ async def serve(
     finally:
         if controller is not None:
             await controller.stop()
+        if responder is not None:  # OCSP
+            await responder.stop()
         with contextlib.suppress(FileNotFoundError):
             running.unlink()
         await lab.stop()
@@ -216,6 +238,14 @@ async def statuses(client: ControlClient, timeout: float = 5.0) -> dict[str, dic
 
     answers = await asyncio.gather(*(one(n) for n in client.nodes))
     return dict(zip(client.nodes, answers, strict=True))
+
+
+def front_doors(lab_dir: Path) -> dict[str, dict[str, Any]]:
+    """Where each node of the lab in ``lab_dir`` listens (SSH, HTTPS), for nodes whose front doors are
+    open in a live process (``lab up`` or ``node run``); see ``cluster.frontdoors``."""
+    from cluster.frontdoors import read_door_files  # noqa: PLC0415 - keeps aiohttp/asyncssh off the CLI's start
+
+    return read_door_files(lab_dir, pid_alive)
 
 
 def resolve_scenario(name_or_path: str) -> Path:

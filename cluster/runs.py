@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.broker import MosquittoBroker
-from cluster.lab import BrokerControl, History, Lab
+from cluster.lab import MAILS_FILE, BrokerControl, History, Lab
 from cluster.scenario import Runner, RunResult, Scenario, StepResult
 from node.errors import CertsimError
 
@@ -53,12 +53,17 @@ async def run_scenario(
     on_node: Callable[[str], None] | None = None,
     collect_stores: bool = False,
     broker_control: BrokerControl | None = None,
+    smtp_url: str | None = None,
 ) -> RunReport:
     """Run ``scenario`` on a fresh lab (or ``lab_dir``) and write the results folder.
 
     ``broker_url`` None runs the embedded broker; ``"mosquitto"`` starts a private mosquitto
-    (which the lab may restart); any ``mqtt://`` URL uses that broker as it is.
+    (which the lab may restart); any ``mqtt://`` URL uses that broker as it is. ``smtp_url``
+    (``smtp://host:port``) receives the expiry monitor's mails instead of the lab's own sink,
+    whose mails are kept in the results folder (``mails.jsonl``).
     """
+    if broker_url == "embedded":
+        broker_url = None
     if broker_url == "mosquitto":
         private = MosquittoBroker()
         await private.start()
@@ -72,6 +77,7 @@ async def run_scenario(
                 on_node=on_node,
                 collect_stores=collect_stores,
                 broker_control=private,
+                smtp_url=smtp_url,
             )
         finally:
             await private.stop()
@@ -84,6 +90,7 @@ async def run_scenario(
         log_dir=results_dir / "nodes",
         history=history,
         broker_control=broker_control,
+        smtp_url=smtp_url,
     )
     started = time.perf_counter()
     sim_start = lab.clock.now()
@@ -105,6 +112,8 @@ async def run_scenario(
             result = RunResult(scenario.name, "unknown", reason=f"the lab could not run: {message}")
         broker = lab.broker_url if lab.broker else (broker_url or "embedded")
     finally:
+        if lab.smtp is not None:
+            lab.smtp.write_jsonl(results_dir / MAILS_FILE)
         await lab.stop()
         history.close()
     report = RunReport(result, results_dir, broker, stores, time.perf_counter() - started)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from cryptography import x509
@@ -30,10 +30,14 @@ from node import certs
 from node.catalog import STORES, UNITS, KeyAlgo
 from node.errors import CertsimError
 
+if TYPE_CHECKING:
+    from cluster.ocsp import OcspResponder
+
 ACTIONS = ("ca", "upload", "delete", "stop", "start", "wait", "advance", "resync", "list")
 ERROR_EXPECTING = ("upload", "delete", "start", "stop")  # actions that may carry expect_error
 EXIT_CODES = {"valid": 0, "invalid": 1, "unknown": 2}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_DURATION = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*[smhdw]\s*)+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -94,13 +98,13 @@ class Scenario:
 
 
 def parse_duration(raw: Any) -> dt.timedelta:
-    """``30d``, ``12h``, ``90s``, ``2w`` or a number of seconds."""
-    if isinstance(raw, int | float) and raw >= 0:
+    """``30d``, ``12h``, ``90s``, ``2w``, ``10d1h`` or a number of seconds."""
+    if isinstance(raw, int | float) and not isinstance(raw, bool) and raw >= 0:
         return dt.timedelta(seconds=float(raw))
-    m = _DURATION.match(str(raw))
-    if not m:
-        raise ScenarioError(f"'{raw}' is not a duration such as 90s, 15m, 12h, 30d or 2w")
-    return dt.timedelta(seconds=float(m.group(1)) * _UNITS_S[m.group(2)])
+    if not _DURATION.match(str(raw)):
+        raise ScenarioError(f"'{raw}' is not a duration such as 90s, 15m, 12h, 30d, 2w or 10d1h")
+    parts = _DURATION_PART.findall(str(raw))
+    return dt.timedelta(seconds=sum(float(n) * _UNITS_S[unit] for n, unit in parts))
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -198,7 +202,7 @@ def _validate_args(kind: str, args: Any, lab: LabSpec, label: str) -> None:
             args,
             [],
             label,
-            ["create", "issue", "issuer", "cn", "san", "key_type", "key_size", "days", "starts_in_days"],
+            ["create", "issue", "issuer", "cn", "san", "key_type", "key_size", "days", "starts_in_days", "ocsp"],
         )
         if ("create" in a) == ("issue" in a):
             raise ScenarioError(f"{label}: give one of 'create' (a CA) or 'issue' (a leaf certificate)")
@@ -282,10 +286,23 @@ class Runner:
         self.scenario = scenario
         self.lab = lab
         self.ca = LabCA(lab.clock)
+        self.ocsp: OcspResponder | None = None  # the lab CA's OCSP responder, started on first use (steps_ocsp)
         self.on_step = on_step
         self.identity_cache: dict[tuple[str, str], str] = {}
         self.memory: dict[str, Any] = {}  # what steps leave for later steps (burst acknowledgements, ...)
         self.cleanups: list[Callable[[], Awaitable[None]]] = []
+
+    async def ocsp_responder(self) -> OcspResponder:
+        """The scenario CA's OCSP responder on a free loopback port (R-OCSP-1): started by the first step
+        that needs it (``ocsp``, ``revoke``, a ``ca`` step with ``ocsp: true``...), stopped after the run."""
+        if self.ocsp is None:
+            from cluster.ocsp import OcspResponder  # noqa: PLC0415 - aiohttp's server only when a scenario uses OCSP
+
+            responder = OcspResponder(self.ca, self.lab.clock)
+            await responder.start()
+            self.ocsp = responder
+            self.cleanups.append(responder.stop)
+        return self.ocsp
 
     async def run(self) -> RunResult:
         try:
@@ -353,7 +370,8 @@ class Runner:
         if step.kind in EXTRA_STEPS:
             return await EXTRA_STEPS[step.kind].run(self, step)
         if step.kind == "ca":
-            return await asyncio.to_thread(self._ca, a)
+            ocsp_url = (await self.ocsp_responder()).url if a.get("ocsp") else None  # the responder URI in AIA
+            return await asyncio.to_thread(self._ca, a, ocsp_url)
         if step.kind == "upload":
             data = self._upload_data(a)
             return await self.lab.request(
@@ -371,7 +389,7 @@ class Runner:
         if step.kind == "resync":
             return await self.lab.request(a, "resync")
         if step.kind == "advance":
-            self.lab.clock.advance(parse_duration(a))
+            await self.lab.advance(parse_duration(a))
             return {"sim_time": self._now()}
         if step.kind == "wait":
             if isinstance(a, Mapping) and "seconds" in a:
@@ -388,7 +406,7 @@ class Runner:
             return await self.lab.request(a["node"], "list", args)
         raise ScenarioError(f"{step.label}: unknown step")
 
-    def _ca(self, a: Mapping[str, Any]) -> dict[str, Any]:
+    def _ca(self, a: Mapping[str, Any], ocsp_url: str | None = None) -> dict[str, Any]:
         algo = KeyAlgo.EC if str(a.get("key_type", "RSA")).upper() == "EC" else KeyAlgo.RSA
         size = int(a.get("key_size", 256 if algo is KeyAlgo.EC else 2048))
         cn = None if a.get("cn") is None else str(a["cn"])
@@ -397,7 +415,14 @@ class Runner:
             issuer = None if a.get("issuer") is None else str(a["issuer"])
             days = int(a.get("days", 3650))
             issued = self.ca.create_ca(
-                str(a["create"]), issuer=issuer, cn=cn, key_algo=algo, key_size=size, days=days, starts_in_days=starts
+                str(a["create"]),
+                issuer=issuer,
+                cn=cn,
+                key_algo=algo,
+                key_size=size,
+                days=days,
+                starts_in_days=starts,
+                ocsp_url=ocsp_url,
             )
         else:
             issued = self.ca.issue(
@@ -409,6 +434,7 @@ class Runner:
                 key_size=size,
                 days=int(a.get("days", 365)),
                 starts_in_days=starts,
+                ocsp_url=ocsp_url,
             )
         return {
             "name": issued.name,
@@ -546,4 +572,7 @@ def certificate_from_b64(data: str) -> x509.Certificate:
 
 # Step kinds defined in other modules register themselves when imported.
 import cluster.steps_certops  # noqa: E402, F401 - registers its step kinds
+import cluster.steps_doors as _steps_doors  # noqa: E402, F401 - ssh: and rest: (cluster.frontdoors)
+import cluster.steps_ocsp as _steps_ocsp  # noqa: E402, F401 - ocsp:, revoke:, expect_ocsp: ...
+import cluster.steps_time as _steps_time  # noqa: E402, F401 - monitor:, expect_alarms:, expect_mails:, expect_monitor:
 from cluster import steps_faults  # noqa: E402, F401

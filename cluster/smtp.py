@@ -8,7 +8,8 @@ Python 3.12); its protocol is served here with ``loop.create_server`` in the cal
 event loop rather than through its ``Controller`` thread, so a lab needs no extra thread
 and ``stop()`` is an ordinary await.
 
-:func:`send_mail` delivers one message with the stdlib :mod:`smtplib`, run through
+:func:`send_mail` (in :mod:`node.mail`: nodes send) delivers one message with the stdlib
+:mod:`smtplib`, run through
 ``asyncio.to_thread`` so the event loop stays free. A mail per expiry warning is a rare,
 tiny event, so a thread per send costs nothing worth a further dependency (aiosmtplib).
 Any SMTP server can receive them, not only the sink.
@@ -24,12 +25,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import smtplib
 from dataclasses import asdict, dataclass, field
-from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
-from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +35,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from cluster.broker import LOOPBACK, free_port
 from node.clock import Clock
-from node.errors import BadInput, Unavailable
+from node.errors import Unavailable
+from node.mail import SIM_TIME_HEADER, build_message, send_mail
 
-SIM_TIME_HEADER = "X-Certsim-Sim-Time"
+__all__ = ["SIM_TIME_HEADER", "ReceivedMail", "SmtpSink", "build_message", "send_mail"]
 
 
 @dataclass(frozen=True)
@@ -153,55 +152,3 @@ class SmtpSink:
     def write_jsonl(self, path: Path) -> None:
         """Write every message received so far to ``path``, one JSON object a line."""
         path.write_text("".join(json.dumps(m.to_json(), sort_keys=True) + "\n" for m in self.messages), "utf-8")
-
-
-def build_message(
-    sender: str,
-    to: list[str] | tuple[str, ...],
-    subject: str,
-    body: str,
-    *,
-    sim_time: dt.datetime | None = None,
-) -> EmailMessage:
-    """A plain-text message; with ``sim_time`` its ``Date`` and ``X-Certsim-Sim-Time`` are the simulated time."""
-    if not to:
-        raise BadInput("a mail needs at least one recipient")
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = ", ".join(to)
-    message["Subject"] = subject
-    if sim_time is not None:
-        message["Date"] = format_datetime(sim_time.astimezone(dt.UTC))
-        message[SIM_TIME_HEADER] = sim_time.astimezone(dt.UTC).isoformat()
-    message.set_content(body)
-    return message
-
-
-async def send_mail(
-    host: str,
-    port: int,
-    sender: str,
-    to: list[str] | tuple[str, ...],
-    subject: str,
-    body: str,
-    *,
-    sim_time: dt.datetime | None = None,
-    timeout: float = 10.0,
-) -> None:
-    """Deliver one plain-text mail over SMTP to ``host:port`` (smtplib in a worker thread).
-
-    Raises :class:`Unavailable` when no server answers or it refuses the message, and
-    :class:`BadInput` for a message without recipients.
-    """
-    message = build_message(sender, to, subject, body, sim_time=sim_time)
-
-    def deliver() -> None:
-        with smtplib.SMTP(host, port, timeout=timeout, local_hostname="certsim") as client:
-            client.send_message(message, from_addr=sender, to_addrs=list(to))
-
-    try:
-        await asyncio.to_thread(deliver)
-    except (TimeoutError, OSError) as exc:
-        raise Unavailable(f"no SMTP server answered at {host}:{port}: {exc}") from None
-    except smtplib.SMTPException as exc:
-        raise Unavailable(f"the SMTP server at {host}:{port} refused the mail: {exc}") from None

@@ -51,7 +51,7 @@ async def _heal(runner: Runner, step: Step) -> Any:
 
 
 def _validate_faults(args: Any, lab: LabSpec, label: str) -> None:
-    a = need_args(args, [], label, ["node", "nodes", "delay_ms", "duplicate", "reorder", "seed", "clear"])
+    a = need_args(args, [], label, ["node", "nodes", "delay_ms", "duplicate", "reorder", "seed", "clear", "drop"])
     _nodes_arg(as_list(a.get("nodes")) + as_list(a.get("node")), lab, label, allow_all=True)
     for key in ("duplicate", "reorder"):
         if not 0 <= float(a.get(key, 0)) <= 1:
@@ -71,6 +71,7 @@ async def _faults(runner: Runner, step: Step) -> Any:
                 duplicate=float(a.get("duplicate", 0)),
                 reorder=float(a.get("reorder", 0)),
                 seed=int(a.get("seed", 0)),
+                drop_next=int(a.get("drop", 0)),
             )
     return {"faults": names, "cleared": bool(a.get("clear"))}
 

@@ -55,6 +55,7 @@ BARRIER_MEMORY = 256
 CONNECT_DIGEST_DELAY_S = (0.05, 0.5)  # wall seconds: transport pacing, not simulated time
 REQUEST_MEMORY = 512  # answers kept so a resent request is answered, not run twice
 SEEN_MEMORY = 20_000  # envelope ids remembered against replays
+PURGE_EVERY_MS = 86_400_000  # tombstone purge at most daily (the retention is counted in days)
 REJECT_LOG_EVERY = 100  # after the first few, log one rejected envelope in this many per reason
 
 
@@ -72,6 +73,7 @@ class NodeConfig:
     release: ReleaseProfile
     subject: certs.SubjectFields = certs.SubjectFields()  # noqa: RUF009 - frozen, so one shared default is safe
     rsa_key_size: int = DEFAULT_RSA_KEY_SIZE
+    smtp: str | None = None  # "host:port" of the mail server the expiry monitor sends to (R-MON-3)
 
 
 class NodeAgent:
@@ -101,7 +103,7 @@ class NodeAgent:
         self.bus = Bus(
             broker,
             client_id=f"{config.topics.root}/{config.name}".replace("/", ":"),
-            subscriptions=[config.topics.repl, config.topics.node_all(config.name)],
+            subscriptions=[config.topics.repl, config.topics.node_all(config.name), config.topics.clock],
             sync_topics=[config.topics.repl, config.topics.node(config.name)],
             on_message=self._on_message,
             on_connect=self._on_connect,
@@ -123,6 +125,11 @@ class NodeAgent:
         self.stats: collections.Counter[str] = collections.Counter()
         self.running = False
         self._jitter = random.Random(config.name)  # noqa: S311 - reproducible pacing per node, not security
+        self.peer_digests: dict[str, dict[str, str]] = {}  # each peer's latest digest heard
+        self._broadcast_generation = -1
+        self._digest_cache: tuple[int, dict[str, str]] | None = None
+        self._next_purge_ms = 0
+        self._saved_contact_ms = -1
         self.listeners: list[Observer] = []  # in-process watchers of node events (front doors, monitors)
 
     # ---------------------------------------------------------------------------------------
@@ -150,6 +157,7 @@ class NodeAgent:
         self._tasks = [
             asyncio.create_task(self._publisher(), name=f"publisher:{self.name}"),
             asyncio.create_task(self._resync_timer(), name=f"resync:{self.name}"),
+            *(asyncio.create_task(timer(self), name=f"{label}:{self.name}") for label, timer in _TIMERS),
         ]
         self.log.info("node-started", role=self.config.role.value, publisher=self.config.publisher)
 
@@ -371,6 +379,9 @@ class NodeAgent:
             return
         if env.sender == self.name or (env.to is not None and env.to != self.name):
             return
+        if topic == self.config.topics.clock:
+            self._follow_clock(env)
+            return
         if env.kind != "ctl":  # control requests are resent on purpose and deduplicated by id
             if env.msg_id in self._seen:
                 self._reject("replay", topic, detail=f"{env.kind} {env.msg_id} from {env.sender}")
@@ -404,6 +415,20 @@ class NodeAgent:
         except (ValueError, KeyError, TypeError) as exc:
             self._reject("bad-body", topic, detail=str(exc))
 
+    def _follow_clock(self, env: Envelope) -> None:
+        """The lab clock jumped in another process: jump ours too, firing our due timers in order."""
+        follow = getattr(self.clock, "follow", None)
+        offset = env.body.get("offset_ms")
+        if follow is None or isinstance(offset, bool) or not isinstance(offset, int):
+            return
+
+        async def catch_up() -> None:
+            steps = await follow(dt.timedelta(milliseconds=offset))
+            if steps:
+                self.log.info("clock-followed", offset_ms=offset, steps=steps)
+
+        self._spawn(catch_up(), f"clock:{self.name}")
+
     def _reject(self, reason: str, topic: str, detail: str = "") -> None:
         self.rejected[reason] += 1
         count = self.rejected[reason]
@@ -424,6 +449,7 @@ class NodeAgent:
 
     async def _handle_digest(self, env: Envelope) -> None:
         theirs = _digest_map(env.body["digests"])
+        self.peer_digests[env.sender] = theirs
         mine = self.digests()
         differing = [s for s in mine if s in theirs and mine[s] != theirs[s]]
         if self.rejoining:
@@ -449,6 +475,7 @@ class NodeAgent:
         changed = await self.apply_records(records, env.sender)
         self._emit("state-in", sender=env.sender, records=len(records), changed=changed)
         theirs = _digest_map(env.body["digests"])
+        self.peer_digests[env.sender] = theirs
         hops = int(env.body.get("hops", 0))
         mine = self.digests()
         differing = [s for s in env.body["stores"] if s in mine and s in theirs and mine[s] != theirs[s]]
@@ -574,7 +601,11 @@ class NodeAgent:
         return view
 
     def digests(self) -> dict[str, str]:
-        """Per replicated store of this node's role, a digest of its replicated view (from memory)."""
+        """Per replicated store of this node's role, a digest of its replicated view (from memory;
+        recomputed only after the stores changed)."""
+        if self._digest_cache is not None and self._digest_cache[0] == self.store.generation:
+            return dict(self._digest_cache[1])
+        generation = self.store.generation
         mine = {s: "" for s in self.stores if self.policies[s].replicate_add or self.policies[s].replicate_delete}
         items: list[tuple[str, str, Version, str | None]] = []
         for (store, name), slot in self.store.index.items():
@@ -585,7 +616,8 @@ class NodeAgent:
             if slot.tombstone is not None and self.policies[store].replicate_delete:
                 items.append((store, name, slot.tombstone, None))
         mine.update(digests_of(items))
-        return mine
+        self._digest_cache = (generation, mine)
+        return dict(mine)
 
     def _rejoined(self, peer: str) -> None:
         self.rejoining = False
@@ -595,6 +627,7 @@ class NodeAgent:
 
     async def _broadcast_digest(self, reason: str) -> None:
         self.stats["digests-sent"] += 1
+        self._broadcast_generation = self.store.generation
         body = {"digests": self.digests(), "rejoining": self.rejoining}
         self._send(self.config.topics.repl, self._envelope("digest", body))
         self._emit("digest-out", reason=reason)
@@ -607,16 +640,33 @@ class NodeAgent:
         self._emit("state-out", to=to, stores=stores, records=len(records))
 
     async def _resync_timer(self) -> None:
-        """Broadcast digests every resync interval of simulated time (R-REPL-6: 1800 s)."""
+        """Anti-entropy every resync interval of simulated time (R-REPL-6: 1800 s).
+
+        The timer always fires; its digest broadcast is skipped when it could tell nobody
+        anything: nothing changed here since the last broadcast and every peer's last digest
+        equals ours. A peer that missed something differs from us, so we still broadcast.
+        This is what lets a simulated year of 21 nodes run in seconds.
+        """
         interval = dt.timedelta(seconds=self.config.release.resync_interval_s)
         due = self.clock.now() + interval
         while True:
             await _sleep_until(self.clock, due)
-            due = self.clock.now() + interval
-            await self._purge_tombstones()
-            await self.store.set_meta("last_contact_ms", str(self.last_contact_ms))
-            if self.bus.connected:
+            due += interval
+            self.stats["resync-timer"] += 1
+            if self.clock.now_ms() >= self._next_purge_ms:
+                self._next_purge_ms = self.clock.now_ms() + PURGE_EVERY_MS
+                await self._purge_tombstones()
+            if self.last_contact_ms != self._saved_contact_ms:
+                self._saved_contact_ms = self.last_contact_ms
+                await self.store.set_meta("last_contact_ms", str(self.last_contact_ms))
+            if self.bus.connected and not self._digest_redundant():
                 await self._broadcast_digest("timer")
+
+    def _digest_redundant(self) -> bool:
+        if self.rejoining or self.store.generation != self._broadcast_generation or not self.peer_digests:
+            return False
+        mine = self.digests()
+        return all(mine[s] == d for theirs in self.peer_digests.values() for s, d in theirs.items() if s in mine)
 
     async def resync(self) -> None:
         """Force anti-entropy now (a restart of the Intercluster Sync Agent does this, R-REPL-6)."""
@@ -685,10 +735,19 @@ class NodeAgent:
         if flt.store is not None and flt.store not in self.stores and flt.store not in UNITS:
             ops.check_store(self.config.role, flt.store)
         rows: list[dict[str, Any]] = []
+        ocsp = await agent_ocsp.listing_statuses(self)  # OCSP: good / revoked / unknown per certificate (R-OCSP-3)
         for unit, ident in sorted((await self.store.identities()).items()):
             desc = certs.describe(x509.load_der_x509_certificate(ident.cert_der))
             if flt.matches(unit, Usage.IDENTITY, desc):
-                rows.append({"store": unit, "usage": Usage.IDENTITY.value, "source": ident.source, **desc})
+                rows.append(
+                    {
+                        "store": unit,
+                        "usage": Usage.IDENTITY.value,
+                        "source": ident.source,
+                        **desc,
+                        "ocsp": ocsp.get(desc["sha256"]),
+                    }
+                )
         for rec in await self.store.entries():
             assert rec.der is not None
             desc = certs.describe(x509.load_der_x509_certificate(rec.der))
@@ -701,6 +760,7 @@ class NodeAgent:
                         "origin": rec.origin,
                         "version": str(rec.version),
                         **desc,
+                        "ocsp": ocsp.get(desc["sha256"]),
                     }
                 )
         return rows
@@ -722,7 +782,7 @@ class NodeAgent:
             async with self.store.transaction():
                 replicated = await self._write_changes(plan.puts, [])
         self.log.info("upload", store=store, added=plan.added, replaced=plan.replaced, unchanged=plan.unchanged)
-        return {
+        result: dict[str, Any] = {
             "store": store,
             "added": list(plan.added),
             "replaced": list(plan.replaced),
@@ -731,6 +791,12 @@ class NodeAgent:
             "replicated": sorted({f"{r.store}/{r.name}" for r in replicated}),
             "versions": {k: v.to_json() for k, v in self.last_written.items()} if plan.puts else {},
         }
+        # --- OCSP (node/agent_ocsp.py): R-OCSP-1, every upload is checked; never refused for its status
+        checked = await agent_ocsp.on_upload(self, uploaded)
+        if checked is not None:
+            result["ocsp"] = checked
+        # --- end OCSP
+        return result
 
     async def op_delete(self, args: dict[str, Any]) -> dict[str, Any]:
         store = str(args.get("store") or "")
@@ -825,6 +891,18 @@ def register_op(name: str, handler: OpHandler) -> None:
     _OPS[name] = handler
 
 
+TimerFactory = Callable[["NodeAgent"], Coroutine[Any, Any, None]]
+_TIMERS: list[tuple[str, TimerFactory]] = []
+
+
+def register_timer(label: str, timer: TimerFactory) -> None:
+    """Add a task every node runs from start to stop (expiry monitor, OCSP checks); it should
+    sleep with ``_sleep_until`` so clock jumps wake it in order."""
+    if any(existing == label for existing, _ in _TIMERS):
+        raise ValueError(f"timer '{label}' is already defined")
+    _TIMERS.append((label, timer))
+
+
 def register_message(kind: str, handler: MessageHandler) -> None:
     """Add a bus message kind (sealed like every envelope) and its handler."""
     if kind in NodeAgent._handlers:
@@ -857,10 +935,8 @@ def _json_list(raw: str) -> object:
 
 
 async def _sleep_until(clock: Clock, due: dt.datetime) -> None:
-    """Sleep until the simulated clock reaches ``due``, re-reading it so jumps are honoured."""
-    while (remaining := (due - clock.now()).total_seconds()) > 0:
-        rate = getattr(clock, "rate", 1.0)
-        await asyncio.sleep(min(remaining / rate, 0.5))
+    """Sleep until the simulated clock reaches ``due`` (jumps wake timers in order, see node.clock)."""
+    await clock.sleep_until(due)
 
 
-from node import agent_certops  # noqa: E402, F401 - registers the certificate operations
+from node import agent_certops, agent_monitor, agent_ocsp  # noqa: E402, F401 - register further operations and timers

@@ -398,7 +398,7 @@ async def op_identity_upload(agent: NodeAgent, args: dict[str, Any]) -> dict[str
     services = list(_node_services(agent).values())
     advice = certops.after_change_advice(unit.name, services, await _params(agent.store), regenerated=False)
     agent.log.info("identity-uploaded", unit=unit.name, flags=list(plan.flags), shared_with=shared_with)
-    return {
+    result: dict[str, Any] = {
         "unit": unit.name,
         "source": "ca-signed",
         "cn": certs.common_name(plan.leaf.subject),
@@ -412,6 +412,14 @@ async def op_identity_upload(agent: NodeAgent, args: dict[str, Any]) -> dict[str
         "trust_updated": sorted({f"{p.store}/{p.name}" for p in puts}),
         **advice,
     }
+    # --- OCSP (node/agent_ocsp.py): R-OCSP-1, the uploaded certificate is checked; never refused for its status
+    from node import agent_ocsp  # noqa: PLC0415 - imported here: node.agent imports both modules
+
+    checked = await agent_ocsp.on_upload(agent, [plan.leaf])
+    if checked is not None:
+        result["ocsp"] = checked
+    # --- end OCSP
+    return result
 
 
 async def _on_identity_install(agent: NodeAgent, env: Envelope) -> None:
@@ -829,12 +837,30 @@ async def op_check_remote(agent: NodeAgent, args: dict[str, Any]) -> dict[str, A
             ),
             "peer_cert": certs.fingerprint(cert),
         }
+    # --- OCSP (node/agent_ocsp.py): R-OCSP-3/R-OCSP-4, the peer's leaf is asked about in real time
+    from node import agent_ocsp  # noqa: PLC0415 - imported here: node.agent imports both modules
+    from node.ocsp_check import OcspStatus  # noqa: PLC0415
+
+    verdict = await agent_ocsp.check_connection(agent, cert, trust)
+    if verdict is not None and not verdict.allowed:
+        agent.log.warning("remote-node-revocation", peer=peer, status=verdict.status.value, reason=verdict.reason)
+        return {
+            **failure,
+            "reason": (
+                f"{peer}'s Tomcat serves '{certs.common_name(cert.subject)}', whose OCSP status is {verdict.status}"
+                f"{' (Common Criteria mode)' if verdict.status is not OcspStatus.REVOKED else ''}: {verdict.reason}"
+            ),
+            "peer_cert": certs.fingerprint(cert),
+            "ocsp": verdict.status.value,
+        }
+    # --- end OCSP
     return {
         "peer": peer,
         "connected": True,
         "message": f"Connected to {peer}",
         "peer_cert": certs.fingerprint(cert),
         "peer_cn": certs.common_name(cert.subject),
+        "ocsp": None if verdict is None else verdict.status.value,
     }
 
 

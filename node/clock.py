@@ -3,19 +3,48 @@
 Simulated time is ``sim_origin + rate * (wall - wall_origin) + offset``; the origin pair is
 persisted in the lab directory, so every agent of a lab, in any process, reads the same
 time. ``advance`` jumps forward (scenarios, ``certsim clock advance``).
+
+Timers sleep with :meth:`SimClock.sleep_until`. A jump does not just move the offset: it
+steps through the timers due inside it, earliest first, pins the clock to each one's due
+time, wakes it, and waits until the woken tasks are idle again (asleep on the clock or
+done) before the next step. So a 30-day jump runs every 30-minute resync and every daily
+expiry check in order, each seeing the simulated time it was due at.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import heapq
+import itertools
 import time
+from dataclasses import dataclass, field
 from typing import Protocol
+
+POLL_S = 0.5  # wall seconds between re-reads of the clock while a timer sleeps (rate changes, other processes)
+STEP_GRANULARITY = dt.timedelta(seconds=2)  # timers due this close together wake in one step
+SETTLE_TIMEOUT_S = 30.0  # wall seconds a jump waits for woken timers before moving on regardless
 
 
 class Clock(Protocol):
     def now(self) -> dt.datetime: ...
 
     def now_ms(self) -> int: ...
+
+    async def sleep_until(self, due: dt.datetime) -> None: ...
+
+
+@dataclass(order=True)
+class _Waiter:
+    due: dt.datetime
+    seq: int
+    future: asyncio.Future[bool] = field(compare=False)  # True: woken by a jump; False: time to re-read
+    task: asyncio.Task[object] | None = field(compare=False)
+
+
+def _time_to_look(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
 
 
 class SimClock:
@@ -30,6 +59,12 @@ class SimClock:
         self.rate = rate
         self.wall_origin = time.time() if wall_origin is None else wall_origin
         self.offset = dt.timedelta(0)
+        self._waiters: list[_Waiter] = []
+        self._seq = itertools.count()
+        self._woken: set[asyncio.Task[object]] = set()
+        self._idle = asyncio.Event()
+        self._jump: asyncio.Lock | None = None
+        self.steps = 0  # timer wake-up steps taken by jumps (benchmarks report it)
 
     def now(self) -> dt.datetime:
         elapsed = max(0.0, time.time() - self.wall_origin) * self.rate
@@ -39,6 +74,81 @@ class SimClock:
         return int(self.now().timestamp() * 1000)
 
     def advance(self, delta: dt.timedelta) -> None:
+        """Jump without running timers in between (they fire late, once); tests of pure parts only.
+        Labs use :meth:`jump`."""
         if delta < dt.timedelta(0):
             raise ValueError("the lab clock only moves forward")
         self.offset += delta
+
+    async def sleep_until(self, due: dt.datetime) -> None:
+        """Sleep until simulated ``due``; woken early and in order by :meth:`jump`."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._settled(task)
+        loop = asyncio.get_running_loop()
+        while self.now() < due:
+            waiter = _Waiter(due, next(self._seq), loop.create_future(), task)
+            heapq.heappush(self._waiters, waiter)
+            remaining = (due - self.now()).total_seconds() / self.rate
+            poll = loop.call_later(max(0.0, min(remaining, POLL_S)), _time_to_look, waiter.future)
+            try:
+                woken = await waiter.future
+            finally:
+                poll.cancel()
+                if not waiter.future.done():
+                    waiter.future.cancel()  # stays in the heap until popped; skipped there
+            if woken:
+                return  # a jump woke us at our due time
+
+    def _settled(self, task: asyncio.Task[object]) -> None:
+        self._woken.discard(task)
+        if not self._woken:
+            self._idle.set()
+
+    async def jump(self, delta: dt.timedelta) -> int:
+        """Move forward by ``delta``, firing every timer due on the way at its own time; returns
+        how many wake-up steps it took. Jumps are serialised."""
+        if delta < dt.timedelta(0):
+            raise ValueError("the lab clock only moves forward")
+        if self._jump is None:
+            self._jump = asyncio.Lock()
+        async with self._jump:
+            target_offset = self.offset + delta  # kept exact, so clocks in other processes can match it
+            steps = 0
+            while (waiter := self._next_waiter()) is not None:
+                base = self.now() - self.offset
+                if waiter.due > base + target_offset:
+                    break
+                self.offset = max(self.offset, waiter.due - base)
+                await self._wake_due(waiter.due + STEP_GRANULARITY)
+                steps += 1
+            self.offset = max(self.offset, target_offset)
+            self.steps += steps
+            return steps
+
+    async def follow(self, offset: dt.timedelta) -> int:
+        """Catch up with another process's clock (the clock travels on the bus): jump, firing
+        due timers in order, when its offset is ahead of ours; returns the steps taken."""
+        ahead = offset - self.offset
+        return await self.jump(ahead) if ahead > dt.timedelta(0) else 0
+
+    def _next_waiter(self) -> _Waiter | None:
+        while self._waiters and self._waiters[0].future.done():
+            heapq.heappop(self._waiters)
+        return self._waiters[0] if self._waiters else None
+
+    async def _wake_due(self, until: dt.datetime) -> None:
+        """Wake every waiter due before ``until`` and wait until their tasks sleep again or end."""
+        self._idle.clear()
+        while (waiter := self._next_waiter()) is not None and waiter.due <= until:
+            heapq.heappop(self._waiters)
+            if waiter.task is not None and not waiter.task.done():
+                self._woken.add(waiter.task)
+                waiter.task.add_done_callback(self._settled)
+            waiter.future.set_result(True)
+        if not self._woken:
+            return
+        try:
+            await asyncio.wait_for(self._idle.wait(), SETTLE_TIMEOUT_S)
+        except TimeoutError:
+            self._woken.clear()  # a timer blocked on I/O for long: do not hold the whole lab

@@ -31,6 +31,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -41,6 +42,9 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from node.errors import BadInput, Refused, Unavailable
+
+if TYPE_CHECKING:
+    from aiohttp import ClientSession
 
 CLOCK_SKEW = dt.timedelta(minutes=5)  # tolerated for thisUpdate slightly ahead of the node's clock
 DEFAULT_MAX_AGE = dt.timedelta(days=7)  # for responses without nextUpdate
@@ -363,7 +367,8 @@ def evaluate_response(
 # I/O adapter
 
 
-def _require_loopback(url: str) -> None:
+def require_loopback(url: str) -> None:
+    """Refuse (:class:`BadInput`) a responder URI that is not ``http://`` on a loopback host."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise BadInput(f"OCSP responder URI must be http://host[:port]/..., not '{url}'")
@@ -378,25 +383,40 @@ def _require_loopback(url: str) -> None:
         raise BadInput(f"certsim only asks OCSP responders on loopback; '{host}' is not a loopback address")
 
 
-async def fetch(url: str, request_der: bytes, *, timeout: float = 5.0) -> bytes:
+async def _post(session: ClientSession, url: str, request_der: bytes, timeout: float) -> bytes:
+    import aiohttp  # noqa: PLC0415 - only nodes with OCSP enabled pay for importing aiohttp
+
+    async with session.post(
+        url,
+        data=request_der,
+        headers={"Content-Type": OCSP_REQUEST_TYPE},
+        timeout=aiohttp.ClientTimeout(total=timeout),
+    ) as reply:
+        body = await reply.content.read(MAX_RESPONSE_BYTES + 1)
+        if reply.status != 200:
+            raise Unavailable(f"OCSP responder {url} answered HTTP {reply.status}")
+        if reply.content_type != OCSP_RESPONSE_TYPE:
+            raise Unavailable(f"OCSP responder {url} answered {reply.content_type}, not {OCSP_RESPONSE_TYPE}")
+    return body
+
+
+async def fetch(url: str, request_der: bytes, *, timeout: float = 5.0, session: ClientSession | None = None) -> bytes:
     """POST ``request_der`` to the responder at ``url`` (loopback only) and return the response DER.
 
+    ``session`` (optional) is an aiohttp client session to reuse, so a node checking many
+    certificates keeps one connection pool; without it each call opens and closes its own.
     Raises :class:`BadInput` for a non-loopback URI and :class:`Unavailable` when the
     responder cannot be reached or answers other than 200 with an OCSP response.
     """
     import aiohttp  # noqa: PLC0415 - only nodes with OCSP enabled pay for importing aiohttp
 
-    _require_loopback(url)
+    require_loopback(url)
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.post(url, data=request_der, headers={"Content-Type": OCSP_REQUEST_TYPE}) as reply,
-        ):
-            body = await reply.content.read(MAX_RESPONSE_BYTES + 1)
-            if reply.status != 200:
-                raise Unavailable(f"OCSP responder {url} answered HTTP {reply.status}")
-            if reply.content_type != OCSP_RESPONSE_TYPE:
-                raise Unavailable(f"OCSP responder {url} answered {reply.content_type}, not {OCSP_RESPONSE_TYPE}")
+        if session is None:
+            async with aiohttp.ClientSession() as own:
+                body = await _post(own, url, request_der, timeout)
+        else:
+            body = await _post(session, url, request_der, timeout)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise Unavailable(f"OCSP responder {url} cannot be reached: {exc or type(exc).__name__}") from None
     if len(body) > MAX_RESPONSE_BYTES:
@@ -413,6 +433,7 @@ async def check(
     *,
     configured_url: str | None = None,
     timeout: float = 5.0,
+    session: ClientSession | None = None,
 ) -> OcspResult:
     """One complete check (R-OCSP-1..3): URI, request with a nonce, fetch, validate.
 
@@ -422,7 +443,7 @@ async def check(
     try:
         url = responder_url(cert, configured_url)
         nonce = new_nonce()
-        der = await fetch(url, build_request(cert, issuer, nonce=nonce), timeout=timeout)
+        der = await fetch(url, build_request(cert, issuer, nonce=nonce), timeout=timeout, session=session)
         return evaluate_response(der, cert, issuer, list(trust_store_certs), now, cc_mode, nonce=nonce)
     except (OcspError, BadInput, Unavailable) as exc:
         return unusable(exc.message, cc_mode)

@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS authz_key (
     kind TEXT PRIMARY KEY, material BLOB NOT NULL, version TEXT NOT NULL, retired BLOB
 );
 CREATE TABLE IF NOT EXISTS peer (name TEXT PRIMARY KEY, fqdn TEXT NOT NULL, role TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS syslog (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, sim_ms INTEGER NOT NULL, app TEXT NOT NULL, text TEXT NOT NULL
+);
 """
 
 
@@ -93,6 +96,7 @@ class NodeStore:
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self.index: dict[tuple[str, str], Slot] = {}  # mirrors the entry and tombstone tables
+        self.generation = 0  # bumped on every change of entries, tombstones or identities (cheap "changed since?")
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +108,7 @@ class NodeStore:
         await self._reload_index()
 
     def _slot(self, store: str, name: str) -> Slot:
+        self.generation += 1
         return self.index.setdefault((store, name), Slot())
 
     def max_version(self) -> Version | None:
@@ -165,6 +170,7 @@ class NodeStore:
         return {str(r[0]): Identity(str(r[0]), bytes(r[1]), bytes(r[2]), str(r[3])) for r in rows}
 
     async def put_identity(self, ident: Identity, now_ms: int) -> None:
+        self.generation += 1
         await self.db.execute(
             "INSERT OR REPLACE INTO identity(unit, cert_der, key_pem, source, updated_ms) VALUES (?,?,?,?,?)",
             (ident.unit, ident.cert_der, ident.key_pem, ident.source, now_ms),

@@ -34,5 +34,10 @@ class Topics:
         return f"{self.root}/presence/{name}"
 
     @property
+    def clock(self) -> str:
+        """Retained: the lab clock's offset, so nodes in other processes jump with it."""
+        return f"{self.root}/clock"
+
+    @property
     def presence_all(self) -> str:
         return f"{self.root}/presence/+"

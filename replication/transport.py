@@ -202,6 +202,8 @@ class Bus:
         if not self.faults.active and not self._held:
             await self._deliver(topic, payload)
             return
+        if self._is_sync(topic) and self.faults.drops(payload):
+            return  # lost in transit; only anti-entropy can repair it
         for _ in range(self.faults.copies()):
             if self.faults.hold_back():
                 self._held.append((topic, payload))

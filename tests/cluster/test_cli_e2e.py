@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import json
 import os
+import ssl
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +54,32 @@ def running_lab(tmp_path: Path, broker_url: str | None) -> Iterator[Path]:
         yield home
     finally:
         certsim("lab", "down", home=home, check=False)
+
+
+def https_get(listener: dict[str, Any], path: str) -> Any:
+    """GET a certmgr REST path from a node's HTTPS front door (the lab's default OS administrator)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    url = f"https://{listener['host']}:{listener['port']}/platformcom/api/v1/certmgr/config/{path}"
+    auth = base64.b64encode(b"admin:certsim-admin").decode()
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {auth}"})
+    with urllib.request.urlopen(request, context=ctx, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_lab_hosts_prints_etc_hosts_lines(tmp_path: Path) -> None:
+    """lab hosts: one /etc/hosts line per node (address, FQDN, short name), from a lab file."""
+    out = certsim("lab", "hosts", str(DEMO_LAB), home=tmp_path).stdout.splitlines()
+    assert out == [
+        "# certsim lab demo",
+        "127.0.0.11  cucm-pub.lab.example cucm-pub",
+        "127.0.0.12  cucm-sub1.lab.example cucm-sub1",
+        "127.0.0.13  cucm-sub2.lab.example cucm-sub2",
+        "127.0.0.14  imp-pub.lab.example imp-pub",
+    ]
+    missing = certsim("lab", "hosts", home=tmp_path, check=False)
+    assert missing.returncode != 0 and "no lab is running" in missing.stderr
 
 
 def node_run_cmd(node: str, broker_url: str) -> list[str]:
@@ -117,6 +147,13 @@ def test_lab_status_cert_verbs_and_down(running_lab: Path, tmp_path: Path) -> No
     assert set(status["nodes"]) == {"cucm-pub", "cucm-sub1", "cucm-sub2", "imp-pub"}
     assert all(n["connected"] for n in status["nodes"].values())
     assert status["nodes"]["imp-pub"]["stores"]["tomcat-trust"] == 8
+    doors = status["front_doors"]  # lab up opened every node's SSH and HTTPS front doors (cluster.frontdoors)
+    assert set(doors) == set(status["nodes"])
+    assert doors["cucm-pub"]["https"]["host"] == doors["cucm-pub"]["ssh"]["host"] == "127.0.0.11"
+    assert "certsim-admin" not in json.dumps(doors)  # the OS administrator's password is never shown
+    table = certsim("lab", "status", home=home).stdout
+    assert "front doors of demo" in table and f"{doors['imp-pub']['https']['address']}" in table
+    assert https_get(doors["cucm-pub"]["https"], "identity/certificate?service=tomcat")[0]["service"] == "tomcat"
 
     ca = LabCA(SimClock(dt.datetime.now(dt.UTC)))
     root = ca.create_ca("CliRootCA")
@@ -196,6 +233,7 @@ def test_lab_status_cert_verbs_and_down(running_lab: Path, tmp_path: Path) -> No
 
     down = certsim("lab", "down", home=home)
     assert "stopped" in down.stdout
+    assert not list((home / "labs" / "demo" / "doors").glob("*.json"))  # the doors closed with the lab
     again = certsim("lab", "status", home=home, check=False)
     assert again.returncode != 0 and "no lab is running" in again.stderr
 
@@ -228,6 +266,11 @@ def test_lab_spans_processes(tmp_path: Path, broker_url: str | None) -> None:
         else:
             raise AssertionError(f"cucm-sub2 never converged: {status}")
         assert sub2["connected"] is True
+        # the node's front doors run in its own process, next to its agent
+        doors = json.loads(certsim("lab", "status", "--json", home=home).stdout)["front_doors"]
+        assert set(doors) == {"cucm-pub", "cucm-sub1", "cucm-sub2", "imp-pub"}
+        assert doors["cucm-sub2"]["https"]["host"] == "127.0.0.13"
+        assert https_get(doors["cucm-sub2"]["https"], "snapshot/server")["server"] == "cucm-sub2.lab.example"
     finally:
         node.terminate()
         node.wait(timeout=30)

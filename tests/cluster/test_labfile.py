@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from cluster.labfile import LabFileError, LabSpec, NodeSpec, load_lab, parse_lab
+from cluster.frontdoor_auth import Credentials
+from cluster.labfile import FrontDoorSpec, LabFileError, LabSpec, NodeSpec, load_lab, parse_lab
 from node.catalog import RELEASES, Role
 from node.certs import SubjectFields
 
@@ -59,10 +60,10 @@ def test_good_lab_file_parses(tmp_path: Path) -> None:
     assert lab.clock_rate == 60.0
     assert lab.subject == SubjectFields(organization="Example Corp", country="FR")
     assert lab.nodes == (
-        NodeSpec("cucm-pub", Role.CUCM, True, "cucm-pub.lab.example"),
-        NodeSpec("cucm-sub1", Role.CUCM, False, "sub1.other.example"),
-        NodeSpec("imp-pub", Role.IMP, True, "imp-pub.lab.example"),  # IM&P has its own publisher
-        NodeSpec("imp-sub1", Role.IMP, False, "imp-sub1.lab.example"),
+        NodeSpec("cucm-pub", Role.CUCM, True, "cucm-pub.lab.example", "127.0.0.11"),
+        NodeSpec("cucm-sub1", Role.CUCM, False, "sub1.other.example", "127.0.0.12"),
+        NodeSpec("imp-pub", Role.IMP, True, "imp-pub.lab.example", "127.0.0.13"),  # IM&P has its own publisher
+        NodeSpec("imp-sub1", Role.IMP, False, "imp-sub1.lab.example", "127.0.0.14"),
     )
     assert lab.node_names == ("cucm-pub", "cucm-sub1", "imp-pub", "imp-sub1")
     assert lab.node("imp-sub1").role is Role.IMP
@@ -237,6 +238,32 @@ BAD_LABS: list[tuple[str, Any, str]] = [
     ("subject-not-a-mapping", {**good(), "subject": "Example"}, r"'subject' must be a mapping"),
     ("unknown-subject-field", {**good(), "subject": {"email": "x@y"}}, r"unknown subject field\(s\) email"),
     ("bad-country", {**good(), "subject": {"country": "USA"}}, r"subject country must be a two-letter code"),
+    # front doors (cluster.frontdoors): addresses, ports, the OS administrator
+    (
+        "address-not-loopback",
+        _mutate("nodes.0.address", "10.0.0.1"),
+        r"node 1 \(cucm-pub\): 'address' 10.0.0.1 is not a loopback host address",
+    ),
+    ("address-not-ip", _mutate("nodes.0.address", "cucm-pub"), r"'address' must be an IPv4 address in 127.0.0.0/8"),
+    ("address-ipv6", _mutate("nodes.0.address", "::1"), r"'address' must be an IPv4 address"),
+    ("address-network", _mutate("nodes.0.address", "127.0.0.0"), r"127.0.0.0 is not a loopback host address"),
+    ("address-broadcast", _mutate("nodes.0.address", "127.255.255.255"), r"is not a loopback host address"),
+    (
+        "duplicate-addresses",
+        _mutate("nodes.1.address", "127.0.0.11"),
+        r"two nodes have the address '127.0.0.11' \(a node without 'address' gets 127.0.0.<11 \+ its position>\)",
+    ),
+    ("ssh-port-too-big", _mutate("nodes.0.ssh_port", 70000), r"\(cucm-pub\): 'ssh_port' must be a port number"),
+    ("https-port-text", _mutate("nodes.1.https_port", "443"), r"\(cucm-sub1\): 'https_port' must be a port number"),
+    ("https-port-bool", _mutate("nodes.1.https_port", True), r"'https_port' must be a port number"),
+    ("front-doors-not-a-mapping", {**good(), "front_doors": True}, r"'front_doors' must be a mapping"),
+    ("front-doors-unknown-key", {**good(), "front_doors": {"port": 22}}, r"unknown front_doors key\(s\) port"),
+    ("front-doors-enabled-text", {**good(), "front_doors": {"enabled": "yes"}}, r"'enabled' must be true or false"),
+    ("front-doors-negative-port", {**good(), "front_doors": {"ssh_port": -1}}, r"front_doors 'ssh_port' must be"),
+    ("os-admin-not-a-mapping", {**good(), "os_admin": "admin"}, r"'os_admin' must be a mapping"),
+    ("os-admin-unknown-key", {**good(), "os_admin": {"password": "x" * 8, "uid": 0}}, r"'os_admin' must be a"),
+    ("os-admin-bad-user", {**good(), "os_admin": {"user": "Admin!", "password": "x" * 8}}, r"os_admin 'user'"),
+    ("os-admin-no-password", {**good(), "os_admin": {"user": "admin"}}, r"os_admin 'password' must be a string"),
 ]
 
 
@@ -309,3 +336,55 @@ def test_fqdns_differing_only_in_case_are_duplicates() -> None:
     raw["nodes"][1]["fqdn"] = "cucm.lab.example"
     with pytest.raises(LabFileError, match="two nodes have the fqdn"):
         parse_lab(raw)
+
+
+# --- front doors ------------------------------------------------------------------------------
+
+
+def test_front_door_defaults() -> None:
+    """Nodes without an address get 127.0.0.<11 + position>; ports 22 and 443; admin / certsim-admin."""
+    lab = parse_lab({**good(), "nodes": [*good()["nodes"], _imp("imp-pub")]})
+    assert [n.address for n in lab.nodes] == ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+    assert {(n.ssh_port, n.https_port) for n in lab.nodes} == {(22, 443)}
+    assert lab.front_doors == FrontDoorSpec(enabled=True, ssh_port=22, https_port=443)
+    assert lab.os_admin == Credentials("admin", "certsim-admin")
+
+
+def test_front_door_ports_lab_wide_and_per_node() -> None:
+    """Lab-wide ports are defaults; a node's own ports win; 0 means any free port."""
+    raw = {
+        **good(),
+        "front_doors": {"enabled": False, "ssh_port": 2222, "https_port": 0},
+        "nodes": [
+            {"name": "cucm-pub", "address": "127.0.1.1", "ssh_port": 0},
+            {"name": "cucm-sub1", "https_port": 8443},
+        ],
+    }
+    lab = parse_lab(raw)
+    assert lab.front_doors == FrontDoorSpec(enabled=False, ssh_port=2222, https_port=0)
+    pub, sub = lab.nodes
+    assert (pub.address, pub.ssh_port, pub.https_port) == ("127.0.1.1", 0, 0)
+    assert (sub.address, sub.ssh_port, sub.https_port) == ("127.0.0.12", 2222, 8443)
+
+
+def test_os_admin_password_is_never_shown() -> None:
+    """The OS administrator's password is not in the spec's repr, nor in a refusal."""
+    secret = "s3cret-admin-pw"
+    lab = parse_lab({**good(), "os_admin": {"user": "osadmin", "password": secret}})
+    assert lab.os_admin.check("osadmin", secret)
+    assert secret not in repr(lab.os_admin) and secret not in repr(lab)
+    with pytest.raises(LabFileError) as info:
+        parse_lab({**good(), "os_admin": {"user": "Bad User", "password": secret}})
+    assert secret not in str(info.value)
+
+
+def test_demo_lab_gives_every_node_an_address() -> None:
+    from scenarios import shipped_dir
+
+    lab = load_lab(shipped_dir() / "labs" / "demo.yaml")
+    assert {n.name: n.address for n in lab.nodes} == {
+        "cucm-pub": "127.0.0.11",
+        "cucm-sub1": "127.0.0.12",
+        "cucm-sub2": "127.0.0.13",
+        "imp-pub": "127.0.0.14",
+    }

@@ -1,11 +1,17 @@
-"""OCSP: the lab CA's responder over real HTTP and the node's client core (R-OCSP-1, R-OCSP-2, R-OCSP-3)."""
+"""OCSP: the lab CA's responder over real HTTP, the node's client core, the lab's responder, the CLI (R-OCSP-1..3)."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
@@ -15,7 +21,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from cluster.labca import Issued, LabCA
-from cluster.ocsp import OcspResponder, SignerMode
+from cluster.ocsp import (
+    LAB_OCSP_FILE,
+    REVOKED_FILE,
+    DirectoryCA,
+    OcspResponder,
+    SignerMode,
+    lab_responder_url,
+    start_lab_responder,
+)
 from node import certs
 from node.catalog import KeyAlgo
 from node.clock import SimClock
@@ -257,3 +271,105 @@ async def test_revoke_errors_and_fetch_stays_on_loopback(env: Env) -> None:
     assert revocation.ca_name == "lab-root" and revocation.at == env.clock.now().replace(microsecond=0)
     with pytest.raises(BadInput, match="loopback"):
         await fetch("http://192.0.2.1/ocsp", b"")
+
+
+# --- the responder of a running lab, revocations in a file, and the CLI ------------------------------
+
+
+async def test_directory_ca_and_revocations_file_are_read_live(tmp_path: Path) -> None:
+    """R-OCSP-3: a responder over a CA directory answers for CAs written after it started, and for
+    revocations another process writes into revoked.json."""
+    clock = SimClock(ORIGIN, rate=1.0)
+    ca_dir = tmp_path / "ca"
+    responder = await start_lab_responder(tmp_path, clock)
+    try:
+        assert lab_responder_url(tmp_path) == responder.url
+        writer = LabCA(clock)  # as `certsim ca create/sign` would write them
+        root = writer.create_ca("dir-root", key_algo=KeyAlgo.EC, key_size=256)
+        leaf = writer.issue("dir-leaf", issuer="dir-root", key_algo=KeyAlgo.EC, key_size=256)
+        ca_dir.mkdir()
+        for issued in (root, leaf):
+            (ca_dir / f"{issued.name}.pem").write_bytes(issued.pem(with_chain=True))
+        (ca_dir / "dir-root.key").write_bytes(certs.key_pem(root.key))  # type: ignore[arg-type]
+        ask = await fetch(responder.url, build_request(leaf.cert, root.cert))
+        assert evaluate_response(ask, leaf.cert, root.cert, [], clock.now(), True).status is OcspStatus.GOOD
+        other = OcspResponder(DirectoryCA(ca_dir), clock, revocations_file=ca_dir / REVOKED_FILE)  # another process
+        other.revoke("dir-leaf", "superseded")
+        ask = await fetch(responder.url, build_request(leaf.cert, root.cert))
+        result = evaluate_response(ask, leaf.cert, root.cert, [], clock.now(), False)
+        assert (result.status, result.revocation_reason) == (OcspStatus.REVOKED, "superseded")
+        port = responder.port
+    finally:
+        await responder.stop()
+    again = await start_lab_responder(tmp_path, clock)  # the next `lab up` keeps the port: AIA URIs stay valid
+    try:
+        assert again.port == port
+        assert int(json.loads((tmp_path / LAB_OCSP_FILE).read_text())["port"]) == port
+    finally:
+        await again.stop()
+
+
+def _certsim(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CERTSIM_HOME": str(home), "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", *args], env=env, capture_output=True, timeout=120, check=False, text=True
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"certsim {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_revoke_from_the_cli_on_a_running_lab(tmp_path: Path) -> None:
+    """R-OCSP-1, R-OCSP-3: `certsim lab up` serves the lab CA's responder; `certsim ca revoke` revokes a
+    certificate signed with `certsim ca sign`; `ocsp check`, `ocsp show` and `cert list` show revoked."""
+    home = tmp_path / "home"
+    lab_file = tmp_path / "ocsp-cli.yaml"
+    lab_file.write_text(
+        "lab: ocsp-cli\nsecurity_password: ocsp-cli-cluster\nrelease: '15'\n"
+        "nodes:\n  - {name: cucm1, role: cucm}\n  - {name: cucm2, role: cucm}\n",
+        encoding="utf-8",
+    )
+    _certsim("lab", "up", str(lab_file), home=home)
+    try:
+        enabled = json.loads(
+            _certsim(
+                "ocsp", "set", "--node", "cucm1", "--enable", "--responder", "lab", "--cc-mode", "--json", home=home
+            ).stdout
+        )
+        assert enabled["settings"]["cc_mode"] is True and enabled["settings"]["url"].startswith("http://127.0.0.1:")
+        assert enabled["checked"] == []  # only self-signed certificates so far
+        root = tmp_path / "CliRoot.pem"
+        root.write_text(_certsim("ca", "create", "CliRoot", "--key-type", "EC", home=home).stdout)
+        csr, leaf = tmp_path / "cucm2-tomcat.csr", tmp_path / "cucm2-tomcat.pem"
+        _certsim("csr", "gen", "--node", "cucm2", "--unit", "tomcat", "-o", str(csr), home=home)
+        _certsim("ca", "sign", "cucm2-tomcat", "--issuer", "CliRoot", "--csr", str(csr), "-o", str(leaf), home=home)
+        _certsim("cert", "upload", "--node", "cucm1", "--store", "tomcat-trust", str(root), home=home)
+        _certsim("cert", "upload", "--node", "cucm2", "--purpose", "tomcat", str(leaf), home=home)
+        for _ in range(10):  # the new tomcat certificate reaches cucm1's tomcat-trust by replication (R-REPL-5)
+            checked = json.loads(_certsim("ocsp", "check", "--node", "cucm1", "--json", home=home).stdout)
+            if checked["checked"]:
+                break
+            time.sleep(0.5)
+        assert [(r["cn"], r["status"]) for r in checked["checked"]] == [("cucm2.lab.example", "good")]
+
+        revoked = json.loads(
+            _certsim("ca", "revoke", "cucm2-tomcat", "--reason", "keyCompromise", "--json", home=home).stdout
+        )
+        assert revoked["reason"] == "keyCompromise"
+        assert (home / "labs" / "ocsp-cli" / "ca" / REVOKED_FILE).exists()
+        checked = json.loads(_certsim("ocsp", "check", "--node", "cucm1", "--json", home=home).stdout)
+        assert [(r["status"], r["allowed"]) for r in checked["checked"]] == [("revoked", False)]
+        rows = json.loads(
+            _certsim("cert", "list", "--node", "cucm1", "--store", "tomcat-trust", "--json", home=home).stdout
+        )
+        assert {r["cn"]: r["ocsp"] for r in rows}["cucm2.lab.example"] == "revoked"
+        shown = _certsim("ocsp", "show", "--node", "cucm1", home=home).stdout
+        assert "revoked" in shown and "Common Criteria mode on" in shown
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "cluster.cli", "lab", "down"],
+            env={**os.environ, "CERTSIM_HOME": str(home)},
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )

@@ -1,0 +1,482 @@
+"""The SSH front door: a real asyncssh client against a node of a running lab (embedded and mosquitto).
+
+Rules: "Real-product interfaces: platform CLI" in DOMAIN.md (the `admin:` prompt and its commands),
+the front-door contract of issue 6 (authentication, nothing but the platform CLI, input limits, the
+prompt/echo/Enter discipline) and the operation rules the commands reach (R-OP-CSR-1, R-OP-UPLOAD-1..4,
+R-OP-REGEN-1, R-OP-DELETE-1, R-OP-AUTHZ, R-SVC-1, R-OP-LIST).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import re
+import stat
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+from cryptography import x509
+
+from cluster.door_ssh import SshDoor, _LineEditor, start_ssh_server
+from cluster.frontdoor_auth import Credentials, Throttle
+from cluster.lab import Lab
+from cluster.labca import LabCA
+from cluster.platform_cli import MAX_LINE_CHARS, MAX_PASTE_BYTES
+from node.clock import SimClock
+from node.errors import NotFound
+from tests.conftest import LabFactory, small_lab
+
+USER, PASSWORD = "admin", "s3cret-Platform-pw"
+PROMPT = b"admin:"
+NODE = "cucm1"
+EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass
+class SshLab:
+    lab: Lab
+    door: SshDoor
+    throttle: Throttle
+
+
+async def start_door(tmp_path: Path, request: Any, clock: Any, throttle: Throttle | None = None) -> SshDoor:
+    return await start_ssh_server(
+        host="127.0.0.1",
+        port=0,
+        node=NODE,
+        request=request,
+        credentials=Credentials(USER, PASSWORD),
+        throttle=throttle or Throttle(),
+        host_key_path=tmp_path / "ssh" / f"{NODE}.key",
+        clock=clock,
+    )
+
+
+@pytest.fixture
+async def ssh_lab(make_lab: LabFactory, tmp_path: Path) -> AsyncIterator[SshLab]:
+    lab = await make_lab(small_lab(nodes=2, imp=0))
+    throttle = Throttle()
+    door = await start_door(tmp_path, lambda op, args: lab.client.request(NODE, op, args), lab.clock, throttle)
+    yield SshLab(lab, door, throttle)
+    await door.close()
+
+
+@pytest.fixture
+async def fake_door(tmp_path: Path) -> AsyncIterator[SshDoor]:
+    """A door whose node answers every operation with an error: for rules that reach no node."""
+
+    async def request(op: str, args: dict[str, Any]) -> Any:
+        raise NotFound(f"no operation {op} here")
+
+    door = await start_door(tmp_path, request, SimClock(EPOCH))
+    yield door
+    await door.close()
+
+
+def connect(door: SshDoor, **kw: Any) -> Any:
+    options: dict[str, Any] = {"username": USER, "password": PASSWORD, "known_hosts": None, "client_keys": None}
+    options.update(kw)
+    return asyncssh.connect("127.0.0.1", door.port, **options)
+
+
+class Term:
+    """An interactive client session: everything the server writes, and helpers to wait for it."""
+
+    def __init__(self, proc: asyncssh.SSHClientProcess[bytes]) -> None:
+        self.proc = proc
+        self.data = bytearray()
+        self.pos = 0
+        self.closed = False
+        self._changed = asyncio.Event()
+        self._task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        while chunk := await self.proc.stdout.read(1 << 16):
+            self.data += chunk
+            self._changed.set()
+        self.closed = True
+        self._changed.set()
+
+    def send(self, text: str | bytes) -> None:
+        self.proc.stdin.write(text.encode() if isinstance(text, str) else text)
+
+    async def until(self, end: bytes = PROMPT, *, contains: bool = False, timeout: float = 20) -> bytes:
+        """Output since the last call, once it ends with ``end`` (or contains it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            chunk = bytes(self.data[self.pos :])
+            if (end in chunk) if contains else chunk.endswith(end):
+                cut = chunk.index(end) + len(end) if contains else len(chunk)
+                self.pos += cut
+                return chunk[:cut]
+            if self.closed:
+                raise AssertionError(f"session closed; output so far {chunk[-500:]!r}")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                raise AssertionError(f"waited for {end!r}; output so far {chunk[-500:]!r}") from None
+
+    async def quiet(self, seconds: float = 0.4) -> None:
+        """Nothing more arrives (no second prompt, no output of discarded input)."""
+        await asyncio.sleep(seconds)
+        assert bytes(self.data[self.pos :]) == b""
+
+    async def command(self, line: str, end: bytes = PROMPT) -> str:
+        """Type ``line`` and Enter; check the echo; return the output up to (without) the next prompt."""
+        self.send(line + "\r")
+        out = await self.until(end)
+        echo = line.encode() + b"\r\n"
+        assert out.startswith(echo), (line, out[:200])
+        return out[len(echo) : len(out) - len(end)].decode()
+
+    async def close(self) -> None:
+        self.proc.close()
+        self._task.cancel()
+
+
+async def open_term(conn: asyncssh.SSHClientConnection) -> Term:
+    proc = await conn.create_process(term_type="xterm", term_size=(200, 50), encoding=None)
+    term = Term(proc)
+    greeting = await term.until()
+    assert b"Welcome to the Platform Command Line Interface" in greeting
+    assert b"ERROR" not in greeting.upper()
+    assert greeting.endswith(b"\r\n" + PROMPT)
+    return term
+
+
+def no_bare_newlines(data: bytes) -> bool:
+    return re.search(rb"(?<!\r)\n", data) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# the line discipline on its own
+
+
+def test_line_editor_enter_backspace_and_escapes() -> None:
+    """Door contract: `\\r`, `\\n` and `\\r\\n` are each ONE Enter (also split across packets); backspace
+    and Ctrl+U edit with `\\b \\b` echo; arrow-key escape sequences and other controls are ignored."""
+    ed = _LineEditor(echo=True)
+    lines: list[str] = []
+    echoes: list[str] = []
+    for text in ("a\rb\nc\r\nd\r", "\nex\x7fE\x08f\r", "x\x1b[A\x1bOBy\tz\r", "abc\x15q\r"):
+        i = 0
+        while i < len(text):
+            echo, event, i = ed.feed(text, i)
+            echoes.append(echo)
+            if event is not None:
+                assert event.kind == "line"
+                lines.append(event.line)
+    assert lines == ["a", "b", "c", "d", "ef", "xyz", "q"]
+    assert "".join(echoes) == "a\nb\nc\nd\nex\b \bE\b \bf\nxyz\nabc\b \b\b \b\b \bq\n"
+    ed = _LineEditor(echo=False)
+    echo, event, _ = ed.feed("secret\r", 0)
+    assert echo == "" and event is not None and event.line == "secret"
+    ed = _LineEditor(echo=True)
+    echo, event, _ = ed.feed("x" * (MAX_LINE_CHARS + 5) + "\r", 0)
+    assert event is not None and event.kind == "long"
+    assert ed.feed("\x03", 0)[1].kind == "interrupt"  # type: ignore[union-attr]
+    assert ed.feed("\x04", 0)[1].kind == "eof"  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------------------------------
+# an interactive session with a PTY, as `ssh admin@node` opens
+
+
+async def test_prompt_echo_enter_and_discard_while_running(ssh_lab: SshLab) -> None:
+    """Door contract: the prompt is exactly `admin:` at the start of a line with nothing after it; each
+    command line is echoed first; `\\r`, `\\n`, `\\r\\n` are one Enter each; backspace edits; with a PTY
+    every line ends in `\\r\\n`; input typed while a command runs is discarded (R-SVC-1: the restart takes
+    simulated time); `exit` ends the session with status 0."""
+    async with connect(ssh_lab.door) as conn:
+        term = await open_term(conn)
+        await term.quiet(0.3)
+        for enter in ("\r", "\n", "\r\n"):
+            term.send("set cli pagination off" + enter)
+            out = await term.until()
+            assert out == b"set cli pagination off\r\nAutomatic pagination is turned off\r\nadmin:", enter
+            await term.quiet(0.3)  # one Enter: one prompt
+        term.send("set cli paginatiom\x7fn off\r")
+        out = await term.until()
+        assert out == b"set cli paginatiom\x08 \x08n off\r\nAutomatic pagination is turned off\r\nadmin:"
+        term.send("\r")
+        assert await term.until() == b"\r\nadmin:"  # an empty line: just a new prompt
+
+        term.send("utils service restart Cisco Tomcat\r")
+        await term.until(b"Cisco Tomcat[STARTING]\r\n", contains=True)
+        term.send("show cert list own\r")  # typed while the restart runs
+        out = await term.until()
+        assert out == b"Cisco Tomcat[STARTED]\r\nadmin:"
+        await term.quiet(0.5)
+        assert b"Self-signed" not in term.data
+
+        listing = await term.command("utils service list")
+        assert "Cisco Tomcat[STARTED]\r\n" in listing
+        assert no_bare_newlines(bytes(term.data))
+        term.send("exit\r")
+        await asyncio.wait_for(term.proc.wait_closed(), 20)
+        assert term.proc.exit_status == 0
+        await term.close()
+
+
+async def test_every_command_and_the_third_party_ca_flow_over_ssh(ssh_lab: SshLab) -> None:
+    """Platform CLI over SSH, R-OP-LIST, R-OP-CSR-1, R-OP-UPLOAD-1..4, R-OP-REGEN-1, R-OP-DELETE-1,
+    R-OP-AUTHZ, R-SVC-1: every command, and the whole third-party CA flow typed at the prompt
+    (`set csr gen` -> `show csr own` -> lab CA signs -> `set cert import trust` -> `set cert import own`),
+    checked against the node's stores."""
+    lab = ssh_lab.lab
+    async with connect(ssh_lab.door) as conn:
+        term = await open_term(conn)
+        line_re = re.compile(
+            r"^([\w.-]+)/([\w.-]+)\.pem: (Self-signed certificate generated by system|Certificate Signed by .+)$"
+        )
+
+        # show cert list own|trust: every line's path is a valid argument of show cert own|trust
+        for kind in ("own", "trust"):
+            out = await term.command(f"show cert list {kind}")
+            lines = out.split("\r\n")[:-1]
+            assert lines, kind
+            for line in lines:
+                match = line_re.match(line)
+                assert match, line
+                details = await term.command(f"show cert {kind} {match[1]}/{match[2]}.pem")
+                assert re.search(r"\r\n           To:   \w{3} \w{3} \d\d \d\d:\d\d:\d\d UTC \d{4}\r\n", details), (
+                    details
+                )
+                assert details.count("-----BEGIN CERTIFICATE-----") == 1
+                assert "Executed command unsuccessfully" not in details
+        own = await term.command("show cert list own")
+        assert "tomcat/tomcat.pem: Self-signed certificate generated by system\r\n" in own
+        assert "-----BEGIN CERTIFICATE-----" in await term.command("show cert own tomcat")
+
+        # CSR
+        assert await term.command("set csr gen tomcat", end=b"Include OU in CSR (yes|no)? ") == ""
+        assert await term.command("yes") == "Successfully Generated CSR for tomcat\r\n"
+        assert await term.command("show csr list own") == "tomcat/tomcat.csr\r\n"
+        csr_out = await term.command("show csr own tomcat")
+        assert csr_out.count("-----BEGIN CERTIFICATE REQUEST-----") == 1
+        assert csr_out.count("-----END CERTIFICATE REQUEST-----") == 1
+        csr_pem = csr_out.replace("\r\n", "\n").encode()
+        x509.load_pem_x509_csr(csr_pem)
+
+        # the lab CA signs; the root goes into tomcat-trust, the leaf becomes the identity
+        ca = LabCA(lab.clock)
+        root = ca.create_ca("SshRoot", cn="certsim SSH Root")
+        signed = ca.sign_csr("ssh-tomcat", issuer="SshRoot", csr_pem=csr_pem)
+        for kind, pem in (("trust", root.pem()), ("own", signed.pem())):
+            out = await term.command(f"set cert import {kind} tomcat", end=b"Paste the Certificate and Hit Enter\r\n")
+            assert out == ""
+            term.send("".join(f"{line}\r" for line in pem.decode().splitlines()) + "\r")
+            out = (await term.until()).decode()
+            assert (
+                "-----END CERTIFICATE-----\r\n\r\n"
+                "Successfully imported certificate for tomcat.\r\n"
+                "Please restart services related to tomcat for the new certificate to become active.\r\n"
+            ) in out, out[-400:]
+            assert out.endswith("\r\nadmin:")
+        trusted = {r["sha256"]: r["name"] for r in await lab.request(NODE, "list", {"store": "tomcat-trust"})}
+        root_fp = root.cert.fingerprint(root.cert.signature_hash_algorithm).hex()  # type: ignore[arg-type]
+        assert root_fp in trusted
+        ident = next(r for r in await lab.request(NODE, "identity_list", {}) if r["unit"] == "tomcat")
+        assert ident["source"] == "ca-signed"
+        assert ident["sha256"] == signed.cert.fingerprint(signed.cert.signature_hash_algorithm).hex()  # type: ignore[arg-type]
+        assert "Cisco Tomcat" in ident["restart_pending"]  # R-OP-UPLOAD-4
+        own = await term.command("show cert list own")
+        assert "tomcat/tomcat.pem: Certificate Signed by certsim SSH Root\r\n" in own
+        assert "Cisco Tomcat[STARTED]  Restart pending: tomcat" in await term.command("utils service list")
+        out = await term.command("utils service restart Cisco Tomcat")
+        assert out == (
+            "Do not press Ctrl+C while the service is restarting. If the service has not restarted properly, "
+            "execute the same command again.\r\nService Manager is running\r\n"
+            "Cisco Tomcat[STARTING]\r\nCisco Tomcat[STARTED]\r\n"
+        )
+        ident = next(r for r in await lab.request(NODE, "identity_list", {}) if r["unit"] == "tomcat")
+        assert "Cisco Tomcat" not in ident["restart_pending"]
+        out = await term.command("show csr own tomcat")  # the CSR was deleted by the import (R-OP-UPLOAD-3)
+        assert out.endswith("\r\nExecuted command unsuccessfully\r\n")
+
+        # regen overwrites the CA-signed certificate (R-OP-REGEN-1)
+        out = await term.command("set cert regen tomcat", end=b"Proceed with regeneration (yes|no)? ")
+        assert (
+            out == "WARNING: This operation will overwrite any CA signed certificate previously imported for tomcat\r\n"
+        )
+        out = await term.command("yes")
+        assert out.startswith(
+            "Successfully regenerated certificate for tomcat.\r\n"
+            "Please restart services related to tomcat for the new certificate to become active.\r\n"
+        )
+        ident = next(r for r in await lab.request(NODE, "identity_list", {}) if r["unit"] == "tomcat")
+        assert ident["source"] == "self-signed"
+
+        # delete (R-OP-DELETE-1: trust only)
+        name = trusted[root_fp]
+        out = await term.command(f"set cert delete tomcat-trust {name}.pem")
+        assert out == f"Successfully deleted certificate {name}.pem from tomcat-trust.\r\n"
+        assert root_fp not in {r["sha256"] for r in await lab.request(NODE, "list", {"store": "tomcat-trust"})}
+        out = await term.command("set cert delete tomcat tomcat.pem")
+        assert "only trust certificates can be deleted" in out and out.endswith("Executed command unsuccessfully\r\n")
+
+        # authz keys (R-OP-AUTHZ), CTL, replication state, errors, help
+        before = await lab.request(NODE, "authz_status", {})
+        out = await term.command("set key regen authz encryption")
+        assert out.startswith("Successfully regenerated the authz encryption key.\r\n")
+        assert (await lab.request(NODE, "authz_status", {}))["encryption"] != before["encryption"]
+        assert (await term.command("utils ctl update CTLFile")).startswith("Updating CTL file\r\nCTL file Updated\r\n")
+        out = await term.command("utils dbreplication runtimestate")
+        assert out.startswith("Server Time: ")
+        assert "Cluster Detailed View from cucm1 (2 Servers):" in out
+        assert re.search(r"\r\ncucm1 +cucm1\.lab\.example +cucm +Y +0 +\(2\) Setup Completed\r\n", out), out
+        assert "\r\ncucm2 " in out
+        out = await term.command("show cert own nosuchunit")
+        assert out.endswith("Executed command unsuccessfully\r\n")
+        assert await term.command("frobnicate") == "Executed command unsuccessfully\r\nNo valid command entered\r\n"
+        assert "utils dbreplication runtimestate" in await term.command("help")
+        assert no_bare_newlines(bytes(term.data))
+        term.send("quit\r")
+        await asyncio.wait_for(term.proc.wait_closed(), 20)
+        assert term.proc.exit_status == 0
+        await term.close()
+
+
+async def test_ctrl_c_abandons_a_question(ssh_lab: SshLab) -> None:
+    """Door contract: Ctrl+C at a question abandons the command (nothing changes) and returns to `admin:`."""
+    async with connect(ssh_lab.door) as conn:
+        term = await open_term(conn)
+        await term.command("set cert regen tomcat", end=b"Proceed with regeneration (yes|no)? ")
+        term.send("\x03")
+        assert await term.until() == b"^C\r\nCommand cancelled\r\nadmin:"
+        ident = next(r for r in await ssh_lab.lab.request(NODE, "identity_list", {}) if r["unit"] == "tomcat")
+        await term.command("set cli pagination off")
+        assert (
+            ident["sha256"]
+            == next(r for r in await ssh_lab.lab.request(NODE, "identity_list", {}) if r["unit"] == "tomcat")["sha256"]
+        )
+        await term.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# exec, SFTP, forwarding: nothing but platform commands
+
+
+async def test_exec_runs_one_platform_command_and_nothing_else(ssh_lab: SshLab) -> None:
+    """Door contract: `ssh node CMD` runs CMD as ONE platform command (exit 0, or 1 when executed
+    unsuccessfully), answers and pastes come from stdin (end of input ends a paste), never an OS shell;
+    SFTP, other subsystems, and local and remote port forwarding are refused."""
+    async with connect(ssh_lab.door) as conn:
+        result = await conn.run("show cert list own", timeout=20)
+        assert result.exit_status == 0
+        assert "tomcat/tomcat.pem: Self-signed certificate generated by system\n" in str(result.stdout)
+        for command in ("ls /", "/bin/sh -c id", "bash", "scp -f /etc/passwd"):
+            result = await conn.run(command, timeout=20)
+            assert result.exit_status == 1, command
+            assert result.stdout == "Executed command unsuccessfully\nNo valid command entered\n"
+        result = await conn.run("set cert regen tomcat", stdin=asyncssh.DEVNULL, timeout=20)  # no answer: abandoned
+        assert result.exit_status == 1
+        assert str(result.stdout).endswith("Proceed with regeneration (yes|no)? Command cancelled\n")
+        result = await conn.run("set csr gen tomcat", input="no\n", timeout=20)
+        assert result.exit_status == 0
+        assert result.stdout == "Include OU in CSR (yes|no)? Successfully Generated CSR for tomcat\n"
+        ca = LabCA(ssh_lab.lab.clock)
+        root = ca.create_ca("ExecRoot")
+        result = await conn.run("set cert import trust tomcat", input=root.pem().decode(), timeout=20)
+        assert result.exit_status == 0, result.stdout
+        assert "Successfully imported certificate for tomcat." in str(result.stdout)
+
+        with pytest.raises(asyncssh.ChannelOpenError):  # the sftp subsystem request is refused
+            await conn.start_sftp_client()
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.create_process(subsystem="sftp")
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.open_connection("127.0.0.1", ssh_lab.door.port)
+        with pytest.raises(asyncssh.ChannelListenError):
+            await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", 22)
+
+
+# ---------------------------------------------------------------------------------------------
+# authentication, limits and the host key: no lab needed (the node is never reached)
+
+
+async def test_authentication(fake_door: SshDoor, caplog: pytest.LogCaptureFixture) -> None:
+    """Door contract: password and keyboard-interactive logins with the lab's credentials; a wrong
+    password or user is refused, counted per peer IP and slowed by the Throttle; public-key
+    authentication is not offered; no password reaches a log line."""
+    caplog.set_level(logging.DEBUG)
+    throttle = fake_door.throttle
+    for user, password in ((USER, "wrong-password-1"), ("root", PASSWORD)):
+        with pytest.raises(asyncssh.PermissionDenied):
+            async with connect(fake_door, username=user, password=password, preferred_auth="password"):
+                pass
+    assert throttle.failures("127.0.0.1") == 2
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    with pytest.raises(asyncssh.PermissionDenied):
+        async with connect(fake_door, client_keys=[key], password=None, preferred_auth="publickey"):
+            pass
+    async with connect(fake_door, preferred_auth="keyboard-interactive") as conn:
+        result = await conn.run("set cli pagination off", timeout=20)
+        assert result.stdout == "Automatic pagination is turned off\n"
+    assert throttle.failures("127.0.0.1") == 0  # a success resets the count
+    async with connect(fake_door, preferred_auth="password") as conn:
+        assert (await conn.run("help", timeout=20)).exit_status == 0
+
+    throttle.free = 0  # from now on every answer to this peer waits
+    start = time.monotonic()
+    with pytest.raises(asyncssh.PermissionDenied):
+        async with connect(fake_door, password="wrong-password-2", preferred_auth="password"):
+            pass
+    with pytest.raises(asyncssh.PermissionDenied):
+        async with connect(fake_door, password="wrong-password-3", preferred_auth="password"):
+            pass
+    assert time.monotonic() - start >= 0.5 + 1.0 - 0.1  # 0.5 s, then 1 s
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "ssh-login-refused" in logged
+    for secret in (PASSWORD, "wrong-password-1", "wrong-password-2"):
+        assert secret not in logged
+
+
+async def test_input_size_limits(fake_door: SshDoor) -> None:
+    """Door contract: a line over 64 KiB is refused with a clear message (and not interpreted); a pasted
+    certificate over 1 MiB is refused; the session goes on."""
+    async with connect(fake_door) as conn:
+        term = await open_term(conn)
+        term.send("show " + "x" * MAX_LINE_CHARS + "\r")
+        out = await term.until(timeout=30)
+        assert out.endswith(
+            b"\r\nInput line too long: the limit is 65536 characters; the line was ignored\r\n"
+            b"Executed command unsuccessfully\r\nadmin:"
+        )
+        assert await term.command("set cert import trust tomcat", end=b"Paste the Certificate and Hit Enter\r\n") == ""
+        body = "".join(f"{'A' * 64}\r" for _ in range(MAX_PASTE_BYTES // 65 + 100))
+        term.send(f"-----BEGIN CERTIFICATE-----\r{body}-----END CERTIFICATE-----\r\r")
+        out = await term.until(timeout=60)
+        assert out.endswith(
+            b"\r\nPasted text too large: the limit is 1048576 bytes; nothing was imported\r\n"
+            b"Executed command unsuccessfully\r\nadmin:"
+        )
+        assert await term.command("set cli pagination off") == "Automatic pagination is turned off\r\n"
+        await term.close()
+
+
+async def test_host_key_is_ed25519_persisted_and_reused(tmp_path: Path) -> None:
+    """Door contract: the host key is ed25519, made on first use, kept with mode 0600 and reused."""
+
+    async def request(op: str, args: dict[str, Any]) -> Any:
+        return []
+
+    keys = []
+    for _ in range(2):
+        door = await start_door(tmp_path, request, SimClock(EPOCH))
+        assert door.port > 0
+        async with connect(door) as conn:
+            key = conn.get_server_host_key()
+            assert key is not None and key.get_algorithm() == "ssh-ed25519"
+            keys.append(key.public_data)
+        await door.close()
+    assert keys[0] == keys[1]
+    path = tmp_path / "ssh" / f"{NODE}.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
