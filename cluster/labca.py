@@ -183,10 +183,11 @@ class LabCA:
         days: int = 365,
         starts_in_days: float = 0,
         drop_data_encipherment: bool = False,
+        ocsp_url: str | None = None,
     ) -> Issued:
         """Sign a node's CSR as a third-party CA does: its subject, key and requested extensions
         (key usage, EKU, SAN, basic constraints) are copied; ``drop_data_encipherment`` imitates a CA
-        that loses the data-encipherment bit (R-KU-1)."""
+        that loses the data-encipherment bit (R-KU-1); ``ocsp_url`` goes into the AIA (R-OCSP-1)."""
         self._check_new(name)
         parent = self.get(issuer)
         if not parent.is_ca:
@@ -212,6 +213,7 @@ class LabCA:
                     decipher_only=value.decipher_only if value.key_agreement else False,
                 )
             exts.append((value, ext.critical))
+        exts += _aia(ocsp_url)
         not_before, not_after = self._window(days, starts_in_days)
         cert = certs.build_certificate(
             subject=csr.subject,

@@ -53,7 +53,7 @@ async def _csr(runner: Runner, step: Step) -> Any:
 
 
 def _v_sign(args: Any, lab: LabSpec, label: str) -> None:
-    a = need_args(args, ["csr_of", "issuer", "as"], label, ["drop_data_encipherment", "days", "starts_in_days"])
+    a = need_args(args, ["csr_of", "issuer", "as"], label, ["drop_data_encipherment", "days", "starts_in_days", "ocsp"])
     of = need_args(a["csr_of"], ["node", "unit"], f"{label} csr_of")
     check_node(lab, of["node"], label)
     _unit(of, label)
@@ -65,6 +65,7 @@ async def _sign(runner: Runner, step: Step) -> Any:
     pem = _csrs(runner).get((node, unit))
     if pem is None:
         pem = str((await runner.lab.request(node, "csr_get", {"unit": unit}))["csr"])
+    ocsp_url = (await runner.ocsp_responder()).url if a.get("ocsp") else None  # R-OCSP-1: URI in the AIA
     issued = await asyncio.to_thread(
         runner.ca.sign_csr,
         str(a["as"]),
@@ -73,6 +74,7 @@ async def _sign(runner: Runner, step: Step) -> Any:
         days=int(a.get("days", 365)),
         starts_in_days=float(a.get("starts_in_days", 0)),
         drop_data_encipherment=bool(a.get("drop_data_encipherment", False)),
+        ocsp_url=ocsp_url,
     )
     return {
         "name": issued.name,

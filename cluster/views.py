@@ -86,8 +86,9 @@ def status_table(statuses: Mapping[str, Mapping[str, Any] | None], lab: str, bro
 
 def cert_table(rows: Sequence[Mapping[str, Any]], node: str) -> Table:
     table = Table(title=f"certificates on {node}", title_justify="left")
-    for col in ("store", "name", "usage", "key", "issuer", "not after", "from", "notes"):
-        table.add_column(col, no_wrap=col in ("store", "usage", "key", "not after"))
+    ocsp = any(r.get("ocsp") for r in rows)  # the column shows only where OCSP is on (R-OCSP-3)
+    for col in ("store", "name", "usage", "key", "issuer", "not after", *(("OCSP",) if ocsp else ()), "from", "notes"):
+        table.add_column(col, no_wrap=col in ("store", "usage", "key", "not after", "OCSP"))
     for r in rows:
         source = r.get("origin") or r.get("source") or ""
         notes = [*r.get("flags", [])]
@@ -100,6 +101,7 @@ def cert_table(rows: Sequence[Mapping[str, Any]], node: str) -> Table:
             f"{r['key_type']}-{r['key_bits']}",
             str(r.get("issuer_cn") or r.get("issuer")),
             str(r["not_after"]),
+            *((str(r.get("ocsp") or "-"),) if ocsp else ()),
             str(source),
             "; ".join(notes),
         )

@@ -236,3 +236,19 @@ def test_pem_der_and_pkcs7_encodings_load_back(leaf: Issued, inter: Issued, root
     assert set(certs.load_certificates(leaf.pkcs7())) == {leaf.cert, inter.cert, root.cert}
     assert set(certs.load_certificates(leaf.pkcs7(der=True))) == {leaf.cert, inter.cert, root.cert}
     assert certs.load_certificates(root.pkcs7(der=True)) == [root.cert]
+
+
+def test_signed_csr_carries_the_ocsp_responder_in_its_aia(ca: LabCA) -> None:
+    """R-OCSP-1: a CSR signed by the lab CA can name the lab's OCSP responder in its AIA."""
+    ca.create_ca("AiaRoot")
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = certs.build_csr(
+        subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cucm1.lab.example")]), key=key, extensions=[]
+    )
+    url = "http://127.0.0.1:8080/ocsp"
+    issued = ca.sign_csr("with-aia", issuer="AiaRoot", csr_pem=certs.csr_pem(csr).encode(), ocsp_url=url)
+    aia = ext(issued.cert, x509.AuthorityInformationAccess).value
+    assert [d.access_location.value for d in aia] == [url]
+    plain = ca.sign_csr("without-aia", issuer="AiaRoot", csr_pem=certs.csr_pem(csr).encode())
+    with pytest.raises(x509.ExtensionNotFound):
+        plain.cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
