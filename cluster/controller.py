@@ -8,6 +8,7 @@ with a result or an error. The same operations back the scenario steps and the c
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,6 +20,8 @@ from node import certs
 from node.errors import BadInput, CertsimError, NotFound, Unavailable
 from replication.envelope import Envelope, EnvelopeError, open_envelope
 from replication.transport import Bus, NotConnected
+
+ANSWER_MEMORY = 512  # answers kept so a resent request is answered, not run twice
 
 
 class LabController:
@@ -34,7 +37,8 @@ class LabController:
             on_message=self._on_request,
             clean_session=True,
         )
-        self._answers: dict[str, dict[str, Any]] = {}
+        self._answers: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._running: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -58,25 +62,41 @@ class LabController:
         task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, env: Envelope) -> None:
+        """Run a request once: the client resends it every second until answered, and a long one
+        (a year-long clock jump, a broker restart) must not run again for each resent copy."""
+        if env.msg_id in self._running:
+            return  # still running: its answer goes out when it is done
         body = self._answers.get(env.msg_id)
         if body is None:
+            self._running.add(env.msg_id)
             op = str(env.body.get("op"))
             args = env.body.get("args") or {}
             try:
-                handler = OPS.get(op)
-                if handler is None:
-                    raise NotFound(f"unknown lab operation '{op}'; known: {', '.join(sorted(OPS))}")
-                body = {"req": env.msg_id, "ok": True, "result": await handler(self.lab, args)}
+                body = {"req": env.msg_id, "ok": True, "result": await _run(self.lab, op, args)}
             except CertsimError as exc:
                 body = {"req": env.msg_id, "ok": False, "error": {"code": exc.code, "message": exc.message}}
             except (ValueError, TypeError, KeyError) as exc:
                 body = {"req": env.msg_id, "ok": False, "error": {"code": "bad-input", "message": str(exc)}}
+            except Exception as exc:  # never leave the client waiting for an answer that will not come
+                message = f"{type(exc).__name__}: {exc}"
+                body = {"req": env.msg_id, "ok": False, "error": {"code": "internal", "message": message}}
+            finally:
+                self._running.discard(env.msg_id)
             self._answers[env.msg_id] = body
+            while len(self._answers) > ANSWER_MEMORY:
+                self._answers.popitem(last=False)
         reply_to = env.body.get("reply_to")
         if isinstance(reply_to, str):
             reply = Envelope("ctl-reply", LAB_TARGET, body, to=env.sender).seal(self.lab.secret)
             with contextlib.suppress(NotConnected):
                 await self._bus.publish(reply_to, reply)
+
+
+async def _run(lab: Lab, op: str, args: dict[str, Any]) -> Any:
+    handler = OPS.get(op)
+    if handler is None:
+        raise NotFound(f"unknown lab operation '{op}'; known: {', '.join(sorted(OPS))}")
+    return await handler(lab, args)
 
 
 def _node(lab: Lab, args: dict[str, Any]) -> str:
