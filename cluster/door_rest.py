@@ -40,7 +40,7 @@ import ssl
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ from node.errors import BadInput, CertsimError, NotFound
 API_ROOT = "/platformcom/api/v1/certmgr/config/"
 MAX_REQUEST_BYTES = 1 << 20  # 1 MiB, the bus's limit for a certificate upload too
 REALM = "certmgr"
-SLOW_OPS = {"csr_gen": 30.0}  # wall seconds: key generation takes a while on a busy host
 
 _STATUS = {"bad-input": 400, "refused": 400, "not-found": 404, "unavailable": 503}
 _MULTI_SERVER = {"multi-server", "multi-server(san)", "multi-server (san)", "multiserver"}
@@ -70,7 +69,7 @@ class TlsMaterial:
     """A certificate and its private key (PEM), as a service loaded them."""
 
     cert_pem: bytes
-    key_pem: bytes
+    key_pem: bytes = field(repr=False)  # never in a log line or a traceback
 
     @property
     def sha256(self) -> str:
@@ -135,6 +134,8 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadInput(f"the request body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BadInput("the request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadInput("the request body must be a JSON object")
     return body
@@ -440,10 +441,11 @@ def _auth_middleware(credentials: Credentials, throttle: Throttle, log: Any) -> 
         delay = throttle.delay(peer)
         if delay:
             await asyncio.sleep(delay)
-        user, password = _basic(request.headers.get("Authorization", ""))
-        if user is None or password is None or not credentials.check(user, password):
+        user = _authenticated(request, credentials)  # in its own frame: no password among these locals
+        if not isinstance(user, str):
             throttle.failed(peer)
-            log.warning("rest-auth-failed", peer=peer, user=user, failures=throttle.failures(peer))
+            shown = _basic(request.headers.get("Authorization", ""))[0] if user is False else None
+            log.warning("rest-auth-failed", peer=peer, user=(shown or "")[:64], failures=throttle.failures(peer))
             response = _error(401, "authentication required: HTTP Basic with the OS administrator", "unauthorized")
             response.headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
             return response
@@ -451,6 +453,14 @@ def _auth_middleware(credentials: Credentials, throttle: Throttle, log: Any) -> 
         return await handler(request)
 
     return auth
+
+
+def _authenticated(request: web.Request, credentials: Credentials) -> str | bool | None:
+    """The user when the Basic credentials are right; False when wrong; None when absent."""
+    user, password = _basic(request.headers.get("Authorization", ""))
+    if user is None or password is None:
+        return None
+    return user if credentials.check(user, password) else False
 
 
 def basic_auth_header(user: str, password: str) -> str:

@@ -23,8 +23,8 @@ from cluster.control import ControlClient
 from cluster.labfile import LabSpec
 from cluster.smtp import SmtpSink
 from node.agent import NodeAgent, NodeConfig
-from node.clock import SimClock
-from node.errors import NotFound, Unavailable
+from node.clock import MAX_ADVANCE, SimClock
+from node.errors import BadInput, NotFound, Unavailable
 from node.logs import open_log
 from replication.envelope import derive_key
 from replication.topics import Topics
@@ -33,6 +33,9 @@ from replication.transport import BrokerAddress
 STATE_FILE = "lab.json"
 CLOCK_FILE = "clock.json"  # the offset jumps added to the lab clock, so a restarted lab keeps its time
 MAILS_FILE = "mails.jsonl"
+SAVE_OFFSET_EVERY = dt.timedelta(days=1)  # during a long jump, the clock is saved once a simulated day
+NETWORK_SETTLE_MAX_S = 2.0  # wall seconds a jump step waits for the messages its timers sent
+NETWORK_QUIET_S = 0.01  # no message sent or received for this long: the step's traffic is over
 RUNNING_FILE = "running.json"
 LAB_COPY = "lab.yaml"
 
@@ -102,6 +105,15 @@ class LabState:
             saved = json.loads((lab_dir / CLOCK_FILE).read_text(encoding="utf-8"))
             clock.offset = dt.timedelta(milliseconds=int(saved["offset_ms"]))
         return clock
+
+
+def parse_smtp_url(url: str) -> str:
+    """``smtp://host:port`` or ``host:port`` -> ``host:port``; anything else is refused clearly."""
+    rest = url.removeprefix("smtp://").rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or "/" in rest or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadInput(f"'{url}' is not an SMTP server address; give smtp://host:port (e.g. smtp://127.0.0.1:25)")
+    return f"{host}:{int(port)}"
 
 
 def save_clock_offset(lab_dir: Path, clock: SimClock) -> None:
@@ -179,11 +191,38 @@ class Lab:
         self.broker_control = broker_control
         self._sinks: dict[str, IO[str]] = {}
         self._client: ControlClient | None = None
-        self._smtp_url = smtp_url
+        self._smtp_url = parse_smtp_url(smtp_url) if smtp_url else None
         self.smtp: SmtpSink | None = None  # the lab's own mail sink, unless an SMTP server was given
         # front doors (SSH, HTTPS) open with each node's agent when on: cluster.frontdoors.FrontDoors by node
         self.front_doors = front_doors
         self.doors: dict[str, Any] = {}
+        self._saved_offset = self.clock.offset
+        self._published_seen = 0
+        self.clock.settle_hooks.append(self._after_timer_step)
+
+    async def _after_timer_step(self) -> None:
+        """After each step of a jump: let the messages its timers sent arrive (digests, state
+        transfers) before the clock moves on, so repairs happen at the simulated time they were
+        due; and save the clock now and then, so a lab killed mid-jump keeps most of it."""
+        agents = [a for a in self.agents.values() if a.running]
+        if self.clock.offset - self._saved_offset >= SAVE_OFFSET_EVERY:
+            save_clock_offset(self.lab_dir, self.clock)
+            self._saved_offset = self.clock.offset
+        published = sum(a.stats["published"] for a in agents)
+        if published == self._published_seen and not any(a.sending for a in agents):
+            return  # the step sent nothing: nothing to wait for
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + NETWORK_SETTLE_MAX_S
+        last: tuple[int, int] | None = None
+        quiet_since = loop.time()
+        while loop.time() < deadline:
+            snapshot = (sum(a.stats["published"] for a in agents), sum(a.stats["received"] for a in agents))
+            if snapshot != last or any(a.sending for a in agents):
+                last, quiet_since = snapshot, loop.time()
+            elif loop.time() - quiet_since >= NETWORK_QUIET_S:
+                break
+            await asyncio.sleep(0.002)
+        self._published_seen = sum(a.stats["published"] for a in agents)
 
     @property
     def client(self) -> ControlClient:
@@ -216,14 +255,19 @@ class Lab:
     def smtp_server(self) -> str | None:
         """``host:port`` the nodes' expiry monitors mail to: the given server, else the lab's sink."""
         if self._smtp_url:
-            return self._smtp_url.removeprefix("smtp://")
+            return self._smtp_url
         return f"{self.smtp.host}:{self.smtp.port}" if self.smtp is not None else None
 
     async def advance(self, delta: dt.timedelta) -> int:
         """Jump the lab clock (R-TIME): timers due inside the jump fire in order at their own
         simulated times; nodes in other processes follow through the retained clock message."""
+        if delta > MAX_ADVANCE:
+            raise BadInput(f"one advance moves the clock at most {MAX_ADVANCE.days} days (asked: {delta})")
+        if delta < dt.timedelta(0):
+            raise BadInput("the lab clock only moves forward")
         steps = await self.clock.jump(delta)
         save_clock_offset(self.lab_dir, self.clock)
+        self._saved_offset = self.clock.offset
         if self._client is not None:
             offset_ms = int(self.clock.offset.total_seconds() * 1000)
             await self._client.announce(self.topics.clock, "clock", {"offset_ms": offset_ms})

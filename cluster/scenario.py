@@ -28,6 +28,7 @@ from cluster.labca import LabCA
 from cluster.labfile import LabFileError, LabSpec, load_lab, parse_lab
 from node import certs
 from node.catalog import STORES, UNITS, KeyAlgo
+from node.clock import MAX_ADVANCE
 from node.errors import CertsimError
 
 if TYPE_CHECKING:
@@ -226,7 +227,8 @@ def _validate_args(kind: str, args: Any, lab: LabSpec, label: str) -> None:
         if args != "converged" and not (isinstance(args, Mapping) and set(args) <= {"converged", "seconds"}):
             raise ScenarioError(f"{label}: wait takes 'converged' or {{seconds: N}}")
     elif kind == "advance":
-        parse_duration(args)
+        if parse_duration(args) > MAX_ADVANCE:
+            raise ScenarioError(f"{label}: one advance moves the clock at most {MAX_ADVANCE.days} days")
     elif kind == "list":
         a = need_args(args, ["node"], label, ["store", "usage", "cn", "key_type", "expires_before", "expires_after"])
         check_node(lab, a["node"], label)

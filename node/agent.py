@@ -55,7 +55,6 @@ BARRIER_MEMORY = 256
 CONNECT_DIGEST_DELAY_S = (0.05, 0.5)  # wall seconds: transport pacing, not simulated time
 REQUEST_MEMORY = 512  # answers kept so a resent request is answered, not run twice
 SEEN_MEMORY = 20_000  # envelope ids remembered against replays
-PURGE_EVERY_MS = 86_400_000  # tombstone purge at most daily (the retention is counted in days)
 REJECT_LOG_EVERY = 100  # after the first few, log one rejected envelope in this many per reason
 
 
@@ -103,7 +102,12 @@ class NodeAgent:
         self.bus = Bus(
             broker,
             client_id=f"{config.topics.root}/{config.name}".replace("/", ":"),
-            subscriptions=[config.topics.repl, config.topics.node_all(config.name), config.topics.clock],
+            subscriptions=[
+                config.topics.repl,
+                config.topics.node_all(config.name),
+                config.topics.clock,
+                config.topics.presence_all,
+            ],
             sync_topics=[config.topics.repl, config.topics.node(config.name)],
             on_message=self._on_message,
             on_connect=self._on_connect,
@@ -128,7 +132,7 @@ class NodeAgent:
         self.peer_digests: dict[str, dict[str, str]] = {}  # each peer's latest digest heard
         self._broadcast_generation = -1
         self._digest_cache: tuple[int, dict[str, str]] | None = None
-        self._next_purge_ms = 0
+        self._presence_prefix = config.topics.presence("")
         self._saved_contact_ms = -1
         self.listeners: list[Observer] = []  # in-process watchers of node events (front doors, monitors)
 
@@ -209,13 +213,17 @@ class NodeAgent:
 
     async def _purge_tombstones(self) -> None:
         """Forget deletions older than the retention period (DESIGN.md: tombstones with a retention)."""
-        cutoff = self.clock.now_ms() - self.config.release.tombstone_retention_s * 1000
+        cutoff = self._tombstone_cutoff_ms()
         old = [(s, n) for (s, n), slot in self.store.index.items() if slot.tombstone and slot.tombstone.ms < cutoff]
         if old:
             async with self.store.transaction():
                 for store, name in old:
                     await self.store.drop_tombstone(store, name)
             self.log.info("tombstones-purged", count=len(old))
+
+    def _tombstone_cutoff_ms(self) -> int:
+        """Tombstones older than this are forgotten (and refused when they arrive again)."""
+        return self.clock.now_ms() - self.config.release.tombstone_retention_s * 1000
 
     async def _adopt_state(self, stores: list[str], records: list[Record]) -> int:
         """Rejoin after a long absence: drop what this node learned before it went away and the
@@ -337,6 +345,11 @@ class NodeAgent:
                 continue
             await self._wake.wait()
 
+    @property
+    def sending(self) -> bool:
+        """Messages are queued or being published (the lab waits for them after a clock step)."""
+        return bool(self._ephemeral) or self._wake.is_set()
+
     def _send(self, topic: str, env: Envelope) -> asyncio.Future[None]:
         """Queue a non-durable message (digests, state transfers, barriers) after the outbox."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -372,6 +385,12 @@ class NodeAgent:
         await self._broadcast_digest("connect")
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic.startswith(self._presence_prefix):
+            # a peer went away: what it last told us no longer counts (anti-entropy must not skip
+            # for its sake); the flag is not sealed, so a forged one can only cause extra digests
+            if payload != b"online":
+                self.peer_digests.pop(topic[len(self._presence_prefix) :], None)
+            return
         try:
             env = open_envelope(payload, self._secret)
         except EnvelopeError as exc:
@@ -406,6 +425,7 @@ class NodeAgent:
                 self._seen.popitem(last=False)
             self.last_contact_ms = max(self.last_contact_ms, min(env.sent_ms, now_ms))
         self.stats[f"received:{env.kind}"] += 1
+        self.stats["received"] += 1
         handler = self._handlers.get(env.kind)
         if handler is None:
             self._reject("unknown-kind", topic)
@@ -547,9 +567,16 @@ class NodeAgent:
             return 0
         changed = 0
         async with self.store.transaction():
+            cutoff = self._tombstone_cutoff_ms()
             for rec in accepted:
                 slot = self.store.index.get(rec.key) or Slot()
-                if rec.der is None:
+                if rec.der is None and rec.version.ms < cutoff:
+                    # past the retention peers may already have forgotten it: delete what it covers
+                    # but do not keep it, or purged tombstones would come back from every peer
+                    if slot.entry is not None and not entry_survives(slot.entry, rec.version):
+                        await self.store.delete_entry(rec.store, rec.name)
+                        changed += 1
+                elif rec.der is None:
                     if tombstone_wins(rec.version, slot.tombstone):
                         await self.store.put_tombstone(rec)
                         if slot.entry is not None and not entry_survives(slot.entry, rec.version):
@@ -576,6 +603,8 @@ class NodeAgent:
 
     def _would_write(self, rec: Record) -> bool:
         slot = self.store.index.get(rec.key) or Slot()
+        if rec.der is None and rec.version.ms < self._tombstone_cutoff_ms():
+            return slot.entry is not None and not entry_survives(slot.entry, rec.version)
         if rec.der is None:
             return tombstone_wins(rec.version, slot.tombstone)
         return put_wins(rec.version, slot.entry, slot.tombstone)
@@ -653,14 +682,20 @@ class NodeAgent:
             await _sleep_until(self.clock, due)
             due += interval
             self.stats["resync-timer"] += 1
-            if self.clock.now_ms() >= self._next_purge_ms:
-                self._next_purge_ms = self.clock.now_ms() + PURGE_EVERY_MS
-                await self._purge_tombstones()
-            if self.last_contact_ms != self._saved_contact_ms:
-                self._saved_contact_ms = self.last_contact_ms
-                await self.store.set_meta("last_contact_ms", str(self.last_contact_ms))
-            if self.bus.connected and not self._digest_redundant():
-                await self._broadcast_digest("timer")
+            try:
+                await self._resync_tick()
+            except Exception:  # one bad tick must not end anti-entropy for good
+                self.log.exception("resync-timer-failed")
+
+    async def _resync_tick(self) -> None:
+        await self._purge_tombstones()
+        if self.last_contact_ms != self._saved_contact_ms:
+            contact = self.last_contact_ms
+            async with self.store.transaction():
+                await self.store.set_meta("last_contact_ms", str(contact))
+            self._saved_contact_ms = contact
+        if self.bus.connected and not self._digest_redundant():
+            await self._broadcast_digest("timer")
 
     def _digest_redundant(self) -> bool:
         if self.rejoining or self.store.generation != self._broadcast_generation or not self.peer_digests:

@@ -77,7 +77,7 @@ async def _certificates(agent: NodeAgent) -> list[MonitoredCert]:
     found: list[MonitoredCert] = []
     for unit, ident in (await agent.store.identities()).items():
         cert = x509.load_der_x509_certificate(ident.cert_der)
-        found.append(MonitoredCert(unit, f"{unit}.pem", cert.not_valid_after_utc, CertType.OWN))
+        found.append(MonitoredCert(unit, f"{unit}.der", cert.not_valid_after_utc, CertType.OWN))  # as R-MON-3 shows
     for rec in await agent.store.entries():
         assert rec.der is not None
         cert = x509.load_der_x509_certificate(rec.der)
@@ -118,24 +118,35 @@ async def _schedule(agent: NodeAgent) -> None:
     agent.log.info("monitor-started", next_run=certs.iso(state.next_run))
     while True:
         await _sleep_until(agent.clock, state.next_run)
-        at = state.next_run  # the simulated time the run was due, even when a jump woke it
-        result, state = monitor.run(state, at, await _certificates(agent), await _settings(agent), node_id=agent.name)
+        try:
+            state = await _run_once(agent, state)
+        except Exception:  # one failed run (a database error, say) must not end the monitor
+            agent.log.exception("monitor-run-failed", due=certs.iso(state.next_run))
+            state = MonitorState(state.next_run + monitor.HOURLY, state.last_run, state.last_notified)
         rt.state = state
-        rt.runs = [*rt.runs[-(RUN_MEMORY - 1) :], certs.iso(at)]
-        agent.stats["monitor-runs"] += 1
-        if result.warnings:
-            async with agent.store.transaction():
-                for alarm in result.alarms:
-                    await agent.store.db.execute(
-                        "INSERT INTO syslog(sim_ms, app, text) VALUES (?,?,?)",
-                        (int(at.timestamp() * 1000), monitor.APP_ID, alarm),
-                    )
-                await agent.store.set_meta(STATE_KEY, json.dumps(state.to_dict()))
+
+
+async def _run_once(agent: NodeAgent, state: MonitorState) -> MonitorState:
+    """One run at the time it was due; returns the state holding the next run."""
+    rt = _rt(agent)
+    at = state.next_run  # the simulated time the run was due, even when a jump woke it
+    result, state = monitor.run(state, at, await _certificates(agent), await _settings(agent), node_id=agent.name)
+    rt.runs = [*rt.runs[-(RUN_MEMORY - 1) :], certs.iso(at)]
+    agent.stats["monitor-runs"] += 1
+    if result.warnings:
+        async with agent.store.transaction():
             for alarm in result.alarms:
-                agent.log.warning("cert-expiry-alarm", alarm=alarm)
-            agent._emit("monitor-alarms", at=certs.iso(at), count=len(result.warnings))
-        for mail in result.mails:
-            await _send(agent, mail, at)
+                await agent.store.db.execute(
+                    "INSERT INTO syslog(sim_ms, app, text) VALUES (?,?,?)",
+                    (int(at.timestamp() * 1000), monitor.APP_ID, alarm),
+                )
+            await agent.store.set_meta(STATE_KEY, json.dumps(state.to_dict()))
+        for alarm in result.alarms:
+            agent.log.warning("cert-expiry-alarm", alarm=alarm)
+        agent._emit("monitor-alarms", at=certs.iso(at), count=len(result.warnings))
+    for mail in result.mails:
+        await _send(agent, mail, at)
+    return state
 
 
 async def _send(agent: NodeAgent, mail: monitor.Mail, at: dt.datetime) -> None:
@@ -145,6 +156,8 @@ async def _send(agent: NodeAgent, mail: monitor.Mail, at: dt.datetime) -> None:
         return
     host, _, port = server.rpartition(":")
     try:
+        if not port.isdigit():
+            raise BadInput(f"'{server}' is not host:port")
         await send_mail(
             host, int(port), f"certmonitor@{agent.config.fqdn}", mail.to, mail.subject, mail.body, sim_time=at
         )

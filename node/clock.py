@@ -18,11 +18,13 @@ import datetime as dt
 import heapq
 import itertools
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 POLL_S = 0.5  # wall seconds between re-reads of the clock while a timer sleeps (rate changes, other processes)
 STEP_GRANULARITY = dt.timedelta(seconds=2)  # timers due this close together wake in one step
+MAX_ADVANCE = dt.timedelta(days=3650)  # one jump: ten years of timers is already minutes of work
 SETTLE_TIMEOUT_S = 30.0  # wall seconds a jump waits for woken timers before moving on regardless
 
 
@@ -36,15 +38,21 @@ class Clock(Protocol):
 
 @dataclass(order=True)
 class _Waiter:
+    """One sleeping timer: one heap entry for the whole sleep (polls re-arm its future, not the heap)."""
+
     due: dt.datetime
     seq: int
     future: asyncio.Future[bool] = field(compare=False)  # True: woken by a jump; False: time to re-read
     task: asyncio.Task[object] | None = field(compare=False)
+    done: bool = field(default=False, compare=False)  # the sleep is over (woken, time reached, cancelled)
 
 
 def _time_to_look(future: asyncio.Future[bool]) -> None:
     if not future.done():
         future.set_result(False)
+
+
+SettleHook = Callable[[], Awaitable[None]]
 
 
 class SimClock:
@@ -64,6 +72,8 @@ class SimClock:
         self._woken: set[asyncio.Task[object]] = set()
         self._idle = asyncio.Event()
         self._jump: asyncio.Lock | None = None
+        self._watched: set[asyncio.Task[object]] = set()
+        self.settle_hooks: list[SettleHook] = []  # awaited after each step of a jump
         self.steps = 0  # timer wake-up steps taken by jumps (benchmarks report it)
 
     def now(self) -> dt.datetime:
@@ -85,55 +95,75 @@ class SimClock:
         task = asyncio.current_task()
         if task is not None:
             self._settled(task)
+        if self.now() >= due:
+            return
         loop = asyncio.get_running_loop()
-        while self.now() < due:
-            waiter = _Waiter(due, next(self._seq), loop.create_future(), task)
-            heapq.heappush(self._waiters, waiter)
-            remaining = (due - self.now()).total_seconds() / self.rate
-            poll = loop.call_later(max(0.0, min(remaining, POLL_S)), _time_to_look, waiter.future)
-            try:
-                woken = await waiter.future
-            finally:
-                poll.cancel()
-                if not waiter.future.done():
-                    waiter.future.cancel()  # stays in the heap until popped; skipped there
-            if woken:
-                return  # a jump woke us at our due time
+        waiter = _Waiter(due, next(self._seq), loop.create_future(), task)
+        heapq.heappush(self._waiters, waiter)
+        try:
+            while True:
+                remaining = (due - self.now()).total_seconds() / self.rate
+                if remaining <= 0:
+                    return
+                poll = loop.call_later(min(remaining, POLL_S), _time_to_look, waiter.future)
+                try:
+                    woken = await waiter.future
+                finally:
+                    poll.cancel()
+                if woken:
+                    return  # a jump woke us at our due time
+                waiter.future = loop.create_future()  # a poll: re-read the clock (rate, other processes)
+        finally:
+            waiter.done = True
+            self._next_waiter()  # drop finished sleeps from the top of the heap
 
     def _settled(self, task: asyncio.Task[object]) -> None:
         self._woken.discard(task)
         if not self._woken:
             self._idle.set()
 
+    def _task_done(self, task: asyncio.Task[object]) -> None:
+        self._watched.discard(task)
+        self._settled(task)
+
     async def jump(self, delta: dt.timedelta) -> int:
         """Move forward by ``delta``, firing every timer due on the way at its own time; returns
         how many wake-up steps it took. Jumps are serialised."""
         if delta < dt.timedelta(0):
             raise ValueError("the lab clock only moves forward")
-        if self._jump is None:
-            self._jump = asyncio.Lock()
-        async with self._jump:
-            target_offset = self.offset + delta  # kept exact, so clocks in other processes can match it
-            steps = 0
-            while (waiter := self._next_waiter()) is not None:
-                base = self.now() - self.offset
-                if waiter.due > base + target_offset:
-                    break
-                self.offset = max(self.offset, waiter.due - base)
-                await self._wake_due(waiter.due + STEP_GRANULARITY)
-                steps += 1
-            self.offset = max(self.offset, target_offset)
-            self.steps += steps
-            return steps
+        async with self._jump_lock():
+            return await self._jump_to(self.offset + delta)
 
     async def follow(self, offset: dt.timedelta) -> int:
-        """Catch up with another process's clock (the clock travels on the bus): jump, firing
-        due timers in order, when its offset is ahead of ours; returns the steps taken."""
-        ahead = offset - self.offset
-        return await self.jump(ahead) if ahead > dt.timedelta(0) else 0
+        """Catch up with another process's clock (the clock travels on the bus): jump to its offset,
+        firing due timers in order, when it is ahead of ours; returns the steps taken."""
+        async with self._jump_lock():  # compared under the lock: two messages never add up
+            return await self._jump_to(offset) if offset > self.offset else 0
+
+    def _jump_lock(self) -> asyncio.Lock:
+        if self._jump is None:
+            self._jump = asyncio.Lock()
+        return self._jump
+
+    async def _jump_to(self, target_offset: dt.timedelta) -> int:
+        """Step to ``target_offset`` (kept exact, so clocks in other processes can match it)."""
+        steps = 0
+        while (waiter := self._next_waiter()) is not None:
+            base = self.now() - self.offset
+            target = base + target_offset
+            if waiter.due > target:
+                break
+            self.offset = max(self.offset, waiter.due - base)
+            await self._wake_due(min(waiter.due + STEP_GRANULARITY, target))
+            for hook in self.settle_hooks:  # e.g. the lab waits for the messages the timers sent
+                await hook()
+            steps += 1
+        self.offset = max(self.offset, target_offset)
+        self.steps += steps
+        return steps
 
     def _next_waiter(self) -> _Waiter | None:
-        while self._waiters and self._waiters[0].future.done():
+        while self._waiters and self._waiters[0].done:
             heapq.heappop(self._waiters)
         return self._waiters[0] if self._waiters else None
 
@@ -142,10 +172,14 @@ class SimClock:
         self._idle.clear()
         while (waiter := self._next_waiter()) is not None and waiter.due <= until:
             heapq.heappop(self._waiters)
+            waiter.done = True
             if waiter.task is not None and not waiter.task.done():
                 self._woken.add(waiter.task)
-                waiter.task.add_done_callback(self._settled)
-            waiter.future.set_result(True)
+                if waiter.task not in self._watched:  # one callback per task, not one per wake
+                    self._watched.add(waiter.task)
+                    waiter.task.add_done_callback(self._task_done)
+            if not waiter.future.done():
+                waiter.future.set_result(True)
         if not self._woken:
             return
         try:

@@ -28,7 +28,8 @@ def node_logger(sink: IO[str] | None, sim_now: Callable[[], str], **context: Any
         structlog.processors.add_log_level,
         _sim_time(sim_now),
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-        structlog.processors.dict_tracebacks,
+        # tracebacks without local variables: a frame's locals may hold a password or a private key
+        structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
         structlog.processors.JSONRenderer(sort_keys=False),
     ]
     target = structlog.WriteLogger(cast(TextIO, sink)) if sink is not None else structlog.ReturnLogger()

@@ -27,7 +27,7 @@ renewed certificate starts afresh. With LSC monitoring off, certificates marked
 
 Alarm text (R-MON-3) is the product's, rendered by :func:`alarm_text`::
 
-    %UC_CERT-0-CertExpired: %[Message=Certificate expiration Notification. Certificate name:tomcat.pem
+    %UC_CERT-0-CertExpired: %[Message=Certificate expiration Notification. Certificate name:tomcat.der
     Unit:tomcat Type:own-cert Expiration:Tue Mar 30 02:19:31 UTC 2021][AppID=Cisco Certificate Monitor]
     [NodeID=cucm1]
 

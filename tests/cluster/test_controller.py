@@ -54,6 +54,8 @@ async def test_advance_through_the_controller_moves_the_clock_exactly(make_lab: 
             await lab.request(LAB_TARGET, "advance", {"by": "soon"})
         with pytest.raises(BadInput, match="advance needs"):
             await lab.request(LAB_TARGET, "advance", {})
+        with pytest.raises(BadInput, match="at most 3650 days"):
+            await lab.request(LAB_TARGET, "advance", {"by": "4000d"})
         assert lab.clock.offset - before == dt.timedelta(days=20)
     finally:
         await ctl.stop()

@@ -202,6 +202,7 @@ async def test_every_endpoint_answers_over_https(make_lab: LabFactory) -> None:
 BAD: list[tuple[str, str, str, Any, int, str]] = [
     # node, method, path, body (bytes: raw), status, message fragment
     ("cucm1", "POST", "csr", b"{not json", 400, "not valid JSON"),
+    ("cucm1", "POST", "csr", b"[" * 100_000, 400, "nested too deeply"),
     ("cucm1", "POST", "csr", [], 400, "must be a JSON object"),
     ("cucm1", "POST", "csr", {}, 400, "'service' must be a non-empty string"),
     ("cucm1", "POST", "csr", {"service": "nope"}, 404, "unknown identity unit 'nope'"),

@@ -109,3 +109,34 @@ async def test_clock_refuses_to_go_back() -> None:
     clock = SimClock(ORIGIN)
     with pytest.raises(ValueError, match="only moves forward"):
         await clock.jump(dt.timedelta(seconds=-1))
+
+
+async def test_two_catch_ups_in_a_row_never_overshoot() -> None:
+    """R-TIME: two clock messages arriving while the first catch-up runs end at the newest offset, not their sum."""
+    clock = SimClock(ORIGIN, wall_origin=0.0)
+    seen: list[dt.datetime] = []
+    task = asyncio.create_task(_periodic(clock, dt.timedelta(hours=1), dt.timedelta(hours=1), seen))
+    await asyncio.sleep(0)
+    await asyncio.gather(clock.follow(dt.timedelta(days=10)), clock.follow(dt.timedelta(days=11)))
+    task.cancel()
+    assert clock.offset == dt.timedelta(days=11)
+    assert len(seen) == 11 * 24
+
+
+async def test_a_sleeping_timer_holds_one_heap_entry_and_one_callback() -> None:
+    """A timer polling the clock at wall speed does not grow the clock's memory (one entry per sleep)."""
+    clock = SimClock(ORIGIN)
+    clock_polls = asyncio.create_task(clock.sleep_until(clock.now() + dt.timedelta(hours=1)))
+    await asyncio.sleep(1.2)  # two or three polls
+    assert len(clock._waiters) == 1
+    clock_polls.cancel()
+    seen: list[dt.datetime] = []
+    task = asyncio.create_task(_periodic(clock, dt.timedelta(minutes=30), dt.timedelta(minutes=30), seen))
+    await asyncio.sleep(0)
+    await clock.jump(dt.timedelta(days=2))
+    assert len(seen) == 96
+    assert clock._watched == {task}  # one done-callback for the task, not one per wake
+    task.cancel()
+    for _ in range(3):  # the cancellation, then its done-callbacks
+        await asyncio.sleep(0)
+    assert not clock._watched
