@@ -438,18 +438,16 @@ def _auth_middleware(credentials: Credentials, throttle: Throttle, log: Any) -> 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         peer = request.remote or "unknown"
-        delay = throttle.delay(peer)
-        if delay:
-            await asyncio.sleep(delay)
-        user = _authenticated(request, credentials)  # in its own frame: no password among these locals
-        if not isinstance(user, str):
-            throttle.failed(peer)
-            shown = _basic(request.headers.get("Authorization", ""))[0] if user is False else None
-            log.warning("rest-auth-failed", peer=peer, user=(shown or "")[:64], failures=throttle.failures(peer))
-            response = _error(401, "authentication required: HTTP Basic with the OS administrator", "unauthorized")
-            response.headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
-            return response
-        throttle.succeeded(peer)
+        async with throttle.attempt(peer) as attempt:  # counted as a failure until it succeeds
+            user = _authenticated(request, credentials)  # in its own frame: no password among these locals
+            if not isinstance(user, str):
+                attempt.failed()
+                shown = _basic(request.headers.get("Authorization", ""))[0] if user is False else None
+                log.warning("rest-auth-failed", peer=peer, user=(shown or "")[:64], failures=throttle.failures(peer))
+                response = _error(401, "authentication required: HTTP Basic with the OS administrator", "unauthorized")
+                response.headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
+                return response
+            attempt.succeeded()
         return await handler(request)
 
     return auth

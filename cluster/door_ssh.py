@@ -16,8 +16,19 @@ This module only does I/O (asyncssh); ``cluster.platform_cli`` interprets the li
   a paste; Ctrl+D on an empty line ends the session. In an interactive session input that arrives
   while a command runs is discarded (bytes that arrived before it started are kept, as type-ahead).
   A line over ``MAX_LINE_CHARS`` is refused. Output lines end in ``\\r\\n`` when a PTY was
-  requested, ``\\n`` otherwise; the prompt is written in one write at the start of a line.
-- the host key is ed25519, made on first use and kept at ``host_key_path`` (mode 0600).
+  requested, ``\\n`` otherwise; the prompt is written in one write at the start of a line, and
+  what follows an unechoed answer (an exec without a PTY) starts on a new line.
+- paste: a blank line followed, in input already received (or arriving within
+  ``PASTE_SETTLE_S``), by ``-----BEGIN`` does not end a paste, so a chain pasted with blank lines
+  between its certificates is imported whole; input received after the end of a paste (or after
+  Ctrl+C or an over-long line abandoned it) is discarded, never run as commands.
+- end of input (the client's EOF) ends a last line typed without Enter: it is run like any line
+  (``printf yes | ssh node 'set cert regen tomcat'``), then an exec's pending paste or question ends.
+- input is interpreted in slices of ``SLICE_CHARS`` with the event loop served in between, and
+  the rest of an over-long line is skipped without looking at each character, so a flood of input
+  on one session never stalls the others (the process serves every node's doors).
+- the host key is ed25519, made on first use and kept at ``host_key_path`` (mode 0600); without
+  a path, a key made for this server only and kept in memory.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import codecs
 import contextlib
 import logging
 import os
+import re
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +53,13 @@ from node.clock import Clock
 log = logging.getLogger(__name__)
 
 MAX_PENDING_CHARS = 2 << 20  # unprocessed input held before the channel stops reading (flow control)
+SLICE_CHARS = 64 * 1024  # input interpreted between two turns of the event loop
+EVENTS_PER_SLICE = 256  # lines handled between two turns of the event loop
+PASTE_SETTLE_S = 0.15  # wall seconds: how long a blank line that may end a paste waits for more of it
+_PLAIN = re.compile(r"[^\x00-\x1f\x7f]+")  # typed text: anything but C0 controls and DEL
+_LINE_END = re.compile(r"[\r\n\x03]")  # where skipping an over-long line stops: Enter or Ctrl+C
+_NON_BLANK = re.compile(r"[^ \t\r\n]")
+_BEGIN = "-----BEGIN "
 _BACKSPACE = ("\x7f", "\x08")
 _CTRL_C, _CTRL_D, _CTRL_U, _ESC = "\x03", "\x04", "\x15", "\x1b"
 
@@ -61,12 +80,17 @@ class _LineEditor:
         self._after_cr = False
         self._esc = 0  # 1 after ESC, 2 inside a CSI/SS3 sequence
 
-    def feed(self, text: str, start: int) -> tuple[str, _Event | None, int]:
-        """Consume ``text`` from ``start`` up to and including the next event; returns the echo,
-        the event (or None when the text ran out) and where to continue."""
+    def feed(self, text: str, start: int, stop: int | None = None) -> tuple[str, _Event | None, int]:
+        """Consume ``text[start:stop]`` up to and including the next event; returns the echo, the
+        event (or None when the text ran out) and where to continue. Runs of typed text are taken
+        whole, and the rest of an over-long line is skipped with one search."""
         echo: list[str] = []
+        end = len(text) if stop is None else min(stop, len(text))
         i = start
-        while i < len(text):
+        while i < end:
+            if not self._esc and (after_run := self._run(text, i, end, echo)) > i:
+                i = after_run
+                continue
             ch = text[i]
             i += 1
             after_cr, self._after_cr = self._after_cr, False
@@ -98,17 +122,36 @@ class _LineEditor:
                     return self._out(echo, ""), _Event("eof"), i
             elif ch == _ESC:
                 self._esc = 1
-            elif ch >= " ":
-                if self._overflow:
-                    continue
-                if len(self._buf) >= MAX_LINE_CHARS:
-                    self._overflow = True
-                    self._buf.clear()
-                    continue
-                self._buf.append(ch)
-                echo.append(ch)
-            # any other control character (tab included) is ignored
+            # typed text was taken by ``_run``; any other control character (tab included) is ignored
         return self._out(echo, ""), None, i
+
+    def _run(self, text: str, i: int, end: int, echo: list[str]) -> int:
+        """Take a run of typed text at ``i`` whole (or skip to where an over-long line ends);
+        returns where the run ends (``i`` when there is none)."""
+        if self._overflow:
+            found = _LINE_END.search(text, i, end)
+            skip_to = end if found is None else found.start()
+        elif run := _PLAIN.match(text, i, end):
+            skip_to = run.end()
+            if len(run.group()) > MAX_LINE_CHARS - len(self._buf):
+                self._overflow = True
+                self._buf.clear()
+            else:
+                self._buf.extend(run.group())
+                echo.append(run.group())
+        else:
+            return i
+        if skip_to > i:
+            self._after_cr = False
+        return skip_to
+
+    def flush(self) -> tuple[str, _Event | None]:
+        """End of input: a line typed without Enter becomes a last line (None when there is none)."""
+        self._esc = 0
+        self._after_cr = False
+        if not self._buf and not self._overflow:
+            return "", None
+        return self._out([], "\n"), self._take_line()
 
     def _out(self, echo: list[str], tail: str) -> str:
         return "".join(echo) + tail if self.echo else ""
@@ -133,6 +176,8 @@ class _Session(asyncssh.SSHServerSession[bytes]):
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending: list[str] = []
         self._pending_chars = 0
+        self._chunk = ""  # received input being interpreted, from ``_pos`` on
+        self._pos = 0
         self._paused = False
         self._wake = asyncio.Event()
         self._eof = False
@@ -209,30 +254,90 @@ class _Session(asyncssh.SSHServerSession[bytes]):
     # -- input -------------------------------------------------------------------------------------
 
     async def _events(self, editor: _LineEditor) -> AsyncGenerator[_Event, None]:
+        """Events from the input, a slice at a time: the event loop gets a turn after every
+        ``SLICE_CHARS`` characters or ``EVENTS_PER_SLICE`` events. While an event is being handled
+        the consumer may drop the input not yet interpreted (``_discard_typeahead``)."""
         while True:
-            while not self._pending:
+            while self._pos >= len(self._chunk):
+                if self._pending:
+                    self._take_pending()
+                    continue
                 if self._eof:
+                    echo, last = editor.flush()
+                    self._write(echo)
+                    if last is not None:
+                        yield last
                     yield _Event("end")
                     return
                 self._wake.clear()
                 await self._wake.wait()
-            text = "".join(self._pending)
-            self._pending.clear()
-            self._pending_chars = 0
-            if self._paused and self._chan is not None:
-                self._chan.resume_reading()
-                self._paused = False
-            i = 0
-            while i < len(text):
-                echo, event, i = editor.feed(text, i)
+            stop = self._pos + SLICE_CHARS
+            events = 0
+            while self._pos < min(stop, len(self._chunk)) and events < EVENTS_PER_SLICE:
+                echo, event, self._pos = editor.feed(self._chunk, self._pos, stop)
                 self._write(echo)
                 if event is not None:
+                    events += 1
                     yield event
+            await asyncio.sleep(0)
+
+    def _take_pending(self) -> None:
+        self._chunk = "".join(self._pending)
+        self._pos = 0
+        self._pending.clear()
+        self._pending_chars = 0
+        if self._paused and self._chan is not None:
+            self._chan.resume_reading()
+            self._paused = False
+
+    def _discard_typeahead(self) -> None:
+        """Drop the input received but not yet interpreted."""
+        self._chunk, self._pos = "", 0
+        self._pending.clear()
+        self._pending_chars = 0
+        if self._paused and self._chan is not None:
+            self._chan.resume_reading()
+            self._paused = False
+
+    def _next_text(self) -> str:
+        """Up to 16 characters of the input not yet interpreted, from its first non-blank one
+        (enough to recognise ``-----BEGIN``); empty while there is nothing but blank space."""
+        got: list[str] = []
+        size = 0
+        for piece, begin in ((self._chunk, self._pos), *((p, 0) for p in self._pending)):
+            start = begin
+            if not got:
+                found = _NON_BLANK.search(piece, begin)
+                if found is None:
+                    continue
+                start = found.start()
+            got.append(piece[start : start + 16 - size])
+            size += len(got[-1])
+            if size >= 16:
+                break
+        return "".join(got)
+
+    async def _paste_lookahead(self) -> str:
+        """What follows a blank line that may end a paste: the next text already received or
+        arriving within ``PASTE_SETTLE_S`` (a paste can be split anywhere between packets)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PASTE_SETTLE_S
+        text = self._next_text()
+        while _BEGIN.startswith(text) and len(text) < len(_BEGIN) and not self._eof:  # undecided yet
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            text = self._next_text()
+        return text
 
     async def _run_line(self, line: str) -> None:
+        more = await self._paste_lookahead() if self._cli.ends_paste(line) else ""
         self._busy = True
         try:
-            async for out in self._cli.handle_line(line):
+            async for out in self._cli.handle_line(line, more=more):
                 self._write(out)
         finally:
             self._busy = False
@@ -271,6 +376,8 @@ class _Session(asyncssh.SSHServerSession[bytes]):
             self._write_prompt()
             async with contextlib.aclosing(self._events(_LineEditor(echo=self._pty))) as events:
                 async for event in events:
+                    if not self._at_line_start:
+                        self._write("\n")  # after a question whose answer was not echoed
                     if event.kind in ("end", "eof"):
                         async for out in self._cli.end_of_input():
                             self._write(out)
@@ -282,12 +389,15 @@ class _Session(asyncssh.SSHServerSession[bytes]):
         return 0 if self._cli.last_ok else 1
 
     async def _handle(self, event: _Event) -> None:
+        pasting = self._cli.pasting
         if event.kind == "line":
             await self._run_line(event.line)
         elif event.kind == "long":
             self._write(self._cli.reject_long_line())
         elif event.kind == "interrupt":
             self._write(self._cli.cancel())
+        if pasting and not self._cli.pasting:
+            self._discard_typeahead()  # the rest of what was pasted is not a command
 
 
 class _Server(asyncssh.SSHServer):
@@ -335,16 +445,15 @@ class _Server(asyncssh.SSHServer):
         return len(responses) == 1 and await self._check(username, responses[0])
 
     async def _check(self, username: str, password: str) -> bool:
-        throttle = self._door.throttle
-        delay = throttle.delay(self._peer)
-        if delay:
-            await asyncio.sleep(delay)
-        ok = self._door.credentials.check(username, password)
-        if ok:
-            throttle.succeeded(self._peer)
-        else:
-            throttle.failed(self._peer)
-            self._door.log.warning("ssh-login-refused", user=username[:64], peer=self._peer)
+        # the attempt counts as a failure from before its wait until the password proves right, so
+        # parallel attempts from one peer wait for each other's (Throttle)
+        async with self._door.throttle.attempt(self._peer) as attempt:
+            ok = self._door.credentials.check(username, password)
+            if ok:
+                attempt.succeeded()
+            else:
+                attempt.failed()
+                self._door.log.warning("ssh-login-refused", user=username[:64], peer=self._peer)
         return ok
 
     def session_requested(self) -> _Session:
@@ -409,8 +518,11 @@ class SshDoor:
         self.connections.clear()
 
 
-def load_host_key(path: Path) -> asyncssh.SSHKey:
-    """The door's ed25519 host key: read from ``path``, or made and written there (mode 0600)."""
+def load_host_key(path: Path | None) -> asyncssh.SSHKey:
+    """The door's ed25519 host key: read from ``path``, or made and written there (mode 0600);
+    without a path, a new key kept in memory only."""
+    if path is None:
+        return asyncssh.generate_private_key("ssh-ed25519")
     if path.exists():
         return asyncssh.read_private_key(path)
     key = asyncssh.generate_private_key("ssh-ed25519")
@@ -432,11 +544,12 @@ async def start_ssh_server(
     request: RequestFn,
     credentials: Credentials,
     throttle: Throttle,
-    host_key_path: Path,
+    host_key_path: Path | None,
     clock: Clock,
     log: Any = None,
 ) -> SshDoor:
-    """Listen on ``host``:``port`` (0 picks a free port, see ``SshDoor.port``) for ``node``'s platform CLI."""
+    """Listen on ``host``:``port`` (0 picks a free port, see ``SshDoor.port``) for ``node``'s platform CLI
+    (``host_key_path`` None: an ephemeral host key, nothing written)."""
     key = await asyncio.to_thread(load_host_key, host_key_path)
     door = SshDoor(node=node, request=request, credentials=credentials, throttle=throttle, clock=clock, log=log)
     acceptor = await asyncssh.create_server(

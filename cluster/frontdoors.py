@@ -21,7 +21,11 @@ the in-process agent's database (``agent.store.identities()``): a read of the no
 store, accepted for this one purpose because the control path never hands out private keys.
 Keys seen before are kept in memory, so a certificate whose key has already been replaced
 (a regenerate racing the restart) is still served; a certificate whose key was never seen
-keeps the previous context, and the node log says so.
+keeps the previous context, and the node log says so. After a swap the doors rewrite
+``doors/<node>.json``, so ``certsim lab status`` shows the certificate served now.
+
+SSH host key: ``<state dir>/doors/<node>.ssh_host_key``; without a state directory, a key made
+for this run and kept in memory (nothing is written, certainly not in the working directory).
 """
 
 from __future__ import annotations
@@ -160,6 +164,7 @@ class TomcatTls:
         self._keys: collections.OrderedDict[str, TlsMaterial] = collections.OrderedDict()
         self.identity: TlsIdentity | None = None
         self.kept_previous = 0  # reloads that found no key for the loaded certificate
+        self.on_swap: Callable[[], None] | None = None  # called after each swap of the served certificate
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _remember_current(self) -> None:
@@ -233,6 +238,8 @@ class TomcatTls:
             return
         self.identity.swap(material)
         self.agent.log.info("https-tls-reloaded", sha256=sha)
+        if self.on_swap is not None:
+            self.on_swap()
 
     async def wait_idle(self) -> None:
         """Wait for reloads in flight (tests and scenario steps)."""
@@ -271,6 +278,7 @@ class FrontDoors:
         self.listeners = listeners
         self._info_path = info_path
         self._ssh_note = ssh_note
+        self._closed = False
 
     @property
     def https(self) -> Listener:
@@ -339,6 +347,7 @@ class FrontDoors:
             user=lab.os_admin.user,
         )
         doors._write_info()
+        tls.on_swap = doors._write_info  # the note says which certificate HTTPS serves now
         return doors
 
     def describe(self) -> dict[str, Any]:
@@ -356,7 +365,7 @@ class FrontDoors:
         }
 
     def _write_info(self) -> None:
-        if self._info_path is None:
+        if self._info_path is None or self._closed:
             return
         self._info_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._info_path.with_suffix(".tmp")
@@ -364,6 +373,7 @@ class FrontDoors:
         tmp.replace(self._info_path)
 
     async def close(self) -> None:
+        self._closed = True  # a reload finishing now must not write the note again
         if self._info_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._info_path.unlink()
@@ -386,10 +396,10 @@ async def _start_ssh(
     starter = _ssh_starter()
     if starter is None:
         return None, None, "the SSH door (cluster.door_ssh) is not installed"
-    key_dir = state_dir / DOORS_DIR if state_dir is not None else None
-    if key_dir is not None:
-        key_dir.mkdir(parents=True, exist_ok=True)
-    host_key = (key_dir or Path(".")) / f"{spec.name}.ssh_host_key"
+    host_key: Path | None = None  # no state directory: an ephemeral in-memory host key
+    if state_dir is not None:
+        (state_dir / DOORS_DIR).mkdir(parents=True, exist_ok=True)
+        host_key = state_dir / DOORS_DIR / f"{spec.name}.ssh_host_key"
 
     async def start(port: int) -> SshDoorLike:
         return await starter(

@@ -12,6 +12,14 @@ question (``yes|no``) or ask for a pasted certificate; ``prompt`` says what to s
 Paste (``set cert import ...``): lines are collected until an empty line arrives after some
 text was pasted and every ``-----BEGIN`` has its ``-----END``; empty lines before the first
 text are ignored; Ctrl+C (``cancel``) abandons the paste, end of input (``end_of_input``) ends it.
+A chain pasted with blank lines between its certificates is one paste: the adapter passes the
+input already received after a line (``more``), and a blank line followed by more blank lines
+and then ``-----BEGIN`` does not end the paste.
+
+Before a command asks a question or for a paste it checks what can be checked without changing
+anything, with the rules the node operation applies (``node.certops.identity_unit``,
+``node.ops.check_store`` and the catalog's ``UNITS``), so a command the node would refuse fails
+at once instead of after the answer.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,16 +38,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cluster.frontdoor_auth import RequestFn
-from node import certs
-from node.catalog import UNITS
+from node import certops, certs, ops
+from node.catalog import UNITS, Role
 from node.clock import Clock
-from node.errors import BadInput, CertsimError, NotFound
+from node.errors import BadInput, CertsimError, NotFound, Refused
 from node.monitor import java_date
 
 log = logging.getLogger(__name__)
 
 MAX_LINE_CHARS = 64 * 1024  # one typed line; anything longer is refused, not interpreted
 MAX_PASTE_BYTES = certs.MAX_UPLOAD_BYTES  # a pasted certificate (chain): the upload limit, 1 MiB
+_MORE_PEM = re.compile(r"[ \t\r\n]*-----BEGIN ")  # what follows a blank line inside a pasted chain
 
 
 class Text:
@@ -94,6 +104,7 @@ class Text:
     RESTART_REMINDER = "Please restart services related to {unit} for the new certificate to become active."
     SHARED_WITH = "The certificate was also installed on: {nodes}"  # certsim: multi-server SAN
     NO_TRUST_STORE = "{unit} has no trust store: its certificate is issued by the cluster"  # certsim
+    NO_CSR = "{unit} is issued by the cluster; it has no CSR (regenerate it instead)"  # certsim
     UNKNOWN_UNIT = "Invalid unit {unit}; units: {units}"  # certsim
     # regen
     REGEN_WARNING = "WARNING: This operation will overwrite any CA signed certificate previously imported for {unit}"
@@ -236,11 +247,16 @@ class _Paste:
     closed: int = 0  # -----END lines seen
     too_large: bool = False
 
-    def add(self, line: str) -> bool:
+    def ends_at(self, line: str, more: str = "") -> bool:
+        """Whether ``line`` completes the paste: a blank line after some text, with every BEGIN
+        closed, that is not followed (in ``more``, input already received) by another BEGIN."""
+        return not line.strip() and bool(self.size) and self.opened == self.closed and not _MORE_PEM.match(more)
+
+    def add(self, line: str, more: str = "") -> bool:
         """Take one line; True when the paste is complete."""
         text = line.strip()
         if not text:
-            return bool(self.size) and self.opened == self.closed
+            return self.ends_at(line, more)
         self.opened += text.startswith("-----BEGIN ")
         self.closed += text.startswith("-----END ")
         self.size += len(line.encode()) + 1
@@ -262,6 +278,7 @@ class PlatformCli:
         self.closed = False  # ``exit`` or ``quit`` was entered
         self.last_ok = True  # whether the last command succeeded (an exec's exit status)
         self._state: _Ask | _Paste | None = None
+        self._facts: tuple[Role, bool] | None = None  # the node's role and whether it is the publisher
 
     # -- what the adapter asks -----------------------------------------------------------------
 
@@ -282,10 +299,22 @@ class PlatformCli:
         """No question and no paste pending: the next line is a command."""
         return self._state is None
 
+    @property
+    def pasting(self) -> bool:
+        """A paste is being collected: the next lines are the certificate, not commands."""
+        return isinstance(self._state, _Paste)
+
+    def ends_paste(self, line: str) -> bool:
+        """Whether ``line`` would complete the paste in progress if nothing followed it (the adapter
+        then looks at what follows, see ``handle_line``'s ``more``)."""
+        return isinstance(self._state, _Paste) and self._state.ends_at(line)
+
     def cancel(self) -> str:
-        """Ctrl+C: abandon a question or a paste."""
+        """Ctrl+C: abandon a question or a paste (the command then counts as unsuccessful)."""
         had = self._state is not None
         self._state = None
+        if had:
+            self.last_ok = False
         return _lines(Text.CANCELLED) if had else ""
 
     def reject_long_line(self) -> str:
@@ -305,11 +334,13 @@ class PlatformCli:
             self.last_ok = False
             yield _lines(Text.CANCELLED)
 
-    def handle_line(self, line: str) -> AsyncIterator[str]:
-        """Interpret one line (without its Enter); yields output text as it is produced."""
+    def handle_line(self, line: str, *, more: str = "") -> AsyncIterator[str]:
+        """Interpret one line (without its Enter); yields output text as it is produced. ``more``:
+        the input already received after this line, if the adapter knows it (a blank line in a
+        paste followed by another ``-----BEGIN`` there does not end the paste)."""
         if self._state is None:
             self.last_ok = True
-        return self._guarded(self._dispatch(line))
+        return self._guarded(self._dispatch(line, more))
 
     async def _guarded(self, outputs: AsyncIterator[str]) -> AsyncIterator[str]:
         """``outputs``, with any error turned into the product's failure text."""
@@ -331,7 +362,7 @@ class PlatformCli:
 
     # -- dispatch ------------------------------------------------------------------------------
 
-    async def _dispatch(self, line: str) -> AsyncIterator[str]:
+    async def _dispatch(self, line: str, more: str = "") -> AsyncIterator[str]:
         state = self._state
         if isinstance(state, _Ask):
             answer = line.strip().lower()
@@ -343,7 +374,7 @@ class PlatformCli:
                 yield out
             return
         if isinstance(state, _Paste):
-            if not state.add(line):
+            if not state.add(line, more):
                 return
             self._state = None
             async for out in self._finish_import(state):
@@ -359,6 +390,19 @@ class PlatformCli:
 
     async def _op(self, op: str, **args: Any) -> Any:
         return await self.request(op, args)
+
+    async def _node_role(self) -> tuple[Role, bool]:
+        """The node's role and whether it is the publisher (asked once per session)."""
+        if self._facts is None:
+            status = await self._op("status")
+            self._facts = Role(str(status["role"])), bool(status["publisher"])
+        return self._facts
+
+    async def _held_unit(self, name: str, op: str) -> str:
+        """``name`` when the node holds that identity unit here; otherwise the node's own refusal
+        (``certops.identity_unit``, the check its operation starts with), before any question."""
+        role, publisher = await self._node_role()
+        return certops.identity_unit(role, publisher, _known_unit(name), op=op).name
 
     # -- show cert -----------------------------------------------------------------------------
 
@@ -400,7 +444,9 @@ class PlatformCli:
         yield _lines(*(Text.CSR_LIST.format(unit=r["unit"]) for r in rows)) if rows else _lines(Text.NO_CSRS)
 
     async def _set_csr_gen(self, args: list[str]) -> AsyncIterator[str]:
-        unit = _known_unit(args[0])
+        unit = await self._held_unit(args[0], "csr gen")
+        if UNITS[unit].trust_store is None:  # the node's csr_gen refuses these: they have no CSR
+            raise Refused(Text.NO_CSR.format(unit=unit))
 
         async def then(include_ou: bool) -> AsyncIterator[str]:
             await self._op("csr_gen", unit=unit, include_ou=include_ou)
@@ -414,8 +460,13 @@ class PlatformCli:
 
     async def _set_cert_import(self, args: list[str]) -> AsyncIterator[str]:
         kind, unit = args[0], _known_unit(args[1])
-        if UNITS[unit].trust_store is None:
+        store = UNITS[unit].trust_store
+        if store is None:
             raise BadInput(Text.NO_TRUST_STORE.format(unit=unit))
+        if kind == "own":
+            await self._held_unit(unit, "certificate upload")
+        else:
+            ops.check_store((await self._node_role())[0], store)
         self._state = _Paste(kind, unit)
         yield _lines(Text.PASTE)
 
@@ -437,7 +488,7 @@ class PlatformCli:
         yield _lines(Text.IMPORTED.format(unit=paste.unit), Text.RESTART_REMINDER.format(unit=paste.unit), *out)
 
     async def _set_cert_regen(self, args: list[str]) -> AsyncIterator[str]:
-        unit = _known_unit(args[0])
+        unit = await self._held_unit(args[0], "regen")
 
         async def then(proceed: bool) -> AsyncIterator[str]:
             if not proceed:

@@ -23,7 +23,7 @@ import asyncssh
 import pytest
 from cryptography import x509
 
-from cluster.door_ssh import SshDoor, _LineEditor, start_ssh_server
+from cluster.door_ssh import SshDoor, _Event, _LineEditor, start_ssh_server
 from cluster.frontdoor_auth import Credentials, Throttle
 from cluster.lab import Lab
 from cluster.labca import LabCA
@@ -69,9 +69,12 @@ async def ssh_lab(make_lab: LabFactory, tmp_path: Path) -> AsyncIterator[SshLab]
 
 @pytest.fixture
 async def fake_door(tmp_path: Path) -> AsyncIterator[SshDoor]:
-    """A door whose node answers every operation with an error: for rules that reach no node."""
+    """A door whose node answers every operation with an error (but ``status``: a Unified CM
+    publisher, which commands ask before a question or a paste): for rules that reach no node."""
 
     async def request(op: str, args: dict[str, Any]) -> Any:
+        if op == "status":
+            return {"role": "cucm", "publisher": True}
         raise NotFound(f"no operation {op} here")
 
     door = await start_door(tmp_path, request, SimClock(EPOCH))
@@ -183,6 +186,43 @@ def test_line_editor_enter_backspace_and_escapes() -> None:
     assert event is not None and event.kind == "long"
     assert ed.feed("\x03", 0)[1].kind == "interrupt"  # type: ignore[union-attr]
     assert ed.feed("\x04", 0)[1].kind == "eof"  # type: ignore[union-attr]
+
+
+def test_line_editor_slices_flush_and_skips_long_lines_fast() -> None:
+    """Door contract (issue 6 review, findings 3 and 4): input fed in slices (``stop``) gives the same
+    lines as in one piece; at end of input a line typed without Enter is flushed as a last line (echoed
+    with its newline), nothing when there is none; the rest of an over-long line is skipped without a
+    per-character loop (30 MB in well under a second) and the line is refused, not run."""
+    text = "show certs\x7f\x7f\x7f\x7f\x7fcert list own\r\nyes\rpartial"
+    whole, sliced = _LineEditor(echo=True), _LineEditor(echo=True)
+    assert [e.line for e in events_of(whole, text, len(text))] == ["show cert list own", "yes"]
+    assert [e.line for e in events_of(sliced, text, 3)] == ["show cert list own", "yes"]
+    assert sliced.flush() == ("\n", _Event("line", "partial"))
+    assert sliced.flush() == ("", None)
+    assert _LineEditor(echo=False).flush() == ("", None)
+
+    ed = _LineEditor(echo=False)
+    flood = "y" * (30 << 20)
+    assert events_of(ed, flood, 64 * 1024) == []  # bench-free: speed is not asserted, only behaviour
+    [event] = events_of(ed, "tail\r", 64 * 1024)
+    assert event.kind == "long"
+    [event] = events_of(ed, "help\r", 64 * 1024)
+    assert event == _Event("line", "help")
+    assert ed.feed("x" * 10, 0)[1] is None
+    assert ed.flush()[1] == _Event("line", "x" * 10)
+    ed.feed("z" * (MAX_LINE_CHARS + 1), 0)
+    assert ed.flush()[1] == _Event("long")
+
+
+def events_of(editor: _LineEditor, text: str, step: int) -> list[Any]:
+    """Feed ``text`` in slices of ``step`` characters; the events it makes."""
+    events = []
+    i = 0
+    while i < len(text):
+        _echo, event, i = editor.feed(text, i, i + step)
+        if event is not None:
+            events.append(event)
+    return events
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,6 +400,83 @@ async def test_ctrl_c_abandons_a_question(ssh_lab: SshLab) -> None:
         await term.close()
 
 
+async def test_a_chain_pasted_with_blank_lines_is_imported_whole_and_nothing_after_it_runs(ssh_lab: SshLab) -> None:
+    """Door contract, R-OP-UPLOAD-1 (issue 6 review, finding 2): a chain pasted with blank lines between
+    its certificates is ONE paste, also when the paste arrives in two packets split at the blank line;
+    whatever was pasted after the end of a paste is discarded, never run at `admin:` (here a regen and
+    its `yes`, which would replace the tomcat certificate)."""
+    lab = ssh_lab.lab
+    ca = LabCA(lab.clock)
+    pems = [ca.create_ca(f"PasteRoot{i}").pem().decode() for i in range(4)]
+    tomcat = next(r for r in await lab.request(NODE, "identity_list", {}) if r["unit"] == "tomcat")["sha256"]
+
+    def typed(pem: str) -> str:
+        return "".join(f"{line}\r" for line in pem.splitlines())
+
+    async with connect(ssh_lab.door) as conn:
+        term = await open_term(conn)
+        await term.command("set cert import trust tomcat", end=b"Paste the Certificate and Hit Enter\r\n")
+        term.send(typed(pems[0]) + "\r\r" + typed(pems[1]) + "\r" + "set cert regen tomcat\ryes\rhelp\r")
+        out = (await term.until()).decode()
+        assert out.count("Successfully imported certificate for tomcat.") == 1, out[-600:]
+        assert "WARNING" not in out and "Proceed with regeneration" not in out and "Syntax" not in out
+        await term.quiet(0.5)
+
+        await term.command("set cert import trust tomcat", end=b"Paste the Certificate and Hit Enter\r\n")
+        term.send(typed(pems[2]) + "\r")
+        await asyncio.sleep(0.03)  # the rest of the paste comes in a later packet
+        term.send("\r" + typed(pems[3]) + "\r")
+        out = (await term.until()).decode()
+        assert out.count("Successfully imported certificate for tomcat.") == 1, out[-600:]
+        await term.quiet(0.3)
+        assert await term.command("set cli pagination off") == "Automatic pagination is turned off\r\n"
+        await term.close()
+    names = {r["sha256"] for r in await lab.request(NODE, "list", {"store": "tomcat-trust"})}
+    for pem in pems:
+        cert = x509.load_pem_x509_certificate(pem.encode())
+        assert cert.fingerprint(cert.signature_hash_algorithm).hex() in names  # type: ignore[arg-type]
+    after = next(r for r in await lab.request(NODE, "identity_list", {}) if r["unit"] == "tomcat")["sha256"]
+    assert after == tomcat  # the pasted `set cert regen tomcat` / `yes` never ran
+
+
+async def test_exec_ends_the_last_line_at_eof_and_ctrl_c_fails_the_command(ssh_lab: SshLab) -> None:
+    """Door contract (issue 6 review, findings 3, 5 and 6): in an exec, a last answer or PEM line without
+    a newline is still read at end of input; Ctrl+C at a question or in a paste exits 1, like end of
+    input does; without a PTY what follows a question starts on a new line; a unit the node would
+    refuse fails before any question (nothing is asked, exit 1)."""
+    lab = ssh_lab.lab
+    before = next(r for r in await lab.request(NODE, "identity_list", {}) if r["unit"] == "tomcat")["sha256"]
+    async with connect(ssh_lab.door) as conn:
+        result = await conn.run("set cert regen tomcat", input="yes", timeout=30)
+        assert result.exit_status == 0, result.stdout
+        assert "Proceed with regeneration (yes|no)? \nSuccessfully regenerated certificate for tomcat." in str(
+            result.stdout
+        )
+        after = next(r for r in await lab.request(NODE, "identity_list", {}) if r["unit"] == "tomcat")["sha256"]
+        assert after != before
+
+        root = LabCA(lab.clock).create_ca("NoNewlineRoot")
+        result = await conn.run("set cert import trust tomcat", input=root.pem().decode().rstrip("\n"), timeout=20)
+        assert result.exit_status == 0, result.stdout
+        assert "Successfully imported certificate for tomcat." in str(result.stdout)
+
+        for command, typed in (("set cert regen tomcat", "\x03"), ("set cert import trust tomcat", "-----BEGIN\n\x03")):
+            result = await conn.run(command, input=typed, timeout=20)
+            assert result.exit_status == 1, (command, result.stdout)
+            assert str(result.stdout).endswith("\nCommand cancelled\n"), result.stdout
+
+        result = await conn.run("set csr gen ITLRecovery", input="yes\n", timeout=20)
+        assert result.exit_status == 1
+        assert result.stdout == (
+            "ITLRecovery is issued by the cluster; it has no CSR (regenerate it instead)\n"
+            "Executed command unsuccessfully\n"
+        )
+        result = await conn.run("set cert regen cup", input="yes\n", timeout=20)
+        assert result.exit_status == 1 and "Proceed" not in str(result.stdout)
+        assert "a cucm node has no 'cup' identity certificate" in str(result.stdout)
+    assert [r["unit"] for r in await lab.request(NODE, "csr_list", {})] == []
+
+
 # ---------------------------------------------------------------------------------------------
 # exec, SFTP, forwarding: nothing but platform commands
 
@@ -378,10 +495,10 @@ async def test_exec_runs_one_platform_command_and_nothing_else(ssh_lab: SshLab) 
             assert result.stdout == "Executed command unsuccessfully\nNo valid command entered\n"
         result = await conn.run("set cert regen tomcat", stdin=asyncssh.DEVNULL, timeout=20)  # no answer: abandoned
         assert result.exit_status == 1
-        assert str(result.stdout).endswith("Proceed with regeneration (yes|no)? Command cancelled\n")
+        assert str(result.stdout).endswith("Proceed with regeneration (yes|no)? \nCommand cancelled\n")
         result = await conn.run("set csr gen tomcat", input="no\n", timeout=20)
         assert result.exit_status == 0
-        assert result.stdout == "Include OU in CSR (yes|no)? Successfully Generated CSR for tomcat\n"
+        assert result.stdout == "Include OU in CSR (yes|no)? \nSuccessfully Generated CSR for tomcat\n"
         ca = LabCA(ssh_lab.lab.clock)
         root = ca.create_ca("ExecRoot")
         result = await conn.run("set cert import trust tomcat", input=root.pem().decode(), timeout=20)
@@ -439,6 +556,66 @@ async def test_authentication(fake_door: SshDoor, caplog: pytest.LogCaptureFixtu
         assert secret not in logged
 
 
+async def test_parallel_wrong_passwords_wait_for_each_other(tmp_path: Path) -> None:
+    """Door contract, Throttle (issue 6 review, finding 1): wrong passwords tried in parallel from one
+    peer are slowed like the same attempts one after another: each counts as a failure from before its
+    wait, so the burst cannot all pass before the first is counted."""
+    throttle = Throttle(free=2, max_delay_s=1.0)
+
+    async def request(op: str, args: dict[str, Any]) -> Any:
+        raise NotFound(op)
+
+    door = await start_door(tmp_path, request, SimClock(EPOCH), throttle)
+
+    async def wrong(n: int) -> None:
+        with pytest.raises(asyncssh.PermissionDenied):
+            async with connect(door, password=f"wrong-{n}", preferred_auth="password"):
+                pass
+
+    try:
+        start = time.monotonic()
+        await asyncio.gather(*(wrong(n) for n in range(6)))
+        assert time.monotonic() - start >= 1.0 - 0.05  # delays 0, 0, 0.5, 1, 1, 1 (in parallel)
+        assert throttle.failures("127.0.0.1") == 6
+    finally:
+        await door.close()
+
+
+async def test_a_flood_of_input_never_stalls_the_event_loop(tmp_path: Path) -> None:
+    """Door contract (issue 6 review, finding 4): megabytes of input held while a command runs (up to
+    the 2 MiB flow-control limit, then more) are interpreted in slices with the event loop served in
+    between, so other sessions and nodes keep running; the over-long line is refused (exit 1)."""
+
+    async def request(op: str, args: dict[str, Any]) -> Any:
+        await asyncio.sleep(0.5)  # a slow node: the input piles up meanwhile
+        return {"role": "cucm", "publisher": True}
+
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            await asyncio.sleep(0)
+            ticks += 1
+
+    door = await start_door(tmp_path, request, SimClock(EPOCH))
+    try:
+        async with connect(door) as conn:
+            tick = asyncio.create_task(ticker())
+            result = await conn.run("set cert regen tomcat", input="z" * (12 << 20) + "\nyes\n", timeout=60)
+            stop.set()
+            await tick
+        assert result.exit_status == 1
+        assert str(result.stdout).endswith(
+            "\nInput line too long: the limit is 65536 characters; the line was ignored\n"
+            "Executed command unsuccessfully\n"
+        )
+        assert ticks > 1  # other tasks ran while the flood was interpreted (slices, not one long run)
+    finally:
+        await door.close()
+
+
 async def test_input_size_limits(fake_door: SshDoor) -> None:
     """Door contract: a line over 64 KiB is refused with a clear message (and not interpreted); a pasted
     certificate over 1 MiB is refused; the session goes on."""
@@ -480,3 +657,35 @@ async def test_host_key_is_ed25519_persisted_and_reused(tmp_path: Path) -> None:
     assert keys[0] == keys[1]
     path = tmp_path / "ssh" / f"{NODE}.key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_without_a_key_path_the_host_key_is_ephemeral(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Door contract (issue 6 review, finding 8): ``host_key_path=None`` gives an ed25519 host key made
+    for that server and kept in memory: nothing is written (not in the working directory either)."""
+
+    async def request(op: str, args: dict[str, Any]) -> Any:
+        return []
+
+    monkeypatch.chdir(tmp_path)
+    keys = []
+    for _ in range(2):
+        door = await start_ssh_server(
+            host="127.0.0.1",
+            port=0,
+            node=NODE,
+            request=request,
+            credentials=Credentials(USER, PASSWORD),
+            throttle=Throttle(),
+            host_key_path=None,
+            clock=SimClock(EPOCH),
+        )
+        try:
+            async with connect(door) as conn:
+                key = conn.get_server_host_key()
+                assert key is not None and key.get_algorithm() == "ssh-ed25519"
+                keys.append(key.public_data)
+                assert (await conn.run("set cli pagination off", timeout=20)).exit_status == 0
+        finally:
+            await door.close()
+    assert keys[0] != keys[1]
+    assert list(tmp_path.iterdir()) == []

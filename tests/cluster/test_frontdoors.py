@@ -4,6 +4,7 @@ loopback address; a busy or forbidden port falls back to a free one, and says so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -19,7 +20,8 @@ import pytest
 
 from cluster.controller import OPS
 from cluster.door_rest import API_ROOT, basic_auth_header
-from cluster.frontdoors import DOORS_DIR, FrontDoors, bind_tcp, read_door_files
+from cluster.frontdoor_auth import STALE_RESERVATION_S, Throttle
+from cluster.frontdoors import DOORS_DIR, FrontDoors, bind_tcp, node_request, read_door_files
 from cluster.lab import Lab
 from cluster.labfile import LabSpec, hosts_lines, parse_lab
 from cluster.running import pid_alive
@@ -260,3 +262,161 @@ async def test_door_steps_open_the_doors_on_demand_and_fail_as_checks(tmp_path: 
     assert statuses == [("list", "ok"), ("ssh", "ok"), ("rest", "failed"), ("rest", "ok")], report.result.steps
     assert report.result.verdict == "invalid"
     assert "HTTP 200" in report.result.steps[2].detail and "expected 404" in report.result.steps[2].detail
+
+
+# ---------------------------------------------------------------------------------------------
+# the throttle both doors share (issue 6 review, finding 1)
+
+
+def test_throttle_reservations_count_before_the_wait() -> None:
+    """Throttle: an attempt counts as a failure from its reservation, so attempts made together get
+    the delays of attempts made one after another (0, 0, 0, 0.5, 1, 2 ... up to the cap, never an
+    overflow); a success drops only its own reservation (plus the failures settled before it began),
+    never the reservations of attempts still in flight."""
+    throttle = Throttle()
+    burst = [throttle.reserve("127.0.0.1") for _ in range(8)]
+    assert [t.delay for t in burst] == [0.0, 0.0, 0.0, 0.5, 1.0, 2.0, 4.0, 8.0]
+    assert throttle.failures("127.0.0.1") == 8 and throttle.failures("127.0.0.2") == 0
+    burst[3].succeeded()  # right password among wrong ones: the others stay counted
+    assert throttle.failures("127.0.0.1") == 7
+    for ticket in burst:
+        ticket.failed()  # no-op for the one already settled
+    assert throttle.failures("127.0.0.1") == 7
+    late = throttle.reserve("127.0.0.1")  # began after those seven settled: forgives them
+    inflight = throttle.reserve("127.0.0.1")
+    assert late.delay == 8.0
+    late.succeeded()
+    assert throttle.failures("127.0.0.1") == 1  # only ``inflight`` remains
+    inflight.failed()
+    assert throttle.failures("127.0.0.1") == 1
+    many = [throttle.reserve("10.0.0.1") for _ in range(3000)]
+    assert many[-1].delay == throttle.max_delay_s
+
+
+async def test_throttle_attempt_waits_and_counts_an_unsettled_attempt_as_a_failure() -> None:
+    """Throttle.attempt: waits the reserved delay before handing the attempt over; an attempt left
+    unsettled (an exception, a cancelled wait) counts as a failure; a settled one is not counted twice."""
+    throttle = Throttle(free=1, max_delay_s=0.2)
+    loop = asyncio.get_running_loop()
+
+    async def wrong(peer: str) -> None:
+        async with throttle.attempt(peer) as attempt:
+            attempt.failed()
+
+    start = loop.time()
+    await asyncio.gather(*(wrong("p") for _ in range(4)))  # delays 0, 0.2 (0.5 capped), 0.2, 0.2
+    assert loop.time() - start >= 0.2 - 0.02
+    assert throttle.failures("p") == 4
+    with pytest.raises(RuntimeError):
+        async with throttle.attempt("q"):
+            raise RuntimeError("client vanished")
+    assert throttle.failures("q") == 1
+    throttle.reserve("q")  # in flight: the next attempt waits, and is cancelled while waiting
+    task = asyncio.create_task(wrong("q"))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert throttle.failures("q") == 3
+    async with throttle.attempt("q") as attempt:
+        attempt.succeeded()
+    assert throttle.failures("q") == 1  # the settled ones are forgiven; the reservation still open is not
+
+
+def test_throttle_delay_failed_succeeded_pattern_is_protected_too() -> None:
+    """Throttle, the ``delay(peer)`` / sleep / ``failed(peer)`` or ``succeeded(peer)`` pattern (the REST
+    door's): ``delay`` reserves the attempt, so parallel callers wait for each other; a reservation never
+    settled (its request vanished) becomes a failure after ``STALE_RESERVATION_S``; a success forgives
+    the failures before it, not the reservations still open."""
+    clock = [1000.0]
+    throttle = Throttle(now=lambda: clock[0])
+    assert [throttle.delay("r") for _ in range(6)] == [0.0, 0.0, 0.0, 0.5, 1.0, 2.0]
+    for _ in range(5):
+        throttle.failed("r")
+    assert throttle.failures("r") == 6  # one request vanished: its reservation is still open
+    assert throttle.delay("r") == 4.0
+    throttle.succeeded("r")
+    assert throttle.failures("r") == 1  # the five settled are forgiven; one reservation is still open
+
+    clock[0] += STALE_RESERVATION_S + 1
+    assert throttle.failures("r") == 1  # the vanished request's reservation: now a settled failure
+    throttle.delay("r")
+    throttle.succeeded("r")
+    assert throttle.failures("r") == 0
+    throttle.failed("t")  # without a reservation: counted all the same
+    assert throttle.failures("t") == 1
+    throttle.succeeded("t")
+    assert throttle.failures("t") == 0
+
+
+@EMBEDDED
+async def test_parallel_wrong_rest_logins_wait_for_each_other(lab: Lab) -> None:
+    """Issue 6 review, finding 1, over HTTPS: wrong Basic credentials sent in parallel are slowed like the
+    same requests one after another (the REST door's call pattern reserves each attempt first)."""
+    doors = lab.doors["cucm1"]
+    doors.throttle.max_delay_s = 1.0
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    url = f"https://{doors.https.host}:{doors.https.port}{API_ROOT}snapshot/server"
+    headers = {"Authorization": basic_auth_header("admin", "not-it")}
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as session:
+
+        async def wrong() -> int:
+            async with session.get(url, ssl=ctx, headers=headers) as response:
+                await response.read()
+                return response.status
+
+        start = loop.time()
+        assert await asyncio.gather(*(wrong() for _ in range(8))) == [401] * 8
+        assert loop.time() - start >= 1.0 - 0.05  # delays 0, 0, 0, 0.5, 1, 1, 1, 1
+    assert doors.throttle.failures("127.0.0.1") == 8
+
+
+# ---------------------------------------------------------------------------------------------
+# the doors/<node>.json note and the SSH host key (issue 6 review, findings 7 and 8)
+
+
+@EMBEDDED
+async def test_the_doors_note_follows_a_tomcat_restart(lab: Lab) -> None:
+    """R-OP-UPLOAD-4, `certsim lab status`: after Cisco Tomcat restarts with a new certificate, HTTPS
+    serves it and doors/<node>.json says so (``tls_sha256``), not the certificate served at start."""
+    doors = lab.doors["cucm1"]
+    first = read_door_files(lab.lab_dir, pid_alive)["cucm1"]["tls_sha256"]
+    assert first == doors.describe()["tls_sha256"]
+    regen = await lab.request("cucm1", "regen", {"unit": "tomcat"})
+    await doors.tls.wait_idle()
+    assert read_door_files(lab.lab_dir, pid_alive)["cucm1"]["tls_sha256"] == first  # not before the restart
+    await lab.request("cucm1", "service_restart", {"name": "Cisco Tomcat", "seconds": 0})
+    await doors.tls.wait_idle()
+    assert doors.describe()["tls_sha256"] == regen["sha256"] != first
+    assert read_door_files(lab.lab_dir, pid_alive)["cucm1"]["tls_sha256"] == regen["sha256"]
+
+
+@EMBEDDED
+async def test_doors_without_a_state_dir_write_nothing(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FrontDoors.start with ``state_dir=None`` keeps nothing on disk: the SSH host key is an in-memory
+    ed25519 key (not a file in the working directory) and no doors note is written."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    doors = await FrontDoors.start(
+        lab=lab.spec,
+        node="cucm2",
+        agent=lab.agents["cucm2"],
+        request=node_request(lab.client.request, "cucm2"),
+        clock=lab.clock,
+        state_dir=None,
+    )
+    try:
+        result = await ssh_run(doors, "set cli pagination off")
+        assert result.exit_status == 0 and result.stdout == "Automatic pagination is turned off\n"
+        await lab.request("cucm2", "regen", {"unit": "tomcat"})
+        await lab.request("cucm2", "service_restart", {"name": "Cisco Tomcat", "seconds": 0})
+        await doors.tls.wait_idle()
+    finally:
+        await doors.close()
+    assert list(cwd.iterdir()) == []

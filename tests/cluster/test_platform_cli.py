@@ -39,11 +39,15 @@ class FixedClock:
 Answer = Any | Exception | Callable[[dict[str, Any]], Any]
 
 
+PUBLISHER = {"role": "cucm", "publisher": True}
+
+
 class FakeNode:
-    """A request function: canned answers per operation, every call recorded."""
+    """A request function: canned answers per operation, every call recorded. Unless told otherwise
+    it is a Unified CM publisher (``status``), which commands ask before a question or a paste."""
 
     def __init__(self, **answers: Answer) -> None:
-        self.answers = answers
+        self.answers = {"status": PUBLISHER, **answers}
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
     async def __call__(self, op: str, args: dict[str, Any]) -> Any:
@@ -57,6 +61,10 @@ class FakeNode:
 
     def ops(self) -> list[str]:
         return [op for op, _ in self.calls]
+
+    def changes(self) -> list[tuple[str, dict[str, Any]]]:
+        """The calls other than ``status`` (which only reads the node's role)."""
+        return [call for call in self.calls if call[0] != "status"]
 
 
 def make_cli(node: FakeNode) -> PlatformCli:
@@ -222,9 +230,9 @@ async def test_csr_gen_asks_include_ou() -> None:
     assert await run(cli, "set csr gen tomcat") == ""
     assert cli.prompt == "Include OU in CSR (yes|no)? "
     assert await run(cli, "maybe") == "Please answer yes or no\n"
-    assert cli.prompt == Text.INCLUDE_OU and node.calls == []
+    assert cli.prompt == Text.INCLUDE_OU and node.changes() == []
     assert await run(cli, "no") == "Successfully Generated CSR for tomcat\n"
-    assert node.calls == [("csr_gen", {"unit": "tomcat", "include_ou": False})]
+    assert node.changes() == [("csr_gen", {"unit": "tomcat", "include_ou": False})]
     assert cli.prompt == "admin:"
     await run(cli, "set csr gen tomcat")
     await run(cli, "YES")
@@ -253,7 +261,7 @@ async def test_regen_warns_and_asks() -> None:
     )
     assert cli.prompt == "Proceed with regeneration (yes|no)? "
     assert await run(cli, "no") == "Command cancelled\n"
-    assert node.calls == []
+    assert node.changes() == []
     await run(cli, "set cert regen CallManager")
     out = await run(cli, "yes")
     assert out.startswith(
@@ -261,7 +269,7 @@ async def test_regen_warns_and_asks() -> None:
         "Please restart services related to CallManager for the new certificate to become active.\n"
     )
     assert "utils ctl update CTLFile" in out
-    assert node.calls == [("regen", {"unit": "CallManager"})]
+    assert node.changes() == [("regen", {"unit": "CallManager"})]
 
 
 async def test_paste_ends_at_a_blank_line_after_the_last_end() -> None:
@@ -277,14 +285,14 @@ async def test_paste_ends_at_a_blank_line_after_the_last_end() -> None:
     lines = root_pem.splitlines()
     for line in [lines[0], "", *lines[1:], *leaf_pem.splitlines()]:
         assert await run(cli, line) == ""
-    assert node.calls == []
+    assert node.changes() == []
     out = await run(cli, "")
     assert out == (
         "Successfully imported certificate for tomcat.\n"
         "Please restart services related to tomcat for the new certificate to become active.\n"
     )
     assert cli.idle and cli.prompt == "admin:"
-    [(op, args)] = node.calls
+    [(op, args)] = node.changes()
     assert op == "upload" and args["store"] == "tomcat-trust"
     sent = base64.b64decode(args["data"]).decode()
     assert sent.count("-----BEGIN CERTIFICATE-----") == 2
@@ -302,7 +310,8 @@ async def test_import_own_goes_to_identity_upload() -> None:
     out = await run(cli, "")
     assert out.startswith("Successfully imported certificate for tomcat.\nPlease restart services related to tomcat")
     assert "cucm2" in out and "R-KU-1" in out
-    assert node.ops() == ["identity_upload"] and node.calls[0][1]["unit"] == "tomcat"
+    assert node.changes() == [("identity_upload", node.changes()[0][1])]
+    assert node.changes()[0][1]["unit"] == "tomcat"
 
 
 async def test_paste_limits_cancel_and_end_of_input() -> None:
@@ -321,12 +330,12 @@ async def test_paste_limits_cancel_and_end_of_input() -> None:
         out
         == f"Pasted text too large: the limit is {MAX_PASTE_BYTES} bytes; nothing was imported\n{Text.UNSUCCESSFUL}\n"
     )
-    assert node.calls == [] and cli.idle
+    assert node.changes() == [] and cli.idle
 
     await run(cli, "set cert import trust tomcat")
     await run(cli, "-----BEGIN CERTIFICATE-----")
     assert cli.cancel() == "Command cancelled\n"
-    assert cli.idle and node.calls == []
+    assert cli.idle and node.changes() == []
 
     _, root_pem, _ = ca_pems()
     await run(cli, "set cert import trust CallManager")
@@ -334,7 +343,7 @@ async def test_paste_limits_cancel_and_end_of_input() -> None:
         await run(cli, pem_line)
     out = "".join([o async for o in cli.end_of_input()])
     assert out.startswith("Successfully imported certificate for CallManager.")
-    assert node.calls[0][1]["store"] == "CallManager-trust"
+    assert node.changes()[0][1]["store"] == "CallManager-trust"
 
     await run(cli, "set cert import trust tomcat")
     await run(cli, root_pem.splitlines()[0])  # input ends inside the block: the node judges what came
@@ -441,3 +450,93 @@ async def test_help_and_exit() -> None:
     cli = make_cli(FakeNode())
     await run(cli, "quit")
     assert cli.closed
+
+
+async def test_a_blank_line_followed_by_another_pem_does_not_end_the_paste() -> None:
+    """Platform CLI paste (issue 6 review, finding 2): a blank line after a complete certificate ends the
+    paste unless the input already received after it (``more``) goes on with another `-----BEGIN`
+    (after any further blank lines), so a chain pasted with blank lines between its certificates is
+    one upload; ``ends_paste`` tells the adapter when to look."""
+    _, root_pem, leaf_pem = ca_pems()
+    node = FakeNode(upload={"notes": []})
+    cli = make_cli(node)
+    await run(cli, "set cert import trust tomcat")
+    assert cli.pasting and not cli.ends_paste("")  # nothing pasted yet
+    for line in root_pem.splitlines():
+        await run(cli, line)
+    assert cli.ends_paste("") and cli.ends_paste("  ") and not cli.ends_paste("x")
+    assert [o async for o in cli.handle_line("", more="\r\n  \n-----BEGIN CERTIFICATE-----\r")] == []
+    assert cli.pasting and node.changes() == []
+    for line in leaf_pem.splitlines():
+        await run(cli, line)
+    assert (await run(cli, "")).startswith("Successfully imported certificate for tomcat.")  # no ``more``: ends
+    [(op, args)] = node.changes()
+    assert op == "upload" and not cli.pasting and cli.idle
+    assert base64.b64decode(args["data"]).decode().count("-----BEGIN CERTIFICATE-----") == 2
+
+    await run(cli, "set cert import trust tomcat")
+    for line in root_pem.splitlines():
+        await run(cli, line)
+    out = "".join([o async for o in cli.handle_line("", more="set cert regen tomcat")])
+    assert out.startswith("Successfully imported certificate for tomcat.") and cli.idle  # other text: ended
+
+
+async def test_cancel_makes_the_pending_command_unsuccessful() -> None:
+    """Platform CLI (issue 6 review, finding 5): Ctrl+C at a question or in a paste makes the command
+    unsuccessful (an exec exits 1, as at end of input); Ctrl+C at `admin:` changes nothing."""
+    cli = make_cli(FakeNode(regen={}))
+    await run(cli, "set cli pagination off")
+    assert cli.cancel() == "" and cli.last_ok
+    for command in ("set cert regen tomcat", "set cert import trust tomcat"):
+        await run(cli, command)
+        assert not cli.idle and cli.last_ok
+        assert cli.cancel() == "Command cancelled\n"
+        assert cli.idle and not cli.last_ok, command
+
+
+@pytest.mark.parametrize(
+    ("facts", "line", "message"),
+    [
+        (PUBLISHER, "set csr gen ITLRecovery", "ITLRecovery is issued by the cluster; it has no CSR"),
+        (PUBLISHER, "set csr gen AUTHZ", "AUTHZ is issued by the cluster; it has no CSR"),
+        (PUBLISHER, "set csr gen cup", "a cucm node has no 'cup' identity certificate"),
+        ({"role": "cucm", "publisher": False}, "set csr gen CAPF", "exist on the first node (publisher) only"),
+        ({"role": "cucm", "publisher": False}, "set cert regen ITLRecovery", "run regen on the publisher"),
+        (
+            {"role": "imp", "publisher": True},
+            "set cert regen CallManager",
+            "imp node has no 'CallManager' identity certificate",
+        ),
+        (PUBLISHER, "set cert import own cup-xmpp", "a cucm node has no 'cup-xmpp' identity certificate"),
+        (PUBLISHER, "set cert import trust cup", "a cucm node has no 'cup-trust' store"),
+        ({"role": "cucm", "publisher": False}, "set cert import own CAPF", "(publisher) only"),
+    ],
+)
+async def test_what_the_node_would_refuse_fails_before_any_question(
+    facts: dict[str, Any], line: str, message: str
+) -> None:
+    """Platform CLI (issue 6 review, finding 6), R-OP-CSR-1, R-OP-REGEN-1, R-OP-UPLOAD-1/3: `set csr
+    gen`, `set cert regen` and `set cert import` check the unit first, with the rules the node operation
+    applies (``certops.identity_unit``, ``ops.check_store``, the catalog's trust stores), so a command
+    the node would refuse fails at once, with the node's reason, instead of after the answer or paste."""
+    node = FakeNode(status=facts)
+    cli = make_cli(node)
+    out = await run(cli, line)
+    assert message in out and out.endswith("Executed command unsuccessfully\n"), out
+    assert "(yes|no)" not in out and "WARNING" not in out and "Paste" not in out
+    assert cli.idle and cli.prompt == "admin:" and not cli.last_ok
+    assert node.ops() == ["status"]
+
+
+async def test_the_node_role_is_asked_once_per_session() -> None:
+    """Platform CLI: the checks before a question ask the node's role (`status`) once per session; a
+    unit the node holds still gets its question."""
+    node = FakeNode(csr_gen={"unit": "tomcat"})
+    cli = make_cli(node)
+    for _ in range(2):
+        assert await run(cli, "set csr gen tomcat") == ""
+        assert cli.prompt == Text.INCLUDE_OU
+        await run(cli, "yes")
+    assert await run(cli, "set cert regen CallManager") != ""
+    assert cli.prompt == Text.PROCEED_REGEN
+    assert node.ops() == ["status", "csr_gen", "csr_gen"]
