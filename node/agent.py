@@ -698,8 +698,8 @@ class NodeAgent:
             await self._broadcast_digest("timer")
 
     def _digest_redundant(self) -> bool:
-        if self.rejoining or self.store.generation != self._broadcast_generation or not self.peer_digests:
-            return False
+        if self.rejoining or self.store.generation != self._broadcast_generation:
+            return False  # (no peer heard from yet: our last broadcast already told them everything)
         mine = self.digests()
         return all(mine[s] == d for theirs in self.peer_digests.values() for s, d in theirs.items() if s in mine)
 
