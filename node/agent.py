@@ -16,10 +16,11 @@ import contextlib
 import datetime as dt
 import json
 import random
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from cryptography import x509
 
@@ -50,6 +51,7 @@ from replication.topics import Topics
 from replication.transport import BrokerAddress, Bus, NotConnected
 
 Observer = Callable[[dict[str, Any]], None]
+T = TypeVar("T")
 MAX_STATE_HOPS = 2  # a state transfer may be answered by one more; this bounds any ping-pong
 BARRIER_MEMORY = 256
 CONNECT_DIGEST_DELAY_S = (0.05, 0.5)  # wall seconds: transport pacing, not simulated time
@@ -924,6 +926,21 @@ def register_op(name: str, handler: OpHandler) -> None:
     if name in _OPS:
         raise ValueError(f"operation '{name}' is already defined")
     _OPS[name] = handler
+
+
+class PerAgent(Generic[T]):
+    """Memory a module of further operations keeps per running agent (made on first use, gone with
+    the agent): ``_rt = PerAgent(_Runtime)`` then ``_rt(agent)``."""
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._by_agent: weakref.WeakKeyDictionary[NodeAgent, T] = weakref.WeakKeyDictionary()
+
+    def __call__(self, agent: NodeAgent) -> T:
+        value = self._by_agent.get(agent)
+        if value is None:
+            value = self._by_agent[agent] = self._factory()
+        return value
 
 
 TimerFactory = Callable[["NodeAgent"], Coroutine[Any, Any, None]]

@@ -20,14 +20,13 @@ import datetime as dt
 import json
 import os
 import secrets
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
 from cryptography import x509
 
 from node import certops, certs, ops
-from node.agent import NodeAgent, _b64_arg, _sleep_until, register_message, register_op
+from node.agent import NodeAgent, PerAgent, _b64_arg, _sleep_until, register_message, register_op
 from node.catalog import (
     AUTHZ_KEYS,
     AUTHZ_UNIT,
@@ -61,14 +60,7 @@ class _NodeRuntime:
         self.lock = asyncio.Lock()
 
 
-_RUNTIME: weakref.WeakKeyDictionary[NodeAgent, _NodeRuntime] = weakref.WeakKeyDictionary()
-
-
-def _rt(agent: NodeAgent) -> _NodeRuntime:
-    rt = _RUNTIME.get(agent)
-    if rt is None:
-        rt = _RUNTIME[agent] = _NodeRuntime()
-    return rt
+_rt = PerAgent(_NodeRuntime)
 
 
 # ---------------------------------------------------------------------------------------------

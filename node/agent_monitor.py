@@ -16,14 +16,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import weakref
 from collections.abc import Coroutine
 from typing import Any
 
 from cryptography import x509
 
 from node import certs, monitor
-from node.agent import NodeAgent, _sleep_until, register_op, register_timer
+from node.agent import NodeAgent, PerAgent, _sleep_until, register_op, register_timer
 from node.errors import BadInput, CertsimError
 from node.mail import send_mail
 from node.monitor import CertType, MonitoredCert, MonitorSettings, MonitorState
@@ -50,14 +49,7 @@ class _Runtime:
         self.mail_errors = 0
 
 
-_RUNTIME: weakref.WeakKeyDictionary[NodeAgent, _Runtime] = weakref.WeakKeyDictionary()
-
-
-def _rt(agent: NodeAgent) -> _Runtime:
-    rt = _RUNTIME.get(agent)
-    if rt is None:
-        rt = _RUNTIME[agent] = _Runtime()
-    return rt
+_rt = PerAgent(_Runtime)
 
 
 async def _settings(agent: NodeAgent) -> MonitorSettings:

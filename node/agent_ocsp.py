@@ -56,7 +56,6 @@ import asyncio
 import datetime as dt
 import json
 import re
-import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -65,7 +64,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from node import certs, ocsp_check
-from node.agent import NodeAgent, _sleep_until, register_op, register_timer
+from node.agent import NodeAgent, PerAgent, _sleep_until, register_op, register_timer
 from node.errors import BadInput, Refused
 from node.ocsp_check import OcspResult, OcspStatus, Signer
 
@@ -277,14 +276,7 @@ class _Runtime:
         self.requests = 0  # responder requests made
 
 
-_RUNTIME: weakref.WeakKeyDictionary[NodeAgent, _Runtime] = weakref.WeakKeyDictionary()
-
-
-def _rt(agent: NodeAgent) -> _Runtime:
-    rt = _RUNTIME.get(agent)
-    if rt is None:
-        rt = _RUNTIME[agent] = _Runtime()
-    return rt
+_rt = PerAgent(_Runtime)
 
 
 async def _ensure(agent: NodeAgent) -> _Runtime:
@@ -340,8 +332,8 @@ class _Held:
 async def _holdings(agent: NodeAgent, rt: _Runtime) -> dict[str, _Held]:
     """Every certificate of the node by SHA-256: trust entries (from the in-memory index, parsed
     once) and identity certificates; reused while the store reports no change (its generation)."""
-    generation = getattr(agent.store, "generation", None)
-    if generation is not None and rt.held is not None and rt.held[0] == generation:
+    generation = agent.store.generation
+    if rt.held is not None and rt.held[0] == generation:
         return rt.held[1]
     held: dict[str, _Held] = {}
     for (store, name), slot in sorted(agent.store.index.items()):
@@ -365,8 +357,7 @@ async def _holdings(agent: NodeAgent, rt: _Runtime) -> dict[str, _Held]:
         held.setdefault(sha, _Held(cert)).places.append(f"identity {unit}")
     if len(rt.parsed) > 2 * len(held) + 64:  # forget certificates the node no longer holds
         rt.parsed = {sha: c for sha, c in rt.parsed.items() if sha in held}
-    if generation is not None:
-        rt.held = (generation, held)
+    rt.held = (generation, held)
     return held
 
 
