@@ -197,6 +197,21 @@ def check_node(lab: LabSpec, name: Any, label: str) -> None:
         raise ScenarioError(f"{label}: unknown node '{name}'; nodes: {', '.join(lab.node_names)}")
 
 
+def check_step_nodes(a: Mapping[str, Any], lab: LabSpec, label: str, *, one_of: bool = False) -> None:
+    """Validate a step's ``node:`` / ``nodes:`` (names or ``all``); ``one_of``: exactly one of the two."""
+    if one_of and ("node" in a) == ("nodes" in a):
+        raise ScenarioError(f"{label}: give one of 'node' or 'nodes'")
+    for name in as_list(a.get("nodes")) + as_list(a.get("node")):
+        if name != "all":
+            check_node(lab, name, label)
+
+
+def step_nodes(runner: Runner, a: Mapping[str, Any]) -> list[str]:
+    """The nodes a step names with ``node:`` / ``nodes:``; ``all`` (or neither) is every running node."""
+    wanted = [str(n) for n in as_list(a.get("nodes")) + as_list(a.get("node"))]
+    return runner.lab.running_nodes() if not wanted or "all" in wanted else wanted
+
+
 def _validate_args(kind: str, args: Any, lab: LabSpec, label: str) -> None:
     if kind == "ca":
         a = need_args(

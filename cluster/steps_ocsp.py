@@ -33,11 +33,12 @@ from cluster.scenario import (
     ScenarioError,
     Step,
     StepKind,
-    as_list,
     check_node,
+    check_step_nodes,
     need_args,
     parse_duration,
     register_step,
+    step_nodes,
 )
 from node import certs
 
@@ -46,25 +47,12 @@ SIGNERS = ("ca", "delegated", "trusted")
 DEFAULT_WITHIN_S = 15.0
 
 
-def _check_nodes(a: Mapping[str, Any], lab: LabSpec, label: str) -> None:
-    if ("node" in a) == ("nodes" in a):
-        raise ScenarioError(f"{label}: give one of 'node' or 'nodes'")
-    for n in as_list(a.get("nodes")) + ([a["node"]] if "node" in a else []):
-        if n != "all":
-            check_node(lab, n, label)
-
-
-def _nodes(runner: Runner, a: Mapping[str, Any]) -> list[str]:
-    wanted = [str(n) for n in as_list(a.get("nodes")) + ([a["node"]] if "node" in a else [])]
-    return runner.lab.running_nodes() if "all" in wanted else wanted
-
-
 # --- ocsp: settings ---------------------------------------------------------------------------
 
 
 def _v_ocsp(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, [], label, ["node", "nodes", "enabled", "responder", "interval", "cc_mode"])
-    _check_nodes(a, lab, label)
+    check_step_nodes(a, lab, label, one_of=True)
     if len(set(a) - {"node", "nodes"}) == 0:
         raise ScenarioError(f"{label}: give at least one of enabled, responder, interval, cc_mode")
     for flag in ("enabled", "cc_mode"):
@@ -91,7 +79,7 @@ async def _ocsp(runner: Runner, step: Step) -> Any:
     elif a.get("enabled"):
         args["url"] = (await runner.ocsp_responder()).url  # enabling without a choice: the lab's responder
     summary: dict[str, Any] = {}
-    for node in _nodes(runner, a):
+    for node in step_nodes(runner, a):
         result = await runner.lab.request(node, "ocsp_set", args)
         statuses = {str(r["name"]): r["status"] for r in result.get("checked", [])}
         summary[node] = statuses or result["settings"]
@@ -165,13 +153,13 @@ def _v_ocsp_check(args: Any, lab: LabSpec, label: str) -> None:
     if isinstance(args, str):
         check_node(lab, args, label)
         return
-    _check_nodes(need_args(args, [], label, ["node", "nodes"]), lab, label)
+    check_step_nodes(need_args(args, [], label, ["node", "nodes"]), lab, label, one_of=True)
 
 
 async def _ocsp_check(runner: Runner, step: Step) -> Any:
     a: Mapping[str, Any] = {"node": step.args} if isinstance(step.args, str) else step.args
     summary = {}
-    for node in _nodes(runner, a):
+    for node in step_nodes(runner, a):
         result = await runner.lab.request(node, "ocsp_check", {})
         summary[node] = {str(r["name"]): r["status"] for r in result["checked"]}
     return summary
@@ -179,7 +167,7 @@ async def _ocsp_check(runner: Runner, step: Step) -> Any:
 
 def _v_expect_ocsp(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["cert", "status"], label, ["node", "nodes", "store", "within"])
-    _check_nodes(a, lab, label)
+    check_step_nodes(a, lab, label, one_of=True)
     if a["status"] not in STATUSES:
         raise ScenarioError(f"{label}: status is one of {', '.join(STATUSES)}")
     within = a.get("within", DEFAULT_WITHIN_S)
@@ -198,7 +186,7 @@ async def _expect_ocsp(runner: Runner, step: Step) -> Any:
     _name, sha = await runner._resolve(str(a["cert"]))
     want = str(a["status"]).lower()
     store = None if a.get("store") is None else str(a["store"])
-    nodes = _nodes(runner, a)
+    nodes = step_nodes(runner, a)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + float(a.get("within", DEFAULT_WITHIN_S))
     while True:

@@ -30,9 +30,11 @@ from cluster.scenario import (
     StepKind,
     as_list,
     check_node,
+    check_step_nodes,
     need_args,
     parse_duration,
     register_step,
+    step_nodes,
 )
 from node import certs
 from node.errors import BadInput
@@ -44,17 +46,6 @@ SETTING_KEYS = ("notification_start_days", "frequency", "email_enabled", "emails
 
 def _t(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _nodes(runner: Runner, a: Mapping[str, Any]) -> list[str]:
-    wanted = [str(n) for n in as_list(a.get("nodes")) + as_list(a.get("node"))]
-    return runner.lab.running_nodes() if not wanted or "all" in wanted else wanted
-
-
-def _check_nodes(a: Mapping[str, Any], lab: LabSpec, label: str) -> None:
-    for name in as_list(a.get("nodes")) + as_list(a.get("node")):
-        if name != "all":
-            check_node(lab, name, label)
 
 
 def _durations(a: Mapping[str, Any], label: str, keys: tuple[str, ...]) -> None:
@@ -70,7 +61,7 @@ def _durations(a: Mapping[str, Any], label: str, keys: tuple[str, ...]) -> None:
 
 def _v_monitor(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, [], label, ["node", "nodes", *SETTING_KEYS])
-    _check_nodes(a, lab, label)
+    check_step_nodes(a, lab, label)
     settings = {k: a[k] for k in SETTING_KEYS if k in a}
     if not settings:
         raise ScenarioError(f"{label}: give at least one of {', '.join(SETTING_KEYS)}")
@@ -83,7 +74,7 @@ def _v_monitor(args: Any, lab: LabSpec, label: str) -> None:
 async def _monitor(runner: Runner, step: Step) -> Any:
     settings = {k: step.args[k] for k in SETTING_KEYS if k in step.args}
     done = []
-    for node in _nodes(runner, step.args):
+    for node in step_nodes(runner, step.args):
         await runner.lab.request(node, "monitor_set", settings)
         done.append(node)
     return {"nodes": done, **settings}
