@@ -34,7 +34,6 @@ import asyncio
 import collections
 import contextlib
 import errno
-import importlib
 import json
 import os
 import socket
@@ -42,11 +41,12 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
 from cluster.door_rest import RestDoor, TlsIdentity, TlsMaterial, start_rest_server
+from cluster.door_ssh import SshDoor, start_ssh_server
 from cluster.frontdoor_auth import Credentials, RequestFn, Throttle
 from cluster.labfile import LabSpec, NodeSpec
 from node import certs
@@ -64,25 +64,6 @@ DOORS_DIR = "doors"
 OP_TIMEOUTS = {"csr_gen": 30.0, "regen": 30.0, "identity_upload": 30.0, "service_restart": 120.0}
 DEFAULT_TIMEOUT = 15.0
 _IDENTITY_OPS = {"identity_upload", "regen", "csr_gen"}
-
-
-class SshDoorLike(Protocol):
-    port: int
-
-    async def close(self) -> None: ...
-
-
-SshStarter = Callable[..., Awaitable[SshDoorLike]]
-
-
-def _ssh_starter() -> SshStarter | None:
-    """``cluster.door_ssh.start_ssh_server``, or None while that module is missing."""
-    try:
-        module = importlib.import_module("cluster.door_ssh")
-    except ImportError:
-        return None
-    starter: SshStarter = module.start_ssh_server
-    return starter
 
 
 @dataclass(frozen=True)
@@ -263,7 +244,7 @@ class FrontDoors:
         credentials: Credentials,
         tls: TomcatTls,
         rest: RestDoor,
-        ssh: SshDoorLike | None,
+        ssh: SshDoor | None,
         listeners: dict[str, Listener | None],
         info_path: Path | None,
         ssh_note: str,
@@ -310,7 +291,7 @@ class FrontDoors:
         tls = TomcatTls(agent, request)
         identity = await tls.start()
         rest: RestDoor | None = None
-        ssh: SshDoorLike | None = None
+        ssh: SshDoor | None = None
         try:
             sock, note = bind_tcp(host, spec.https_port, "https")
             rest = await start_rest_server(
@@ -392,17 +373,14 @@ async def _start_ssh(
     clock: Clock,
     state_dir: Path | None,
     log: Any,
-) -> tuple[SshDoorLike | None, Listener | None, str]:
-    starter = _ssh_starter()
-    if starter is None:
-        return None, None, "the SSH door (cluster.door_ssh) is not installed"
+) -> tuple[SshDoor | None, Listener | None, str]:
     host_key: Path | None = None  # no state directory: an ephemeral in-memory host key
     if state_dir is not None:
         (state_dir / DOORS_DIR).mkdir(parents=True, exist_ok=True)
         host_key = state_dir / DOORS_DIR / f"{spec.name}.ssh_host_key"
 
-    async def start(port: int) -> SshDoorLike:
-        return await starter(
+    async def start(port: int) -> SshDoor:
+        return await start_ssh_server(
             host=host,
             port=port,
             node=spec.name,
