@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,6 +22,7 @@ from rich.table import Table
 
 from cluster import running as rl
 from cluster.cli_common import (
+    cli_modules,
     console,
     emit_json,
     err,
@@ -714,12 +714,5 @@ def register(cli: ModuleType) -> None:
     node.add_command(node_check_remote)
 
 
-def _cli_modules() -> Iterator[ModuleType]:
-    for name in ("cluster.cli", "__main__"):
-        module = sys.modules.get(name)
-        if module is not None and isinstance(getattr(module, "main", None), click.Group) and hasattr(module, "cert"):
-            yield module
-
-
-for _module in _cli_modules():
+for _module in cli_modules():
     register(_module)

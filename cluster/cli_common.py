@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from functools import wraps
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import click
@@ -86,3 +87,12 @@ lab_dir_option = click.option(
     help="Lab directory (default: $CERTSIM_HOME/labs/<lab>, CERTSIM_HOME defaults to ~/.certsim).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
+
+
+def cli_modules() -> Iterator[ModuleType]:
+    """The loaded ``cluster.cli`` (or ``__main__`` under ``python -m cluster.cli``) that verb modules
+    register onto; they never import it, so a second copy never gets the verbs instead."""
+    for name in ("cluster.cli", "__main__"):
+        module = sys.modules.get(name)
+        if module is not None and isinstance(getattr(module, "main", None), click.Group) and hasattr(module, "cert"):
+            yield module

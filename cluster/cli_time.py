@@ -6,8 +6,6 @@ import ``cluster.cli``).
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,6 +14,7 @@ import click
 from rich.table import Table
 
 from cluster.cli_common import (
+    cli_modules,
     console,
     emit_json,
     handles_errors,
@@ -201,12 +200,5 @@ def register(cli: ModuleType) -> None:
         main.add_command(command)
 
 
-def _cli_modules() -> Iterator[ModuleType]:
-    for name in ("cluster.cli", "__main__"):
-        module = sys.modules.get(name)
-        if module is not None and isinstance(getattr(module, "main", None), click.Group):
-            yield module
-
-
-for _module in _cli_modules():
+for _module in cli_modules():
     register(_module)
