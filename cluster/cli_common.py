@@ -19,6 +19,7 @@ from cluster import running as rl
 from cluster.control import DEFAULT_TIMEOUT_S
 from cluster.labfile import LabFileError
 from cluster.scenario import ScenarioError
+from cluster.userfiles import UserFileError
 from node.errors import CertsimError
 
 console = Console()
@@ -28,7 +29,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True)
+    # soft_wrap: one line however long, never wrapped at 80 columns when stderr is not a terminal (scripts read it)
+    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True, soft_wrap=True)
     sys.exit(code)
 
 
@@ -41,7 +43,7 @@ def handles_errors(func: F) -> F:
             return func(*args, **kwargs)
         except CertsimError as exc:
             fail(exc.message.replace("[", r"\["))
-        except (LabFileError, ScenarioError) as exc:
+        except (LabFileError, ScenarioError, UserFileError) as exc:
             fail(str(exc).replace("[", r"\["), code=2)
         except KeyboardInterrupt:
             fail("interrupted", code=130)
