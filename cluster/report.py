@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 import jinja2
 
-from node.catalog import replicated_stores
+from node.catalog import STORES, replicated_stores
 
 READ_ONLY_OPS = frozenset(
     {
@@ -227,6 +228,20 @@ def swimlane(events: Sequence[Mapping[str, Any]], nodes: Sequence[str]) -> Swiml
 # the page
 
 
+def failure_where(step: Mapping[str, Any], nodes: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The nodes and stores a failed step names: from its result when it says, else from its detail text
+    (which names them: "cucm-sub1 still holds tomcat-trust/...")."""
+    raw = step.get("result")
+    result: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    found_nodes = [str(n) for n in ([result["node"]] if result.get("node") else list(result.get("nodes") or []))]
+    found_stores = [str(result["store"])] if result.get("store") else []
+    words = set(re.findall(r"[A-Za-z0-9_.-]+", str(step.get("detail", ""))))
+    words |= {w.split("/")[0] for w in re.findall(r"[A-Za-z0-9_.-]+/", str(step.get("detail", "")))}
+    found_nodes = found_nodes or [n for n in nodes if n in words]
+    found_stores = found_stores or [s for s in STORES if s in words or f"{s}/" in str(step.get("detail", ""))]
+    return found_nodes, found_stores
+
+
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("cluster", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
@@ -252,7 +267,7 @@ def render_report(
         .render(
             r=results,
             steps=steps,
-            failures=list(results.get("failures", [])),
+            failures=[(f, *failure_where(f, nodes)) for f in results.get("failures", [])],
             lane=swimlane(events, nodes),
             matrix=trust_matrix(holdings) if holdings else None,
             generated=(generated.isoformat(timespec="seconds") if generated else ""),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cluster.report import render_report, swimlane, trust_matrix
+from cluster.report import failure_where, render_report, swimlane, trust_matrix
 
 
 def results(verdict: str = "invalid") -> dict[str, Any]:
@@ -93,3 +93,10 @@ def test_report_is_self_contained_and_escapes_what_it_shows() -> None:
     assert 'class="differs"' in html and "<svg" in html
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in html
     assert "<script" not in html
+
+
+def test_a_failure_names_its_node_and_store_from_its_detail() -> None:
+    """A failed expectation without a structured result still shows the node and store its detail names."""
+    step = {"detail": "cucm-sub1 still holds tomcat-trust/certsim_Root", "result": None}
+    assert failure_where(step, ["cucm-pub", "cucm-sub1"]) == (["cucm-sub1"], ["tomcat-trust"])
+    assert failure_where({"detail": "timed out", "result": None}, ["cucm-pub"]) == ([], [])
