@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from cluster.doors.auth import Credentials
+from cluster.phonespec import PhoneSpecError, PhonesSpec, parse_phones
 from node.catalog import MAX_CLUSTER_NODES, RELEASES, ReleaseProfile, Role
 from node.certs import SubjectFields
 
@@ -55,6 +56,7 @@ LAB_KEYS = {
     "rsa_key_size",
     "os_admin",
     "front_doors",
+    "phones",
 }
 NODE_KEYS = {"name", "role", "publisher", "fqdn", "address", "ssh_port", "https_port"}
 FRONT_DOOR_KEYS = {"enabled", "ssh_port", "https_port"}
@@ -104,6 +106,7 @@ class LabSpec:
     rsa_key_size: int = 2048
     os_admin: Credentials = DEFAULT_OS_ADMIN
     front_doors: FrontDoorSpec = FrontDoorSpec()
+    phones: PhonesSpec = PhonesSpec()  # noqa: RUF009 - frozen; the simulated phones (cluster.phonespec)
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
@@ -182,7 +185,15 @@ def parse_lab(raw: Any, source: str = "lab") -> LabSpec:
         rsa_key_size=int(key_size),
         os_admin=_parse_os_admin(raw.get("os_admin"), source),
         front_doors=doors,
+        phones=_parse_phones(raw.get("phones"), nodes, source),
     )
+
+
+def _parse_phones(raw: Any, nodes: tuple[NodeSpec, ...], source: str) -> PhonesSpec:
+    try:
+        return parse_phones(raw, [n.name for n in nodes if n.role is Role.CUCM], source)
+    except PhoneSpecError as exc:
+        raise LabFileError(str(exc)) from None
 
 
 def _parse_nodes(nodes_raw: list[Any], domain: str, source: str, doors: FrontDoorSpec) -> tuple[NodeSpec, ...]:

@@ -34,7 +34,7 @@ def lab() -> None:
 
 
 def _doors_table(spec: LabSpec, doors: dict[str, dict[str, Any]]) -> Table:
-    """Where each node's front doors listen (cluster.frontdoors); '-' for a node without them."""
+    """Where each node's front doors listen (cluster.doors.frontdoors); '-' for a node without them."""
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=f"front doors of {spec.name} (OS administrator: {spec.os_admin.user})", title_justify="left")
