@@ -284,7 +284,7 @@ def _door_address(info: dict[str, Any] | None, kind: str) -> str:
 
 
 def _doors_table(spec: LabSpec, doors: dict[str, dict[str, Any]]) -> Table:
-    """Where each node's front doors listen (cluster.frontdoors); '-' for a node without them."""
+    """Where each node's front doors listen (cluster.doors.frontdoors); '-' for a node without them."""
     table = Table(title=f"front doors of {spec.name} (OS administrator: {spec.os_admin.user})", title_justify="left")
     for column in ("node", "fqdn", "SSH", "HTTPS (certmgr REST)", "note"):
         table.add_column(column)

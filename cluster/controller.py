@@ -111,7 +111,7 @@ async def _status(lab: Lab, _args: dict[str, Any]) -> dict[str, Any]:
         "running": lab.running_nodes(),
         "partitioned": sorted(lab.partitioned),
         "broker": lab.broker_url,
-        "front_doors": {name: doors.describe() for name, doors in lab.doors.items()},  # cluster.frontdoors
+        "front_doors": {name: doors.describe() for name, doors in lab.doors.items()},  # cluster.doors.frontdoors
     }
 
 

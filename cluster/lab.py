@@ -193,7 +193,7 @@ class Lab:
         self._client: ControlClient | None = None
         self._smtp_url = parse_smtp_url(smtp_url) if smtp_url else None
         self.smtp: SmtpSink | None = None  # the lab's own mail sink, unless an SMTP server was given
-        # front doors (SSH, HTTPS) open with each node's agent when on: cluster.frontdoors.FrontDoors by node
+        # front doors (SSH, HTTPS) open with each node's agent when on: cluster.doors.frontdoors.FrontDoors by node
         self.front_doors = front_doors
         self.doors: dict[str, Any] = {}
         self._saved_offset = self.clock.offset
@@ -317,8 +317,8 @@ class Lab:
         if name in self.partitioned:
             agent.bus.partition()
         await agent.bus.wait_connected(timeout=10)
-        if self.front_doors:  # front doors live with the agent (cluster.frontdoors)
-            from cluster.frontdoors import open_front_doors  # noqa: PLC0415 - aiohttp/asyncssh only when used
+        if self.front_doors:  # front doors live with the agent (cluster.doors.frontdoors)
+            from cluster.doors.frontdoors import open_front_doors  # noqa: PLC0415 - aiohttp/asyncssh only when used
 
             try:
                 self.doors[name] = await open_front_doors(self, name)

@@ -14,7 +14,7 @@ A lab file, in the spirit of containerlab's topology files::
       - {name: cucm-sub1, role: cucm, https_port: 8443}     # per-node ports override the lab's
       - {name: imp-pub, role: imp}
 
-Front doors (``cluster.frontdoors``): every node listens for SSH (the platform CLI) and HTTPS
+Front doors (``cluster.doors.frontdoors``): every node listens for SSH (the platform CLI) and HTTPS
 (the certmgr REST API) on its own loopback ``address`` (127.0.0.0/8). A node without one gets
 ``127.0.0.<11 + i>``, ``i`` its position in ``nodes`` (0-based), so the demo lab's cucm-pub is
 127.0.0.11. Port 0 asks for any free port; a port that cannot be bound (in use, or below 1024
@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from cluster.frontdoor_auth import Credentials
+from cluster.doors.auth import Credentials
 from cluster.phonespec import PhoneSpecError, PhonesSpec, parse_phones
 from node.catalog import MAX_CLUSTER_NODES, RELEASES, ReleaseProfile, Role
 from node.certs import SubjectFields

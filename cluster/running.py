@@ -242,8 +242,8 @@ async def statuses(client: ControlClient, timeout: float = 5.0) -> dict[str, dic
 
 def front_doors(lab_dir: Path) -> dict[str, dict[str, Any]]:
     """Where each node of the lab in ``lab_dir`` listens (SSH, HTTPS), for nodes whose front doors are
-    open in a live process (``lab up`` or ``node run``); see ``cluster.frontdoors``."""
-    from cluster.frontdoors import read_door_files  # noqa: PLC0415 - keeps aiohttp/asyncssh off the CLI's start
+    open in a live process (``lab up`` or ``node run``); see ``cluster.doors.frontdoors``."""
+    from cluster.doors.frontdoors import read_door_files  # noqa: PLC0415 - keeps aiohttp/asyncssh off the CLI's start
 
     return read_door_files(lab_dir, pid_alive)
 

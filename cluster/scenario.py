@@ -589,7 +589,7 @@ def certificate_from_b64(data: str) -> x509.Certificate:
 
 # Step kinds defined in other modules register themselves when imported.
 import cluster.steps_certops  # noqa: E402, F401 - registers its step kinds
-import cluster.steps_doors as _steps_doors  # noqa: E402, F401 - ssh: and rest: (cluster.frontdoors)
+import cluster.steps_doors as _steps_doors  # noqa: E402, F401 - ssh: and rest: (cluster.doors.frontdoors)
 import cluster.steps_ocsp as _steps_ocsp  # noqa: E402, F401 - ocsp:, revoke:, expect_ocsp: ...
 import cluster.steps_time as _steps_time  # noqa: E402, F401 - monitor:, expect_alarms:, expect_mails:, expect_monitor:
 from cluster import steps_faults  # noqa: E402, F401

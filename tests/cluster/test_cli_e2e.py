@@ -147,7 +147,7 @@ def test_lab_status_cert_verbs_and_down(running_lab: Path, tmp_path: Path) -> No
     assert set(status["nodes"]) == {"cucm-pub", "cucm-sub1", "cucm-sub2", "imp-pub"}
     assert all(n["connected"] for n in status["nodes"].values())
     assert status["nodes"]["imp-pub"]["stores"]["tomcat-trust"] == 8
-    doors = status["front_doors"]  # lab up opened every node's SSH and HTTPS front doors (cluster.frontdoors)
+    doors = status["front_doors"]  # lab up opened every node's SSH and HTTPS front doors (cluster.doors.frontdoors)
     assert set(doors) == set(status["nodes"])
     assert doors["cucm-pub"]["https"]["host"] == doors["cucm-pub"]["ssh"]["host"] == "127.0.0.11"
     assert "certsim-admin" not in json.dumps(doors)  # the OS administrator's password is never shown

@@ -2,8 +2,8 @@
 
 ``PlatformCli`` turns one typed line into output text. It does no I/O of its own: every command
 is one or more node operations sent through ``request`` (the same ones the ``certsim`` CLI and
-scenarios use, ``cluster.frontdoor_auth.RequestFn``), so nothing is implemented twice. The SSH
-adapter (``cluster.door_ssh``) echoes, normalises Enter, writes the prompt and feeds lines here.
+scenarios use, ``cluster.doors.auth.RequestFn``), so nothing is implemented twice. The SSH
+adapter (``cluster.doors.ssh``) echoes, normalises Enter, writes the prompt and feeds lines here.
 
 Everything the product prints is in ``Text`` and every command is a row of ``COMMANDS``, so a
 new command is one row plus one handler. A session is a small state machine: a command may ask a
@@ -37,7 +37,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from cluster.frontdoor_auth import RequestFn
+from cluster.doors.auth import RequestFn
 from node import certops, certs, ops
 from node.catalog import UNITS, Role
 from node.clock import Clock

@@ -21,11 +21,11 @@ Every request becomes node operations sent through the lab's control client (``R
 the same path as the ``certsim`` CLI: the door holds no certificate state of its own. Errors
 are JSON ``{"status", "error", "message"}``: a node's ``bad-input`` and ``refused`` are 400,
 ``not-found`` 404, ``unavailable`` 503. Wrong credentials are 401 and slow the peer down
-(``frontdoor_auth.Throttle``); bodies above 1 MiB are 413.
+(``doors.auth.Throttle``); bodies above 1 MiB are 413.
 
 The listener presents the certificate Cisco Tomcat loaded when it last started, not the
 node's current tomcat identity (R-OP-UPLOAD-4): ``TlsIdentity`` holds it and swaps it for new
-handshakes when ``cluster.frontdoors`` sees Tomcat restart.
+handshakes when ``cluster.doors.frontdoors`` sees Tomcat restart.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cluster.frontdoor_auth import Credentials, RequestFn, Throttle
+from cluster.doors.auth import Credentials, RequestFn, Throttle
 from cluster.labfile import LabSpec, NodeSpec
 from node import certops, certs
 from node.catalog import STORES, UNITS, KeyAlgo, stores_for
@@ -527,7 +527,7 @@ async def start_rest_server(
     log: Any,
     max_request_bytes: int = MAX_REQUEST_BYTES,
 ) -> RestDoor:
-    """Serve the certmgr API on ``sock`` (a bound listening socket: ``cluster.frontdoors`` picks the
+    """Serve the certmgr API on ``sock`` (a bound listening socket: ``cluster.doors.frontdoors`` picks the
     port, falling back to a free one) until ``RestDoor.close``."""
     app = build_app(CertmgrApi(lab, node, request), credentials, throttle, log, max_request_bytes=max_request_bytes)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -1,6 +1,6 @@
 """The SSH front door of a node: its platform CLI at the ``admin:`` prompt, over a real SSH server.
 
-This module only does I/O (asyncssh); ``cluster.platform_cli`` interprets the lines. What it does:
+This module only does I/O (asyncssh); ``cluster.doors.platform_cli`` interprets the lines. What it does:
 
 - authentication: password and keyboard-interactive against the lab's ``Credentials``; wrong
   ones are refused and slowed per peer IP by the ``Throttle``; public-key, host-based and GSS
@@ -46,8 +46,8 @@ from typing import Any
 
 import asyncssh
 
-from cluster.frontdoor_auth import Credentials, RequestFn, Throttle
-from cluster.platform_cli import MAX_LINE_CHARS, PlatformCli
+from cluster.doors.auth import Credentials, RequestFn, Throttle
+from cluster.doors.platform_cli import MAX_LINE_CHARS, PlatformCli
 from node.clock import Clock
 
 log = logging.getLogger(__name__)

@@ -23,11 +23,11 @@ import asyncssh
 import pytest
 from cryptography import x509
 
-from cluster.door_ssh import SshDoor, _Event, _LineEditor, start_ssh_server
-from cluster.frontdoor_auth import Credentials, Throttle
+from cluster.doors.auth import Credentials, Throttle
+from cluster.doors.platform_cli import MAX_LINE_CHARS, MAX_PASTE_BYTES
+from cluster.doors.ssh import SshDoor, _Event, _LineEditor, start_ssh_server
 from cluster.lab import Lab
 from cluster.labca import LabCA
-from cluster.platform_cli import MAX_LINE_CHARS, MAX_PASTE_BYTES
 from node.clock import SimClock
 from node.errors import NotFound
 from tests.conftest import LabFactory, small_lab

@@ -16,7 +16,7 @@ TLS (R-OP-UPLOAD-4: a service uses the certificate it loaded when it last starte
 listener presents the tomcat certificate Cisco Tomcat loaded at its last start, not the node's
 current tomcat identity. On the node's ``service-started`` event for Cisco Tomcat the doors
 look up the certificate it loaded (``loaded["tomcat"]``, a SHA-256) and its private key, and
-swap the listener's context for new handshakes (``door_rest.TlsIdentity``). The key comes from
+swap the listener's context for new handshakes (``doors.rest.TlsIdentity``). The key comes from
 the in-process agent's database (``agent.store.identities()``): a read of the node's own
 store, accepted for this one purpose because the control path never hands out private keys.
 Keys seen before are kept in memory, so a certificate whose key has already been replaced
@@ -45,9 +45,9 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from cluster.door_rest import RestDoor, TlsIdentity, TlsMaterial, start_rest_server
-from cluster.door_ssh import SshDoor, start_ssh_server
-from cluster.frontdoor_auth import Credentials, RequestFn, Throttle
+from cluster.doors.auth import Credentials, RequestFn, Throttle
+from cluster.doors.rest import RestDoor, TlsIdentity, TlsMaterial, start_rest_server
+from cluster.doors.ssh import SshDoor, start_ssh_server
 from cluster.labfile import LabSpec, NodeSpec
 from node import certs
 from node.agent import NodeAgent

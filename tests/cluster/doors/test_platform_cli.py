@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from cluster.doors.platform_cli import COMMANDS, MAX_LINE_CHARS, MAX_PASTE_BYTES, PlatformCli, Text
 from cluster.labca import LabCA
-from cluster.platform_cli import COMMANDS, MAX_LINE_CHARS, MAX_PASTE_BYTES, PlatformCli, Text
 from node.clock import SimClock
 from node.errors import NotFound, Refused
 from node.monitor import java_date

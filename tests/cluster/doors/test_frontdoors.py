@@ -1,4 +1,4 @@
-"""cluster.frontdoors: a node's SSH and HTTPS front doors open and close with its agent, on its own
+"""cluster.doors.frontdoors: a node's SSH and HTTPS front doors open and close with its agent, on its own
 loopback address; a busy or forbidden port falls back to a free one, and says so."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import asyncssh
 import pytest
 
 from cluster.controller import OPS
-from cluster.door_rest import API_ROOT, basic_auth_header
-from cluster.frontdoor_auth import STALE_RESERVATION_S, Throttle
-from cluster.frontdoors import DOORS_DIR, FrontDoors, bind_tcp, node_request, read_door_files
+from cluster.doors.auth import STALE_RESERVATION_S, Throttle
+from cluster.doors.frontdoors import DOORS_DIR, FrontDoors, bind_tcp, node_request, read_door_files
+from cluster.doors.rest import API_ROOT, basic_auth_header
 from cluster.lab import Lab
 from cluster.labfile import LabSpec, hosts_lines, parse_lab
 from cluster.running import pid_alive
@@ -178,7 +178,7 @@ def test_a_forbidden_port_falls_back_too(monkeypatch: pytest.MonkeyPatch) -> Non
                 raise PermissionError(errno.EACCES, "Permission denied")
             super().bind(address)
 
-    monkeypatch.setattr(socket, "socket", Unprivileged)  # the module cluster.frontdoors binds with
+    monkeypatch.setattr(socket, "socket", Unprivileged)  # the module cluster.doors.frontdoors binds with
     sock, note = bind_tcp("127.0.0.11", 443)
     monkeypatch.undo()
     try:

@@ -1,4 +1,4 @@
-"""The certmgr REST API of a node, over real HTTPS against a running lab (cluster.door_rest).
+"""The certmgr REST API of a node, over real HTTPS against a running lab (cluster.doors.rest).
 
 A real client (aiohttp with an ``ssl`` context) talks to each node's HTTPS front door; the served
 certificate is read from real TLS handshakes. Every request the door accepts is a node operation
@@ -19,8 +19,8 @@ import aiohttp
 import pytest
 from cryptography import x509
 
-from cluster.door_rest import API_ROOT, MAX_REQUEST_BYTES, basic_auth_header
-from cluster.frontdoors import FrontDoors, enable_front_doors, served_certificate
+from cluster.doors.frontdoors import FrontDoors, enable_front_doors, served_certificate
+from cluster.doors.rest import API_ROOT, MAX_REQUEST_BYTES, basic_auth_header
 from cluster.lab import Lab
 from cluster.labca import LabCA
 from node import certs
@@ -277,7 +277,7 @@ async def test_identity_upload_refusals_are_400_with_the_reason(make_lab: LabFac
 
 async def test_wrong_credentials_are_refused_slowed_and_never_logged(make_lab: LabFactory) -> None:
     """HTTP Basic with the OS administrator: 401 with a Basic challenge otherwise; after three wrong
-    attempts every answer to that peer waits (frontdoor_auth.Throttle); no password reaches the log."""
+    attempts every answer to that peer waits (doors.auth.Throttle); no password reaches the log."""
     lab = await lab_with_doors(make_lab)
     api = Api(lab.doors["cucm1"])
     status, answer, headers = await api.call("GET", "snapshot/server", auth=None)
