@@ -1,20 +1,16 @@
-"""``certsim clock``, ``certsim monitor`` and ``certsim syslog``: simulated time and what runs on it.
-
-Registered onto ``cluster.cli`` the way :mod:`cluster.cli_certops` is (this module does not
-import ``cluster.cli``).
-"""
+"""``certsim monitor set|show``, ``syslog`` and ``mails``: the Certificate Expiry Monitor and what it sends."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import click
 from rich.table import Table
 
-from cluster.cli_common import (
-    cli_modules,
+from cluster.cli.app import main
+from cluster.cli.common import (
+    LAB_TARGET,
     console,
     emit_json,
     handles_errors,
@@ -24,53 +20,9 @@ from cluster.cli_common import (
     node_option,
     on_node,
 )
-from cluster.control import LAB_TARGET
-
-ADVANCE_TIMEOUT_S = 3600.0  # a year of timers on a big lab takes a while; the lab answers when done
 
 
-@click.group()
-def clock() -> None:
-    """The lab's simulated clock: show it, or jump it forward (timers fire on the way)."""
-
-
-@clock.command("show")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
-def clock_show(lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
-    """Print the lab's simulated time, rate and the jumps made so far."""
-    result = on_node(lab_name, lab_dir, LAB_TARGET, "clock", {})
-    if as_json:
-        emit_json(result)
-        return
-    console.print(
-        f"{result['sim_time']}  (rate {result['rate']:g}x, jumped {result['offset_s'] / 86400:g} days)", highlight=False
-    )
-
-
-@clock.command("advance")
-@click.argument("duration")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
-def clock_advance(duration: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
-    """Jump the lab clock by DURATION (30d, 12h, 90m, 2w or seconds).
-
-    Every timer due inside the jump fires in order at its own simulated time: resyncs every
-    30 minutes, expiry-monitor runs, OCSP checks. Nodes in other processes follow.
-    """
-    with console.status(f"advancing the lab clock by {duration} ..."):
-        result = on_node(lab_name, lab_dir, LAB_TARGET, "advance", {"by": duration}, timeout=ADVANCE_TIMEOUT_S)
-    if as_json:
-        emit_json(result)
-        return
-    console.print(f"{result['from']} -> {result['sim_time']} ({result['timer_steps']} timer steps)", highlight=False)
-
-
-@click.group()
+@main.group()
 def monitor() -> None:
     """The Certificate Expiry Monitor of a node (R-MON-1..3)."""
 
@@ -149,7 +101,7 @@ def _print_monitor(result: dict[str, Any], as_json: bool) -> None:
     console.print(table)
 
 
-@click.command()
+@main.command()
 @node_option
 @click.option("--grep", default="", help="Only lines containing this text.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Newest lines to show.")
@@ -169,7 +121,7 @@ def syslog(node: str, grep: str, limit: int, lab_name: str | None, lab_dir: Path
         console.print(f"[dim]no syslog lines on {node}[/dim]")
 
 
-@click.command()
+@main.command()
 @lab_option
 @lab_dir_option
 @json_option
@@ -189,16 +141,3 @@ def mails(lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     for mail in result["mails"]:
         table.add_row(mail["received_sim"] or "-", mail["sender"], ", ".join(mail["to"]), mail["subject"])
     console.print(table)
-
-
-def register(cli: ModuleType) -> None:
-    """Add these verbs to a ``cluster.cli`` module's main group (once)."""
-    main: click.Group = cli.main
-    if "clock" in main.commands:
-        return
-    for command in (clock, monitor, syslog, mails):
-        main.add_command(command)
-
-
-for _module in cli_modules():
-    register(_module)

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster.labca import Issued
 from cluster.labfile import LabSpec
-from cluster.scenario import (
-    Runner,
+from cluster.scenario.base import (
     ScenarioError,
     Step,
     StepKind,
@@ -37,10 +36,12 @@ from cluster.scenario import (
     check_step_nodes,
     need_args,
     parse_duration,
-    register_step,
     step_nodes,
 )
 from node import certs
+
+if TYPE_CHECKING:
+    from cluster.scenario.runner import Runner
 
 STATUSES = ("good", "revoked", "unknown", "none")
 SIGNERS = ("ca", "delegated", "trusted")
@@ -203,8 +204,10 @@ async def _expect_ocsp(runner: Runner, step: Step) -> Any:
         await asyncio.sleep(0.2)
 
 
-register_step("ocsp", StepKind(_v_ocsp, _ocsp))
-register_step("revoke", StepKind(_v_revoke, _revoke))
-register_step("ocsp_responder", StepKind(_v_responder, _responder))
-register_step("ocsp_check", StepKind(_v_ocsp_check, _ocsp_check))
-register_step("expect_ocsp", StepKind(_v_expect_ocsp, _expect_ocsp, may_fail=False, check=True))
+STEPS: Mapping[str, StepKind] = {
+    "ocsp": StepKind(_v_ocsp, _ocsp),
+    "revoke": StepKind(_v_revoke, _revoke),
+    "ocsp_responder": StepKind(_v_responder, _responder),
+    "ocsp_check": StepKind(_v_ocsp_check, _ocsp_check),
+    "expect_ocsp": StepKind(_v_expect_ocsp, _expect_ocsp, may_fail=False, check=True),
+}

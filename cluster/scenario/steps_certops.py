@@ -1,7 +1,7 @@
 """Scenario steps for certificate operations: CSR, CA signing, identity upload, regenerate,
 services, enterprise parameters, OAuth keys and tokens, the remote-node check, and checks.
 
-Each registers itself with ``cluster.scenario.register_step`` when this module is imported.
+They are listed in ``STEPS``, which ``cluster.scenario.kinds`` reads.
 Actions go through the control path (``lab.request``); checks raise ``AssertionError`` so the
 runner marks them failed (verdict invalid).
 """
@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster.labfile import LabSpec
-from cluster.scenario import Runner, ScenarioError, Step, StepKind, as_list, check_node, need_args, register_step
+from cluster.scenario.base import ScenarioError, Step, StepKind, as_list, check_node, need_args
 from node import certs
 from node.catalog import PARAMS, SERVICES, UNITS
+
+if TYPE_CHECKING:
+    from cluster.scenario.runner import Runner
 
 
 def _unit(a: Mapping[str, Any], label: str, key: str = "unit") -> None:
@@ -350,16 +353,18 @@ async def _expect_csr(runner: Runner, step: Step) -> Any:
     return {"unit": a["unit"], "present": present}
 
 
-register_step("csr", StepKind(_v_csr, _csr))
-register_step("sign", StepKind(_v_sign, _sign))
-register_step("upload_identity", StepKind(_v_upload_identity, _upload_identity))
-register_step("regen", StepKind(_v_regen, _regen))
-register_step("restart", StepKind(_v_restart, _restart))
-register_step("param", StepKind(_v_param, _param))
-register_step("authz_regen", StepKind(_v_authz, _authz))
-register_step("token", StepKind(_v_token, _token))
-register_step("check_remote", StepKind(_v_check_remote, _check_remote, may_fail=False, check=True))
-register_step("exchange", StepKind(_v_exchange, _exchange))
-register_step("expect_identity", StepKind(_v_expect_identity, _expect_identity, may_fail=False, check=True))
-register_step("expect_service", StepKind(_v_expect_service, _expect_service, may_fail=False, check=True))
-register_step("expect_csr", StepKind(_v_expect_csr, _expect_csr, may_fail=False, check=True))
+STEPS: Mapping[str, StepKind] = {
+    "csr": StepKind(_v_csr, _csr),
+    "sign": StepKind(_v_sign, _sign),
+    "upload_identity": StepKind(_v_upload_identity, _upload_identity),
+    "regen": StepKind(_v_regen, _regen),
+    "restart": StepKind(_v_restart, _restart),
+    "param": StepKind(_v_param, _param),
+    "authz_regen": StepKind(_v_authz, _authz),
+    "token": StepKind(_v_token, _token),
+    "check_remote": StepKind(_v_check_remote, _check_remote, may_fail=False, check=True),
+    "exchange": StepKind(_v_exchange, _exchange),
+    "expect_identity": StepKind(_v_expect_identity, _expect_identity, may_fail=False, check=True),
+    "expect_service": StepKind(_v_expect_service, _expect_service, may_fail=False, check=True),
+    "expect_csr": StepKind(_v_expect_csr, _expect_csr, may_fail=False, check=True),
+}

@@ -12,20 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
-import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from cluster.labca import LabCA
 from cluster.labfile import LabFileError, LabSpec, load_lab, parse_lab
+from cluster.scenario.base import (
+    ScenarioError,
+    Step,
+    as_list,
+    check_node,
+    need_args,
+    parse_duration,
+)
+from cluster.scenario.kinds import BUILTIN, EXTRA_STEPS
 from node import certs
 from node.catalog import STORES, UNITS, KeyAlgo
 from node.clock import MAX_ADVANCE
@@ -34,58 +40,14 @@ from node.errors import CertsimError
 if TYPE_CHECKING:
     from cluster.ocsp import OcspResponder
 
-ACTIONS = ("ca", "upload", "delete", "stop", "start", "wait", "advance", "resync", "list")
+ACTIONS = tuple(k for k in BUILTIN if k != "expect")  # the runner's own actions (expect is its own check)
 ERROR_EXPECTING = ("upload", "delete", "start", "stop")  # actions that may carry expect_error
 EXIT_CODES = {"valid": 0, "invalid": 1, "unknown": 2}
-_DURATION = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*[smhdw]\s*)+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
-_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-class ScenarioError(ValueError):
-    """A scenario file that cannot be run; the message names the step and the problem."""
-
-
-@dataclass(frozen=True)
-class StepKind:
-    """A step kind defined in another module (certificate operations, faults, time).
-
-    ``validate(args, lab, label)`` raises ``ScenarioError`` before the lab starts;
-    ``run(runner, step)`` performs the action and returns a JSON-safe result.
-    """
-
-    validate: Callable[[Any, LabSpec, str], None]
-    run: Callable[[Runner, Step], Awaitable[Any]]
-    may_fail: bool = True  # whether ``expect_error`` is allowed on it
-    check: bool = False  # an expectation: an AssertionError from ``run`` fails the step (verdict invalid)
-
-
-EXTRA_STEPS: dict[str, StepKind] = {}
-
-
-def register_step(name: str, kind: StepKind) -> None:
-    """Add a step kind; modules that define steps call this when imported."""
-    if name in ACTIONS or name == "expect" or name in EXTRA_STEPS:
-        raise ValueError(f"step kind '{name}' is already defined")
-    EXTRA_STEPS[name] = kind
 
 
 def step_kinds() -> tuple[str, ...]:
+    """Every step kind a scenario may use: the runner's own, then the table's (cluster.scenario.kinds)."""
     return (*ACTIONS, "expect", *EXTRA_STEPS)
-
-
-@dataclass(frozen=True)
-class Step:
-    index: int
-    kind: str
-    args: Any
-    rule: str | None = None
-    expect_error: str | None = None
-    note: str = ""
-
-    @property
-    def label(self) -> str:
-        return f"step {self.index} ({self.kind})"
 
 
 @dataclass(frozen=True)
@@ -96,16 +58,6 @@ class Scenario:
     steps: tuple[Step, ...]
     path: Path | None = None
     settle_timeout: float = 30.0
-
-
-def parse_duration(raw: Any) -> dt.timedelta:
-    """``30d``, ``12h``, ``90s``, ``2w``, ``10d1h`` or a number of seconds."""
-    if isinstance(raw, int | float) and not isinstance(raw, bool) and raw >= 0:
-        return dt.timedelta(seconds=float(raw))
-    if not _DURATION.match(str(raw)):
-        raise ScenarioError(f"'{raw}' is not a duration such as 90s, 15m, 12h, 30d, 2w or 10d1h")
-    parts = _DURATION_PART.findall(str(raw))
-    return dt.timedelta(seconds=sum(float(n) * _UNITS_S[unit] for n, unit in parts))
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -180,38 +132,6 @@ def _parse_step(index: int, raw: Any, lab: LabSpec, where: str) -> Step:
     )
 
 
-def need_args(args: Any, keys: Sequence[str], label: str, optional: Sequence[str] = ()) -> Mapping[str, Any]:
-    if not isinstance(args, Mapping):
-        raise ScenarioError(f"{label}: expected a mapping with {', '.join(keys)}")
-    missing = [k for k in keys if k not in args]
-    if missing:
-        raise ScenarioError(f"{label}: missing {', '.join(missing)}")
-    unknown = set(args) - set(keys) - set(optional)
-    if unknown:
-        raise ScenarioError(f"{label}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
-    return args
-
-
-def check_node(lab: LabSpec, name: Any, label: str) -> None:
-    if name not in lab.node_names:
-        raise ScenarioError(f"{label}: unknown node '{name}'; nodes: {', '.join(lab.node_names)}")
-
-
-def check_step_nodes(a: Mapping[str, Any], lab: LabSpec, label: str, *, one_of: bool = False) -> None:
-    """Validate a step's ``node:`` / ``nodes:`` (names or ``all``); ``one_of``: exactly one of the two."""
-    if one_of and ("node" in a) == ("nodes" in a):
-        raise ScenarioError(f"{label}: give one of 'node' or 'nodes'")
-    for name in as_list(a.get("nodes")) + as_list(a.get("node")):
-        if name != "all":
-            check_node(lab, name, label)
-
-
-def step_nodes(runner: Runner, a: Mapping[str, Any]) -> list[str]:
-    """The nodes a step names with ``node:`` / ``nodes:``; ``all`` (or neither) is every running node."""
-    wanted = [str(n) for n in as_list(a.get("nodes")) + as_list(a.get("node"))]
-    return runner.lab.running_nodes() if not wanted or "all" in wanted else wanted
-
-
 def _validate_args(kind: str, args: Any, lab: LabSpec, label: str) -> None:
     if kind == "ca":
         a = need_args(
@@ -254,12 +174,6 @@ def _validate_args(kind: str, args: Any, lab: LabSpec, label: str) -> None:
         for n in as_list(a.get("nodes", [])) + ([a["node"]] if "node" in a else []):
             if n != "all":
                 check_node(lab, n, label)
-
-
-def as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 # -------------------------------------------------------------------------------------------
@@ -581,15 +495,3 @@ def _summary(step: Step, result: Any) -> str:
         where = "every node" if result.get("replicated") else "this node only"
         return f"{step.args['node']} deleted {result.get('store')}/{result.get('deleted')} ({where})"
     return ", ".join(f"{k}={v}" for k, v in result.items())
-
-
-def certificate_from_b64(data: str) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(base64.b64decode(data))
-
-
-# Step kinds defined in other modules register themselves when imported.
-import cluster.steps_certops  # noqa: E402, F401 - registers its step kinds
-import cluster.steps_doors as _steps_doors  # noqa: E402, F401 - ssh: and rest: (cluster.doors.frontdoors)
-import cluster.steps_ocsp as _steps_ocsp  # noqa: E402, F401 - ocsp:, revoke:, expect_ocsp: ...
-import cluster.steps_time as _steps_time  # noqa: E402, F401 - monitor:, expect_alarms:, expect_mails:, expect_monitor:
-from cluster import steps_faults  # noqa: E402, F401

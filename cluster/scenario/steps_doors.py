@@ -20,16 +20,19 @@ import asyncio
 import json
 import ssl
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from cluster.doors.frontdoors import FrontDoors, enable_front_doors, served_certificate
 from cluster.doors.rest import API_ROOT, basic_auth_header
 from cluster.labfile import LabSpec
-from cluster.scenario import Runner, ScenarioError, Step, StepKind, as_list, check_node, need_args, register_step
+from cluster.scenario.base import ScenarioError, Step, StepKind, as_list, check_node, need_args
 from node import certs
 from node.errors import Unavailable
+
+if TYPE_CHECKING:
+    from cluster.scenario.runner import Runner
 
 REST_EXPECT = {"status", "json", "contains", "not_contains", "count", "has_cert", "lacks_cert", "served", "not_served"}
 SSH_EXPECT = {"exit", "contains", "not_contains", "refused"}
@@ -313,5 +316,7 @@ async def _ssh(runner: Runner, step: Step) -> Any:
     return {"command": command, "exit": done.exit_status, "last_line": last[:200]}
 
 
-register_step("rest", StepKind(_v_rest, _rest, may_fail=False, check=True))
-register_step("ssh", StepKind(_v_ssh, _ssh, may_fail=False, check=True))
+STEPS: Mapping[str, StepKind] = {
+    "rest": StepKind(_v_rest, _rest, may_fail=False, check=True),
+    "ssh": StepKind(_v_ssh, _ssh, may_fail=False, check=True),
+}

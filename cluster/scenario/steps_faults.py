@@ -1,6 +1,6 @@
 """Scenario steps that break things: crashes, partitions, a broker restart, link faults, bursts, a rogue client.
 
-Each registers itself with ``cluster.scenario.register_step`` when this module is imported.
+They are listed in ``STEPS``, which ``cluster.scenario.kinds`` reads.
 """
 
 from __future__ import annotations
@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster.labfile import LabSpec
 from cluster.rogue import KINDS, RogueClient
-from cluster.scenario import Runner, ScenarioError, Step, StepKind, as_list, check_node, need_args, register_step
+from cluster.scenario.base import ScenarioError, Step, StepKind, as_list, check_node, need_args
 from node.catalog import KeyAlgo
 from node.errors import CertsimError
+
+if TYPE_CHECKING:
+    from cluster.scenario.runner import Runner
 
 BURST_IN_FLIGHT = 64
 
@@ -216,12 +219,14 @@ def _nodes_validator(args: Any, lab: LabSpec, label: str) -> None:
     _nodes_arg(args, lab, label, allow_all=True)
 
 
-register_step("crash", StepKind(_node_validator, _crash))
-register_step("partition", StepKind(_nodes_validator, _partition, may_fail=False))
-register_step("heal", StepKind(_nodes_validator, _heal, may_fail=False))
-register_step("faults", StepKind(_validate_faults, _faults, may_fail=False))
-register_step("broker", StepKind(_validate_broker, _broker))
-register_step("burst", StepKind(_validate_burst, _burst, may_fail=False))
-register_step("expect_acknowledged", StepKind(_validate_expect_acked, _expect_acked, may_fail=False, check=True))
-register_step("rogue", StepKind(_validate_rogue, _rogue, may_fail=False))
-register_step("expect_rejected", StepKind(_validate_expect_rejected, _expect_rejected, may_fail=False, check=True))
+STEPS: Mapping[str, StepKind] = {
+    "crash": StepKind(_node_validator, _crash),
+    "partition": StepKind(_nodes_validator, _partition, may_fail=False),
+    "heal": StepKind(_nodes_validator, _heal, may_fail=False),
+    "faults": StepKind(_validate_faults, _faults, may_fail=False),
+    "broker": StepKind(_validate_broker, _broker),
+    "burst": StepKind(_validate_burst, _burst, may_fail=False),
+    "expect_acknowledged": StepKind(_validate_expect_acked, _expect_acked, may_fail=False, check=True),
+    "rogue": StepKind(_validate_rogue, _rogue, may_fail=False),
+    "expect_rejected": StepKind(_validate_expect_rejected, _expect_rejected, may_fail=False, check=True),
+}

@@ -20,11 +20,10 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster.labfile import LabSpec
-from cluster.scenario import (
-    Runner,
+from cluster.scenario.base import (
     ScenarioError,
     Step,
     StepKind,
@@ -33,12 +32,14 @@ from cluster.scenario import (
     check_step_nodes,
     need_args,
     parse_duration,
-    register_step,
     step_nodes,
 )
 from node import certs
 from node.errors import BadInput
 from node.monitor import MonitorSettings
+
+if TYPE_CHECKING:
+    from cluster.scenario.runner import Runner
 
 TOLERANCE = dt.timedelta(seconds=2)  # the monitor's times are whole seconds in the syslog view
 SETTING_KEYS = ("notification_start_days", "frequency", "email_enabled", "emails", "lsc_monitoring")
@@ -170,7 +171,9 @@ async def _expect_monitor(runner: Runner, step: Step) -> Any:
     return {"detail": f"{a['node']}: {len(last)} runs every {cadence} up to {certs.iso(last[-1])}"}
 
 
-register_step("monitor", StepKind(_v_monitor, _monitor))
-register_step("expect_alarms", StepKind(_v_expect_times, _expect_alarms, may_fail=False, check=True))
-register_step("expect_mails", StepKind(_v_expect_mails, _expect_mails, may_fail=False, check=True))
-register_step("expect_monitor", StepKind(_v_expect_monitor, _expect_monitor, may_fail=False, check=True))
+STEPS: Mapping[str, StepKind] = {
+    "monitor": StepKind(_v_monitor, _monitor),
+    "expect_alarms": StepKind(_v_expect_times, _expect_alarms, may_fail=False, check=True),
+    "expect_mails": StepKind(_v_expect_mails, _expect_mails, may_fail=False, check=True),
+    "expect_monitor": StepKind(_v_expect_monitor, _expect_monitor, may_fail=False, check=True),
+}
