@@ -15,7 +15,7 @@ from cluster.lab import Lab
 from cluster.labca import load_ca_dir
 from cluster.links import LinkSpec, check_link
 from cluster.phones import fleet
-from node.errors import BadInput
+from node.errors import BadInput, NotFound
 
 
 def _names(args: dict[str, Any]) -> list[str] | None:
@@ -97,6 +97,14 @@ async def _link_check(lab: Lab, args: dict[str, Any]) -> dict[str, Any]:
     spec = LinkSpec.from_args(args, lab.spec.node_names)
     ca = load_ca_dir(lab.lab_dir / "ca", lab.clock)
     return (await check_link(lab, spec, ca)).to_json()
+
+
+async def run(lab: Lab, op: str, args: dict[str, Any]) -> Any:
+    """One of these requests, in the lab's process (the platform CLI's utils itl/ctl/disaster_recovery)."""
+    handler = OPS.get(op)
+    if handler is None:
+        raise NotFound(f"unknown lab operation '{op}'")
+    return await handler(lab, args)
 
 
 OPS: dict[str, Callable[[Lab, dict[str, Any]], Awaitable[Any]]] = {
