@@ -14,7 +14,7 @@ A lab file, in the spirit of containerlab's topology files::
       - {name: cucm-sub1, role: cucm, https_port: 8443}     # per-node ports override the lab's
       - {name: imp-pub, role: imp}
 
-Front doors (``cluster.frontdoors``): every node listens for SSH (the platform CLI) and HTTPS
+Front doors (``cluster.doors.frontdoors``): every node listens for SSH (the platform CLI) and HTTPS
 (the certmgr REST API) on its own loopback ``address`` (127.0.0.0/8). A node without one gets
 ``127.0.0.<11 + i>``, ``i`` its position in ``nodes`` (0-based), so the demo lab's cucm-pub is
 127.0.0.11. Port 0 asks for any free port; a port that cannot be bound (in use, or below 1024
@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from cluster import userfiles
-from cluster.frontdoor_auth import Credentials
+from cluster.doors.auth import Credentials
+from cluster.phonespec import PhoneSpecError, PhonesSpec, parse_phones
 from node.catalog import MAX_CLUSTER_NODES, RELEASES, ReleaseProfile, Role
 from node.certs import SubjectFields
 
@@ -54,6 +55,7 @@ LAB_KEYS = {
     "rsa_key_size",
     "os_admin",
     "front_doors",
+    "phones",
 }
 NODE_KEYS = {"name", "role", "publisher", "fqdn", "address", "ssh_port", "https_port"}
 FRONT_DOOR_KEYS = {"enabled", "ssh_port", "https_port"}
@@ -103,6 +105,7 @@ class LabSpec:
     rsa_key_size: int = 2048
     os_admin: Credentials = DEFAULT_OS_ADMIN
     front_doors: FrontDoorSpec = FrontDoorSpec()
+    phones: PhonesSpec = PhonesSpec()  # noqa: RUF009 - frozen; the simulated phones (cluster.phonespec)
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
@@ -177,7 +180,15 @@ def parse_lab(raw: Any, source: str = "lab") -> LabSpec:
         rsa_key_size=int(key_size),
         os_admin=_parse_os_admin(raw.get("os_admin"), source),
         front_doors=doors,
+        phones=_parse_phones(raw.get("phones"), nodes, source),
     )
+
+
+def _parse_phones(raw: Any, nodes: tuple[NodeSpec, ...], source: str) -> PhonesSpec:
+    try:
+        return parse_phones(raw, [n.name for n in nodes if n.role is Role.CUCM], source)
+    except PhoneSpecError as exc:
+        raise LabFileError(str(exc)) from None
 
 
 def _parse_nodes(nodes_raw: list[Any], domain: str, source: str, doors: FrontDoorSpec) -> tuple[NodeSpec, ...]:

@@ -34,7 +34,7 @@ from cluster.scenario.base import (
     number,
     parse_duration,
 )
-from cluster.scenario.kinds import BUILTIN, EXTRA_STEPS
+from cluster.scenario.kinds import BUILTIN, EXPECT_KEYS, EXTRA_STEPS
 from node import certs
 from node.catalog import STORES, UNITS, KeyAlgo
 from node.clock import MAX_ADVANCE
@@ -189,6 +189,8 @@ def _validate_args(kind: str, args: Any, lab: LabSpec, label: str) -> None:
     elif kind == "advance":
         if parse_duration(args) > MAX_ADVANCE:
             raise ScenarioError(f"{label}: one advance moves the clock at most {MAX_ADVANCE.days} days")
+    elif kind == "expect" and (delegate := _expect_delegate(args)) is not None:
+        EXTRA_STEPS[delegate].validate(args, lab, label)
     else:
         _VALIDATORS[kind](args, lab, label)
 
@@ -287,6 +289,13 @@ def _holders(lab: LabSpec, store: str) -> list[str]:
     """The lab's nodes whose role has this store or unit (catalog)."""
     roles = STORES[store].roles if store in STORES else (UNITS[store].roles if store in UNITS else set())
     return [n.name for n in lab.nodes if n.role in roles]
+
+
+def _expect_delegate(args: Any) -> str | None:
+    """The step kind an ``expect:`` hands its check to (``phones:`` and ``link:`` expectations)."""
+    if isinstance(args, Mapping):
+        return next((kind for key, kind in EXPECT_KEYS.items() if key in args), None)
+    return None
 
 
 # -------------------------------------------------------------------------------------------
@@ -400,13 +409,14 @@ class Runner:
         return StepResult(step.index, step.kind, status, self._now(), step.rule, detail, result)
 
     async def _run_step(self, step: Step) -> StepResult:
-        if step.kind == "expect":
+        delegate = _expect_delegate(step.args) if step.kind == "expect" else None
+        if step.kind == "expect" and delegate is None:
             return await self._expect(step)
         if step.expect_error is not None:
             return await self._expect_failure(step)
-        if step.kind in EXTRA_STEPS and EXTRA_STEPS[step.kind].check:
+        if delegate is not None or (step.kind in EXTRA_STEPS and EXTRA_STEPS[step.kind].check):
             try:
-                result = await self._action(step)
+                result = await (EXTRA_STEPS[delegate].run(self, step) if delegate else self._action(step))
             except AssertionError as exc:
                 return self._ok(step, str(exc), status="failed")
             return self._ok(step, _summary(step, result), result)

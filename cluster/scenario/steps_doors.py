@@ -2,11 +2,11 @@
 (the certmgr REST API over HTTPS).
 
 Front doors are opened on demand: the first ``ssh:`` or ``rest:`` step of a run opens them for
-every running node (``cluster.frontdoors.enable_front_doors``) and every node started later
+every running node (``cluster.doors.frontdoors.enable_front_doors``) and every node started later
 gets them with its agent, so scenarios without these steps never pay for them. A lab file
 with ``front_doors: {enabled: false}`` refuses these steps when the scenario is parsed. Put a
 front-door step before the change whose "served until restart" effect you check: the doors
-learn Tomcat's key pairs from the moment they open (``cluster.frontdoors.TomcatTls``).
+learn Tomcat's key pairs from the moment they open (``cluster.doors.frontdoors.TomcatTls``).
 
 Lab-CA certificates go into requests as ``{pem: NAME}`` (``chain: true`` appends its issuers):
 anywhere inside a ``rest:`` ``json`` body, or as a line of an ``ssh:`` ``input``.
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from cluster.door_rest import API_ROOT, basic_auth_header
-from cluster.frontdoors import FrontDoors, enable_front_doors, served_certificate
+from cluster.doors.frontdoors import FrontDoors, enable_front_doors, served_certificate
+from cluster.doors.rest import API_ROOT, basic_auth_header
 from cluster.labfile import LabSpec
 from cluster.scenario.base import ScenarioError, Step, StepKind, as_list, check_node, need_args
 from node import certs

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cluster.frontdoor_auth import Credentials
+from cluster.doors.auth import Credentials
 from cluster.labfile import FrontDoorSpec, LabFileError, LabSpec, NodeSpec, load_lab, parse_lab
 from node.catalog import RELEASES, Role
 from node.certs import SubjectFields
@@ -245,7 +245,7 @@ BAD_LABS: list[tuple[str, Any, str]] = [
     ("subject-not-a-mapping", {**good(), "subject": "Example"}, r"'subject' must be a mapping"),
     ("unknown-subject-field", {**good(), "subject": {"email": "x@y"}}, r"unknown subject field\(s\) email"),
     ("bad-country", {**good(), "subject": {"country": "USA"}}, r"subject country must be a two-letter code"),
-    # front doors (cluster.frontdoors): addresses, ports, the OS administrator
+    # front doors (cluster.doors.frontdoors): addresses, ports, the OS administrator
     (
         "address-not-loopback",
         _mutate("nodes.0.address", "10.0.0.1"),
