@@ -19,16 +19,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster.control import ControlClient
-from cluster.controller import LabController
-from cluster.lab import LAB_COPY, RUNNING_FILE, Lab, LabState, certsim_home, default_lab_dir
+from cluster.labdir import LAB_COPY, RUNNING_FILE, LabState, certsim_home, default_lab_dir
 from cluster.labfile import LabSpec, load_lab
 from node.errors import NotFound, Unavailable
 from replication.envelope import derive_key
 from replication.transport import BrokerAddress
 from scenarios import shipped
+
+if TYPE_CHECKING:
+    from cluster.controller import LabController
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class RunningLab:
     state: LabState
     pid: int
     broker: BrokerAddress
+    bus_key: bytes | None = None  # the cluster key the lab process derived (scrypt costs a CLI call ~50 ms)
 
     @property
     def alive(self) -> bool:
@@ -68,6 +71,7 @@ def read_running(lab_dir: Path) -> RunningLab | None:
         LabState.load_or_create(lab_dir, spec),
         int(raw["pid"]),
         BrokerAddress.parse(raw["broker"]),
+        bytes.fromhex(raw["bus_key"]) if isinstance(raw.get("bus_key"), str) else None,
     )
 
 
@@ -105,7 +109,7 @@ async def connect(running: RunningLab) -> AsyncIterator[ControlClient]:
     client = ControlClient(
         running.broker,
         running.state.topics(running.spec.name),
-        derive_key(running.spec.security_password, running.spec.name),
+        running.bus_key or derive_key(running.spec.security_password, running.spec.name),
         running.spec.node_names,
     )
     await client.start()
@@ -155,7 +159,9 @@ async def serve(
     """Run a lab until SIGTERM or SIGINT; ``running.json`` exists exactly while it serves."""
     for name in skip:
         spec.node(name)
+    from cluster.controller import LabController  # noqa: PLC0415 - the lab machinery only in the lab process
     from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
+    from cluster.lab import Lab  # noqa: PLC0415
 
     pool = use_home_pool()  # identities of first-started nodes come from keys made ahead
     lab = Lab(spec, lab_dir, broker_url=broker_url, front_doors=spec.front_doors.enabled, smtp_url=smtp_url)
@@ -183,6 +189,8 @@ async def serve(
                     "broker": lab.broker_url,
                     "lab": spec.name,
                     "topic_root": lab.topics.root,
+                    # the lab directory (0700) already holds the security password in lab.yaml
+                    "bus_key": lab.secret.hex(),
                     "smtp": lab.smtp_server,
                     "started_wall": time.time(),
                 },
@@ -190,6 +198,7 @@ async def serve(
             ),
             encoding="utf-8",
         )
+        running.chmod(0o600)
         await stop.wait()
     finally:
         if controller is not None:

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from cluster.cli.app import main
 from cluster.cli.common import (
@@ -84,6 +83,8 @@ def csr_download(node: str, unit: str, output: Path | None, lab_name: str | None
 @handles_errors
 def csr_list(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Pending CSRs on NODE."""
+    from rich.table import Table  # noqa: PLC0415
+
     rows = certops_request(lab_name, lab_dir, node, "csr_list", {})
     if as_json:
         emit_json(rows)

@@ -124,7 +124,7 @@ def lab_serve(
 ) -> None:
     """Internal: the background process behind 'lab up'."""
     from cluster import running as rl  # noqa: PLC0415
-    from cluster.lab import default_lab_dir  # noqa: PLC0415
+    from cluster.labdir import default_lab_dir  # noqa: PLC0415
     from cluster.labfile import load_lab  # noqa: PLC0415
 
     spec = load_lab(lab_file)
@@ -177,7 +177,7 @@ def lab_hosts(lab_file: Path | None, lab_name: str | None, lab_dir: Path | None)
     ssh admin@cucm-pub.lab.example          # then the platform CLI at admin:
     """
     from cluster import running as rl  # noqa: PLC0415
-    from cluster.lab import LAB_COPY, default_lab_dir  # noqa: PLC0415
+    from cluster.labdir import LAB_COPY, default_lab_dir  # noqa: PLC0415
     from cluster.labfile import hosts_lines, load_lab  # noqa: PLC0415
 
     if lab_file is not None:

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from cluster.cli.app import main
 from cluster.cli.common import (
@@ -81,6 +80,8 @@ def monitor_show(node: str, lab_name: str | None, lab_dir: Path | None, as_json:
 
 
 def _print_monitor(result: dict[str, Any], as_json: bool) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
     if as_json:
         emit_json(result)
         return
@@ -128,6 +129,8 @@ def syslog(node: str, grep: str, limit: int, lab_name: str | None, lab_dir: Path
 @handles_errors
 def mails(lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Mails the running lab's SMTP sink received (expiry-monitor notifications, R-MON-3)."""
+    from rich.table import Table  # noqa: PLC0415
+
     result = on_node(lab_name, lab_dir, LAB_TARGET, "mails", {})
     if as_json:
         emit_json(result)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,7 +47,7 @@ def node_run(lab_file: Path, node_name: str, broker: str, lab_dir: Path | None, 
     node shares its topic root and clock; start the rest with 'certsim lab up --skip NODE'.
     """
     from cluster import running as rl  # noqa: PLC0415
-    from cluster.lab import default_lab_dir  # noqa: PLC0415
+    from cluster.labdir import default_lab_dir  # noqa: PLC0415
     from cluster.labfile import load_lab  # noqa: PLC0415
 
     spec = load_lab(lab_file)
@@ -60,6 +58,9 @@ def node_run(lab_file: Path, node_name: str, broker: str, lab_dir: Path | None, 
 
 async def _serve_node(spec: LabSpec, directory: Path, node_name: str, broker: str, smtp: str | None) -> None:
     # doors live with the agent; mail goes to the running lab's sink, so the node needs none of its own
+    import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
     from cluster.keys import use_home_pool  # noqa: PLC0415
     from cluster.lab import Lab  # noqa: PLC0415
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
 from cluster.cli.app import main
 from cluster.cli.common import (
@@ -20,6 +19,9 @@ from cluster.cli.common import (
     node_option,
 )
 from node.errors import BadInput, Unavailable
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 @main.group()
@@ -37,6 +39,8 @@ def _ocsp_settings_line(settings: dict[str, Any]) -> str:
 
 
 def _ocsp_table(title: str, rows: list[dict[str, Any]]) -> Table:
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(title=title, title_justify="left")
     for col in ("certificate", "held in", "status", "connection", "signed by", "checked", "reason"):
         table.add_column(col, overflow="fold")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from cluster.cli.app import main
 from cluster.cli.common import (
@@ -33,6 +32,8 @@ def service() -> None:
 @handles_errors
 def service_list(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Services on NODE with their state and whether they need a restart to use current certificates."""
+    from rich.table import Table  # noqa: PLC0415
+
     rows = certops_request(lab_name, lab_dir, node, "service_list", {})
     if as_json:
         emit_json(rows)
