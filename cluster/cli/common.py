@@ -147,3 +147,15 @@ broker_option = click.option(
     help="mqtt://host:port uses that MQTT 3.1.1 broker (mosquitto, EMQX); 'mosquitto' starts a private one"
     " (scenarios may restart it); default: the embedded broker.",
 )
+
+
+def running_lab_options(*, json: bool = False) -> Callable[[F], F]:
+    """The stack every verb on a running lab takes: --lab, --lab-dir (and --json), errors as one line."""
+
+    def wrap(func: F) -> F:
+        func = handles_errors(func)
+        if json:
+            func = json_option(func)
+        return lab_option(lab_dir_option(func))
+
+    return wrap

@@ -15,10 +15,9 @@ from cluster.cli.common import (
     emit_json,
     err,
     handles_errors,
-    json_option,
     lab_dir_option,
-    lab_option,
     run_async,
+    running_lab_options,
     smtp_option,
 )
 
@@ -132,10 +131,7 @@ def lab_serve(
 
 
 @lab.command("status")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def lab_status(lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Nodes of the running lab: connected or not, certificates per store."""
     from cluster import running as rl  # noqa: PLC0415
@@ -166,9 +162,7 @@ def lab_status(lab_name: str | None, lab_dir: Path | None, as_json: bool) -> Non
 
 @lab.command("hosts")
 @click.argument("lab_file", required=False, type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@lab_option
-@lab_dir_option
-@handles_errors
+@running_lab_options()
 def lab_hosts(lab_file: Path | None, lab_name: str | None, lab_dir: Path | None) -> None:
     """Lines for /etc/hosts naming every node's front-door address (LAB_FILE, else the running lab).
 
@@ -192,9 +186,7 @@ def lab_hosts(lab_file: Path | None, lab_name: str | None, lab_dir: Path | None)
 
 
 @lab.command("down")
-@lab_option
-@lab_dir_option
-@handles_errors
+@running_lab_options()
 def lab_down(lab_name: str | None, lab_dir: Path | None) -> None:
     """Stop the running lab cleanly (its lab directory is kept for the next 'lab up')."""
     from cluster import running as rl  # noqa: PLC0415

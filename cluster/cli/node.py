@@ -16,11 +16,10 @@ from cluster.cli.common import (
     emit_json,
     err,
     handles_errors,
-    json_option,
     lab_dir_option,
-    lab_option,
     node_option,
     run_async,
+    running_lab_options,
     smtp_option,
 )
 
@@ -84,10 +83,7 @@ async def _serve_node(spec: LabSpec, directory: Path, node_name: str, broker: st
 @node.command("check-remote")
 @node_option
 @click.option("--peer", required=True, metavar="NODE", help="The remote node to connect to.")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def node_check_remote(node: str, peer: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Connect from NODE to PEER's Tomcat and validate its certificate against NODE's tomcat-trust."""
     result = certops_request(lab_name, lab_dir, node, "check_remote", {"peer": peer})

@@ -12,11 +12,8 @@ from cluster.cli.common import (
     certops_request,
     console,
     emit_json,
-    handles_errors,
-    json_option,
-    lab_dir_option,
-    lab_option,
     node_option,
+    running_lab_options,
 )
 from node.errors import BadInput, Unavailable
 
@@ -70,10 +67,7 @@ def _ocsp_table(title: str, rows: list[dict[str, Any]]) -> Table:
 )
 @click.option("--interval", default=None, metavar="DURATION", help="Check interval, e.g. 12h or 1d (default 1d).")
 @click.option("--cc-mode/--no-cc-mode", "cc_mode", default=None, help="Common Criteria mode (unknown fails too).")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def ocsp_set(
     node: str,
     enabled: bool | None,
@@ -116,10 +110,7 @@ def ocsp_set(
 
 @ocsp.command("show")
 @node_option
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def ocsp_show(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """NODE's OCSP settings, its last and next check, and the status of every certificate it checked."""
     result = certops_request(lab_name, lab_dir, node, "ocsp_get", {})
@@ -135,10 +126,7 @@ def ocsp_show(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bo
 
 @ocsp.command("check")
 @node_option
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def ocsp_check_now(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Check every certificate of NODE at its OCSP responder now."""
     result = certops_request(lab_name, lab_dir, node, "ocsp_check", {})

@@ -11,11 +11,8 @@ from cluster.cli.common import (
     certops_request,
     console,
     emit_json,
-    handles_errors,
-    json_option,
-    lab_dir_option,
-    lab_option,
     node_option,
+    running_lab_options,
 )
 
 
@@ -26,10 +23,7 @@ def service() -> None:
 
 @service.command("list")
 @node_option
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def service_list(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Services on NODE with their state and whether they need a restart to use current certificates."""
     from rich.table import Table  # noqa: PLC0415
@@ -50,10 +44,7 @@ def service_list(node: str, lab_name: str | None, lab_dir: Path | None, as_json:
 @service.command("restart")
 @node_option
 @click.argument("name")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def service_restart(node: str, name: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Restart service NAME on NODE (takes simulated time; it then loads the current certificates)."""
     result = certops_request(lab_name, lab_dir, node, "service_restart", {"name": name})
