@@ -22,6 +22,7 @@ from cluster.broker import EmbeddedBroker, wait_listening
 from cluster.control import ControlClient
 from cluster.labdir import CLOCK_FILE, LabState
 from cluster.labfile import LabSpec
+from cluster.limits import ensure_fd_limit, fds_needed
 from cluster.smtp import SmtpSink
 from node.agent import NodeAgent, NodeConfig
 from node.clock import MAX_ADVANCE, SimClock
@@ -213,6 +214,9 @@ class Lab:
 
     async def start(self, nodes: Iterable[str] | None = None, progress: Callable[[str], None] | None = None) -> None:
         """Start the broker (embedded unless a URL was given), the nodes, and the control client."""
+        names = list(nodes) if nodes is not None else list(self.spec.node_names)
+        budget = fds_needed(len(names), embedded_broker=self.broker is None, front_doors=self.front_doors)
+        ensure_fd_limit(budget)  # refuses before anything starts when ulimit -n is too low (cluster.limits)
         if self._smtp_url is None and self.smtp is None:
             self.smtp = SmtpSink(clock=self.clock, jsonl=self.lab_dir / MAILS_FILE)
             await self.smtp.start()
@@ -227,7 +231,6 @@ class Lab:
                 raise Unavailable(f"no MQTT broker is listening at {self.broker.url}") from None
         self._client = ControlClient(self.broker, self.topics, self.secret, self.spec.node_names)
         await self._client.start()
-        names = list(nodes) if nodes is not None else list(self.spec.node_names)
 
         async def one(name: str) -> None:
             await self.start_node(name)

@@ -74,8 +74,13 @@ def lab_up(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     from cluster import running as rl  # noqa: PLC0415
+    from cluster.labfile import load_lab  # noqa: PLC0415
+    from cluster.limits import ensure_fd_limit, fds_needed  # noqa: PLC0415
     from cluster.views import status_table  # noqa: PLC0415
 
+    wanted = load_lab(lab_file)  # checked before the lab directory is touched
+    nodes = len([n for n in wanted.node_names if n not in skip])
+    ensure_fd_limit(fds_needed(nodes, embedded_broker=broker is None, front_doors=wanted.front_doors.enabled))
     spec, directory = rl.prepare_lab_dir(lab_file, lab_dir)
     if foreground:
         console.print(f"lab {spec.name} in {directory}; Ctrl+C to stop")
