@@ -32,6 +32,8 @@ from scenarios import shipped
 if TYPE_CHECKING:
     from cluster.controller import LabController
 
+HISTORY_FILE = "history.jsonl"  # <lab dir>/history.jsonl: every event of a lab run by 'lab up'
+
 
 @dataclass(frozen=True)
 class RunningLab:
@@ -161,10 +163,18 @@ async def serve(
         spec.node(name)
     from cluster.controller import LabController  # noqa: PLC0415 - the lab machinery only in the lab process
     from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
-    from cluster.lab import Lab  # noqa: PLC0415
+    from cluster.lab import History, Lab  # noqa: PLC0415
 
     pool = use_home_pool()  # identities of first-started nodes come from keys made ahead
-    lab = Lab(spec, lab_dir, broker_url=broker_url, front_doors=spec.front_doors.enabled, smtp_url=smtp_url)
+    history = History(lab_dir / HISTORY_FILE)  # what the lab dashboard's live feed tails (certsim lab ui)
+    lab = Lab(
+        spec,
+        lab_dir,
+        broker_url=broker_url,
+        front_doors=spec.front_doors.enabled,
+        smtp_url=smtp_url,
+        history=history,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -208,6 +218,7 @@ async def serve(
         with contextlib.suppress(FileNotFoundError):
             running.unlink()
         await lab.stop()
+        history.close()
 
 
 async def wait_up(

@@ -17,6 +17,7 @@ from cluster.cli import (  # noqa: F401 - each module registers its verbs on mai
     node,
     ocsp,
     param,
+    phones,
     scenarios,
     service,
 )
