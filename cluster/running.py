@@ -89,14 +89,17 @@ def running_smtp(lab_dir: Path) -> str | None:
 
 def find_running(lab: str | None = None, lab_dir: Path | None = None) -> RunningLab:
     """The running lab named by ``lab``/``lab_dir``, or the only one running; a clear error otherwise."""
+    labs_root = certsim_home() / "labs"
     if lab_dir is not None or lab is not None:
         directory = lab_dir or default_lab_dir(str(lab))
+        if lab_dir is None and not directory.exists():  # a cluster of a multi-cluster lab (cluster.classroom)
+            directory = next(iter(sorted(labs_root.glob(f"*/clusters/{lab}"))), directory)
         found = read_running(directory)
         if found is None or not found.alive:
             raise Unavailable(f"no lab is running in {directory}; start one with 'certsim lab up LAB_FILE'")
         return found
-    labs_root = certsim_home() / "labs"
-    candidates = [r for d in sorted(labs_root.glob("*")) if (r := read_running(d)) is not None and r.alive]
+    dirs = sorted([*labs_root.glob("*"), *labs_root.glob("*/clusters/*")])
+    candidates = [r for d in dirs if (r := read_running(d)) is not None and r.alive]
     if not candidates:
         raise Unavailable(f"no lab is running under {labs_root}; start one with 'certsim lab up LAB_FILE'")
     if len(candidates) > 1:
