@@ -46,6 +46,8 @@ READ_ONLY_OPS = frozenset(
         "authz_status",
         "token_verify",
         "check_remote",
+        "phone_material",
+        "ctl_get",
     }
 )  # operations that change nothing: left out of the swimlane so what changed stands out
 MAX_SWIMLANE_EVENTS = 800  # a long run keeps its last events (the report says how many were left out)
