@@ -191,3 +191,31 @@ def test_find_bar_operators() -> None:
     assert find_match("is exactly", "identity", "identity") and not find_match("is exactly", "identity", "ident")
     assert find_match("is empty", "", "") and not find_match("is empty", "x", "")
     assert find_match("is not empty", "x", "")
+
+
+@EMBEDDED
+async def test_control_center_of_a_remote_server_needs_its_tomcat_trusted(make_lab: LabFactory) -> None:
+    """R-LINK-1, R-TS-1: Control Center reaches another server Tomcat to Tomcat: its services are listed and
+    restarted while this node trusts the peer's tomcat certificate; once that trust entry is deleted the page
+    shows the product's "Connection to the Server cannot be established" and nothing of the peer."""
+    lab = await lab_with_pages(make_lab)
+    b = Browser(lab.doors["cucm1"])
+    try:
+        await b.post("/login", ADMIN)
+        status, html, _ = await b.get("/serviceability/controlCenter.do?server=cucm2")
+        assert status == 200 and "Cisco Tomcat" in html and 'id="remote-error"' not in html
+        token = re.search(r'name="token" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+        before = {r["name"]: r["started"] for r in await lab.request("cucm2", "service_list")}
+        _, html, _ = await b.post(
+            "/serviceability/controlCenter.do", {"token": token, "server": "cucm2", "service": "Cisco TFTP"}
+        )
+        assert "Cisco TFTP[STARTED]" in status_lines(html)
+        after = {r["name"]: r["started"] for r in await lab.request("cucm2", "service_list")}
+        assert after["Cisco TFTP"] != before["Cisco TFTP"]  # restarted on cucm2, the server chosen
+        await lab.request("cucm1", "delete", {"store": "tomcat-trust", "name": "cucm2.lab.example"})
+        await lab.converge()
+        status, html, _ = await b.get("/serviceability/controlCenter.do?server=cucm2")
+        assert "Connection to the Server cannot be established (unable to connect to Remote Node)" in html
+        assert 'name="service"' not in html
+    finally:
+        await b.close()
