@@ -219,3 +219,75 @@ async def test_control_center_of_a_remote_server_needs_its_tomcat_trusted(make_l
         assert 'name="service"' not in html
     finally:
         await b.close()
+
+
+@EMBEDDED
+async def test_dialogs_and_settings_pages_reach_the_node(make_lab: LabFactory) -> None:
+    """R-OP-CSR-1 (multi-server on the publisher), R-OP-REGEN-1 (Generate New Self-signed with a chosen key
+    length), R-MON-1, R-OCSP-1, R-OP-REGEN-3: each page's Save or Generate is the node's operation, and the
+    node's refusal is shown as it words it, changing nothing."""
+    lab = await lab_with_pages(make_lab)
+    b = Browser(lab.doors["cucm1"])
+    try:
+        await b.post("/login", ADMIN)
+        token = await b.token("/certificateGenerateCsr.do?purpose=tomcat&distribution=Multi-server(SAN)")
+        _, html, _ = await b.get("/certificateGenerateCsr.do?purpose=tomcat&distribution=Multi-server(SAN)")
+        assert "cucm1.lab.example, cucm2.lab.example" in html  # the SANs the multi-server CSR will carry
+        _, html, _ = await b.post(
+            "/certificateGenerateCsr.do",
+            {"token": token, "purpose": "tomcat", "distribution": "Multi-server(SAN)", "key_length": "2048"},
+        )
+        assert "Successfully Generated CSR for tomcat" in status_lines(html)
+        csr = await lab.request("cucm1", "csr_get", {"unit": "tomcat"})
+        assert set(csr["san"]) >= {"cucm1.lab.example", "cucm2.lab.example"}
+
+        _, html, _ = await b.post(
+            "/certificateGenerateNewSelfSigned.do", {"token": token, "purpose": "ipsec", "key_length": "3072"}
+        )
+        assert "Successfully regenerated certificate for ipsec." in status_lines(html)
+        ipsec = next(i for i in await lab.request("cucm1", "identity_list") if i["unit"] == "ipsec")
+        assert ipsec["key_bits"] == 3072
+
+        form = {"token": token, "start_days": "45", "frequency": "12", "frequency_unit": "hours", "emails": ""}
+        _, html, _ = await b.post("/certificateMonitor.do", {**form, "email_enabled": "on"})
+        assert any("no e-mail address" in line for line in status_lines(html))  # the node's refusal
+        assert (await lab.request("cucm1", "monitor_get"))["settings"]["notification_start_days"] != 45
+        _, html, _ = await b.post(
+            "/certificateMonitor.do", {**form, "emails": "pki@lab.example", "email_enabled": "on"}
+        )
+        settings = (await lab.request("cucm1", "monitor_get"))["settings"]
+        assert (
+            settings["notification_start_days"] == 45 and settings["frequency"] == "720m" and settings["email_enabled"]
+        )
+
+        _, html, _ = await b.post(
+            "/certificateRevocation.do",
+            {
+                "token": token,
+                "responder": "configured",
+                "url": "http://127.0.0.1:9/ocsp",
+                "check_enabled": "on",
+                "interval": "6",
+                "interval_unit": "hours",
+            },
+        )
+        ocsp = (await lab.request("cucm1", "ocsp_get"))["settings"]
+        assert ocsp["url"] == "http://127.0.0.1:9/ocsp" and ocsp["interval_s"] == 6 * 3600 and not ocsp["enabled"]
+
+        _, html, _ = await b.post(
+            "/ccmadmin/enterpriseParameters.do",
+            {"token": token, "Phone Interaction on Certificate Update": "Reset Phones Manually"},
+        )
+        assert "Update successful" in status_lines(html)
+        await lab.converge()
+        params = await lab.request("cucm2", "param_get")
+        assert params["Phone Interaction on Certificate Update"] == "Reset Phones Manually"  # cluster-wide
+        sub = Browser(lab.doors["cucm2"])
+        try:
+            await sub.post("/login", ADMIN)
+            _, html, _ = await sub.get("/ccmadmin/enterpriseParameters.do")
+            assert "Cisco Unified CM Administration runs on the publisher" in status_lines(html)
+        finally:
+            await sub.close()
+    finally:
+        await b.close()
