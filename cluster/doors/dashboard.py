@@ -213,16 +213,26 @@ class Dashboard:
         response.headers.update(SECURITY_HEADERS)
         return response
 
-    async def login_form(self, request: web.Request) -> web.Response:
-        return await self.render(request, "lab_login.html", title=f"certsim lab {self.spec.name}", error="")
+    async def login_form(self, request: web.Request, error: str = "") -> web.Response:
+        async def page(token: str) -> web.Response:
+            return await self.render(
+                request,
+                "lab_login.html",
+                http_status=401 if error else 200,
+                title=f"certsim lab {self.spec.name}",
+                error=error,
+                login_token=token,
+            )
+
+        return await self.auth.login_page(page)
 
     async def login_post(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
-        key, error = await self.auth.login(request, str(form.get("j_username", "")), str(form.get("j_password", "")))
+        key, error = await self.auth.login(
+            request, str(form.get("j_username", "")), str(form.get("j_password", "")), str(form.get("login_token", ""))
+        )
         if key is None:
-            return await self.render(
-                request, "lab_login.html", http_status=401, title=f"certsim lab {self.spec.name}", error=error
-            )
+            return await self.login_form(request, error)
         response = web.HTTPSeeOther(ROOT)
         self.auth.set_cookie(response, key)
         raise response

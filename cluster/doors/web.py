@@ -196,20 +196,26 @@ class OsAdminPages:
 
     # -- login ----------------------------------------------------------------------------------
 
-    async def login_form(self, request: web.Request) -> web.Response:
-        return await self.render(request, "login.html", error="", title="Cisco Unified Operating System Administration")
-
-    async def login_post(self, request: web.Request) -> web.StreamResponse:
-        form = await request.post()
-        key, error = await self.auth.login(request, str(form.get("j_username", "")), str(form.get("j_password", "")))
-        if key is None:
+    async def login_form(self, request: web.Request, error: str = "") -> web.Response:
+        async def page(token: str) -> web.Response:
             return await self.render(
                 request,
                 "login.html",
-                http_status=401,
+                http_status=401 if error else 200,
                 error=error,
+                login_token=token,
                 title="Cisco Unified Operating System Administration",
             )
+
+        return await self.auth.login_page(page)
+
+    async def login_post(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        key, error = await self.auth.login(
+            request, str(form.get("j_username", "")), str(form.get("j_password", "")), str(form.get("login_token", ""))
+        )
+        if key is None:
+            return await self.login_form(request, error)
         response = web.HTTPSeeOther(f"{ROOT}/showHome.do")
         self.auth.set_cookie(response, key)
         raise response

@@ -47,6 +47,13 @@ class Browser:
         async with self.session.post(self.base + path, data=data, **kw) as r:
             return r.status, await r.text(errors="replace"), r
 
+    async def login(self, form: dict[str, str] = ADMIN, **kw: Any) -> tuple[int, str, aiohttp.ClientResponse]:
+        """The login form as a browser fills it: the page first (its token), then the POST."""
+        _, text, _ = await self.get("/login")
+        match = re.search(r'name="login_token" value="([^"]+)"', text)
+        assert match, text[:500]
+        return await self.post("/login", {**form, "login_token": match.group(1)}, **kw)
+
     async def token(self, path: str) -> str:
         _, text, _ = await self.get(path)
         match = re.search(r'name="token" value="([^"]+)"', text)
@@ -79,7 +86,9 @@ async def test_no_page_without_a_session_and_login_sets_a_strict_cookie(make_lab
             assert status == 303 and r.headers["Location"] == "/cmplatform/login"
         status, _, _ = await b.post("/certificateDelete.do", {"store": "tomcat-trust", "name": "x"})
         assert status == 401
-        status, _, r = await b.post("/login", ADMIN, allow_redirects=False)
+        status, html, _ = await b.post("/login", ADMIN)
+        assert status == 401 and "expired" in html  # a login posted without the form's token (another site)
+        status, _, r = await b.login(allow_redirects=False)
         assert status == 303
         cookie = r.headers["Set-Cookie"]
         for flag in ("HttpOnly", "Secure", "SameSite=Strict", "Path=/cmplatform"):
@@ -106,7 +115,7 @@ async def test_wrong_passwords_on_the_page_slow_the_rest_door_too(make_lab: LabF
     b = Browser(doors)
     try:
         for _ in range(2):
-            status, html, _ = await b.post("/login", {"j_username": "admin", "j_password": "wrong"})
+            status, html, _ = await b.login({"j_username": "admin", "j_password": "wrong"})
             assert status == 401 and "Invalid user name or password." in html
         assert doors.throttle.failures("127.0.0.1") == 2
         url = f"https://{doors.https.host}:{doors.https.port}{API_ROOT}identity/certificate"
@@ -127,7 +136,7 @@ async def test_page_actions_are_the_node_operations_with_the_cli_texts(make_lab:
     evil = ca.create_ca("Evil", cn="<script>alert(1)</script> CA")
     b = Browser(lab.doors["cucm1"])
     try:
-        await b.post("/login", ADMIN)
+        await b.login()
         form = aiohttp.FormData()
         form.add_field("purpose", "tomcat-trust")
         form.add_field("description", "lab root")
@@ -201,7 +210,7 @@ async def test_control_center_of_a_remote_server_needs_its_tomcat_trusted(make_l
     lab = await lab_with_pages(make_lab)
     b = Browser(lab.doors["cucm1"])
     try:
-        await b.post("/login", ADMIN)
+        await b.login()
         status, html, _ = await b.get("/serviceability/controlCenter.do?server=cucm2")
         assert status == 200 and "Cisco Tomcat" in html and 'id="remote-error"' not in html
         token = re.search(r'name="token" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
@@ -229,7 +238,7 @@ async def test_dialogs_and_settings_pages_reach_the_node(make_lab: LabFactory) -
     lab = await lab_with_pages(make_lab)
     b = Browser(lab.doors["cucm1"])
     try:
-        await b.post("/login", ADMIN)
+        await b.login()
         token = await b.token("/certificateGenerateCsr.do?purpose=tomcat&distribution=Multi-server(SAN)")
         _, html, _ = await b.get("/certificateGenerateCsr.do?purpose=tomcat&distribution=Multi-server(SAN)")
         assert "cucm1.lab.example, cucm2.lab.example" in html  # the SANs the multi-server CSR will carry
@@ -284,7 +293,7 @@ async def test_dialogs_and_settings_pages_reach_the_node(make_lab: LabFactory) -
         assert params["Phone Interaction on Certificate Update"] == "Reset Phones Manually"  # cluster-wide
         sub = Browser(lab.doors["cucm2"])
         try:
-            await sub.post("/login", ADMIN)
+            await sub.login()
             _, html, _ = await sub.get("/ccmadmin/enterpriseParameters.do")
             assert "Cisco Unified CM Administration runs on the publisher" in status_lines(html)
         finally:
