@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from cluster import labops_phones
 from cluster.control import LAB_TARGET
 from cluster.lab import Lab
 from cluster.scenario import parse_duration
@@ -213,4 +214,5 @@ OPS: dict[str, Callable[[Lab, dict[str, Any]], Awaitable[Any]]] = {
     "heal": _heal,
     "link": _link,
     "broker_restart": _broker_restart,
+    **labops_phones.OPS,  # phones, CTL, DRS backups, TLS links
 }

@@ -157,6 +157,9 @@ async def serve(
     """Run a lab until SIGTERM or SIGINT; ``running.json`` exists exactly while it serves."""
     for name in skip:
         spec.node(name)
+    from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
+
+    pool = use_home_pool()  # identities of first-started nodes come from keys made ahead
     history = History(lab_dir / HISTORY_FILE)  # what the lab dashboard's live feed tails (certsim lab ui)
     lab = Lab(
         spec,
@@ -175,6 +178,7 @@ async def serve(
     responder: Any = None  # OCSP: cluster.ocsp.OcspResponder of the lab CA in <lab dir>/ca
     try:
         await lab.start(nodes=[n for n in spec.node_names if n not in skip], progress=progress)
+        refill_later(pool, rsa_keys_to_install(spec), spec.rsa_key_size)  # the next cold start finds them waiting
         controller = LabController(lab)
         await controller.start()
         # --- OCSP (cluster/ocsp.py): the lab CA's responder; its URI goes to <lab dir>/ocsp.json (R-OCSP-1)

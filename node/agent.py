@@ -1023,4 +1023,4 @@ async def _sleep_until(clock: Clock, due: dt.datetime) -> None:
     await clock.sleep_until(due)
 
 
-from node import agent_certops, agent_monitor, agent_ocsp, agent_phones  # noqa: E402, F401 - register further operations and timers
+from node import agent_certops, agent_drs, agent_monitor, agent_ocsp, agent_phones  # noqa: E402, F401 - register further operations and timers

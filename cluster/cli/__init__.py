@@ -11,11 +11,13 @@ from cluster.cli import (  # noqa: F401 - each module registers its verbs on mai
     csr,
     fault,
     key,
+    keys,
     lab,
     monitor,
     node,
     ocsp,
     param,
+    phones,
     scenarios,
     service,
 )

@@ -49,20 +49,9 @@ def _ca_context(ca_dir: Path | None, lab_name: str | None, lab_dir: Path | None)
 
 
 def _load_ca(directory: Path, clock: Clock) -> LabCA:
-    from cryptography import x509  # noqa: PLC0415
+    from cluster.labca import load_ca_dir  # noqa: PLC0415
 
-    from cluster.labca import Issued, LabCA  # noqa: PLC0415
-    from node import certs  # noqa: PLC0415
-
-    ca = LabCA(clock)
-    if not directory.is_dir():
-        return ca
-    for pem in sorted(directory.glob("*.pem")):
-        chain = x509.load_pem_x509_certificates(pem.read_bytes())
-        key_file = pem.with_suffix(".key")
-        key = certs.load_key(key_file.read_bytes()) if key_file.exists() else None
-        ca.items[pem.stem] = Issued(pem.stem, chain[0], key, tuple(chain[1:]))
-    return ca
+    return load_ca_dir(directory, clock)
 
 
 def _save(directory: Path, issued: Issued) -> Path:

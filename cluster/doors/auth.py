@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RequestFn = Callable[[str, dict[str, Any]], Awaitable[Any]]
+LAB_OP_PREFIX = "@lab:"  # an op the lab answers, not the node (phones, CTL, backups: cluster.labops_phones)
 """``await request(op, args)`` runs one node operation; raises ``node.errors.CertsimError``."""
 
 FREE_FAILURES = 3  # wrong passwords from one peer before answers slow down

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from cluster.doors.auth import Credentials, RequestFn, Throttle
+from cluster.doors.auth import LAB_OP_PREFIX, Credentials, RequestFn, Throttle
 from cluster.doors.rest import RestDoor, TlsIdentity, TlsMaterial, start_rest_server
 from cluster.doors.ssh import SshDoor, start_ssh_server
 from cluster.labfile import LabSpec, NodeSpec
@@ -127,10 +127,19 @@ def bind_tcp(host: str, port: int, kind: str = "https") -> tuple[socket.socket, 
         return bind(0), _fallback_note(kind, port, exc)
 
 
-def node_request(send: Callable[..., Awaitable[Any]], node: str) -> RequestFn:
-    """A ``RequestFn`` for ``node`` over ``send(node, op, args, timeout=...)`` (``ControlClient.request``)."""
+def node_request(
+    send: Callable[..., Awaitable[Any]],
+    node: str,
+    lab_ops: Callable[[str, dict[str, Any]], Awaitable[Any]] | None = None,
+) -> RequestFn:
+    """A ``RequestFn`` for ``node`` over ``send(node, op, args, timeout=...)`` (``ControlClient.request``);
+    ``@lab:<op>`` goes to ``lab_ops`` (what the lab answers: phones, CTL, backups)."""
 
     async def request(op: str, args: dict[str, Any]) -> Any:
+        if op.startswith(LAB_OP_PREFIX):
+            if lab_ops is None:
+                raise Unavailable("this command needs the lab (phones, CTL, backups), which is not reachable here")
+            return await lab_ops(op.removeprefix(LAB_OP_PREFIX), args)
         return await send(node, op, args, timeout=OP_TIMEOUTS.get(op, DEFAULT_TIMEOUT))
 
     return request
@@ -407,6 +416,13 @@ async def _start_ssh(
     return door, Listener("ssh", host, door.port, spec.ssh_port, note), ""
 
 
+async def lab_request(lab: Lab, op: str, args: dict[str, Any]) -> Any:
+    """What the lab answers for a platform command (utils itl reset, utils ctl, utils disaster_recovery)."""
+    from cluster import labops_phones  # noqa: PLC0415 - phones and backups load only when a command asks
+
+    return await labops_phones.run(lab, op, args)
+
+
 async def open_front_doors(lab: Lab, name: str) -> FrontDoors:
     """Open the doors of ``lab``'s node ``name`` (its agent must be running in this process)."""
     agent = lab.agents.get(name)
@@ -416,7 +432,7 @@ async def open_front_doors(lab: Lab, name: str) -> FrontDoors:
         lab=lab.spec,
         node=name,
         agent=agent,
-        request=node_request(lab.client.request, name),
+        request=node_request(lab.client.request, name, lambda op, args: lab_request(lab, op, args)),
         clock=lab.clock,
         state_dir=lab.lab_dir,
         remote=lambda peer: node_request(lab.client.request, peer),  # Control Center of a remote server

@@ -37,7 +37,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from cluster.doors.auth import RequestFn
+from cluster.doors.auth import LAB_OP_PREFIX, RequestFn
 from node import certops, certs, ops
 from node.catalog import UNITS, Role
 from node.clock import Clock
@@ -119,14 +119,27 @@ class Text:
     DELETED = "Successfully deleted certificate {file} from {store}."  # certsim
     # authz
     AUTHZ_REGENERATED = "Successfully regenerated the authz {kind} key."  # certsim
-    # utils ctl update CTLFile: certsim has no CTL file operation (R-OP-REGEN-2 only advises it), so
-    # this prints the product's result on the Unified CM publisher and changes nothing.
+    # utils ctl update CTLFile / set-cluster: the lab re-signs the CTL with the ITLRecovery key (R-PHONE-5)
     CTL_UPDATED = (
         "Updating CTL file\n"
         "CTL file Updated\n"
         "Please Restart the TFTP and Cisco CallManager services on all nodes in the cluster that run these services"
     )
     CTL_NOT_PUBLISHER = "This command can only be executed on the Unified CM publisher"  # certsim
+    CTL_MODE = "The cluster is now in {mode}."  # certsim
+    # utils itl reset (R-PHONE-3)
+    ITL_RESET = (
+        "Generating the reset ITL file.....\n"
+        "The reset ITL file was generated successfully\n"
+        "Locating active Tftp servers in the cluster.....\n"
+        "Successfully reset the ITL file with the ITLRecovery {source}"
+    )
+    ITL_RESET_PHONES = "Phones reset: {states}"  # certsim
+    # utils disaster_recovery (R-DRS-1/2)
+    DRS_BACKUP = "Backup initiated successfully. Backup {name} taken at {taken_at} of {nodes}."
+    DRS_RESTORE = "Restore initiated successfully. {node} restored to the backup taken at {taken_at}."
+    DRS_RESTORE_HINT = "Restart the services; phones holding a newer ITL may need utils itl reset (R-DRS-2)"  # certsim
+    DRS_HISTORY_HEADER = "Tar Filename:           Backup Date:"
     # services
     RESTART_WARNING = (
         "Do not press Ctrl+C while the service is restarting. "
@@ -207,6 +220,31 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(("set", "cli", "pagination", "off"), (), "_pagination_off", "turn pagination off"),
     Command(("utils", "ctl", "update", "CTLFile"), (), "_ctl_update", "update the CTL file"),
+    Command(
+        ("utils", "ctl", "set-cluster"),
+        (Param("mixed-mode|non-secure-mode", ("mixed-mode", "non-secure-mode")),),
+        "_ctl_set_cluster",
+        "set the cluster security mode",
+    ),
+    Command(
+        ("utils", "itl", "reset"),
+        (Param("localkey|remotekey", ("localkey", "remotekey")),),
+        "_itl_reset",
+        "bulk reset of the phones' ITL files",
+    ),
+    Command(
+        ("utils", "disaster_recovery", "backup", "network"),
+        (Param("<backup name>", rest=True),),
+        "_drs_backup",
+        "back up every node",
+    ),
+    Command(
+        ("utils", "disaster_recovery", "restore", "network"),
+        (Param("<backup name> [<node>...]", rest=True),),
+        "_drs_restore",
+        "restore nodes from a backup",
+    ),
+    Command(("utils", "disaster_recovery", "history", "backup"), (), "_drs_history", "list backups"),
     Command(("utils", "service", "restart"), (Param("<service name>", rest=True),), "_service_restart", "restart"),
     Command(("utils", "service", "list"), (), "_service_list", "list services"),
     Command(("utils", "dbreplication", "runtimestate"), (), "_repl_state", "replication state"),
@@ -518,13 +556,52 @@ class PlatformCli:
     async def _pagination_off(self, _args: list[str]) -> AsyncIterator[str]:
         yield _lines(Text.PAGINATION_OFF)  # output is never paginated anyway
 
-    async def _ctl_update(self, _args: list[str]) -> AsyncIterator[str]:
-        # There is no CTL operation in certsim: this checks the node is the Unified CM publisher
-        # and prints the product's result; nothing changes.
+    async def _on_publisher(self) -> None:
         status = await self._op("status")
-        if not (status.get("publisher") and status.get("role") == "cucm"):
+        if not (status.get("publisher") and status.get("role") == Role.CUCM.value):
             raise BadInput(Text.CTL_NOT_PUBLISHER)
+
+    async def _lab_op(self, op: str, **args: Any) -> Any:
+        """A request the lab answers (phones, CTL, backups: cluster.labops_phones)."""
+        return await self.request(f"{LAB_OP_PREFIX}{op}", args)
+
+    async def _ctl_update(self, _args: list[str]) -> AsyncIterator[str]:
+        await self._on_publisher()
+        await self._lab_op("ctl", action="update")
         yield _lines(Text.CTL_UPDATED)
+
+    async def _ctl_set_cluster(self, args: list[str]) -> AsyncIterator[str]:
+        await self._on_publisher()
+        await self._lab_op("ctl", action=args[0])
+        yield _lines(Text.CTL_UPDATED, Text.CTL_MODE.format(mode=args[0]))
+
+    async def _itl_reset(self, args: list[str]) -> AsyncIterator[str]:
+        await self._on_publisher()
+        result = await self._lab_op("itl_reset", source=args[0])
+        states = ", ".join(f"{n} {s}" for s, n in sorted(result.get("states", {}).items()))
+        key = "key of this publisher" if args[0] == "localkey" else "key of the latest backup"
+        yield _lines(Text.ITL_RESET.format(source=key), Text.ITL_RESET_PHONES.format(states=states or "none"))
+
+    async def _drs_backup(self, args: list[str]) -> AsyncIterator[str]:
+        await self._on_publisher()
+        name = " ".join(args).strip() or None
+        result = await self._lab_op("backup_create", name=name)
+        yield _lines(
+            Text.DRS_BACKUP.format(name=result["name"], taken_at=result["taken_at"], nodes=", ".join(result["nodes"]))
+        )
+
+    async def _drs_restore(self, args: list[str]) -> AsyncIterator[str]:
+        await self._on_publisher()
+        words = " ".join(args).split()
+        if not words:
+            raise BadInput("utils disaster_recovery restore network <backup name> [<node>...]")
+        result = await self._lab_op("backup_restore", name=words[0], nodes=words[1:])
+        lines = [Text.DRS_RESTORE.format(node=n, taken_at=r["taken_at"]) for n, r in result["restored"].items()]
+        yield _lines(*lines, Text.DRS_RESTORE_HINT)
+
+    async def _drs_history(self, _args: list[str]) -> AsyncIterator[str]:
+        result = await self._lab_op("backup_list")
+        yield _lines(Text.DRS_HISTORY_HEADER, *(f"{b['name']:<24}{b['taken_at']}" for b in result["backups"]))
 
     async def _service_list(self, _args: list[str]) -> AsyncIterator[str]:
         yield _lines(Text.SERVICE_STATUS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from cluster.scenario import steps_certops, steps_doors, steps_faults, steps_ocsp, steps_time
+from cluster.scenario import steps_certops, steps_doors, steps_faults, steps_ocsp, steps_phones, steps_time
 from cluster.scenario.base import StepKind
 
 BUILTIN = ("ca", "upload", "delete", "stop", "start", "wait", "advance", "resync", "list", "expect")
@@ -20,6 +20,7 @@ MODULES = (
     steps_faults,  # crash, partition, heal, faults, broker, burst, rogue, expect_acknowledged, expect_rejected
     steps_ocsp,  # ocsp:, revoke:, responder:, expect_ocsp: ...
     steps_time,  # monitor:, expect_alarms:, expect_mails:, expect_monitor:
+    steps_phones,  # phones:, ctl:, backup:, trust_identity:, link:, expect: {phones|link: ...}
 )
 
 
@@ -34,3 +35,5 @@ def _table() -> Mapping[str, StepKind]:
 
 
 EXTRA_STEPS: Mapping[str, StepKind] = _table()
+# ``expect:`` with one of these keys is that step kind's check (``expect: {phones: all, state: registered}``)
+EXPECT_KEYS: Mapping[str, str] = MappingProxyType(dict(steps_phones.EXPECT_KEYS))

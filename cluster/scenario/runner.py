@@ -31,7 +31,7 @@ from cluster.scenario.base import (
     need_args,
     parse_duration,
 )
-from cluster.scenario.kinds import BUILTIN, EXTRA_STEPS
+from cluster.scenario.kinds import BUILTIN, EXPECT_KEYS, EXTRA_STEPS
 from node import certs
 from node.catalog import STORES, UNITS, KeyAlgo
 from node.clock import MAX_ADVANCE
@@ -167,6 +167,8 @@ def _validate_args(kind: str, args: Any, lab: LabSpec, label: str) -> None:
     elif kind == "list":
         a = need_args(args, ["node"], label, ["store", "usage", "cn", "key_type", "expires_before", "expires_after"])
         check_node(lab, a["node"], label)
+    elif kind == "expect" and (delegate := _expect_delegate(args)) is not None:
+        EXTRA_STEPS[delegate].validate(args, lab, label)
     elif kind == "expect":
         a = need_args(args, ["store"], label, ["rule", "nodes", "node", "has", "lacks", "count", "settle"])
         if not any(k in a for k in ("has", "lacks", "count")):
@@ -174,6 +176,13 @@ def _validate_args(kind: str, args: Any, lab: LabSpec, label: str) -> None:
         for n in as_list(a.get("nodes", [])) + ([a["node"]] if "node" in a else []):
             if n != "all":
                 check_node(lab, n, label)
+
+
+def _expect_delegate(args: Any) -> str | None:
+    """The step kind an ``expect:`` hands its check to (``phones:`` and ``link:`` expectations)."""
+    if isinstance(args, Mapping):
+        return next((kind for key, kind in EXPECT_KEYS.items() if key in args), None)
+    return None
 
 
 # -------------------------------------------------------------------------------------------
@@ -283,13 +292,14 @@ class Runner:
         return StepResult(step.index, step.kind, status, self._now(), step.rule, detail, result)
 
     async def _run_step(self, step: Step) -> StepResult:
-        if step.kind == "expect":
+        delegate = _expect_delegate(step.args) if step.kind == "expect" else None
+        if step.kind == "expect" and delegate is None:
             return await self._expect(step)
         if step.expect_error is not None:
             return await self._expect_failure(step)
-        if step.kind in EXTRA_STEPS and EXTRA_STEPS[step.kind].check:
+        if delegate is not None or (step.kind in EXTRA_STEPS and EXTRA_STEPS[step.kind].check):
             try:
-                result = await self._action(step)
+                result = await (EXTRA_STEPS[delegate].run(self, step) if delegate else self._action(step))
             except AssertionError as exc:
                 return self._ok(step, str(exc), status="failed")
             return self._ok(step, _summary(step, result), result)

@@ -366,10 +366,11 @@ async def test_paste_limits_cancel_and_end_of_input() -> None:
 
 
 async def test_delete_authz_ctl_pagination() -> None:
-    """R-OP-DELETE-1, R-OP-AUTHZ: `set cert delete`, `set key regen authz`, `utils ctl update CTLFile`
-    (publisher only; no CTL operation exists, so it only prints the product's result) and pagination."""
+    """R-OP-DELETE-1, R-OP-AUTHZ, R-PHONE-5: `set cert delete`, `set key regen authz`, `utils ctl update
+    CTLFile` (publisher only; the lab re-signs the CTL) and pagination."""
     node = FakeNode(
         delete={"deleted": "Corp_CA"},
+        **{"@lab:ctl": {"mode": "mixed"}},
         authz_regen={"notes": ["restart Cisco XCP Authentication Service on the IM and Presence nodes"]},
         status={"publisher": True, "role": "cucm"},
     )
@@ -385,8 +386,10 @@ async def test_delete_authz_ctl_pagination() -> None:
         "Updating CTL file\nCTL file Updated\nPlease Restart the TFTP and Cisco CallManager services on all nodes "
         "in the cluster that run these services\n"
     )
+    assert node.calls[-1] == ("@lab:ctl", {"action": "update"})
     node.answers["status"] = {"publisher": False, "role": "cucm"}
     assert (await run(cli, "utils ctl update CTLFile")).endswith("Executed command unsuccessfully\n")
+    assert node.calls[-1][0] == "status"  # refused before the lab was asked
     assert await run(cli, "set cli pagination off") == "Automatic pagination is turned off\n"
 
 

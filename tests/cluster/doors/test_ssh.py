@@ -24,6 +24,7 @@ import pytest
 from cryptography import x509
 
 from cluster.doors.auth import Credentials, Throttle
+from cluster.doors.frontdoors import lab_request, node_request
 from cluster.doors.platform_cli import MAX_LINE_CHARS, MAX_PASTE_BYTES
 from cluster.doors.ssh import SshDoor, _Event, _LineEditor, start_ssh_server
 from cluster.lab import Lab
@@ -62,7 +63,8 @@ async def start_door(tmp_path: Path, request: Any, clock: Any, throttle: Throttl
 async def ssh_lab(make_lab: LabFactory, tmp_path: Path) -> AsyncIterator[SshLab]:
     lab = await make_lab(small_lab(nodes=2, imp=0))
     throttle = Throttle()
-    door = await start_door(tmp_path, lambda op, args: lab.client.request(NODE, op, args), lab.clock, throttle)
+    request = node_request(lab.client.request, NODE, lambda op, args: lab_request(lab, op, args))
+    door = await start_door(tmp_path, request, lab.clock, throttle)
     yield SshLab(lab, door, throttle)
     await door.close()
 
@@ -367,6 +369,10 @@ async def test_every_command_and_the_third_party_ca_flow_over_ssh(ssh_lab: SshLa
         out = await term.command("set key regen authz encryption")
         assert out.startswith("Successfully regenerated the authz encryption key.\r\n")
         assert (await lab.request(NODE, "authz_status", {}))["encryption"] != before["encryption"]
+        out = await term.command("utils ctl update CTLFile")
+        assert "not in mixed mode" in out and out.endswith("Executed command unsuccessfully\r\n")
+        out = await term.command("utils ctl set-cluster mixed-mode")
+        assert out.startswith("Updating CTL file\r\nCTL file Updated\r\n") and "now in mixed-mode" in out
         assert (await term.command("utils ctl update CTLFile")).startswith("Updating CTL file\r\nCTL file Updated\r\n")
         out = await term.command("utils dbreplication runtimestate")
         assert out.startswith("Server Time: ")
