@@ -189,10 +189,23 @@ class Dashboard:
             clock = await self.client.request(LAB_TARGET, "clock", timeout=3)
         return {"nodes": nodes, "matrix": matrix, "labinfo": lab, "clock": clock}
 
-    def summary(self, snap: Mapping[str, Any]) -> str:
-        """What, when it changes, makes open pages refresh (nodes up/connected, partitions)."""
-        nodes = [(n.name, n.up, n.connected, n.converged, n.served) for n in snap["nodes"]]
-        return json.dumps([nodes, snap["labinfo"].get("partitioned"), snap["matrix"].differences])
+    async def summary(self) -> str:
+        """What, when it changes, makes open pages refresh: which nodes answer, their bus connection and
+        digests, the partitions. Cheap (one ``status`` per node): the rest changes with history events."""
+
+        async def one(n: str) -> Any:
+            try:
+                st = await self.client.request(n, "status", timeout=3)
+            except Unavailable:
+                return None
+            return [st.get("connected"), st.get("digests")]
+
+        names = list(self.spec.node_names)
+        nodes = await asyncio.gather(*(one(n) for n in names))
+        lab: dict[str, Any] = {}
+        with contextlib.suppress(CertsimError):
+            lab = await self.client.request(LAB_TARGET, "status", timeout=3)
+        return json.dumps([names, nodes, lab.get("partitioned"), lab.get("running")], default=str)
 
     # -- handlers -------------------------------------------------------------------------------
 
@@ -336,7 +349,7 @@ class Dashboard:
             if loop.time() >= next_status:
                 next_status = loop.time() + STATUS_EVERY_S
                 with contextlib.suppress(CertsimError):
-                    summary = self.summary(await self.snapshot())
+                    summary = await self.summary()
                     if summary != last_summary:
                         changed = changed or bool(last_summary)
                         last_summary = summary

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from cluster.doors.frontdoors import FrontDoors, enable_front_doors
-from cluster.doors.rest import API_ROOT, basic_auth_header
+from cluster.doors.rest import API_ROOT, MAX_REQUEST_BYTES, basic_auth_header
 from cluster.doors.sessions import COOKIE, SessionStore
 from cluster.doors.web import find_match
 from cluster.lab import Lab
@@ -298,5 +298,25 @@ async def test_dialogs_and_settings_pages_reach_the_node(make_lab: LabFactory) -
             assert "Cisco Unified CM Administration runs on the publisher" in status_lines(html)
         finally:
             await sub.close()
+    finally:
+        await b.close()
+
+
+@EMBEDDED
+async def test_uploads_over_the_doors_limit_are_refused(make_lab: LabFactory) -> None:
+    """Security: the Upload dialog has the REST door's 1 MiB body limit (413) and nothing reaches the node."""
+    lab = await lab_with_pages(make_lab)
+    b = Browser(lab.doors["cucm1"])
+    try:
+        await b.login()
+        before = len(await lab.request("cucm1", "list", {"store": "tomcat-trust"}))
+        token = await b.token("/certificateUpload.do")
+        form = aiohttp.FormData()
+        form.add_field("token", token)
+        form.add_field("purpose", "tomcat-trust")
+        form.add_field("file", b"A" * (MAX_REQUEST_BYTES + 1), filename="big.pem")
+        status, _, _ = await b.post("/certificateUpload.do", form)
+        assert status == 413
+        assert len(await lab.request("cucm1", "list", {"store": "tomcat-trust"})) == before
     finally:
         await b.close()
