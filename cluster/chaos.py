@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import random
 import shutil
 import statistics
@@ -40,6 +41,7 @@ STORE_WEIGHTS = (
     ("ipsec-trust", 1),
 )
 FAULT_PROBABILITY = 0.3
+_log = logging.getLogger("certsim.chaos")
 
 
 @dataclass(frozen=True)
@@ -193,14 +195,46 @@ async def run_chaos(
     progress: Callable[[Action], None] | None = None,
 ) -> ChaosReport:
     """Run one seed; ``broker_url`` None = embedded, "mosquitto" = a private mosquitto, else that URL."""
-    if broker_url == "mosquitto":
-        private = MosquittoBroker()
-        await private.start()
-        try:
-            return await _run(cfg, results_dir, private.url, private, progress)
-        finally:
-            await private.stop()
-    return await _run(cfg, results_dir, broker_url, None, progress)
+    started = time.perf_counter()
+    try:
+        if broker_url == "mosquitto":
+            private = MosquittoBroker()
+            await private.start()
+            try:
+                return await _run(cfg, results_dir, private.url, private, progress)
+            finally:
+                await private.stop()
+        return await _run(cfg, results_dir, broker_url, None, progress)
+    except Exception as exc:  # before or after the lab ran (broker, template): still a verdict, exit 2
+        return _undecided(cfg, results_dir, f"the run could not start or end: {_reason(exc)}", started)
+
+
+def _reason(exc: Exception) -> str:
+    """Why a seed could not decide: our own errors say it; anything else is logged with its traceback."""
+    if isinstance(exc, CertsimError):
+        return exc.message
+    _log.warning("chaos run failed", exc_info=exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _undecided(cfg: ChaosConfig, results_dir: Path, reason: str, started: float) -> ChaosReport:
+    """The report (and results.json) of a seed that could not decide."""
+    wall = round(time.perf_counter() - started, 2)
+    counts: dict[str, Any] = {"attempted": 0, "acknowledged": 0, "faults": {}, "messages": 0}
+    results_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "seed": cfg.seed,
+        "config": asdict(cfg),
+        "verdict": "unknown",
+        "exit_code": 2,
+        "counts": counts,
+        "convergence_after_last_heal_s": None,
+        "violations": [],
+        "notes": [reason],
+        "wall_seconds": wall,
+    }
+    (results_dir / "results.json").write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    return ChaosReport(cfg.seed, "unknown", results_dir, counts, None, [], wall)
 
 
 async def _run(
@@ -236,6 +270,7 @@ async def _run(
     injected: Counter[str] = Counter()
     attempted = succeeded = 0
     convergence_s: float | None = None
+    published = 0
     try:
         await lab.start()
         for action in actions:
@@ -258,11 +293,10 @@ async def _run(
         roles = {n.name: n.role for n in spec.nodes}
         verdict = checker.check(held, roles, acked, spec.release, converged=conv.converged, maybe_deleted=maybe_deleted)
         published = sum(a.stats["published"] for a in lab.agents.values())
-    except CertsimError as exc:
-        verdict = checker.Verdict("unknown", notes=[f"the run could not finish: {exc.message}"])
-        published = 0
+    except Exception as exc:  # a seed that could not decide gets a verdict (exit 2), not a traceback
+        verdict = checker.Verdict("unknown", notes=[f"the run could not finish: {_reason(exc)}"])
     finally:
-        await lab.stop()
+        await lab.stop()  # total: it logs a part that fails and stops the rest
         history.close()
     counts = {
         **verdict.counts,

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -38,6 +39,7 @@ NETWORK_SETTLE_MAX_S = 2.0  # wall seconds a jump step waits for the messages it
 NETWORK_QUIET_S = 0.01  # no message sent or received for this long: the step's traffic is over
 RUNNING_FILE = "running.json"
 LAB_COPY = "lab.yaml"
+_log = logging.getLogger("certsim.lab")
 
 
 def certsim_home() -> Path:
@@ -121,6 +123,14 @@ def save_clock_offset(lab_dir: Path, clock: SimClock) -> None:
     tmp = lab_dir / f"{CLOCK_FILE}.tmp"
     tmp.write_text(json.dumps({"offset_ms": int(clock.offset.total_seconds() * 1000)}), encoding="utf-8")
     tmp.replace(lab_dir / CLOCK_FILE)
+
+
+async def _quietly(what: str, step: Awaitable[None]) -> None:
+    """Run one part of a lab's shutdown; a failure is logged, never raised into the rest of it."""
+    try:
+        await step
+    except Exception:
+        _log.warning("stopping %s failed", what, exc_info=True)
 
 
 class History:
@@ -400,24 +410,25 @@ class Lab:
         return [n for n in self.spec.node_names if n in self.agents and self.agents[n].running]
 
     async def stop(self) -> None:
-        for doors in self.doors.values():
-            await doors.close()
+        """Stop everything the lab started. Total: a part that fails to stop is logged and the
+        rest still stops; every node's database is closed whatever happened to the others."""
+        for name, doors in list(self.doors.items()):
+            await _quietly(f"front doors of {name}", doors.close())
         self.doors.clear()
-        for agent in self.agents.values():
-            if agent.running:
-                await agent.stop()
+        running = [agent for agent in self.agents.values() if agent.running]
+        await asyncio.gather(*(_quietly(f"node {a.name}", a.stop()) for a in running))
         if self._client is not None:
-            await self._client.stop()
+            await _quietly("control client", self._client.stop())
             self._client = None
         if self.embedded is not None:
-            await self.embedded.stop()
+            await _quietly("embedded broker", self.embedded.stop())
             self.embedded = None
             self.broker = BrokerAddress.parse(self._broker_url) if self._broker_url else None
         for sink in self._sinks.values():
             sink.close()
         self._sinks.clear()
         if self.smtp is not None:
-            await self.smtp.stop()
+            await _quietly("mail sink", self.smtp.stop())
             self.smtp = None
 
     async def request(self, node: str, op: str, args: dict[str, Any] | None = None, timeout: float = 15.0) -> Any:

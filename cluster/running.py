@@ -23,12 +23,14 @@ from typing import Any
 
 from cluster.control import ControlClient
 from cluster.controller import LabController
-from cluster.lab import LAB_COPY, RUNNING_FILE, Lab, LabState, certsim_home, default_lab_dir
+from cluster.lab import LAB_COPY, RUNNING_FILE, History, Lab, LabState, certsim_home, default_lab_dir
 from cluster.labfile import LabSpec, load_lab
 from node.errors import NotFound, Unavailable
 from replication.envelope import derive_key
 from replication.transport import BrokerAddress
 from scenarios import shipped
+
+HISTORY_FILE = "history.jsonl"  # <lab dir>/history.jsonl: every event of a lab run by 'lab up'
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,18 @@ async def serve(
     """Run a lab until SIGTERM or SIGINT; ``running.json`` exists exactly while it serves."""
     for name in skip:
         spec.node(name)
-    lab = Lab(spec, lab_dir, broker_url=broker_url, front_doors=spec.front_doors.enabled, smtp_url=smtp_url)
+    from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
+
+    pool = use_home_pool()  # identities of first-started nodes come from keys made ahead
+    history = History(lab_dir / HISTORY_FILE)  # what the lab dashboard's live feed tails (certsim lab ui)
+    lab = Lab(
+        spec,
+        lab_dir,
+        broker_url=broker_url,
+        front_doors=spec.front_doors.enabled,
+        smtp_url=smtp_url,
+        history=history,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -165,6 +178,7 @@ async def serve(
     responder: Any = None  # OCSP: cluster.ocsp.OcspResponder of the lab CA in <lab dir>/ca
     try:
         await lab.start(nodes=[n for n in spec.node_names if n not in skip], progress=progress)
+        refill_later(pool, rsa_keys_to_install(spec), spec.rsa_key_size)  # the next cold start finds them waiting
         controller = LabController(lab)
         await controller.start()
         # --- OCSP (cluster/ocsp.py): the lab CA's responder; its URI goes to <lab dir>/ocsp.json (R-OCSP-1)
@@ -195,6 +209,7 @@ async def serve(
         with contextlib.suppress(FileNotFoundError):
             running.unlink()
         await lab.stop()
+        history.close()
 
 
 async def wait_up(

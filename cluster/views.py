@@ -62,7 +62,8 @@ def print_report(console: Console, report: RunReport) -> None:
         f"[{style}]{result.verdict.upper()}[/{style}]  {held}/{len(expectations)} expectations held"
         f"  ·  {report.wall_seconds:.1f} s  ·  broker {report.broker}\n"
         f"rules shown: {', '.join(rules) or 'none'}\n"
-        f"results: {report.results_dir}"
+        f"results: {report.results_dir}\n"
+        f"report: {report.results_dir / 'report.html'}"
     )
     if result.reason:
         body += f"\n[{style}]{result.reason}[/{style}]"

@@ -57,6 +57,9 @@ BARRIER_MEMORY = 256
 CONNECT_DIGEST_DELAY_S = (0.05, 0.5)  # wall seconds: transport pacing, not simulated time
 REQUEST_MEMORY = 512  # answers kept so a resent request is answered, not run twice
 SEEN_MEMORY = 20_000  # envelope ids remembered against replays
+PRESENCE_TIMEOUT_S = 2.0  # wall seconds the offline flag may take at stop; the broker's will covers a miss
+STORE_STEP_TIMEOUT_S = 5.0  # wall seconds the last database write at stop may take
+TASK_CANCEL_TIMEOUT_S = 5.0  # wall seconds cancelled tasks get to unwind at stop
 REJECT_LOG_EVERY = 100  # after the first few, log one rejected envelope in this many per reason
 
 
@@ -168,25 +171,52 @@ class NodeAgent:
         self.log.info("node-started", role=self.config.role.value, publisher=self.config.publisher)
 
     async def stop(self) -> None:
-        """Clean shutdown: mark offline, disconnect, close the database."""
+        """Clean shutdown: mark offline, disconnect, close the database.
+
+        Total: each step that fails is logged and the next one still runs, and the database is
+        closed whatever happened before (its worker thread would otherwise keep the process alive).
+        """
         if not self.running:
             return
         self.running = False
-        with contextlib.suppress(NotConnected):
-            await asyncio.wait_for(self.bus.publish(self.config.topics.presence(self.name), b"offline", retain=True), 2)
-        await self._cancel_tasks()
-        await self.bus.stop()
-        await self.store.set_meta("last_contact_ms", str(self.last_contact_ms))
-        await self.store.close()
+        try:
+            await self._step("presence", self._publish_offline(), PRESENCE_TIMEOUT_S)
+            await self._step("tasks", self._cancel_tasks(), None)
+            await self._step("bus", self.bus.stop(), None)
+            contact = self.store.set_meta("last_contact_ms", str(self.last_contact_ms))
+            await self._step("contact", contact, STORE_STEP_TIMEOUT_S)
+        finally:
+            await self._close_store()
         self.log.info("node-stopped")
+
+    async def _publish_offline(self) -> None:
+        await self.bus.publish(self.config.topics.presence(self.name), b"offline", retain=True)
+
+    async def _step(self, label: str, step: Coroutine[Any, Any, None], timeout: float | None) -> None:
+        """One step of a shutdown: a failure or a timeout is logged, never raised into the stop."""
+        try:
+            await asyncio.wait_for(step, timeout)
+        except Exception as exc:  # TimeoutError included
+            level = self.log.debug if isinstance(exc, NotConnected) else self.log.warning
+            level("stop-step-failed", step=label, error=repr(exc)[:300])
+
+    async def _close_store(self) -> None:
+        try:
+            await self.store.close()
+        except Exception as exc:
+            self.log.warning("store-close-failed", error=repr(exc)[:300])
 
     async def _cancel_tasks(self) -> None:
         tasks = [*self._tasks, *self._control_tasks]
         for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=TASK_CANCEL_TIMEOUT_S)
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            if not task.done():
+                self.log.warning("task-did-not-stop", task=task.get_name())
+            elif not task.cancelled() and task.exception() is not None:
+                self.log.warning("task-had-failed", task=task.get_name(), error=repr(task.exception())[:300])
 
     async def crash(self) -> None:
         """Die abruptly: no offline flag, no DISCONNECT (the broker sends our will), tasks killed
@@ -194,9 +224,11 @@ class NodeAgent:
         if not self.running:
             return
         self.running = False
-        await self.bus.abort()
-        await self._cancel_tasks()
-        await self.store.close()
+        try:
+            await self._step("bus", self.bus.abort(), None)
+            await self._step("tasks", self._cancel_tasks(), None)
+        finally:
+            await self._close_store()
         self.log.warning("node-crashed")
         self._emit("crash")
 

@@ -14,7 +14,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -261,8 +261,27 @@ def validity_problem(cert: x509.Certificate, now: dt.datetime) -> str | None:
 # Building certificates (node identities and the lab CA share these)
 
 
+class KeySource(Protocol):
+    """Keys made ahead of time (``node.keypool.KeyPool``); ``take`` hands each key out once, or None."""
+
+    def take(self, algo: KeyAlgo, size: int) -> PrivateKey | None: ...
+
+
+_KEY_SOURCE: list[KeySource] = []  # at most one: where new RSA keys come from first
+
+
+def use_key_source(source: KeySource | None) -> KeySource | None:
+    """Take new RSA keys from ``source`` first (None: generate every one); returns the previous source."""
+    previous = _KEY_SOURCE[0] if _KEY_SOURCE else None
+    _KEY_SOURCE[:] = [] if source is None else [source]
+    return previous
+
+
 def new_private_key(algo: KeyAlgo, size: int) -> PrivateKey:
-    """A fresh key. RSA takes tens of milliseconds: call it through ``asyncio.to_thread``."""
+    """A fresh key (from the key source when one is set and has one). RSA generation takes tens of
+    milliseconds: call it through ``asyncio.to_thread``."""
+    if algo is KeyAlgo.RSA and _KEY_SOURCE and (pooled := _KEY_SOURCE[0].take(algo, size)) is not None:
+        return pooled
     if algo is KeyAlgo.EC:
         return ec.generate_private_key(EC_CURVES.get(size, ec.SECP256R1()))
     return rsa.generate_private_key(public_exponent=65537, key_size=size)

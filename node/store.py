@@ -100,7 +100,11 @@ class NodeStore:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self.path, isolation_level=None)
+        pending = aiosqlite.connect(self.path, isolation_level=None)
+        # aiosqlite's worker thread is not a daemon: one connection left open by a failed shutdown
+        # would keep the whole process from exiting. Every close below is still explicit.
+        pending._thread.daemon = True
+        db = await pending
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes, which is our fault model
         await db.executescript(SCHEMA)
@@ -117,9 +121,10 @@ class NodeStore:
         return max(versions) if versions else None
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        """Close the connection; aiosqlite ends its worker thread even when the close itself fails."""
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
 
     @property
     def db(self) -> aiosqlite.Connection:

@@ -25,6 +25,7 @@ ConnectHandler = Callable[[], Awaitable[None]]
 
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
+STOP_TIMEOUT_S = 5.0  # wall seconds a clean disconnect may take before the socket is dropped
 
 
 @dataclass(frozen=True)
@@ -228,14 +229,22 @@ class Bus:
         except Exception:  # a bad message must never take the connection down
             self._log.exception("bus %s: handler failed on %s", self.client_id, topic)
 
-    async def stop(self) -> None:
-        """Disconnect cleanly (the broker keeps a persistent session's queue)."""
+    async def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Disconnect cleanly (the broker keeps a persistent session's queue). Never raises and
+        never waits longer than ``timeout``: whatever the connection task died of is logged, so a
+        failing link cannot stop the rest of a node (or a lab) from shutting down."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await self._task
-        self._task = None
+        task, self._task = self._task, None
+        for delivering in list(self._delivering):
+            delivering.cancel()
+        if task is not None:
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if not done:
+                self._drop_socket()  # the disconnect itself hangs: cut it, as a crash would
+                self._log.warning("bus %s: disconnect took over %.1f s; socket dropped", self.client_id, timeout)
+            elif not task.cancelled() and (exc := task.exception()) is not None:
+                self._log.warning("bus %s: connection task had failed: %r", self.client_id, exc)
         self._connected.clear()
 
     async def _run(self) -> None:
@@ -272,7 +281,9 @@ class Bus:
                         await self._inbound(message.topic.value, bytes(payload))
             except aiomqtt.MqttError as exc:
                 self._log.debug("bus %s disconnected: %s", self.client_id, exc)
-            except (OSError, RuntimeError, ValueError) as exc:  # whatever a dying connection raises, retry
+            except NotConnected as exc:  # the owner's on_connect publish found the new connection gone
+                self._log.debug("bus %s lost while connecting: %s", self.client_id, exc)
+            except Exception as exc:  # whatever a dying connection or a handler raises: log, retry
                 self._log.warning("bus %s connection failed: %r", self.client_id, exc)
             finally:
                 self._connected.clear()

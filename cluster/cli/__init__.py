@@ -11,6 +11,7 @@ from cluster.cli import (  # noqa: F401 - each module registers its verbs on mai
     csr,
     fault,
     key,
+    keys,
     lab,
     monitor,
     node,

@@ -34,7 +34,7 @@ def lab() -> None:
 
 
 def _doors_table(spec: LabSpec, doors: dict[str, dict[str, Any]]) -> Table:
-    """Where each node's front doors listen (cluster.frontdoors); '-' for a node without them."""
+    """Where each node's front doors listen (cluster.doors.frontdoors); '-' for a node without them."""
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=f"front doors of {spec.name} (OS administrator: {spec.os_admin.user})", title_justify="left")
@@ -202,3 +202,34 @@ def lab_down(lab_name: str | None, lab_dir: Path | None) -> None:
     running = rl.find_running(lab_name, lab_dir)
     run_async(rl.stop_running(running))
     console.print(f"lab {running.spec.name} stopped; state kept in {running.lab_dir}")
+
+
+@lab.command("ui")
+@lab_option
+@lab_dir_option
+@click.option("--port", default=0, show_default=True, help="Loopback port of the dashboard (0: any free port).")
+@handles_errors
+def lab_ui(lab_name: str | None, lab_dir: Path | None, port: int) -> None:
+    """Serve a dashboard of the running lab on https://127.0.0.1:PORT/lab until Ctrl+C: nodes, trust
+    matrix, live events, lab clock, fault buttons, links to each node's OS Administration pages.
+    Log in with the lab's OS administrator."""
+    import asyncio  # noqa: PLC0415
+
+    from cluster import running as rl  # noqa: PLC0415
+    from cluster.doors.dashboard import Dashboard, start_dashboard  # noqa: PLC0415
+
+    running = rl.find_running(lab_name, lab_dir)
+
+    async def serve() -> None:
+        async with rl.connect(running) as client:
+            ui = await start_dashboard(Dashboard(running.spec, running.lab_dir, client), port=port)
+            console.print(
+                f"lab ui of {running.spec.name}: {ui.url}  (log in as {running.spec.os_admin.user}; Ctrl+C to stop)",
+                highlight=False,
+            )
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await ui.close()
+
+    run_async(serve())

@@ -60,8 +60,10 @@ def node_run(lab_file: Path, node_name: str, broker: str, lab_dir: Path | None, 
 
 async def _serve_node(spec: LabSpec, directory: Path, node_name: str, broker: str, smtp: str | None) -> None:
     # doors live with the agent; mail goes to the running lab's sink, so the node needs none of its own
+    from cluster.keys import use_home_pool  # noqa: PLC0415
     from cluster.lab import Lab  # noqa: PLC0415
 
+    use_home_pool()
     lab = Lab(spec, directory, broker_url=broker, front_doors=spec.front_doors.enabled, smtp_url=smtp)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -41,6 +41,7 @@ def _run(
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     from cluster import running as rl  # noqa: PLC0415
+    from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
     from cluster.runs import default_results_dir, run_scenario  # noqa: PLC0415
     from cluster.scenario import load_scenario  # noqa: PLC0415
     from cluster.views import print_report, step_line, trust_tables  # noqa: PLC0415
@@ -74,6 +75,7 @@ def _run(
             if not as_json:
                 progress.console.print(step_line(step), highlight=False)
 
+        pool = use_home_pool()  # a run's fresh lab installs from keys made ahead
         report = run_async(
             run_scenario(
                 scenario,
@@ -86,6 +88,7 @@ def _run(
                 smtp_url=smtp,
             )
         )
+    refill_later(pool, rsa_keys_to_install(scenario.lab), scenario.lab.rsa_key_size)
     if as_json:
         emit_json(json.loads((report.results_dir / "results.json").read_text(encoding="utf-8")))
         return report.result.exit_code

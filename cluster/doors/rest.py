@@ -53,6 +53,7 @@ from node.catalog import STORES, UNITS, KeyAlgo, stores_for
 from node.errors import BadInput, CertsimError, NotFound
 
 API_ROOT = "/platformcom/api/v1/certmgr/config/"
+PAGES_ROOT = "/cmplatform"  # the OS Administration pages on the same listener (cluster.doors.web)
 MAX_REQUEST_BYTES = 1 << 20  # 1 MiB, the bus's limit for a certificate upload too
 REALM = "certmgr"
 
@@ -412,6 +413,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def _errors_middleware(log: Any) -> Any:
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if _is_page(request):  # the web pages answer in HTML (cluster.doors.web)
+            return await handler(request)
         try:
             return await handler(request)
         except CertsimError as exc:
@@ -437,6 +440,8 @@ def _auth_middleware(credentials: Credentials, throttle: Throttle, log: Any) -> 
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if _is_page(request):  # the web pages log in with a form and a session (cluster.doors.sessions)
+            return await handler(request)
         peer = request.remote or "unknown"
         async with throttle.attempt(peer) as attempt:  # counted as a failure until it succeeds
             user = _authenticated(request, credentials)  # in its own frame: no password among these locals
@@ -451,6 +456,10 @@ def _auth_middleware(credentials: Credentials, throttle: Throttle, log: Any) -> 
         return await handler(request)
 
     return auth
+
+
+def _is_page(request: web.Request) -> bool:
+    return request.path == PAGES_ROOT or request.path.startswith(PAGES_ROOT + "/")
 
 
 def _authenticated(request: web.Request, credentials: Credentials) -> str | bool | None:
@@ -530,6 +539,9 @@ async def start_rest_server(
     """Serve the certmgr API on ``sock`` (a bound listening socket: ``cluster.doors.frontdoors`` picks the
     port, falling back to a free one) until ``RestDoor.close``."""
     app = build_app(CertmgrApi(lab, node, request), credentials, throttle, log, max_request_bytes=max_request_bytes)
+    from cluster.doors.web import add_pages  # noqa: PLC0415 - jinja2 only where a door serves pages
+
+    add_pages(app, lab=lab, node=node, request=request, credentials=credentials, throttle=throttle, log=log)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:

@@ -46,6 +46,7 @@ async def test_install_generates_real_identities_per_role(make_lab: LabFactory) 
         assert held["tomcat"]["cn"] == spec.fqdn
 
 
+@pytest.mark.both_brokers
 async def test_every_node_trusts_every_peers_tomcat_after_install(make_lab: LabFactory) -> None:
     """R-REPL-5: after install every node's tomcat-trust holds each node's tomcat and tomcat-ECDSA certificate."""
     lab = await make_lab()
@@ -217,6 +218,7 @@ async def test_same_name_rule_across_the_cluster(make_lab: LabFactory) -> None:
         assert [r["sha256"] for r in rows] == [v1], node
 
 
+@pytest.mark.both_brokers
 async def test_applying_a_change_twice_changes_nothing(make_lab: LabFactory) -> None:
     """Idempotent apply: records applied again, or replayed on the bus, change nothing on any node."""
     lab = await make_lab()
@@ -236,6 +238,7 @@ async def test_applying_a_change_twice_changes_nothing(make_lab: LabFactory) -> 
     assert await lab.agents["cucm3"].apply_records([fresh], "cucm1") == 0
 
 
+@pytest.mark.both_brokers
 async def test_forged_envelopes_are_refused(make_lab: LabFactory) -> None:
     """Authenticity: an envelope sealed with another cluster's password, or altered, is refused and logged."""
     lab = await make_lab()
@@ -257,6 +260,7 @@ async def test_forged_envelopes_are_refused(make_lab: LabFactory) -> None:
         assert status["rejected"].get("malformed", 0) >= 2
 
 
+@pytest.mark.both_brokers
 async def test_node_that_is_down_times_out_with_a_clear_error(make_lab: LabFactory) -> None:
     """One control path: a request to a stopped node fails with an error naming the node, not a hang."""
     lab = await make_lab()
@@ -265,6 +269,7 @@ async def test_node_that_is_down_times_out_with_a_clear_error(make_lab: LabFacto
         await lab.request("cucm3", "status", timeout=1.0)
 
 
+@pytest.mark.both_brokers
 async def test_catch_up_by_anti_entropy_alone(make_lab: LabFactory, broker) -> None:  # type: ignore[no-untyped-def]
     """R-REPL-6: a node down while others changed trust stores converges after it comes back,
     even when the broker lost its queued messages (digests on reconnect, then state transfer)."""
@@ -314,6 +319,7 @@ def test_key_types_of_installed_identities_are_real_keys() -> None:
     assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
 
 
+@pytest.mark.both_brokers
 async def test_oversized_request_is_refused_by_the_client_with_its_size(make_lab: LabFactory) -> None:
     """Bad input: a 20 MB upload is refused at once with a message naming the size, and changes nothing."""
     lab = await make_lab()
