@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from cluster.cli.app import main
 from cluster.cli.common import (
@@ -46,11 +47,11 @@ def _ocsp_table(title: str, rows: list[dict[str, Any]]) -> Table:
         table.add_row(
             str(r["name"]),
             "\n".join(r["places"]),
-            f"[{style.get(status, 'dim')}]{status}[/]",
-            "allowed" if r["allowed"] else "[red]fails[/red]",
+            Text(status, style=style.get(status, "dim")),
+            "allowed" if r["allowed"] else Text("fails", style="red"),
             str(r.get("signer") or ""),
             str(r.get("checked") or ""),
-            str(r["reason"]).replace("[", r"\["),
+            str(r["reason"]),
         )
     return table
 

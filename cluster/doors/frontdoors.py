@@ -49,7 +49,7 @@ from cluster.doors.auth import LAB_OP_PREFIX, Credentials, RequestFn, Throttle
 from cluster.doors.rest import RestDoor, TlsIdentity, TlsMaterial, start_rest_server
 from cluster.doors.ssh import SshDoor, start_ssh_server
 from cluster.labfile import LabSpec, NodeSpec
-from node import certs
+from node import certops, certs
 from node.agent import NodeAgent
 from node.clock import Clock
 from node.errors import CertsimError, Unavailable
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
 TOMCAT = "Cisco Tomcat"
 TLS_UNIT = "tomcat"
+TLS_TRUST = "tomcat-trust"  # where the served chain's intermediates come from
 KEYS_KEPT = 8  # tomcat key pairs remembered per node (current and recent ones)
 DOORS_DIR = "doors"
 OP_TIMEOUTS = {"csr_gen": 30.0, "regen": 30.0, "identity_upload": 30.0, "service_restart": 120.0}
@@ -166,7 +167,10 @@ class TomcatTls:
             return
         cert = certs.load_certificates(ident.cert_der)[0]
         sha = certs.fingerprint(cert)
-        self._keys[sha] = TlsMaterial(certs.pem_of(cert).encode(), ident.key_pem)
+        trust = [x509.load_der_x509_certificate(r.der) for r in await self.agent.store.entries(TLS_TRUST) if r.der]
+        chain = certops.served_chain(cert, trust)  # leaf + intermediates, as Tomcat serves an uploaded chain
+        pem = "".join(certs.pem_of(c) for c in [cert, *chain]).encode()
+        self._keys[sha] = TlsMaterial(pem, ident.key_pem)
         self._keys.move_to_end(sha)
         while len(self._keys) > KEYS_KEPT:
             self._keys.popitem(last=False)
