@@ -150,7 +150,7 @@ class Text:
     SERVICE_PENDING = "{name}[{state}]  Restart pending: {items}"  # certsim (R-OP-UPLOAD-4)
     INVALID_SERVICE = "Command failed -- Invalid service name"
     SERVICE_STATUS = "Requesting service status, please wait..."
-    STARTING, STARTED = "STARTING", "STARTED"
+    STOPPING, STARTING, STARTED = "STOPPING", "STARTING", "STARTED"
     # set cli pagination off
     PAGINATION_OFF = "Automatic pagination is turned off"
     # utils dbreplication runtimestate: certsim has no database tables; it shows what this node knows
@@ -622,6 +622,7 @@ class PlatformCli:
         name = names.get(wanted.lower())
         if name is None:
             raise NotFound(Text.INVALID_SERVICE)
+        yield _lines(Text.SERVICE_STATE.format(name=name, state=Text.STOPPING))  # tools watch for this phase
         yield _lines(Text.SERVICE_STATE.format(name=name, state=Text.STARTING))
         await self._op("service_restart", name=name)  # takes the service's simulated restart time
         yield _lines(Text.SERVICE_STATE.format(name=name, state=Text.STARTED))

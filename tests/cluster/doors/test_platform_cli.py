@@ -407,6 +407,7 @@ async def test_service_restart_and_list() -> None:
         "Do not press Ctrl+C while the service is restarting. If the service has not restarted properly, "
         "execute the same command again.\n"
         "Service Manager is running\n"
+        "Cisco Tomcat[STOPPING]\n"  # issue 14: tools watch for the stopping phase, then STARTING/STARTED
         "Cisco Tomcat[STARTING]\n"
         "Cisco Tomcat[STARTED]\n"
     )

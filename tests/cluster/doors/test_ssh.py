@@ -562,6 +562,34 @@ async def test_authentication(fake_door: SshDoor, caplog: pytest.LogCaptureFixtu
         assert secret not in logged
 
 
+async def test_wrong_passwords_end_the_connection_after_max_tries(fake_door: SshDoor) -> None:
+    """Issue 14: like sshd's MaxAuthTries, the sixth wrong password on one connection ends it, so a
+    client that keeps offering passwords (some retry forever) is disconnected instead of looping."""
+    from cluster.doors.ssh import MAX_AUTH_TRIES
+
+    fake_door.throttle.free = 100  # this test counts tries, not the slowdown
+    offered: list[str] = []
+
+    class Persistent(asyncssh.SSHClient):
+        def password_auth_requested(self) -> str:
+            offered.append(f"wrong-{len(offered)}")
+            return offered[-1]
+
+    with pytest.raises((asyncssh.DisconnectError, asyncssh.PermissionDenied, ConnectionError)) as info:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            fake_door.port,
+            username=USER,
+            known_hosts=None,
+            client_keys=None,
+            client_factory=Persistent,
+            preferred_auth="password",
+        ):
+            pass
+    assert len(offered) == MAX_AUTH_TRIES, offered
+    assert "Too many authentication failures" in str(info.value) or isinstance(info.value, ConnectionError)
+
+
 async def test_parallel_wrong_passwords_wait_for_each_other(tmp_path: Path) -> None:
     """Door contract, Throttle (issue 6 review, finding 1): wrong passwords tried in parallel from one
     peer are slowed like the same attempts one after another: each counts as a failure from before its
