@@ -170,7 +170,7 @@ class _Session(asyncssh.SSHServerSession[bytes]):
 
     def __init__(self, door: SshDoor) -> None:
         self._door = door
-        self._cli = PlatformCli(door.node, door.request, door.clock)
+        self._cli = PlatformCli(door.node, door.request, door.clock, user=door.credentials.user)
         self._chan: asyncssh.SSHServerChannel[bytes] | None = None
         self._pty = False
         self._command: str | None = None

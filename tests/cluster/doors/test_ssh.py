@@ -336,7 +336,7 @@ async def test_every_command_and_the_third_party_ca_flow_over_ssh(ssh_lab: SshLa
         assert out == (
             "Do not press Ctrl+C while the service is restarting. If the service has not restarted properly, "
             "execute the same command again.\r\nService Manager is running\r\n"
-            "Cisco Tomcat[STARTING]\r\nCisco Tomcat[STARTED]\r\n"
+            "Cisco Tomcat[STOPPING]\r\nCisco Tomcat[STARTING]\r\nCisco Tomcat[STARTED]\r\n"
         )
         ident = next(r for r in await lab.request(NODE, "identity_list", {}) if r["unit"] == "tomcat")
         assert "Cisco Tomcat" not in ident["restart_pending"]
@@ -378,7 +378,12 @@ async def test_every_command_and_the_third_party_ca_flow_over_ssh(ssh_lab: SshLa
         assert out.startswith("Server Time: ")
         assert "Cluster Detailed View from cucm1 (2 Servers):" in out
         assert re.search(r"\r\ncucm1 +cucm1\.lab\.example +cucm +Y +0 +\(2\) Setup Completed\r\n", out), out
-        assert "\r\ncucm2 " in out
+        assert re.search(r"\r\ncucm2 +cucm2\.lab\.example +cucm +Y +0 +\(2\) Setup Completed\r\n", out), out  # asked
+        assert (await term.command("show version active")).startswith("Active Master Version: ")
+        assert "Host Name           : cucm1\r\n" in await term.command("show status")
+        out = await term.command("show network cluster")
+        assert "cucm1.lab.example cucm1 Publisher callmanager DBPub" in out and out.endswith("Successful\r\n")
+        assert "account name    : " in await term.command("show myself")
         out = await term.command("show cert own nosuchunit")
         assert out.endswith("Executed command unsuccessfully\r\n")
         assert await term.command("frobnicate") == "Executed command unsuccessfully\r\nNo valid command entered\r\n"
