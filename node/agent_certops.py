@@ -269,12 +269,16 @@ async def op_csr_gen(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]:
     ident = (await agent.store.identities()).get(unit.name)
     current_bits = certs.key_type(x509.load_der_x509_certificate(ident.cert_der))[1] if ident else None
     size = certops.choose_key_size(unit, args.get("key_size"), current_bits, regen=False)
+    extra_san = certops.check_alt_names(args.get("alt_names"))
+    hash_name = certops.check_csr_hash(unit, args.get("hash"))
     roster = await _roster(agent) if multi else []
     san = certops.csr_san(unit, cfg.fqdn, roster, cfg.role, multi_server=multi)
+    san += [n for n in extra_san if n not in {s.lower() for s in san}]  # the GUI's "Other Domains"
     nodes = tuple(p.name for p in roster if p.fqdn in san and p.name != agent.name) if multi else ()
     key = await asyncio.to_thread(certs.new_private_key, unit.key_algo, size)
     cn = certops.csr_cn(unit, cfg.fqdn, multi_server=multi)
-    csr = certops.build_unit_csr(unit, cn, san, key, cfg.subject, include_ou=bool(args.get("include_ou", True)))
+    include_ou = bool(args.get("include_ou", True))
+    csr = certops.build_unit_csr(unit, cn, san, key, cfg.subject, include_ou=include_ou, hash_name=hash_name)
     pending = PendingCSR(unit.name, certs.csr_pem(csr).encode(), certs.key_pem(key), multi, nodes)
     now_ms = agent.clock.now_ms()
 
