@@ -34,8 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from cluster import userfiles
 from cluster.doors.auth import Credentials
 from cluster.phonespec import PhoneSpecError, PhonesSpec, parse_phones
 from node.catalog import MAX_CLUSTER_NODES, RELEASES, ReleaseProfile, Role
@@ -130,15 +129,11 @@ def hosts_lines(spec: LabSpec) -> list[str]:
 
 
 def load_lab(path: Path) -> LabSpec:
-    """Read and validate a lab file."""
+    """Read and validate a lab file (bounded, UTF-8, checked YAML: cluster.userfiles)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise LabFileError(f"cannot read lab file {path}: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise LabFileError(f"{path}: not valid YAML ({exc})") from None
+        raw = userfiles.load_yaml_file(path, "lab")
+    except userfiles.UserFileError as exc:
+        raise LabFileError(str(exc)) from None
     return parse_lab(raw, source=str(path))
 
 
@@ -203,9 +198,9 @@ def _parse_nodes(nodes_raw: list[Any], domain: str, source: str, doors: FrontDoo
         )
     parsed: list[dict[str, Any]] = []
     for i, item in enumerate(nodes_raw, start=1):
-        where = f"{source}: node {i}"
+        where = f"{source}: nodes[{i}]"  # counted from 1, as people count nodes
         if not isinstance(item, Mapping):
-            raise LabFileError(f"{where} must be a mapping with 'name' and 'role'")
+            raise LabFileError(f"{where}: must be a mapping with 'name' and 'role'")
         unknown = set(item) - NODE_KEYS
         if unknown:
             raise LabFileError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
@@ -251,9 +246,9 @@ def _parse_nodes(nodes_raw: list[Any], domain: str, source: str, doors: FrontDoo
             raise LabFileError(
                 f"{source}: more than one {role.value} publisher: {', '.join(p['name'] for p in flagged)}"
             )
-        chosen = flagged[0] if flagged else members[0]  # R-NODE-1: the first node is the publisher
+        _check_publisher_flags(members, role, source)
         for p in members:
-            p["publisher"] = p is chosen
+            p["publisher"] = p is members[0]  # R-NODE-1: the first node (of its role) is the publisher
     if not any(p["role"] is Role.CUCM for p in parsed):
         raise LabFileError(
             f"{source}: a cluster needs a Unified CM (cucm) publisher; IM&P nodes join a Unified CM cluster"
@@ -262,6 +257,22 @@ def _parse_nodes(nodes_raw: list[Any], domain: str, source: str, doors: FrontDoo
         NodeSpec(p["name"], p["role"], p["publisher"], p["fqdn"], p["address"], p["ssh_port"], p["https_port"])
         for p in parsed
     )
+
+
+def _check_publisher_flags(members: list[dict[str, Any]], role: Role, source: str) -> None:
+    """R-NODE-1: the first node of a role is its publisher; a ``publisher:`` flag may only agree."""
+    first = members[0]
+    if first["publisher"] is False:
+        raise LabFileError(
+            f"{source}: '{first['name']}' is the first {role.value} node, so it is the publisher (R-NODE-1);"
+            " remove 'publisher: false' or list the publisher first"
+        )
+    for p in members[1:]:
+        if p["publisher"]:
+            raise LabFileError(
+                f"{source}: '{p['name']}' has 'publisher: true' but the first {role.value} node"
+                f" '{first['name']}' is the publisher (R-NODE-1); list the publisher first"
+            )
 
 
 def _parse_address(raw: Any, where: str) -> str:
@@ -396,11 +407,9 @@ class ClustersSpec:
 def load_clusters(path: Path) -> ClustersSpec:
     """Read a lab file of one cluster or of several (``clusters:``)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise LabFileError(f"cannot read lab file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise LabFileError(f"{path}: not valid YAML ({exc})") from None
+        raw = userfiles.load_yaml_file(path, "lab")
+    except userfiles.UserFileError as exc:
+        raise LabFileError(str(exc)) from None
     return parse_clusters(raw, source=str(path))
 
 

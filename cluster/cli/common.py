@@ -30,7 +30,8 @@ CERTOPS_TIMEOUT_S = 60.0  # a certificate operation may generate RSA 4096 keys: 
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True)
+    # soft_wrap: one line however long, never wrapped at 80 columns when stderr is not a terminal (scripts read it)
+    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True, soft_wrap=True)
     sys.exit(code)
 
 
@@ -38,7 +39,11 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     """Lab-file and scenario errors (exit 2). Only the loaded ones: an error class whose module was
     never imported cannot have been raised, and importing the scenario runner here would cost every verb."""
     kinds: list[type[BaseException]] = []
-    for module, name in (("cluster.labfile", "LabFileError"), ("cluster.scenario", "ScenarioError")):
+    for module, name in (
+        ("cluster.labfile", "LabFileError"),
+        ("cluster.scenario", "ScenarioError"),
+        ("cluster.userfiles", "UserFileError"),
+    ):
         kind = getattr(sys.modules.get(module), name, None)
         if isinstance(kind, type) and issubclass(kind, BaseException):
             kinds.append(kind)
