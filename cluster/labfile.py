@@ -407,11 +407,9 @@ class ClustersSpec:
 def load_clusters(path: Path) -> ClustersSpec:
     """Read a lab file of one cluster or of several (``clusters:``)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise LabFileError(f"cannot read lab file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise LabFileError(f"{path}: not valid YAML ({exc})") from None
+        raw = userfiles.load_yaml_file(path, "lab")  # bounded, UTF-8, checked YAML, as load_lab reads
+    except userfiles.UserFileError as exc:
+        raise LabFileError(str(exc)) from None
     return parse_clusters(raw, source=str(path))
 
 
