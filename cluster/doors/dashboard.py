@@ -36,9 +36,10 @@ from cluster.doors.auth import Throttle
 from cluster.doors.rest import TlsIdentity, TlsMaterial
 from cluster.doors.sessions import PageAuth, has_session
 from cluster.doors.web import SECURITY_HEADERS, static_file, templates
+from cluster.labdir import HISTORY_FILE
 from cluster.labfile import LabSpec
 from cluster.report import READ_ONLY_OPS, trust_matrix
-from cluster.running import HISTORY_FILE, front_doors
+from cluster.running import front_doors
 from node import certs
 from node.errors import BadInput, CertsimError, Unavailable
 

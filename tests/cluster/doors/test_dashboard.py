@@ -15,7 +15,7 @@ import pytest
 from cluster.controller import LabController
 from cluster.doors.dashboard import ClassDashboard, Dashboard, RunningUi, feed_line, start_dashboard
 from cluster.lab import History, Lab
-from cluster.running import HISTORY_FILE
+from cluster.labdir import HISTORY_FILE
 from tests.conftest import small_lab
 
 EMBEDDED = pytest.mark.parametrize("broker", ["embedded"], indirect=True)
