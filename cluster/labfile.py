@@ -407,7 +407,7 @@ class ClustersSpec:
 def load_clusters(path: Path) -> ClustersSpec:
     """Read a lab file of one cluster or of several (``clusters:``)."""
     try:
-        raw = userfiles.load_yaml_file(path, "lab")  # bounded, UTF-8, checked YAML, as load_lab reads
+        raw = userfiles.load_yaml_file(path, "lab")
     except userfiles.UserFileError as exc:
         raise LabFileError(str(exc)) from None
     return parse_clusters(raw, source=str(path))
