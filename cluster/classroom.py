@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from cluster.labdir import LAB_COPY, RUNNING_FILE, LabState
+from cluster.labdir import HISTORY_FILE, LAB_COPY, RUNNING_FILE, LabState
 from cluster.labfile import ClustersSpec, LabSpec, load_lab, parse_clusters
 from node.errors import Unavailable
 
@@ -209,6 +209,8 @@ async def serve_class(
         await stop.wait()
     finally:
         await _shutdown(children, controllers, labs, lab_dir if worker is None else None)
+        for lab in labs:
+            lab.history.close()
         if embedded is not None:
             await embedded.stop()
 
