@@ -188,8 +188,13 @@ class PhoneFleet:
         return PARAMS[PHONE_INTERACTION].default
 
     def _changed(self, view: Mapping[str, NodeView]) -> list[str]:
+        """R-OP-REGEN-3: the TVS, CAPF or TFTP (CallManager) certificates that changed since phones last reset."""
         now = self._shas(view)
-        return sorted(k for k, sha in now.items() if k in self.seen and self.seen[k] != sha)
+        return sorted(
+            k
+            for k, sha in now.items()
+            if k.split("@", 1)[0] in PHONE_RESET_UNITS and k in self.seen and self.seen[k] != sha
+        )
 
     @staticmethod
     def _shas(view: Mapping[str, NodeView]) -> dict[str, str]:
