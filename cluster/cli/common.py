@@ -8,7 +8,6 @@ when it runs.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Callable, Coroutine
@@ -26,14 +25,13 @@ err = Console(stderr=True)
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-LAB_TARGET = (
-    "@lab"  # cluster.control.LAB_TARGET (the lab controller on the bus), spelled here to keep the bus off --help
-)
+LAB_TARGET = "@lab"  # cluster.control.LAB_TARGET (the lab controller), spelled here to keep the bus off --help
 CERTOPS_TIMEOUT_S = 60.0  # a certificate operation may generate RSA 4096 keys: allow it a minute
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True)
+    # soft_wrap: one line however long, never wrapped at 80 columns when stderr is not a terminal (scripts read it)
+    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True, soft_wrap=True)
     sys.exit(code)
 
 
@@ -41,7 +39,11 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     """Lab-file and scenario errors (exit 2). Only the loaded ones: an error class whose module was
     never imported cannot have been raised, and importing the scenario runner here would cost every verb."""
     kinds: list[type[BaseException]] = []
-    for module, name in (("cluster.labfile", "LabFileError"), ("cluster.scenario", "ScenarioError")):
+    for module, name in (
+        ("cluster.labfile", "LabFileError"),
+        ("cluster.scenario", "ScenarioError"),
+        ("cluster.userfiles", "UserFileError"),
+    ):
         kind = getattr(sys.modules.get(module), name, None)
         if isinstance(kind, type) and issubclass(kind, BaseException):
             kinds.append(kind)
@@ -69,6 +71,8 @@ def handles_errors(func: F) -> F:
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio  # noqa: PLC0415 - only verbs that talk to a lab need the event loop
+
     return asyncio.run(coro)
 
 
@@ -148,3 +152,15 @@ broker_option = click.option(
     help="mqtt://host:port uses that MQTT 3.1.1 broker (mosquitto, EMQX); 'mosquitto' starts a private one"
     " (scenarios may restart it); default: the embedded broker.",
 )
+
+
+def running_lab_options(*, json: bool = False) -> Callable[[F], F]:
+    """The stack every verb on a running lab takes: --lab, --lab-dir (and --json), errors as one line."""
+
+    def wrap(func: F) -> F:
+        func = handles_errors(func)
+        if json:
+            func = json_option(func)
+        return lab_option(lab_dir_option(func))
+
+    return wrap

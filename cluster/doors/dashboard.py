@@ -189,10 +189,23 @@ class Dashboard:
             clock = await self.client.request(LAB_TARGET, "clock", timeout=3)
         return {"nodes": nodes, "matrix": matrix, "labinfo": lab, "clock": clock}
 
-    def summary(self, snap: Mapping[str, Any]) -> str:
-        """What, when it changes, makes open pages refresh (nodes up/connected, partitions)."""
-        nodes = [(n.name, n.up, n.connected, n.converged, n.served) for n in snap["nodes"]]
-        return json.dumps([nodes, snap["labinfo"].get("partitioned"), snap["matrix"].differences])
+    async def summary(self) -> str:
+        """What, when it changes, makes open pages refresh: which nodes answer, their bus connection and
+        digests, the partitions. Cheap (one ``status`` per node): the rest changes with history events."""
+
+        async def one(n: str) -> Any:
+            try:
+                st = await self.client.request(n, "status", timeout=3)
+            except Unavailable:
+                return None
+            return [st.get("connected"), st.get("digests")]
+
+        names = list(self.spec.node_names)
+        nodes = await asyncio.gather(*(one(n) for n in names))
+        lab: dict[str, Any] = {}
+        with contextlib.suppress(CertsimError):
+            lab = await self.client.request(LAB_TARGET, "status", timeout=3)
+        return json.dumps([names, nodes, lab.get("partitioned"), lab.get("running")], default=str)
 
     # -- handlers -------------------------------------------------------------------------------
 
@@ -213,16 +226,26 @@ class Dashboard:
         response.headers.update(SECURITY_HEADERS)
         return response
 
-    async def login_form(self, request: web.Request) -> web.Response:
-        return await self.render(request, "lab_login.html", title=f"certsim lab {self.spec.name}", error="")
+    async def login_form(self, request: web.Request, error: str = "") -> web.Response:
+        async def page(token: str) -> web.Response:
+            return await self.render(
+                request,
+                "lab_login.html",
+                http_status=401 if error else 200,
+                title=f"certsim lab {self.spec.name}",
+                error=error,
+                login_token=token,
+            )
+
+        return await self.auth.login_page(page)
 
     async def login_post(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
-        key, error = await self.auth.login(request, str(form.get("j_username", "")), str(form.get("j_password", "")))
+        key, error = await self.auth.login(
+            request, str(form.get("j_username", "")), str(form.get("j_password", "")), str(form.get("login_token", ""))
+        )
         if key is None:
-            return await self.render(
-                request, "lab_login.html", http_status=401, title=f"certsim lab {self.spec.name}", error=error
-            )
+            return await self.login_form(request, error)
         response = web.HTTPSeeOther(ROOT)
         self.auth.set_cookie(response, key)
         raise response
@@ -326,7 +349,7 @@ class Dashboard:
             if loop.time() >= next_status:
                 next_status = loop.time() + STATUS_EVERY_S
                 with contextlib.suppress(CertsimError):
-                    summary = self.summary(await self.snapshot())
+                    summary = await self.summary()
                     if summary != last_summary:
                         changed = changed or bool(last_summary)
                         last_summary = summary

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cluster.labfile import LabSpec
+from node.catalog import STORES, UNITS
 
 if TYPE_CHECKING:
     from cluster.scenario.runner import Runner
@@ -52,6 +53,8 @@ class StepKind:
     run: Callable[[Runner, Step], Awaitable[Any]]
     may_fail: bool = True  # whether ``expect_error`` is allowed on it
     check: bool = False  # an expectation: an AssertionError from ``run`` fails the step (verdict invalid)
+    defines: tuple[str, ...] = ()  # argument keys whose values name new lab CA certificates
+    uses: tuple[str, ...] = ()  # argument keys whose values name lab CA certificates (or ``unit@node``)
 
 
 def parse_duration(raw: Any) -> dt.timedelta:
@@ -91,10 +94,58 @@ def check_step_nodes(a: Mapping[str, Any], lab: LabSpec, label: str, *, one_of: 
 
 
 def step_nodes(runner: Runner, a: Mapping[str, Any]) -> list[str]:
-    """The nodes a step names with ``node:`` / ``nodes:``; ``all`` (or neither) is every running node."""
+    """The nodes a step names with ``node:`` / ``nodes:``; ``all`` (or neither) is every running node.
+    None at all is an error: a step (above all an expectation) on no node would check nothing."""
     wanted = [str(n) for n in as_list(a.get("nodes")) + as_list(a.get("node"))]
     running: list[str] = runner.lab.running_nodes()
-    return running if not wanted or "all" in wanted else wanted
+    nodes = running if not wanted or "all" in wanted else wanted
+    if not nodes:
+        raise ScenarioError("no node is running, so this step would check nothing")
+    return nodes
+
+
+def number(
+    a: Mapping[str, Any],
+    key: str,
+    label: str,
+    lo: float,
+    hi: float,
+    *,
+    integer: bool = False,
+    what: str = "",
+) -> None:
+    """Refuse a value that is not a number (``integer``: a whole number) from ``lo`` to ``hi``;
+    the message names the field's path, e.g. ``steps[3].wait.seconds``."""
+    if key not in a:
+        return
+    value = a[key]
+    kind = "a whole number" if integer else "a number"
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and (not integer or isinstance(value, int))
+    if not ok or not lo <= value <= hi:
+        raise ScenarioError(f"{label}.{key}: must be {kind}{what} from {lo:g} to {hi:g} (got {value!r})")
+
+
+def check_store(store: Any, label: str, *, units: bool = True) -> None:
+    """A trust store name (``units``: or an identity unit) from the catalog."""
+    known = set(STORES) | (set(UNITS) if units else set())
+    if not isinstance(store, str) or store not in known:
+        what = "store or unit" if units else "trust store"
+        raise ScenarioError(f"{label}.store: unknown {what} {store!r}; known: {', '.join(sorted(known))}")
+
+
+def check_ref(ref: Any, known: set[str], lab: LabSpec, label: str) -> None:
+    """A certificate reference: a lab CA name defined by an earlier step, or ``<unit>@<node>``."""
+    if not isinstance(ref, str):
+        raise ScenarioError(f"{label}: a certificate reference is a name, got {ref!r}")
+    if "@" in ref:
+        unit, node = ref.split("@", 1)
+        if unit not in UNITS:
+            raise ScenarioError(f"{label}: unknown unit '{unit}' in '{ref}'; known: {', '.join(sorted(UNITS))}")
+        check_node(lab, node, label)
+        return
+    if ref not in known:
+        defined = ", ".join(sorted(known)) or "none yet"
+        raise ScenarioError(f"{label}: unknown certificate '{ref}'; earlier ca/sign steps define: {defined}")
 
 
 def as_list(value: Any) -> list[Any]:

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+from cluster import userfiles
 from cluster.labca import LabCA
 from cluster.labfile import LabFileError, LabSpec, load_lab, parse_lab
 from cluster.scenario.base import (
@@ -28,7 +28,10 @@ from cluster.scenario.base import (
     Step,
     as_list,
     check_node,
+    check_ref,
+    check_store,
     need_args,
+    number,
     parse_duration,
 )
 from cluster.scenario.kinds import BUILTIN, EXPECT_KEYS, EXTRA_STEPS
@@ -61,22 +64,31 @@ class Scenario:
 
 
 def load_scenario(path: Path) -> Scenario:
+    """Read and validate a scenario file (bounded, UTF-8, checked YAML: cluster.userfiles)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML ({exc})") from None
+        raw = userfiles.load_yaml_file(path, "scenario")
+    except userfiles.UserFileError as exc:
+        raise ScenarioError(str(exc)) from None
     return parse_scenario(raw, path)
 
 
+MAX_WAIT_S = 3600.0  # one wait step: an hour of wall time is already longer than any run should idle
+MAX_COUNT = 100_000  # entries an expectation can count in one store
+MAX_DAYS = 36_500  # a lab CA certificate's lifetime: a hundred years
+KEY_SIZES = {"RSA": (1024, 2048, 3072, 4096), "EC": (256, 384, 521)}
+SCENARIO_KEYS = {"scenario", "description", "lab", "steps", "settle_timeout"}
+
+
 def parse_scenario(raw: Any, path: Path | None = None) -> Scenario:
+    """Validate a whole scenario before any lab starts: every field's type and range, and every node,
+    store, unit and lab CA name a step uses (a CA name must be made by an earlier step)."""
     where = str(path or "scenario")
     if not isinstance(raw, Mapping):
         raise ScenarioError(f"{where}: a scenario is a mapping with 'scenario', 'lab' and 'steps'")
-    unknown = set(raw) - {"scenario", "description", "lab", "steps", "settle_timeout"}
+    unknown = set(map(str, raw)) - SCENARIO_KEYS
     if unknown:
-        raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+        known = ", ".join(sorted(SCENARIO_KEYS))
+        raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {known}")
     name = str(raw.get("scenario") or (path.stem if path else "scenario"))
     lab_raw = raw.get("lab")
     try:
@@ -91,37 +103,52 @@ def parse_scenario(raw: Any, path: Path | None = None) -> Scenario:
     if not isinstance(steps_raw, list) or not steps_raw:
         raise ScenarioError(f"{where}: 'steps' must be a non-empty list")
     steps = tuple(_parse_step(i, s, lab, where) for i, s in enumerate(steps_raw, start=1))
+    _check_names(steps, lab, where)
     settle = raw.get("settle_timeout", 30)
-    if not isinstance(settle, int | float) or settle <= 0:
-        raise ScenarioError(f"{where}: settle_timeout must be a positive number of seconds")
+    if isinstance(settle, bool) or not isinstance(settle, int | float) or not 0 < settle <= MAX_WAIT_S:
+        raise ScenarioError(f"{where}: settle_timeout: must be a number of seconds from 0 to {MAX_WAIT_S:g}")
     return Scenario(name, str(raw.get("description", "")).strip(), lab, steps, path, float(settle))
 
 
+def _label(where: str, index: int, kind: str | None = None) -> str:
+    """The path of a step in messages: ``file.yaml: steps[3].wait`` (steps count from 1, as in results)."""
+    return f"{where}: steps[{index}]" + (f".{kind}" if kind else "")
+
+
 def _parse_step(index: int, raw: Any, lab: LabSpec, where: str) -> Step:
-    label = f"{where}: step {index}"
+    label = _label(where, index)
     if not isinstance(raw, Mapping):
-        raise ScenarioError(f"{label} must be a mapping such as {{upload: {{...}}}}")
+        raise ScenarioError(f"{label}: must be a mapping such as {{upload: {{...}}}}")
     kinds = [k for k in raw if k in step_kinds()]
     if len(kinds) != 1:
         raise ScenarioError(
-            f"{label} must have exactly one of: {', '.join(step_kinds())} (got {', '.join(map(str, raw))})"
+            f"{label}: must have exactly one of: {', '.join(step_kinds())} (got {', '.join(map(str, raw))})"
         )
     kind = str(kinds[0])
-    extra = set(raw) - {kind, "rule", "expect_error", "note"}
+    label = _label(where, index, kind)
+    extra = set(map(str, raw)) - {kind, "rule", "expect_error", "note"}
     if extra:
-        raise ScenarioError(f"{label}: unknown key(s) {', '.join(sorted(map(str, extra)))}")
+        raise ScenarioError(f"{label}: unknown key(s) {', '.join(sorted(extra))}")
     args = raw[kind]
     rule = raw.get("rule")
     expect_error = raw.get("expect_error")
     if kind == "expect" and isinstance(args, Mapping) and "rule" in args:
         rule = args.get("rule")
+    for key, value in (("rule", rule), ("expect_error", expect_error), ("note", raw.get("note"))):
+        if value is not None and not isinstance(value, str | int | float):
+            raise ScenarioError(f"{_label(where, index)}.{key}: must be text (got {type(value).__name__})")
     may_fail = kind in ERROR_EXPECTING or (kind in EXTRA_STEPS and EXTRA_STEPS[kind].may_fail)
     if expect_error is not None and not may_fail:
         raise ScenarioError(f"{label}: expect_error does not apply to {kind} steps")
-    if kind in EXTRA_STEPS:
-        EXTRA_STEPS[kind].validate(args, lab, label)
-    else:
-        _validate_args(kind, args, lab, label)
+    try:
+        if kind in EXTRA_STEPS:
+            EXTRA_STEPS[kind].validate(args, lab, label)
+        else:
+            _validate_args(kind, args, lab, label)
+    except ScenarioError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:  # a value of the wrong type
+        raise ScenarioError(f"{label}: a value has the wrong type or range ({type(exc).__name__}: {exc})") from None
     return Step(
         index,
         kind,
@@ -132,50 +159,136 @@ def _parse_step(index: int, raw: Any, lab: LabSpec, where: str) -> Step:
     )
 
 
+_BUILTIN_NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # kind: (keys that define lab CA names, keys that use them)
+    "ca": (("create", "issue"), ("issuer",)),
+    "upload": ((), ("cert", "certs")),
+    "delete": ((), ("cert",)),
+    "expect": ((), ("has", "lacks")),
+}
+
+
+def _check_names(steps: Sequence[Step], lab: LabSpec, where: str) -> None:
+    """Every lab CA name a step uses is defined by an earlier step (``ca``, ``sign``...), before the lab starts."""
+    known: set[str] = set()
+    for step in steps:
+        if step.kind in EXTRA_STEPS:
+            defines, uses = EXTRA_STEPS[step.kind].defines, EXTRA_STEPS[step.kind].uses
+        else:
+            defines, uses = _BUILTIN_NAMES.get(step.kind, ((), ()))
+        a = step.args if isinstance(step.args, Mapping) else {}
+        for key in uses:
+            for ref in as_list(a.get(key)):
+                check_ref(ref, known, lab, f"{_label(where, step.index, step.kind)}.{key}")
+        known.update(str(n) for key in defines for n in as_list(a.get(key)))
+
+
 def _validate_args(kind: str, args: Any, lab: LabSpec, label: str) -> None:
-    if kind == "ca":
-        a = need_args(
-            args,
-            [],
-            label,
-            ["create", "issue", "issuer", "cn", "san", "key_type", "key_size", "days", "starts_in_days", "ocsp"],
-        )
-        if ("create" in a) == ("issue" in a):
-            raise ScenarioError(f"{label}: give one of 'create' (a CA) or 'issue' (a leaf certificate)")
-        if "issue" in a and "issuer" not in a:
-            raise ScenarioError(f"{label}: 'issue' needs an 'issuer'")
-    elif kind == "upload":
-        a = need_args(args, ["node", "store"], label, ["cert", "certs", "chain", "format", "pem", "raw", "raw_b64"])
-        check_node(lab, a["node"], label)
-        if sum(k in a for k in ("cert", "certs", "pem", "raw", "raw_b64")) != 1:
-            raise ScenarioError(f"{label}: give one of cert, certs, pem, raw or raw_b64")
-        if a.get("format", "pem") not in ("pem", "der", "pkcs7", "pkcs7-der"):
-            raise ScenarioError(f"{label}: format must be pem, der, pkcs7 or pkcs7-der")
-    elif kind == "delete":
-        a = need_args(args, ["node", "store"], label, ["name", "cert"])
-        check_node(lab, a["node"], label)
-        if ("name" in a) == ("cert" in a):
-            raise ScenarioError(f"{label}: give one of 'name' or 'cert'")
-    elif kind in ("stop", "start", "resync"):
+    if kind in ("stop", "start", "resync"):
         check_node(lab, args, label)
-    elif kind == "wait":
-        if args != "converged" and not (isinstance(args, Mapping) and set(args) <= {"converged", "seconds"}):
-            raise ScenarioError(f"{label}: wait takes 'converged' or {{seconds: N}}")
     elif kind == "advance":
         if parse_duration(args) > MAX_ADVANCE:
             raise ScenarioError(f"{label}: one advance moves the clock at most {MAX_ADVANCE.days} days")
-    elif kind == "list":
-        a = need_args(args, ["node"], label, ["store", "usage", "cn", "key_type", "expires_before", "expires_after"])
-        check_node(lab, a["node"], label)
     elif kind == "expect" and (delegate := _expect_delegate(args)) is not None:
         EXTRA_STEPS[delegate].validate(args, lab, label)
-    elif kind == "expect":
-        a = need_args(args, ["store"], label, ["rule", "nodes", "node", "has", "lacks", "count", "settle"])
-        if not any(k in a for k in ("has", "lacks", "count")):
-            raise ScenarioError(f"{label}: an expectation needs has, lacks or count")
-        for n in as_list(a.get("nodes", [])) + ([a["node"]] if "node" in a else []):
-            if n != "all":
-                check_node(lab, n, label)
+    else:
+        _VALIDATORS[kind](args, lab, label)
+
+
+def _v_ca(args: Any, _lab: LabSpec, label: str) -> None:
+    """Key type and size, lifetime and names of a lab CA step: refused, never silently replaced (DSA is not RSA)."""
+    a = need_args(
+        args,
+        [],
+        label,
+        ["create", "issue", "issuer", "cn", "san", "key_type", "key_size", "days", "starts_in_days", "ocsp"],
+    )
+    if ("create" in a) == ("issue" in a):
+        raise ScenarioError(f"{label}: give one of 'create' (a CA) or 'issue' (a leaf certificate)")
+    if "issue" in a and "issuer" not in a:
+        raise ScenarioError(f"{label}: 'issue' needs an 'issuer'")
+    key_type = str(a.get("key_type", "RSA")).upper()
+    if key_type not in KEY_SIZES:
+        raise ScenarioError(f"{label}.key_type: must be RSA or EC (got {a['key_type']!r})")
+    if "key_size" in a and a["key_size"] not in KEY_SIZES[key_type]:
+        sizes = ", ".join(map(str, KEY_SIZES[key_type]))
+        raise ScenarioError(f"{label}.key_size: a {key_type} key has {sizes} bits (got {a['key_size']!r})")
+    number(a, "days", label, 1, MAX_DAYS, integer=True, what=" of days")
+    number(a, "starts_in_days", label, -MAX_DAYS, MAX_DAYS, what=" of days")
+    for key in ("create", "issue", "issuer", "cn"):
+        if key in a and not isinstance(a[key], str | int):
+            raise ScenarioError(f"{label}.{key}: must be a name (got {a[key]!r})")
+
+
+def _v_upload(args: Any, lab: LabSpec, label: str) -> None:
+    a = need_args(args, ["node", "store"], label, ["cert", "certs", "chain", "format", "pem", "raw", "raw_b64"])
+    check_node(lab, a["node"], label)
+    check_store(a["store"], label)
+    if sum(k in a for k in ("cert", "certs", "pem", "raw", "raw_b64")) != 1:
+        raise ScenarioError(f"{label}: give one of cert, certs, pem, raw or raw_b64")
+    if a.get("format", "pem") not in ("pem", "der", "pkcs7", "pkcs7-der"):
+        raise ScenarioError(f"{label}.format: must be pem, der, pkcs7 or pkcs7-der")
+    for key in ("pem", "raw", "raw_b64"):
+        if key in a and not isinstance(a[key], str):
+            raise ScenarioError(f"{label}.{key}: must be text")
+
+
+def _v_delete(args: Any, lab: LabSpec, label: str) -> None:
+    a = need_args(args, ["node", "store"], label, ["name", "cert"])
+    check_node(lab, a["node"], label)
+    check_store(a["store"], label)
+    if ("name" in a) == ("cert" in a):
+        raise ScenarioError(f"{label}: give one of 'name' or 'cert'")
+
+
+def _v_wait(args: Any, _lab: LabSpec, label: str) -> None:
+    if args != "converged" and not (isinstance(args, Mapping) and set(args) <= {"converged", "seconds"}):
+        raise ScenarioError(f"{label}: wait takes 'converged' or {{seconds: N}}")
+    if isinstance(args, Mapping):
+        number(args, "seconds", label, 0, MAX_WAIT_S, what=" of seconds")
+
+
+def _v_list(args: Any, lab: LabSpec, label: str) -> None:
+    a = need_args(args, ["node"], label, ["store", "usage", "cn", "key_type", "expires_before", "expires_after"])
+    check_node(lab, a["node"], label)
+    if "store" in a:
+        check_store(a["store"], label)
+
+
+def _v_expect(args: Any, lab: LabSpec, label: str) -> None:
+    """An expectation must be able to fail: a known store, held by at least one node it looks at."""
+    a = need_args(args, ["store"], label, ["rule", "nodes", "node", "has", "lacks", "count", "settle"])
+    if not any(k in a for k in ("has", "lacks", "count")):
+        raise ScenarioError(f"{label}: an expectation needs has, lacks or count")
+    check_store(a["store"], label)
+    store = str(a["store"])
+    number(a, "count", label, 0, MAX_COUNT, integer=True)
+    if "settle" in a and not isinstance(a["settle"], bool):
+        raise ScenarioError(f"{label}.settle: must be true or false")
+    named = as_list(a.get("nodes", [])) + ([a["node"]] if "node" in a else [])
+    for n in named:
+        if n != "all":
+            check_node(lab, n, label)
+            if n not in _holders(lab, store):
+                raise ScenarioError(f"{label}.node: '{n}' has no '{store}' (not on a {lab.node(n).role.value} node)")
+    if (not named or "all" in named) and not _holders(lab, store):
+        raise ScenarioError(f"{label}.store: no node of this lab has '{store}': the check would check nothing")
+
+
+_VALIDATORS: dict[str, Callable[[Any, LabSpec, str], None]] = {
+    "ca": _v_ca,
+    "upload": _v_upload,
+    "delete": _v_delete,
+    "wait": _v_wait,
+    "list": _v_list,
+    "expect": _v_expect,
+}
+
+
+def _holders(lab: LabSpec, store: str) -> list[str]:
+    """The lab's nodes whose role has this store or unit (catalog)."""
+    roles = STORES[store].roles if store in STORES else (UNITS[store].roles if store in UNITS else set())
+    return [n.name for n in lab.nodes if n.role in roles]
 
 
 def _expect_delegate(args: Any) -> str | None:
@@ -258,6 +371,10 @@ class Runner:
                 outcome = await self._run_step(step)
             except (CertsimError, ScenarioError, TimeoutError) as exc:
                 message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+                outcome = StepResult(step.index, step.kind, "error", self._now(), step.rule, message)
+            except (TypeError, ValueError, KeyError, LookupError, OverflowError) as exc:
+                # a value validation let through: the run cannot decide, it must not end in a traceback
+                message = f"{type(exc).__name__}: {exc}"
                 outcome = StepResult(step.index, step.kind, "error", self._now(), step.rule, message)
             result.steps.append(outcome)
             self.lab.history.record(
@@ -456,11 +573,15 @@ class Runner:
             conv = await self.lab.converge(timeout=self.scenario.settle_timeout)
             converged = conv.converged
         nodes = self._target_nodes(a, store)
+        if not nodes:
+            raise ScenarioError(f"no running node holds '{store}', so this expectation would check nothing")
         has = [await self._resolve(str(r)) for r in as_list(a.get("has"))]
         lacks = [await self._resolve(str(r)) for r in as_list(a.get("lacks"))]
         problems: list[str] = []
+        entries = 0
         for node in nodes:
             rows = await self.lab.request(node, "list", {"store": store})
+            entries += len(rows)
             held = {(r["name"], r["sha256"]) for r in rows}
             held_names = {r["name"] for r in rows}
             problems += [f"{node} lacks {store}/{n}" for n, fp in has if (n, fp) not in held]
@@ -476,15 +597,17 @@ class Runner:
             )
             if p
         )
+        checked = {"nodes": nodes, "store": store, "entries": entries}  # what the expectation looked at
         if problems:
-            return self._ok(step, "; ".join(problems), status="failed")
+            return self._ok(step, "; ".join(problems), checked, status="failed")
         if not converged:
             return self._ok(
                 step,
                 f"{store} {what} on {', '.join(nodes)}, but the cluster had not converged",
+                checked,
                 status="unknown",
             )
-        return self._ok(step, f"{store} {what} on {', '.join(nodes)}")
+        return self._ok(step, f"{store} {what} on {', '.join(nodes)} ({entries} entries checked)", checked)
 
     def _target_nodes(self, a: Mapping[str, Any], store: str) -> list[str]:
         wanted = as_list(a.get("nodes")) + ([a["node"]] if "node" in a else [])

@@ -355,8 +355,8 @@ async def _expect_csr(runner: Runner, step: Step) -> Any:
 
 STEPS: Mapping[str, StepKind] = {
     "csr": StepKind(_v_csr, _csr),
-    "sign": StepKind(_v_sign, _sign),
-    "upload_identity": StepKind(_v_upload_identity, _upload_identity),
+    "sign": StepKind(_v_sign, _sign, defines=("as",), uses=("issuer",)),
+    "upload_identity": StepKind(_v_upload_identity, _upload_identity, uses=("cert", "certs")),
     "regen": StepKind(_v_regen, _regen),
     "restart": StepKind(_v_restart, _restart),
     "param": StepKind(_v_param, _param),
@@ -364,7 +364,7 @@ STEPS: Mapping[str, StepKind] = {
     "token": StepKind(_v_token, _token),
     "check_remote": StepKind(_v_check_remote, _check_remote, may_fail=False, check=True),
     "exchange": StepKind(_v_exchange, _exchange),
-    "expect_identity": StepKind(_v_expect_identity, _expect_identity, may_fail=False, check=True),
+    "expect_identity": StepKind(_v_expect_identity, _expect_identity, may_fail=False, check=True, uses=("cert",)),
     "expect_service": StepKind(_v_expect_service, _expect_service, may_fail=False, check=True),
     "expect_csr": StepKind(_v_expect_csr, _expect_csr, may_fail=False, check=True),
 }

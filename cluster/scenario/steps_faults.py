@@ -225,7 +225,7 @@ STEPS: Mapping[str, StepKind] = {
     "heal": StepKind(_nodes_validator, _heal, may_fail=False),
     "faults": StepKind(_validate_faults, _faults, may_fail=False),
     "broker": StepKind(_validate_broker, _broker),
-    "burst": StepKind(_validate_burst, _burst, may_fail=False),
+    "burst": StepKind(_validate_burst, _burst, may_fail=False, uses=("issuer",)),
     "expect_acknowledged": StepKind(_validate_expect_acked, _expect_acked, may_fail=False, check=True),
     "rogue": StepKind(_validate_rogue, _rogue, may_fail=False),
     "expect_rejected": StepKind(_validate_expect_rejected, _expect_rejected, may_fail=False, check=True),

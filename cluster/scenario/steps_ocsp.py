@@ -206,8 +206,8 @@ async def _expect_ocsp(runner: Runner, step: Step) -> Any:
 
 STEPS: Mapping[str, StepKind] = {
     "ocsp": StepKind(_v_ocsp, _ocsp),
-    "revoke": StepKind(_v_revoke, _revoke),
-    "ocsp_responder": StepKind(_v_responder, _responder),
+    "revoke": StepKind(_v_revoke, _revoke, uses=("cert",)),
+    "ocsp_responder": StepKind(_v_responder, _responder, defines=("as",), uses=("ca",)),
     "ocsp_check": StepKind(_v_ocsp_check, _ocsp_check),
-    "expect_ocsp": StepKind(_v_expect_ocsp, _expect_ocsp, may_fail=False, check=True),
+    "expect_ocsp": StepKind(_v_expect_ocsp, _expect_ocsp, may_fail=False, check=True, uses=("cert",)),
 }

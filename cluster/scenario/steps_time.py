@@ -173,7 +173,7 @@ async def _expect_monitor(runner: Runner, step: Step) -> Any:
 
 STEPS: Mapping[str, StepKind] = {
     "monitor": StepKind(_v_monitor, _monitor),
-    "expect_alarms": StepKind(_v_expect_times, _expect_alarms, may_fail=False, check=True),
-    "expect_mails": StepKind(_v_expect_mails, _expect_mails, may_fail=False, check=True),
+    "expect_alarms": StepKind(_v_expect_times, _expect_alarms, may_fail=False, check=True, uses=("cert",)),
+    "expect_mails": StepKind(_v_expect_mails, _expect_mails, may_fail=False, check=True, uses=("cert",)),
     "expect_monitor": StepKind(_v_expect_monitor, _expect_monitor, may_fail=False, check=True),
 }

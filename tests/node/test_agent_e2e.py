@@ -184,18 +184,19 @@ async def test_errors_for_unknown_store_node_name_and_empty_pkcs7(make_lab: LabF
     assert await snapshot(lab) == before
 
 
-async def test_expired_and_not_yet_valid_are_refused(make_lab: LabFactory) -> None:
-    """Expired or not-yet-valid certificates (by the lab's clock) are refused and change nothing."""
+async def test_expired_and_not_yet_valid_are_stored_with_a_warning(make_lab: LabFactory) -> None:
+    """Issue 14: expired or not-yet-valid trust certificates (by the lab's clock) are stored, and the
+    result carries a warning that every door prints (its notes)."""
     lab = await make_lab()
     ca = LabCA(lab.clock)
     ca.create_ca("Old", days=30, starts_in_days=-400)
     ca.create_ca("Future", starts_in_days=10)
-    with pytest.raises(Refused, match="expired"):
-        await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": b64(ca.get("Old").pem())})
-    with pytest.raises(Refused, match="not yet valid"):
-        await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": b64(ca.get("Future").pem())})
+    old = await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": b64(ca.get("Old").pem())})
+    future = await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": b64(ca.get("Future").pem())})
+    assert any(n.startswith("warning:") and "expired on" in n for n in old["notes"]), old
+    assert any(n.startswith("warning:") and "not yet valid" in n for n in future["notes"]), future
     names = {r["name"] for r in await lab.request("cucm1", "list", {"store": "tomcat-trust"})}
-    assert not names & {"Old", "Future"}
+    assert {certs.entry_name(ca.get("Old").cert), certs.entry_name(ca.get("Future").cert)} <= names
 
 
 async def test_same_name_rule_across_the_cluster(make_lab: LabFactory) -> None:

@@ -58,7 +58,10 @@ async def test_dashboard_shows_the_lab_and_its_fault_buttons_act(ui: tuple[Lab, 
     ) as s:
         async with s.get(base, allow_redirects=False) as r:
             assert r.status == 303 and r.headers["Location"] == "/lab/login"
-        async with s.post(base + "/login", data={"j_username": "admin", "j_password": "certsim-admin"}) as r:
+        async with s.get(base + "/login") as r:
+            login_token = re.search(r'name="login_token" value="([^"]+)"', await r.text()).group(1)  # type: ignore[union-attr]
+        form = {"j_username": "admin", "j_password": "certsim-admin", "login_token": login_token}
+        async with s.post(base + "/login", data=form) as r:
             html = await r.text()
         assert 'data-node="cucm1" data-state="up"' in html and 'data-node="cucm2" data-state="up"' in html
         assert 'id="matrix"' in html and "tomcat-trust" in html
