@@ -205,7 +205,12 @@ def link() -> None:
 @link.command("check")
 @click.argument("kind", type=click.Choice(["tomcat", "sip", "ldap", "imp"]))
 @click.option("--from", "src", required=True, help="The node that connects.")
-@click.option("--to", "dst", required=True, help="A node, or the lab CA certificate of the LDAP server / SIP gateway.")
+@click.option(
+    "--to",
+    "dst",
+    required=True,
+    help="A node, <cluster>/<node> of another cluster (sip), or the lab CA name of the LDAP server / SIP gateway.",
+)
 @click.option("--trusts", multiple=True, help="SIP gateway: what it trusts (lab CA names or CallManager@<node>).")
 @running_lab_options(json=True)
 def link_check(
