@@ -150,7 +150,6 @@ async def serve_class(
     from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
     from cluster.lab import History, Lab  # noqa: PLC0415
     from cluster.limits import ensure_fd_limit, fds_needed  # noqa: PLC0415
-    from cluster.running import HISTORY_FILE  # noqa: PLC0415
 
     number = worker or 0
     mine = [spec for i, spec in enumerate(multi.clusters) if i % workers == number]
