@@ -21,12 +21,11 @@ import json
 import os
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
 from node import certops, certs, ops
-from node.agent import NodeAgent, PerAgent, _b64_arg, _sleep_until, register_message, register_op
 from node.catalog import (
     AUTHZ_KEYS,
     AUTHZ_UNIT,
@@ -42,9 +41,13 @@ from node.catalog import (
 )
 from node.certops import AuthzKey, NodeInfo, PendingCSR, ServiceState
 from node.errors import BadInput, CertsimError, NotFound, Refused
+from node.extension import Extension, PerAgent, b64_arg, sleep_until
 from node.store import Identity, NodeStore
 from replication.envelope import Envelope
 from replication.hlc import Version
+
+if TYPE_CHECKING:
+    from node.agent import NodeAgent
 
 ROSTER_WAIT_S = 0.4  # wall seconds to collect hellos: transport pacing, not simulated time
 PEER_ANSWER_S = 2.0  # wall seconds a remote-node check waits for the peer's Tomcat
@@ -348,7 +351,7 @@ async def _peer_trust_puts(
     der = certs.der_of(cert)
     held = await agent.store.get_entry(store, name)
     if held is not None and previous is not None and held.der == previous and held.der != der:
-        return [ops.Put(store, name, der)]  # the node's own certificate, replaced by its successor
+        return [ops.Put(store, name, der, supersedes=True)]  # the node's own certificate, replaced by its successor
     existing = {(r.store, r.name): r.der or b"" for r in await agent.store.entries(store)}
     return list(ops.plan_trust_upload(agent.config.role, store, [cert], existing, agent.clock.now()).puts)
 
@@ -356,7 +359,7 @@ async def _peer_trust_puts(
 async def op_identity_upload(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]:
     cfg = agent.config
     unit = certops.identity_unit(cfg.role, cfg.publisher, _unit_arg(args), op="certificate upload")
-    data = _b64_arg(args, "data")
+    data = b64_arg(args, "data")
     uploaded = certs.load_certificates(data)
     if unit.trust_store is None or unit.trust_store not in agent.stores:
         raise Refused(f"{unit.name} is issued by the cluster and cannot be replaced by a CA-signed certificate")
@@ -560,7 +563,7 @@ async def op_service_restart(agent: NodeAgent, args: dict[str, Any]) -> dict[str
         if not 0 <= seconds <= 3600:
             raise BadInput("a restart takes between 0 and 3600 simulated seconds")
         agent.log.info("service-restarting", service=spec.name)
-        await _sleep_until(agent.clock, agent.clock.now() + dt.timedelta(seconds=seconds))
+        await sleep_until(agent.clock, agent.clock.now() + dt.timedelta(seconds=seconds))
         by_unit, extras, identities = await _current(agent)
         loaded = certops.current_items(spec, by_unit, extras)
         state = ServiceState(spec.name, "running", loaded, agent.clock.now_ms())
@@ -873,34 +876,34 @@ async def op_cluster_nodes(agent: NodeAgent, _args: dict[str, Any]) -> list[dict
     return [{"name": p.name, "fqdn": p.fqdn, "role": p.role} for p in await _roster(agent)]
 
 
-for _name, _handler in (
-    ("csr_gen", op_csr_gen),
-    ("csr_get", op_csr_get),
-    ("csr_list", op_csr_list),
-    ("csr_delete", op_csr_delete),
-    ("identity_upload", op_identity_upload),
-    ("identity_list", op_identity_list),
-    ("regen", op_regen),
-    ("service_list", op_service_list),
-    ("service_restart", op_service_restart),
-    ("service_cert", op_service_cert),
-    ("param_set", op_param_set),
-    ("param_get", op_param_get),
-    ("authz_regen", op_authz_regen),
-    ("authz_status", op_authz_status),
-    ("token_issue", op_token_issue),
-    ("token_verify", op_token_verify),
-    ("check_remote", op_check_remote),
-    ("cluster_nodes", op_cluster_nodes),
-):
-    register_op(_name, _handler)
-
-for _kind, _mhandler in (
-    ("certops-hello", _on_hello),
-    ("identity-install", _on_identity_install),
-    ("param", _on_param),
-    ("authz-keys", _on_authz_keys),
-    ("tomcat-serving-req", _on_serving_req),
-    ("tomcat-serving", _on_serving),
-):
-    register_message(_kind, _mhandler)
+EXTENSION = Extension(
+    name="certops",
+    ops={
+        "csr_gen": op_csr_gen,
+        "csr_get": op_csr_get,
+        "csr_list": op_csr_list,
+        "csr_delete": op_csr_delete,
+        "identity_upload": op_identity_upload,
+        "identity_list": op_identity_list,
+        "regen": op_regen,
+        "service_list": op_service_list,
+        "service_restart": op_service_restart,
+        "service_cert": op_service_cert,
+        "param_set": op_param_set,
+        "param_get": op_param_get,
+        "authz_regen": op_authz_regen,
+        "authz_status": op_authz_status,
+        "token_issue": op_token_issue,
+        "token_verify": op_token_verify,
+        "check_remote": op_check_remote,
+        "cluster_nodes": op_cluster_nodes,
+    },
+    messages={
+        "certops-hello": _on_hello,
+        "identity-install": _on_identity_install,
+        "param": _on_param,
+        "authz-keys": _on_authz_keys,
+        "tomcat-serving-req": _on_serving_req,
+        "tomcat-serving": _on_serving,
+    },
+)
