@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ class EmbeddedBroker:
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": False}},
         }
         self._broker = Broker(config)
+        patch_amqtt_subscriptions(self._broker)
         await self._broker.start()
 
     async def stop(self) -> None:
@@ -104,6 +106,39 @@ class EmbeddedBroker:
     @property
     def url(self) -> str:
         return self.address.url
+
+
+class SnapshotDict(dict[str, Any]):
+    """A dict whose iteration walks a copy of its keys or items, so it may change while being iterated.
+
+    amqtt 0.12.1 (the latest release) iterates ``Broker._subscriptions`` and awaits inside the loop:
+    the connection handler (``_handle_client_session``) loops over every topic filter and awaits the
+    retained-message publish for each, and ``_run_broadcast`` awaits topic filtering per filter. A
+    client that subscribes to a new filter during that await adds a key, and the loop raises
+    ``RuntimeError: dictionary changed size during iteration``: the connecting client's handler dies
+    after its CONNACK and that client waits for a SUBACK that never comes (a CLI call failed after its
+    ~21 s of retries when several ran at once). Upstream's fix is to iterate a snapshot
+    (``for topic in list(self._subscriptions)``); this container makes every such loop do that without
+    copying amqtt's long methods. Remove it when a fixed amqtt release is pinned
+    (tests/cluster/test_broker_amqtt.py shows whether the unpatched broker still fails).
+    """
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().__iter__()))
+
+    def keys(self) -> list[str]:  # type: ignore[override]
+        return list(super().keys())
+
+    def values(self) -> list[Any]:  # type: ignore[override]
+        return list(super().values())
+
+    def items(self) -> list[tuple[str, Any]]:  # type: ignore[override]
+        return list(super().items())
+
+
+def patch_amqtt_subscriptions(broker: Any) -> None:
+    """Give an amqtt broker the snapshot-iterating subscription table (see :class:`SnapshotDict`)."""
+    broker._subscriptions = SnapshotDict(broker._subscriptions)
 
 
 def _abort_connections(broker: Any) -> None:

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from cluster import labops_phones
 from cluster.control import LAB_TARGET
 from cluster.lab import Lab
 from cluster.scenario import parse_duration
@@ -21,6 +22,7 @@ from node.errors import BadInput, CertsimError, NotFound, Unavailable
 from replication.envelope import Envelope, EnvelopeError, open_envelope
 from replication.transport import Bus, NotConnected
 
+_READS = {"status", "clock", "mails"}
 ANSWER_MEMORY = 512  # answers kept so a resent request is answered, not run twice
 
 
@@ -73,6 +75,10 @@ class LabController:
             args = env.body.get("args") or {}
             try:
                 body = {"req": env.msg_id, "ok": True, "result": await _run(self.lab, op, args)}
+                if op not in _READS:  # faults and clock jumps show in the lab's history (certsim lab ui's feed)
+                    self.lab.history.record(
+                        {"event": f"lab-{op}", "node": LAB_TARGET, "sim": certs.iso(self.lab.clock.now()), "args": args}
+                    )
             except CertsimError as exc:
                 body = {"req": env.msg_id, "ok": False, "error": {"code": exc.code, "message": exc.message}}
             except (ValueError, TypeError, KeyError) as exc:
@@ -111,7 +117,7 @@ async def _status(lab: Lab, _args: dict[str, Any]) -> dict[str, Any]:
         "running": lab.running_nodes(),
         "partitioned": sorted(lab.partitioned),
         "broker": lab.broker_url,
-        "front_doors": {name: doors.describe() for name, doors in lab.doors.items()},  # cluster.frontdoors
+        "front_doors": {name: doors.describe() for name, doors in lab.doors.items()},  # cluster.doors.frontdoors
     }
 
 
@@ -208,4 +214,5 @@ OPS: dict[str, Callable[[Lab, dict[str, Any]], Awaitable[Any]]] = {
     "heal": _heal,
     "link": _link,
     "broker_restart": _broker_restart,
+    **labops_phones.OPS,  # phones, CTL, DRS backups, TLS links
 }

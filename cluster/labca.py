@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -227,3 +228,16 @@ class LabCA:
         issued = Issued(name, cert, None, (parent.cert, *parent.chain))
         self.items[name] = issued
         return issued
+
+
+def load_ca_dir(directory: Path, clock: Clock) -> LabCA:
+    """A lab CA kept in files (``<name>.pem`` with its chain, ``<name>.key``), as ``certsim ca`` writes it."""
+    ca = LabCA(clock)
+    if not directory.is_dir():
+        return ca
+    for pem in sorted(directory.glob("*.pem")):
+        chain = x509.load_pem_x509_certificates(pem.read_bytes())
+        key_file = pem.with_suffix(".key")
+        key = certs.load_key(key_file.read_bytes()) if key_file.exists() else None
+        ca.items[pem.stem] = Issued(pem.stem, chain[0], key, tuple(chain[1:]))
+    return ca

@@ -14,7 +14,7 @@ A lab file, in the spirit of containerlab's topology files::
       - {name: cucm-sub1, role: cucm, https_port: 8443}     # per-node ports override the lab's
       - {name: imp-pub, role: imp}
 
-Front doors (``cluster.frontdoors``): every node listens for SSH (the platform CLI) and HTTPS
+Front doors (``cluster.doors.frontdoors``): every node listens for SSH (the platform CLI) and HTTPS
 (the certmgr REST API) on its own loopback ``address`` (127.0.0.0/8). A node without one gets
 ``127.0.0.<11 + i>``, ``i`` its position in ``nodes`` (0-based), so the demo lab's cucm-pub is
 127.0.0.11. Port 0 asks for any free port; a port that cannot be bound (in use, or below 1024
@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cluster.frontdoor_auth import Credentials
+from cluster import userfiles
+from cluster.doors.auth import Credentials
+from cluster.phonespec import PhoneSpecError, PhonesSpec, parse_phones
 from node.catalog import MAX_CLUSTER_NODES, RELEASES, ReleaseProfile, Role
 from node.certs import SubjectFields
 
@@ -55,6 +55,7 @@ LAB_KEYS = {
     "rsa_key_size",
     "os_admin",
     "front_doors",
+    "phones",
 }
 NODE_KEYS = {"name", "role", "publisher", "fqdn", "address", "ssh_port", "https_port"}
 FRONT_DOOR_KEYS = {"enabled", "ssh_port", "https_port"}
@@ -104,6 +105,7 @@ class LabSpec:
     rsa_key_size: int = 2048
     os_admin: Credentials = DEFAULT_OS_ADMIN
     front_doors: FrontDoorSpec = FrontDoorSpec()
+    phones: PhonesSpec = PhonesSpec()  # noqa: RUF009 - frozen; the simulated phones (cluster.phonespec)
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
@@ -127,15 +129,11 @@ def hosts_lines(spec: LabSpec) -> list[str]:
 
 
 def load_lab(path: Path) -> LabSpec:
-    """Read and validate a lab file."""
+    """Read and validate a lab file (bounded, UTF-8, checked YAML: cluster.userfiles)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise LabFileError(f"cannot read lab file {path}: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise LabFileError(f"{path}: not valid YAML ({exc})") from None
+        raw = userfiles.load_yaml_file(path, "lab")
+    except userfiles.UserFileError as exc:
+        raise LabFileError(str(exc)) from None
     return parse_lab(raw, source=str(path))
 
 
@@ -182,7 +180,15 @@ def parse_lab(raw: Any, source: str = "lab") -> LabSpec:
         rsa_key_size=int(key_size),
         os_admin=_parse_os_admin(raw.get("os_admin"), source),
         front_doors=doors,
+        phones=_parse_phones(raw.get("phones"), nodes, source),
     )
+
+
+def _parse_phones(raw: Any, nodes: tuple[NodeSpec, ...], source: str) -> PhonesSpec:
+    try:
+        return parse_phones(raw, [n.name for n in nodes if n.role is Role.CUCM], source)
+    except PhoneSpecError as exc:
+        raise LabFileError(str(exc)) from None
 
 
 def _parse_nodes(nodes_raw: list[Any], domain: str, source: str, doors: FrontDoorSpec) -> tuple[NodeSpec, ...]:
@@ -192,9 +198,9 @@ def _parse_nodes(nodes_raw: list[Any], domain: str, source: str, doors: FrontDoo
         )
     parsed: list[dict[str, Any]] = []
     for i, item in enumerate(nodes_raw, start=1):
-        where = f"{source}: node {i}"
+        where = f"{source}: nodes[{i}]"  # counted from 1, as people count nodes
         if not isinstance(item, Mapping):
-            raise LabFileError(f"{where} must be a mapping with 'name' and 'role'")
+            raise LabFileError(f"{where}: must be a mapping with 'name' and 'role'")
         unknown = set(item) - NODE_KEYS
         if unknown:
             raise LabFileError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
@@ -240,9 +246,9 @@ def _parse_nodes(nodes_raw: list[Any], domain: str, source: str, doors: FrontDoo
             raise LabFileError(
                 f"{source}: more than one {role.value} publisher: {', '.join(p['name'] for p in flagged)}"
             )
-        chosen = flagged[0] if flagged else members[0]  # R-NODE-1: the first node is the publisher
+        _check_publisher_flags(members, role, source)
         for p in members:
-            p["publisher"] = p is chosen
+            p["publisher"] = p is members[0]  # R-NODE-1: the first node (of its role) is the publisher
     if not any(p["role"] is Role.CUCM for p in parsed):
         raise LabFileError(
             f"{source}: a cluster needs a Unified CM (cucm) publisher; IM&P nodes join a Unified CM cluster"
@@ -251,6 +257,22 @@ def _parse_nodes(nodes_raw: list[Any], domain: str, source: str, doors: FrontDoo
         NodeSpec(p["name"], p["role"], p["publisher"], p["fqdn"], p["address"], p["ssh_port"], p["https_port"])
         for p in parsed
     )
+
+
+def _check_publisher_flags(members: list[dict[str, Any]], role: Role, source: str) -> None:
+    """R-NODE-1: the first node of a role is its publisher; a ``publisher:`` flag may only agree."""
+    first = members[0]
+    if first["publisher"] is False:
+        raise LabFileError(
+            f"{source}: '{first['name']}' is the first {role.value} node, so it is the publisher (R-NODE-1);"
+            " remove 'publisher: false' or list the publisher first"
+        )
+    for p in members[1:]:
+        if p["publisher"]:
+            raise LabFileError(
+                f"{source}: '{p['name']}' has 'publisher: true' but the first {role.value} node"
+                f" '{first['name']}' is the publisher (R-NODE-1); list the publisher first"
+            )
 
 
 def _parse_address(raw: Any, where: str) -> str:
@@ -347,3 +369,94 @@ def _parse_subject(raw: Any, source: str) -> SubjectFields:
     if len(country) != 2:
         raise LabFileError(f"{source}: subject country must be a two-letter code")
     return SubjectFields(**{k: str(v) for k, v in raw.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Several clusters in one lab file (a classroom): a top-level 'clusters:' list
+
+
+CLUSTERS_KEY = "clusters"
+CLUSTER_ITEM_KEYS = (LAB_KEYS - {"lab"}) | {"cluster"}
+MAX_CLUSTERS = 250  # cluster c gets default node addresses 127.0.<c>.<11 + position>
+
+
+@dataclass(frozen=True)
+class ClustersSpec:
+    """What a lab file describes: one cluster (a classic lab file) or several under ``clusters:``.
+
+    Each cluster is a full :class:`LabSpec` of its own name, security password, release, publisher, nodes
+    and addresses; running, its nodes share the lab's broker and processes but never its bus traffic or
+    stores (topics and keys come from the cluster's name and password, databases live per cluster)."""
+
+    name: str
+    clusters: tuple[LabSpec, ...]
+    multi: bool
+    raw: tuple[Mapping[str, Any], ...]  # each cluster as a one-cluster lab mapping (its copy in the lab dir)
+
+    def cluster(self, name: str) -> LabSpec:
+        for spec in self.clusters:
+            if spec.name == name:
+                return spec
+        raise LabFileError(f"lab '{self.name}' has no cluster '{name}'; clusters: {', '.join(self.names)}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.clusters)
+
+
+def load_clusters(path: Path) -> ClustersSpec:
+    """Read a lab file of one cluster or of several (``clusters:``)."""
+    try:
+        raw = userfiles.load_yaml_file(path, "lab")
+    except userfiles.UserFileError as exc:
+        raise LabFileError(str(exc)) from None
+    return parse_clusters(raw, source=str(path))
+
+
+def parse_clusters(raw: Any, source: str = "lab") -> ClustersSpec:
+    """A one-cluster lab mapping as today, or ``lab`` + ``clusters: [...]`` where every other top-level key
+    (release, domain, nodes, front_doors ...) is a default each cluster may override; each item names its
+    ``cluster`` and normally its own ``security_password``."""
+    if not isinstance(raw, Mapping) or CLUSTERS_KEY not in raw:
+        spec = parse_lab(raw, source)
+        return ClustersSpec(spec.name, (spec,), multi=False, raw=(dict(raw),))
+    name = raw.get("lab")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise LabFileError(f"{source}: 'lab' must be a lowercase name of letters, digits and '-' (got {name!r})")
+    defaults = {k: v for k, v in raw.items() if k not in ("lab", CLUSTERS_KEY)}
+    unknown = set(defaults) - LAB_KEYS
+    if unknown:
+        raise LabFileError(f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    items = raw[CLUSTERS_KEY]
+    if not isinstance(items, list) or not items:
+        raise LabFileError(f"{source}: 'clusters' must be a non-empty list of clusters")
+    if len(items) > MAX_CLUSTERS:
+        raise LabFileError(f"{source}: {len(items)} clusters; a lab holds at most {MAX_CLUSTERS}")
+    specs: list[LabSpec] = []
+    mappings: list[Mapping[str, Any]] = []
+    for c, item in enumerate(items):
+        where = f"{source}: cluster {c + 1}"
+        if not isinstance(item, Mapping):
+            raise LabFileError(f"{where} must be a mapping with 'cluster' and 'security_password'")
+        unknown = set(item) - CLUSTER_ITEM_KEYS
+        if unknown:
+            raise LabFileError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+        merged: dict[str, Any] = {**defaults, **{k: v for k, v in item.items() if k != "cluster"}}
+        merged["lab"] = item.get("cluster")
+        if isinstance(merged.get("nodes"), list):  # default front-door addresses per cluster: 127.0.<c>.<11 + i>
+            merged["nodes"] = [
+                {"address": f"127.0.{c}.{FIRST_DEFAULT_HOST + i}", **n} if isinstance(n, Mapping) else n
+                for i, n in enumerate(merged["nodes"])
+            ]
+        specs.append(parse_lab(merged, f"{where} ({merged['lab']})"))
+        mappings.append(merged)
+    for what, values in (
+        ("name", [s.name for s in specs]),
+        ("node address", [n.address for s in specs for n in s.nodes]),
+    ):
+        seen: set[str] = set()
+        for value in values:
+            if value in seen:
+                raise LabFileError(f"{source}: two clusters use the {what} '{value}'")
+            seen.add(value)
+    return ClustersSpec(name, tuple(specs), multi=True, raw=tuple(mappings))

@@ -19,16 +19,20 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster.control import ControlClient
-from cluster.controller import LabController
-from cluster.lab import LAB_COPY, RUNNING_FILE, Lab, LabState, certsim_home, default_lab_dir
+from cluster.labdir import LAB_COPY, RUNNING_FILE, LabState, certsim_home, default_lab_dir
 from cluster.labfile import LabSpec, load_lab
 from node.errors import NotFound, Unavailable
 from replication.envelope import derive_key
 from replication.transport import BrokerAddress
 from scenarios import shipped
+
+if TYPE_CHECKING:
+    from cluster.controller import LabController
+
+HISTORY_FILE = "history.jsonl"  # <lab dir>/history.jsonl: every event of a lab run by 'lab up'
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class RunningLab:
     state: LabState
     pid: int
     broker: BrokerAddress
+    bus_key: bytes | None = None  # the cluster key the lab process derived (scrypt costs a CLI call ~50 ms)
 
     @property
     def alive(self) -> bool:
@@ -68,6 +73,7 @@ def read_running(lab_dir: Path) -> RunningLab | None:
         LabState.load_or_create(lab_dir, spec),
         int(raw["pid"]),
         BrokerAddress.parse(raw["broker"]),
+        bytes.fromhex(raw["bus_key"]) if isinstance(raw.get("bus_key"), str) else None,
     )
 
 
@@ -83,14 +89,17 @@ def running_smtp(lab_dir: Path) -> str | None:
 
 def find_running(lab: str | None = None, lab_dir: Path | None = None) -> RunningLab:
     """The running lab named by ``lab``/``lab_dir``, or the only one running; a clear error otherwise."""
+    labs_root = certsim_home() / "labs"
     if lab_dir is not None or lab is not None:
         directory = lab_dir or default_lab_dir(str(lab))
+        if lab_dir is None and not directory.exists():  # a cluster of a multi-cluster lab (cluster.classroom)
+            directory = next(iter(sorted(labs_root.glob(f"*/clusters/{lab}"))), directory)
         found = read_running(directory)
         if found is None or not found.alive:
             raise Unavailable(f"no lab is running in {directory}; start one with 'certsim lab up LAB_FILE'")
         return found
-    labs_root = certsim_home() / "labs"
-    candidates = [r for d in sorted(labs_root.glob("*")) if (r := read_running(d)) is not None and r.alive]
+    dirs = sorted([*labs_root.glob("*"), *labs_root.glob("*/clusters/*")])
+    candidates = [r for d in dirs if (r := read_running(d)) is not None and r.alive]
     if not candidates:
         raise Unavailable(f"no lab is running under {labs_root}; start one with 'certsim lab up LAB_FILE'")
     if len(candidates) > 1:
@@ -105,7 +114,7 @@ async def connect(running: RunningLab) -> AsyncIterator[ControlClient]:
     client = ControlClient(
         running.broker,
         running.state.topics(running.spec.name),
-        derive_key(running.spec.security_password, running.spec.name),
+        running.bus_key or derive_key(running.spec.security_password, running.spec.name),
         running.spec.node_names,
         now_ms=running.state.clock(running.lab_dir).now_ms,
     )
@@ -156,7 +165,20 @@ async def serve(
     """Run a lab until SIGTERM or SIGINT; ``running.json`` exists exactly while it serves."""
     for name in skip:
         spec.node(name)
-    lab = Lab(spec, lab_dir, broker_url=broker_url, front_doors=spec.front_doors.enabled, smtp_url=smtp_url)
+    from cluster.controller import LabController  # noqa: PLC0415 - the lab machinery only in the lab process
+    from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
+    from cluster.lab import History, Lab  # noqa: PLC0415
+
+    pool = use_home_pool()  # identities of first-started nodes come from keys made ahead
+    history = History(lab_dir / HISTORY_FILE)  # what the lab dashboard's live feed tails (certsim lab ui)
+    lab = Lab(
+        spec,
+        lab_dir,
+        broker_url=broker_url,
+        front_doors=spec.front_doors.enabled,
+        smtp_url=smtp_url,
+        history=history,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -166,6 +188,7 @@ async def serve(
     responder: Any = None  # OCSP: cluster.ocsp.OcspResponder of the lab CA in <lab dir>/ca
     try:
         await lab.start(nodes=[n for n in spec.node_names if n not in skip], progress=progress)
+        refill_later(pool, rsa_keys_to_install(spec), spec.rsa_key_size)  # the next cold start finds them waiting
         controller = LabController(lab)
         await controller.start()
         # --- OCSP (cluster/ocsp.py): the lab CA's responder; its URI goes to <lab dir>/ocsp.json (R-OCSP-1)
@@ -180,6 +203,8 @@ async def serve(
                     "broker": lab.broker_url,
                     "lab": spec.name,
                     "topic_root": lab.topics.root,
+                    # the lab directory (0700) already holds the security password in lab.yaml
+                    "bus_key": lab.secret.hex(),
                     "smtp": lab.smtp_server,
                     "started_wall": time.time(),
                 },
@@ -187,6 +212,7 @@ async def serve(
             ),
             encoding="utf-8",
         )
+        running.chmod(0o600)
         await stop.wait()
     finally:
         if controller is not None:
@@ -196,6 +222,7 @@ async def serve(
         with contextlib.suppress(FileNotFoundError):
             running.unlink()
         await lab.stop()
+        history.close()
 
 
 async def wait_up(
@@ -243,8 +270,8 @@ async def statuses(client: ControlClient, timeout: float = 5.0) -> dict[str, dic
 
 def front_doors(lab_dir: Path) -> dict[str, dict[str, Any]]:
     """Where each node of the lab in ``lab_dir`` listens (SSH, HTTPS), for nodes whose front doors are
-    open in a live process (``lab up`` or ``node run``); see ``cluster.frontdoors``."""
-    from cluster.frontdoors import read_door_files  # noqa: PLC0415 - keeps aiohttp/asyncssh off the CLI's start
+    open in a live process (``lab up`` or ``node run``); see ``cluster.doors.frontdoors``."""
+    from cluster.doors.frontdoors import read_door_files  # noqa: PLC0415 - keeps aiohttp/asyncssh off the CLI's start
 
     return read_door_files(lab_dir, pid_alive)
 

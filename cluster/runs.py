@@ -2,11 +2,12 @@
 
 The results folder holds ``results.json`` (verdict and every step), ``history.jsonl``
 (every operation and message event, simulated and wall time), ``nodes/<node>.log``
-(structlog JSON per node) and ``timeline.txt`` (the human view).
+(structlog JSON per node), ``timeline.txt`` (the human view) and ``report.html`` (``cluster.report``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
@@ -17,6 +18,7 @@ from typing import Any
 
 from cluster.broker import MosquittoBroker
 from cluster.lab import MAILS_FILE, BrokerControl, History, Lab
+from cluster.report import write_report
 from cluster.scenario import Runner, RunResult, Scenario, StepResult
 from node.errors import CertsimError
 
@@ -94,7 +96,7 @@ async def run_scenario(
     )
     started = time.perf_counter()
     sim_start = lab.clock.now()
-    stores: dict[str, list[dict[str, Any]]] = {}
+    holdings: dict[str, list[dict[str, Any]]] = {}
     try:
         try:
             await lab.start(progress=on_node)
@@ -104,9 +106,9 @@ async def run_scenario(
             else:
                 detail = f"the lab did not settle after installation: {conv.detail}"
                 result = RunResult(scenario.name, "unknown", reason=detail)
-            if collect_stores:
-                for node in lab.running_nodes():
-                    stores[node] = await lab.request(node, "list", {"usage": "trust"})
+            for node in lab.running_nodes():  # the report's trust matrix (and RunReport.stores when asked)
+                with contextlib.suppress(CertsimError):
+                    holdings[node] = await lab.request(node, "list", {"usage": "trust"})
         except (CertsimError, OSError) as exc:
             message = getattr(exc, "message", None) or str(exc)
             result = RunResult(scenario.name, "unknown", reason=f"the lab could not run: {message}")
@@ -116,8 +118,9 @@ async def run_scenario(
             lab.smtp.write_jsonl(results_dir / MAILS_FILE)
         await lab.stop()
         history.close()
-    report = RunReport(result, results_dir, broker, stores, time.perf_counter() - started)
+    report = RunReport(result, results_dir, broker, holdings if collect_stores else {}, time.perf_counter() - started)
     _write(report, scenario, sim_start, lab.clock.now())
+    write_report(results_dir, holdings)
     return report
 
 

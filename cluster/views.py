@@ -5,14 +5,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from cluster.runs import RunReport
-from cluster.scenario import StepResult
+if TYPE_CHECKING:  # types only: the CLI's table verbs must not load the scenario runner
+    from cluster.runs import RunReport
+    from cluster.scenario import StepResult
 
 STATUS_STYLE = {"ok": "green", "failed": "bold red", "error": "bold red", "unknown": "yellow"}
 VERDICT_STYLE = {"valid": "bold green", "invalid": "bold red", "unknown": "bold yellow"}
@@ -62,7 +63,8 @@ def print_report(console: Console, report: RunReport) -> None:
         f"[{style}]{result.verdict.upper()}[/{style}]  {held}/{len(expectations)} expectations held"
         f"  ·  {report.wall_seconds:.1f} s  ·  broker {report.broker}\n"
         f"rules shown: {', '.join(rules) or 'none'}\n"
-        f"results: {report.results_dir}"
+        f"results: {report.results_dir}\n"
+        f"report: {report.results_dir / 'report.html'}"
     )
     if result.reason:
         body += f"\n[{style}]{result.reason}[/{style}]"

@@ -46,7 +46,7 @@ from node.extension import Extension, MessageHandler, OpHandler, TimerFactory
 from node.logs import node_logger
 from node.store import CONTROL_REQUEST, Identity, NodeStore, validity_start_ms
 from replication import core
-from replication.envelope import Envelope, EnvelopeError, open_envelope
+from replication.envelope import Envelope, EnvelopeError, open_envelope, open_secret, seal_secret
 from replication.hlc import HybridClock, Version
 from replication.records import Record
 from replication.topics import Topics
@@ -643,6 +643,18 @@ class NodeAgent:
         self._wake.set()
         return replicated
 
+    def seal_secret(self, plaintext: bytes, context: str) -> str:
+        """Private key material for a message body: encrypted for cluster members (AEAD), not only MAC'd."""
+        return seal_secret(self._secret, plaintext, context)
+
+    def open_secret(self, text: object, context: str) -> bytes:
+        """The inverse of ``seal_secret``; raises ``ValueError`` when it does not decrypt."""
+        try:
+            return open_secret(self._secret, text, context)
+        except EnvelopeError as exc:
+            self._reject("secret", context)
+            raise ValueError(str(exc)) from None
+
     def send(self, to: str | None, kind: str, body: dict[str, Any]) -> asyncio.Future[None]:
         """Queue a non-durable message to one node (or everyone) after the outbox."""
         topic = self.config.topics.repl if to is None else self.config.topics.node(to)
@@ -1049,3 +1061,6 @@ from node import agent_certops, agent_monitor, agent_ocsp  # noqa: E402 - the ta
 EXTENSIONS: tuple[Extension, ...] = (agent_certops.EXTENSION, agent_monitor.EXTENSION, agent_ocsp.EXTENSION)
 for _extension in EXTENSIONS:
     install_extension(_extension)
+
+# Modules written against register_op (not yet an Extension): they register themselves on import.
+from node import agent_drs, agent_phones  # noqa: E402, F401

@@ -377,12 +377,18 @@ async def op_identity_upload(agent: NodeAgent, args: dict[str, Any]) -> dict[str
         san = set(certs.cert_san(plan.leaf))
         peers = await _peers(agent.store)
         shared_with = [n for n in plan.csr.nodes if n in peers and peers[n].fqdn in san]
-        body = {
-            "unit": unit.name,
-            "cert": base64.b64encode(der).decode(),
-            "key": base64.b64encode(plan.csr.key_pem).decode(),
-        }
-        messages = [(n, "identity-install", body) for n in shared_with]
+        messages = [
+            (
+                n,
+                "identity-install",
+                {
+                    "unit": unit.name,
+                    "cert": base64.b64encode(der).decode(),
+                    "key": agent.seal_secret(plan.csr.key_pem, f"identity-install:{unit.name}:{n}"),
+                },
+            )
+            for n in shared_with
+        ]
     now_ms = agent.clock.now_ms()
 
     async def write(store: NodeStore) -> None:
@@ -421,7 +427,7 @@ async def _on_identity_install(agent: NodeAgent, env: Envelope) -> None:
     """A multi-server certificate the publisher installed: it becomes this node's identity too."""
     unit = str(env.body["unit"])
     der = base64.b64decode(str(env.body["cert"]))
-    key_pem = base64.b64decode(str(env.body["key"]))
+    key_pem = agent.open_secret(env.body["key"], f"identity-install:{unit}:{agent.name}")  # AEAD, not clear text
     try:
         spec = certops.identity_unit(agent.config.role, agent.config.publisher, unit, op="install")
         cert = certs.load_certificates(der)[0]
@@ -465,7 +471,7 @@ async def op_regen(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]:
     new_keys: list[AuthzKey] = []
     if unit.name == AUTHZ_UNIT:  # R-OP-AUTHZ: the AUTHZ certificate's key is the OAuth signing key
         new_keys = [AuthzKey("signing", certs.key_pem(key), _version_text(agent))]
-        messages.append((None, "authz-keys", _keys_body(new_keys)))
+        messages.append((None, "authz-keys", _keys_body(agent, new_keys)))
     now_ms = agent.clock.now_ms()
 
     async def write(store: NodeStore) -> None:
@@ -664,12 +670,19 @@ async def _on_param(agent: NodeAgent, env: Envelope) -> None:
 # OAuth keys and tokens (R-OP-AUTHZ)
 
 
-def _keys_body(keys: list[AuthzKey]) -> dict[str, Any]:
+def _keys_body(agent: NodeAgent, keys: list[AuthzKey]) -> dict[str, Any]:
+    """AUTHZ keys for the bus: the material is encrypted for cluster members (AEAD), bound to its kind
+    and version, so a broker-side reader learns nothing and cannot move it to another key."""
     return {
         "keys": [
-            {"kind": k.kind, "material": base64.b64encode(k.material).decode(), "version": k.version} for k in keys
+            {"kind": k.kind, "material": agent.seal_secret(k.material, _key_context(k)), "version": k.version}
+            for k in keys
         ]
     }
+
+
+def _key_context(key: AuthzKey) -> str:
+    return f"authz-key:{key.kind}:{key.version}"
 
 
 def _require_publisher(agent: NodeAgent, what: str) -> None:
@@ -697,7 +710,7 @@ async def _initial_keys(agent: NodeAgent) -> dict[str, AuthzKey]:
         for k in made:
             await _put_authz_key(store, k)
 
-    await agent.commit(messages=[(None, "authz-keys", _keys_body(made))], extra=write)
+    await agent.commit(messages=[(None, "authz-keys", _keys_body(agent, made))], extra=write)
     return await _authz_keys(agent.store)
 
 
@@ -730,7 +743,7 @@ async def op_authz_regen(agent: NodeAgent, args: dict[str, Any]) -> dict[str, An
         if extra_ident is not None:
             await store.put_identity(extra_ident, now_ms)
 
-    await agent.commit(messages=[(None, "authz-keys", _keys_body([new]))], extra=write)
+    await agent.commit(messages=[(None, "authz-keys", _keys_body(agent, [new]))], extra=write)
     agent.log.info("authz-key-regenerated", kind=kind)
     return {
         "kind": kind,
@@ -745,10 +758,11 @@ async def op_authz_regen(agent: NodeAgent, args: dict[str, Any]) -> dict[str, An
 
 
 async def _on_authz_keys(agent: NodeAgent, env: Envelope) -> None:
-    incoming = [
-        AuthzKey(certops.check_authz_kind(k["kind"]), base64.b64decode(str(k["material"])), str(k["version"]))
-        for k in env.body["keys"]
-    ]
+    incoming = []
+    for k in env.body["keys"]:
+        kind, version = certops.check_authz_kind(k["kind"]), str(k["version"])
+        material = agent.open_secret(k["material"], f"authz-key:{kind}:{version}")  # AEAD, not clear text
+        incoming.append(AuthzKey(kind, material, version))
     held = await _authz_keys(agent.store)
     newer = [k for k in incoming if _newer(held[k.kind].version if k.kind in held else None, k.version)]
     for k in incoming:

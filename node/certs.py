@@ -14,9 +14,10 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -24,9 +25,13 @@ from cryptography.x509.oid import NameOID
 
 from node.catalog import EKU_OIDS, KU, KeyAlgo, UnitSpec
 from node.errors import BadInput
+from node.safetext import safe_text
 
 MAX_UPLOAD_BYTES = 1 << 20  # a chain of ten certificates is ~20 KB; anything near 1 MiB is not a certificate
 MAX_CERTS_PER_UPLOAD = 50
+MAX_SAN_ENTRIES = 256  # a multi-server certificate names 21 nodes and a few domains; tens of thousands is an attack
+MAX_CHAIN_DEPTH = 8  # issuer links followed inside one upload (also certops.MAX_CHAIN_DEPTH for identity chains)
+NAME_HASH_HEX = 16  # hex digits of SHA-256 appended to a CN that had to be changed to become a file name
 MIN_RSA_BITS = 2048
 EC_CURVES: dict[int, ec.EllipticCurve] = {256: ec.SECP256R1(), 384: ec.SECP384R1(), 521: ec.SECP521R1()}
 
@@ -51,6 +56,12 @@ def _check_parsed(cert: x509.Certificate, where: str) -> x509.Certificate:
         raise BadInput(f"{where}: unsupported public key type {type(key).__name__}; only RSA and EC are accepted")
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
         raise BadInput(f"{where}: RSA key of {key.key_size} bits is below the minimum of {MIN_RSA_BITS}")
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    if san is not None and len(san) > MAX_SAN_ENTRIES:
+        raise BadInput(f"{where}: {len(san):,} subject alternative names; the limit is {MAX_SAN_ENTRIES}")
     return cert
 
 
@@ -119,7 +130,54 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
     unique: dict[bytes, x509.Certificate] = {}
     for cert in certs:
         unique.setdefault(cert.fingerprint(hashes.SHA256()), cert)
+    check_signatures(list(unique.values()))
     return list(unique.values())
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _label(index: int, cert: x509.Certificate) -> str:
+    return f"certificate {index} ({common_name(cert.subject) or 'no CN'})"
+
+
+def check_signatures(uploaded: Sequence[x509.Certificate]) -> None:
+    """The signatures an upload can prove, checked (upload policy, issue 14): a self-signed certificate
+    must verify with its own key; a certificate whose issuer is also in the upload must verify against
+    it (each link of a chain); issuer links inside the upload must not loop nor exceed
+    :data:`MAX_CHAIN_DEPTH`. A certificate whose issuer is not in the upload is left to the trust stores."""
+    parents: dict[int, int] = {}
+    for i, cert in enumerate(uploaded):
+        if cert.subject == cert.issuer:
+            if not _signed_by(cert, cert) and not any(
+                _signed_by(cert, other) for other in uploaded if other is not cert and other.subject == cert.issuer
+            ):
+                raise BadInput(f"{_label(i + 1, cert)}: its self-signature does not verify (altered or forged)")
+            continue
+        issuers = [j for j, other in enumerate(uploaded) if j != i and other.subject == cert.issuer]
+        if not issuers:
+            continue
+        signer = next((j for j in issuers if _signed_by(cert, uploaded[j])), None)
+        if signer is None:
+            names = ", ".join(_label(j + 1, uploaded[j]) for j in issuers)
+            raise BadInput(f"{_label(i + 1, cert)}: its signature does not verify against its issuer {names}")
+        parents[i] = signer
+    for start in parents:
+        seen = [start]
+        node = start
+        while node in parents:
+            node = parents[node]
+            if node in seen:
+                loop = " -> ".join(common_name(uploaded[k].subject) or "no CN" for k in [*seen, node])
+                raise BadInput(f"the chain's issuers loop ({loop}); a chain ends at a root")
+            seen.append(node)
+            if len(seen) > MAX_CHAIN_DEPTH:
+                raise BadInput(f"a chain of more than {MAX_CHAIN_DEPTH} certificates; the limit is {MAX_CHAIN_DEPTH}")
 
 
 def _first_der_element(der: bytes, where: str) -> bytes:
@@ -153,8 +211,8 @@ def _der_pkcs7(der: bytes, where: str) -> list[x509.Certificate]:
     return [_check_parsed(c, f"{where}, certificate {i + 1}") for i, c in enumerate(certs)]
 
 
-def common_name(name: x509.Name) -> str | None:
-    """The first CN of a name, or None."""
+def raw_common_name(name: x509.Name) -> str | None:
+    """The first CN of a name exactly as the certificate carries it (untrusted: never print it raw)."""
     attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not attrs:
         return None
@@ -162,13 +220,47 @@ def common_name(name: x509.Name) -> str | None:
     return value if isinstance(value, str) else value.decode(errors="replace")
 
 
+def common_name(name: x509.Name) -> str | None:
+    """The first CN of a name, safe to print (:func:`node.safetext.safe_text`), or None."""
+    raw = raw_common_name(name)
+    return None if raw is None else safe_text(raw)
+
+
+def dn_text(name: x509.Name) -> str:
+    """A distinguished name (RFC 4514), safe to print."""
+    try:
+        return safe_text(name.rfc4514_string())
+    except ValueError:  # an attribute cryptography cannot render
+        return safe_text(repr(name))
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9-](?:[A-Za-z0-9. -]{0,126}[A-Za-z0-9-])?")
+_HASHED_SUFFIX = re.compile(rf".*_[0-9a-f]{{{NAME_HASH_HEX}}}")
+
+
 def entry_name(cert: x509.Certificate) -> str:
-    """The file name (without .pem) the product gives a certificate in a store: its CN, made file-safe."""
-    cn = common_name(cert.subject)
-    if cn:
-        safe = _NAME_UNSAFE.sub("_", cn).strip("._") or "_"
-        return safe[:128]
-    return f"serial_{cert.serial_number:x}"
+    """The file name (without .pem) of a certificate in a store; distinct subjects never share one.
+
+    The product files a certificate under its CN with spaces as underscores (``Cisco Root CA 2048``
+    is ``Cisco_Root_CA_2048.pem``, ``cucm1.lab.example`` is ``cucm1.lab.example.pem``). A CN made of
+    letters, digits, '.', '-' and spaces (not at either end, at most 128 characters) gets exactly
+    that name; as such a CN has no '_', the name reads back to the CN, so two of them never share a
+    name. Any other CN ('_', '*', '/', accents, control characters, too long) is made file-safe and
+    gets ``_`` plus 16 hex digits of the SHA-256 of the CN as the certificate carries it
+    (``*.lab.example`` is ``lab.example_<hash>``), so it collides neither with another CN nor with a
+    plain name, which never ends with ``_`` and 16 hex digits (a CN that would is hashed too).
+    Without a CN: ``serial_<serial>_<hash of issuer and subject>``.
+    """
+    cn = raw_common_name(cert.subject)
+    if cn is None:
+        digest = hashlib.sha256(cert.issuer.public_bytes() + cert.subject.public_bytes()).hexdigest()
+        return f"serial_{cert.serial_number:x}"[:100] + f"_{digest[:NAME_HASH_HEX]}"
+    if _PLAIN_NAME.fullmatch(cn):
+        name = cn.replace(" ", "_")
+        if not _HASHED_SUFFIX.fullmatch(name):
+            return name
+    core = _NAME_UNSAFE.sub("_", cn).strip("._")[:100] or "cn"
+    return f"{core}_{hashlib.sha256(cn.encode('utf-8', 'surrogatepass')).hexdigest()[:NAME_HASH_HEX]}"
 
 
 def normalize_name(name: str) -> str:
@@ -233,8 +325,8 @@ def describe(cert: x509.Certificate) -> dict[str, Any]:
     return {
         "name": entry_name(cert),
         "cn": common_name(cert.subject),
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
+        "subject": dn_text(cert.subject),
+        "issuer": dn_text(cert.issuer),
         "issuer_cn": common_name(cert.issuer),
         "serial": f"{cert.serial_number:x}",
         "not_before": iso(cert.not_valid_before_utc),
@@ -261,8 +353,27 @@ def validity_problem(cert: x509.Certificate, now: dt.datetime) -> str | None:
 # Building certificates (node identities and the lab CA share these)
 
 
+class KeySource(Protocol):
+    """Keys made ahead of time (``node.keypool.KeyPool``); ``take`` hands each key out once, or None."""
+
+    def take(self, algo: KeyAlgo, size: int) -> PrivateKey | None: ...
+
+
+_KEY_SOURCE: list[KeySource] = []  # at most one: where new RSA keys come from first
+
+
+def use_key_source(source: KeySource | None) -> KeySource | None:
+    """Take new RSA keys from ``source`` first (None: generate every one); returns the previous source."""
+    previous = _KEY_SOURCE[0] if _KEY_SOURCE else None
+    _KEY_SOURCE[:] = [] if source is None else [source]
+    return previous
+
+
 def new_private_key(algo: KeyAlgo, size: int) -> PrivateKey:
-    """A fresh key. RSA takes tens of milliseconds: call it through ``asyncio.to_thread``."""
+    """A fresh key (from the key source when one is set and has one). RSA generation takes tens of
+    milliseconds: call it through ``asyncio.to_thread``."""
+    if algo is KeyAlgo.RSA and _KEY_SOURCE and (pooled := _KEY_SOURCE[0].take(algo, size)) is not None:
+        return pooled
     if algo is KeyAlgo.EC:
         return ec.generate_private_key(EC_CURVES.get(size, ec.SECP256R1()))
     return rsa.generate_private_key(public_exponent=65537, key_size=size)
@@ -421,7 +532,7 @@ def _extension_text(ext: x509.Extension[x509.ExtensionType]) -> str:
     if isinstance(value, x509.ExtendedKeyUsage):
         return ", ".join(o.dotted_string for o in value)
     if isinstance(value, x509.SubjectAlternativeName):
-        return ", ".join(str(n.value) for n in value)
+        return safe_text(", ".join(str(n.value) for n in value))
     if isinstance(value, x509.BasicConstraints):
         return f"CA:{str(value.ca).upper()}" + ("" if value.path_length is None else f", pathlen:{value.path_length}")
     if isinstance(value, x509.SubjectKeyIdentifier):
@@ -461,10 +572,10 @@ def product_fields(cert: x509.Certificate) -> dict[str, Any]:
     except ValueError:
         extensions = {}
     return {
-        "IssuerDN": cert.issuer.rfc4514_string(),
+        "IssuerDN": dn_text(cert.issuer),
         "Start Date": iso(cert.not_valid_before_utc),
         "End Date": iso(cert.not_valid_after_utc),
-        "SubjectDN": cert.subject.rfc4514_string(),
+        "SubjectDN": dn_text(cert.subject),
         "Public Key": public,
         "Modulus": modulus,
         "extensions": extensions,
@@ -513,7 +624,7 @@ def csr_san(csr: x509.CertificateSigningRequest) -> list[str]:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
-    return [str(n) for n in san.get_values_for_type(x509.DNSName)]
+    return [safe_text(str(n)) for n in san.get_values_for_type(x509.DNSName)]
 
 
 def cert_san(cert: x509.Certificate) -> list[str]:
@@ -521,7 +632,7 @@ def cert_san(cert: x509.Certificate) -> list[str]:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
-    return [str(n) for n in san.get_values_for_type(x509.DNSName)]
+    return [safe_text(str(n)) for n in san.get_values_for_type(x509.DNSName)]
 
 
 def describe_csr(csr: x509.CertificateSigningRequest) -> dict[str, Any]:
@@ -533,7 +644,7 @@ def describe_csr(csr: x509.CertificateSigningRequest) -> dict[str, Any]:
     else:
         kt, bits = type(key).__name__, 0
     return {
-        "subject": csr.subject.rfc4514_string(),
+        "subject": dn_text(csr.subject),
         "cn": common_name(csr.subject),
         "san": csr_san(csr),
         "key_type": kt,

@@ -84,8 +84,8 @@ def plan_trust_upload(
     for index, cert in enumerate(uploaded, start=1):
         where = f"certificate {index} ({certs.common_name(cert.subject) or 'no CN'})"
         problem = certs.validity_problem(cert, now)
-        if problem:
-            raise Refused(f"{where} is {problem}")
+        if problem:  # accepted, as the product does, but every door shows why it cannot be used yet
+            notes.append(f"warning: {where} is {problem}; it is stored but no service can use it until it is valid")
         name = certs.entry_name(cert)
         der = certs.der_of(cert)
         if seen_names.get(name, der) != der:

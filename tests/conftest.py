@@ -1,19 +1,117 @@
-"""Shared fixtures: a broker per test (embedded amqtt or a private mosquitto) and labs in tmp dirs."""
+"""Shared fixtures: a broker per test (embedded amqtt or a private mosquitto), labs in tmp dirs, and one
+deck of RSA keys made once per run that every test's labs draw from (keygen was most of the suite's time).
+
+Broker choice: a test runs on one broker (mosquitto when there is one, else the embedded one) unless it is
+marked ``both_brokers`` because the broker is what it tests (sessions, restarts, queueing, the bus itself).
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cluster.broker import MosquittoBroker, mosquitto_binary
 from cluster.lab import Lab
 from cluster.labfile import LabSpec, parse_lab
+from node import certs
+from node.catalog import KeyAlgo
+from node.keypool import KeyPool, generate_pem
 
 BROKERS = ["embedded", pytest.param("mosquitto", marks=pytest.mark.mosquitto)]
+DECK_SIZE = 128  # keys dealt round-robin: a test lab (a few nodes, ~7 RSA keys each) gets distinct ones
+DECK_ENV = "CERTSIM_TEST_KEYDECK"  # the deck file, made by the first process, read by xdist workers
+
+
+def one_broker() -> Any:
+    """mosquitto where there is one (faster, and CI requires it), else the embedded broker instead of a skip."""
+    if mosquitto_binary() is not None or os.environ.get("CERTSIM_REQUIRE_MOSQUITTO"):
+        return pytest.param("mosquitto", marks=pytest.mark.mosquitto)
+    return "embedded"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``broker``: both brokers for tests marked ``both_brokers``, one otherwise (unless the
+    test chose its broker itself)."""
+    if "broker" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "broker" in ([n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)):
+            return
+    kinds = BROKERS if metafunc.definition.get_closest_marker("both_brokers") else [one_broker()]
+    metafunc.parametrize("broker", kinds, indirect=True)
+
+
+class KeyDeck:
+    """Test keys: made once per run and dealt round-robin, so labs share them across tests (never inside a lab:
+    a lab takes far fewer than DECK_SIZE keys). The product's per-home pool never reuses a key."""
+
+    def __init__(self, pems: list[bytes]) -> None:
+        self.pems = pems
+        self.keys = [serialization.load_pem_private_key(pem, None, unsafe_skip_rsa_key_validation=True) for pem in pems]
+        self._next = itertools.count()
+
+    def take(self, algo: KeyAlgo, size: int) -> certs.PrivateKey | None:
+        if algo is not KeyAlgo.RSA or size != 2048:
+            return None
+        key = self.keys[next(self._next) % len(self.keys)]
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return key
+
+
+DECK: list[KeyDeck] = []
+
+
+def _deck_pems() -> list[bytes]:
+    """The deck file named by $CERTSIM_TEST_KEYDECK, or a new one made on every core (the first process)."""
+    path = os.environ.get(DECK_ENV)
+    if path and Path(path).exists():
+        raw = Path(path).read_bytes()
+        return [b"-----BEGIN PRIVATE KEY-----" + part for part in raw.split(b"-----BEGIN PRIVATE KEY-----")[1:]]
+    with ProcessPoolExecutor() as pool:
+        pems = list(pool.map(generate_pem, [2048] * DECK_SIZE, chunksize=8))
+    fd, name = tempfile.mkstemp(prefix="certsim-test-keys-", suffix=".pem")
+    with os.fdopen(fd, "wb") as out:
+        out.write(b"".join(pems))
+    os.environ[DECK_ENV] = name  # xdist workers start after this and inherit it
+    return pems
+
+
+def compiled_children(env: dict[str, str]) -> None:
+    """Let child processes (xdist workers, every ``certsim`` a CLI test runs) keep compiled bytecode, in a
+    cache outside the source tree: with PYTHONDONTWRITEBYTECODE each one recompiled every module it imports."""
+    if env.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+        env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / f"certsim-pycache-{os.getuid()}"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    compiled_children(os.environ)  # type: ignore[arg-type]
+    DECK[:] = [KeyDeck(_deck_pems())]
+    certs.use_key_source(DECK[0])
+    os.environ.setdefault("CERTSIM_KEYPOOL_TARGET", "0")  # CLI processes of the tests start no background filler
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    path = os.environ.get(DECK_ENV)
+    if path and not hasattr(config, "workerinput"):  # the process that made the deck removes it
+        Path(path).unlink(missing_ok=True)
+
+
+def stock_home(home: Path, count: int = DECK_SIZE) -> Path:
+    """Give a CERTSIM_HOME's key pool keys from the deck, so CLI processes of a test install quickly."""
+    pool = KeyPool(home / "keypool")
+    if pool.count(2048) < count:
+        pool.add(DECK[0].pems[:count], 2048)
+    return home
 
 
 def require_mosquitto() -> None:
@@ -23,7 +121,7 @@ def require_mosquitto() -> None:
         pytest.skip("no mosquitto binary (set CERTSIM_REQUIRE_MOSQUITTO to make this a failure)")
 
 
-@pytest.fixture(params=BROKERS)
+@pytest.fixture
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[MosquittoBroker | None]:
     """None for the embedded broker (each lab starts its own), or a private mosquitto on a free port."""
     if request.param == "embedded":

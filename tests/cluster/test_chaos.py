@@ -37,6 +37,7 @@ def test_unknown_fault_is_refused() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(1, 21))
+@pytest.mark.both_brokers
 async def test_chaos_seed_keeps_every_property(seed: int, broker, broker_url: str | None, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Convergence, locality, no resurrection (R-REPL-9), nothing lost, under crashes, partitions,
     broker restarts, duplication, delay and reordering."""

@@ -21,6 +21,7 @@ from cluster.labca import LabCA
 from node.catalog import KeyAlgo
 from node.clock import SimClock
 from scenarios import shipped_dir
+from tests.conftest import stock_home
 
 DEMO_LAB = shipped_dir() / "labs" / "demo.yaml"
 
@@ -28,6 +29,7 @@ DEMO_LAB = shipped_dir() / "labs" / "demo.yaml"
 def certsim(
     *args: str, home: Path, check: bool = True, stdin: bytes | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
+    stock_home(home)
     env = {**os.environ, "CERTSIM_HOME": str(home), "COLUMNS": "200"}
     proc = subprocess.run(
         [sys.executable, "-m", "cluster.cli", *args],
@@ -147,7 +149,7 @@ def test_lab_status_cert_verbs_and_down(running_lab: Path, tmp_path: Path) -> No
     assert set(status["nodes"]) == {"cucm-pub", "cucm-sub1", "cucm-sub2", "imp-pub"}
     assert all(n["connected"] for n in status["nodes"].values())
     assert status["nodes"]["imp-pub"]["stores"]["tomcat-trust"] == 8
-    doors = status["front_doors"]  # lab up opened every node's SSH and HTTPS front doors (cluster.frontdoors)
+    doors = status["front_doors"]  # lab up opened every node's SSH and HTTPS front doors (cluster.doors.frontdoors)
     assert set(doors) == set(status["nodes"])
     assert doors["cucm-pub"]["https"]["host"] == doors["cucm-pub"]["ssh"]["host"] == "127.0.0.11"
     assert "certsim-admin" not in json.dumps(doors)  # the OS administrator's password is never shown
@@ -288,6 +290,7 @@ def _wait_for(predicate, what: str, tries: int = 100) -> None:  # type: ignore[n
     raise AssertionError(f"never happened: {what}")
 
 
+@pytest.mark.both_brokers
 def test_fault_verbs_on_a_running_lab(running_lab: Path, tmp_path: Path, broker_url: str | None) -> None:
     """certsim fault: partition and heal (R-REPL-6 catch-up), crash and restart, broker restart."""
     home = running_lab

@@ -16,6 +16,7 @@ from node.errors import BadInput
 from tests.conftest import LabFactory, small_lab
 
 
+@pytest.mark.both_brokers
 async def test_a_long_lab_request_runs_once_although_the_client_resends_it(
     make_lab: LabFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cluster.frontdoor_auth import Credentials
+from cluster.doors.auth import Credentials
 from cluster.labfile import FrontDoorSpec, LabFileError, LabSpec, NodeSpec, load_lab, parse_lab
 from node.catalog import RELEASES, Role
 from node.certs import SubjectFields
@@ -86,12 +86,19 @@ def test_lab_spec_is_frozen() -> None:
         lab.name = "other"  # type: ignore[misc]
 
 
-def test_explicit_publisher_wins_over_order() -> None:
-    """R-NODE-1: a node marked publisher is the publisher even when it is not listed first."""
+def test_publisher_flag_on_a_later_node_is_refused() -> None:
+    """R-NODE-1: the first node is the publisher; 'publisher: true' on the second node is refused, not obeyed."""
     raw = good()
     raw["nodes"][1]["publisher"] = True
-    lab = parse_lab(raw)
-    assert [(n.name, n.publisher) for n in lab.nodes] == [("cucm-pub", False), ("cucm-sub1", True)]
+    with pytest.raises(LabFileError, match=r"'cucm-sub1' has 'publisher: true' but the first cucm node 'cucm-pub'"):
+        parse_lab(raw)
+    raw = good()
+    raw["nodes"][0]["publisher"] = False
+    with pytest.raises(LabFileError, match=r"'cucm-pub' is the first cucm node, so it is the publisher"):
+        parse_lab(raw)
+    raw = good()
+    raw["nodes"][0]["publisher"] = True  # agreeing with the order is fine
+    assert [n.publisher for n in parse_lab(raw).nodes] == [True, False]
 
 
 @pytest.mark.parametrize(("yaml_release", "name"), [("10.5", "10.5"), ("12.5", "12.5"), ("15", "15"), ('"14"', "14")])
@@ -166,8 +173,8 @@ BAD_LABS: list[tuple[str, Any, str]] = [
     ("missing-password", _mutate("-security_password", None), r"'security_password' must be a string"),
     ("numeric-password", _mutate("security_password", 12345678), r"'security_password' must be a string"),
     ("unknown-key", {**good(), "nodez": []}, r"unknown key\(s\) nodez; known: .*nodes"),
-    ("unknown-node-key", _mutate("nodes.0.ip", "10.0.0.1"), r"node 1: unknown key\(s\) ip"),
-    ("unknown-role", _mutate("nodes.1.role", "cube"), r"node 2 \(cucm-sub1\): role must be 'cucm' or 'imp'"),
+    ("unknown-node-key", _mutate("nodes.0.ip", "10.0.0.1"), r"nodes\[1\]: unknown key\(s\) ip"),
+    ("unknown-role", _mutate("nodes.1.role", "cube"), r"nodes\[2\] \(cucm-sub1\): role must be 'cucm' or 'imp'"),
     ("duplicate-names", _mutate("nodes.1.name", "cucm-pub"), r"two nodes have the name 'cucm-pub'"),
     (
         "duplicate-fqdns",
@@ -217,17 +224,17 @@ BAD_LABS: list[tuple[str, Any, str]] = [
     (
         "node-not-a-mapping",
         _mutate("nodes.0", "cucm-pub"),
-        r"node 1 must be a mapping with 'name' and 'role'",
+        r"nodes\[1\]: must be a mapping with 'name' and 'role'",
     ),
     (
         "bad-node-name",
         _mutate("nodes.0.name", "CUCM_1"),
-        r"node 1: 'name' must be lowercase .*\(got 'CUCM_1'\)",
+        r"nodes\[1\]: 'name' must be lowercase .*\(got 'CUCM_1'\)",
     ),
     (
         "bad-fqdn",
         _mutate("nodes.0.fqdn", "cucm pub.example"),
-        r"node 1 \(cucm-pub\): 'fqdn' is not a valid host name",
+        r"nodes\[1\] \(cucm-pub\): 'fqdn' is not a valid host name",
     ),
     (
         "publisher-not-bool",
@@ -238,11 +245,11 @@ BAD_LABS: list[tuple[str, Any, str]] = [
     ("subject-not-a-mapping", {**good(), "subject": "Example"}, r"'subject' must be a mapping"),
     ("unknown-subject-field", {**good(), "subject": {"email": "x@y"}}, r"unknown subject field\(s\) email"),
     ("bad-country", {**good(), "subject": {"country": "USA"}}, r"subject country must be a two-letter code"),
-    # front doors (cluster.frontdoors): addresses, ports, the OS administrator
+    # front doors (cluster.doors.frontdoors): addresses, ports, the OS administrator
     (
         "address-not-loopback",
         _mutate("nodes.0.address", "10.0.0.1"),
-        r"node 1 \(cucm-pub\): 'address' 10.0.0.1 is not a loopback host address",
+        r"nodes\[1\] \(cucm-pub\): 'address' 10.0.0.1 is not a loopback host address",
     ),
     ("address-not-ip", _mutate("nodes.0.address", "cucm-pub"), r"'address' must be an IPv4 address in 127.0.0.0/8"),
     ("address-ipv6", _mutate("nodes.0.address", "::1"), r"'address' must be an IPv4 address"),

@@ -46,6 +46,7 @@ from node.ocsp_check import (
     issuer_hashes,
     responder_url,
 )
+from tests.conftest import stock_home
 
 ORIGIN = dt.datetime(2030, 6, 1, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -310,6 +311,7 @@ async def test_directory_ca_and_revocations_file_are_read_live(tmp_path: Path) -
 
 
 def _certsim(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    stock_home(home)
     env = {**os.environ, "CERTSIM_HOME": str(home), "COLUMNS": "200"}
     proc = subprocess.run(
         [sys.executable, "-m", "cluster.cli", *args], env=env, capture_output=True, timeout=120, check=False, text=True

@@ -91,8 +91,10 @@ def build_corpus(ca: LabCA, now: dt.datetime, csrs: Mapping[str, str], pub: str,
     old_same_name = _leaf(ca, "Root", "good.lab.example", ec_key, start=start - dt.timedelta(days=3))
     twin_a = _leaf(ca, "Root", "twin.lab.example", ec.generate_private_key(ec.SECP256R1()), start=start)
     twin_b = _leaf(ca, "Root", "twin.lab.example", ec.generate_private_key(ec.SECP256R1()), start=start)
-    expired_trust = _leaf(ca, "Root", "old.lab.example", ec_key, start=now - dt.timedelta(days=100), days=10)
-    future_trust = _leaf(ca, "Root", "soon.lab.example", ec_key, start=now + dt.timedelta(days=10))
+    root_der = bytearray(ca.get("Root").der())
+    root_der[-3] ^= 0x01  # the signature no longer verifies; the certificate still parses
+    forged_root = x509.load_der_x509_certificate(bytes(root_der))
+    many_sans = _leaf(ca, "Root", "many.lab.example", ec_key, start=now, san=[f"h{i}.lab.example" for i in range(300)])
     many = b"".join(_pem(_leaf(ca, "Root", f"m{i}.lab.example", ec_key, start=start)) for i in range(51))
     empty_p7 = _empty_pkcs7()
     loop_a, loop_b = _loop(ca, now)
@@ -123,8 +125,8 @@ def build_corpus(ca: LabCA, now: dt.datetime, csrs: Mapping[str, str], pub: str,
         BadInput("20-mb-file", pub, "upload", {"store": "tomcat-trust", "data": b64(huge)}, "the limit is", True),
         trust("rsa-1024", _pem(weak), "below the minimum"),
         trust("ed25519-key", _pem(ed_leaf), "unsupported public key type"),
-        trust("expired", _pem(expired_trust), "expired"),
-        trust("not-yet-valid", _pem(future_trust), "not yet valid"),
+        trust("forged-self-signed", _pem(forged_root), "self-signature does not verify"),
+        trust("300-sans", _pem(many_sans), "the limit is 256"),
         trust("same-name-older", _pem(old_same_name), "R-REPL-8"),
         trust("same-name-twins", _pem(twin_a) + _pem(twin_b), "two different certificates"),
         trust("51-certificates", many, "the limit is 50"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import random
 import re
@@ -325,32 +326,67 @@ def test_openssl_trusted_certificate_with_aux_data(leaf: Issued) -> None:
 # --- names -----------------------------------------------------------------------------------
 
 
+def _h(cn: str) -> str:
+    return hashlib.sha256(cn.encode()).hexdigest()[:16]
+
+
 @pytest.mark.parametrize(
     ("cn", "expected"),
     [
         ("cucm1.lab.example", "cucm1.lab.example"),
-        ("Lab Root CA / R1", "Lab_Root_CA_R1"),
-        ("ACME Corp. (Issuing) CA", "ACME_Corp._Issuing_CA"),
-        ("..hidden..", "hidden"),
-        ("***", "_"),
-        ("Zürich-CA_01", "Z_rich-CA_01"),
+        ("Cisco Root CA 2048", "Cisco_Root_CA_2048"),
+        ("Cisco_Root_CA_2048", "Cisco_Root_CA_2048_" + _h("Cisco_Root_CA_2048")),
+        ("Lab Root CA / R1", "Lab_Root_CA_R1_" + _h("Lab Root CA / R1")),
+        ("ACME Corp. (Issuing) CA", "ACME_Corp._Issuing_CA_" + _h("ACME Corp. (Issuing) CA")),
+        ("..hidden..", "hidden_" + _h("..hidden..")),
+        ("***", "cn_" + _h("***")),
+        ("*.lab.example", "lab.example_" + _h("*.lab.example")),
+        ("Zürich-CA_01", "Z_rich-CA_01_" + _h("Zürich-CA_01")),
+        ("plain 0123456789abcdef", "plain_0123456789abcdef_" + _h("plain 0123456789abcdef")),
     ],
 )
-def test_entry_name_is_the_cn_made_file_safe(ec_key: ec.EllipticCurvePrivateKey, cn: str, expected: str) -> None:
+def test_entry_name_is_the_cn_or_a_file_safe_cn_with_its_hash(
+    ec_key: ec.EllipticCurvePrivateKey, cn: str, expected: str
+) -> None:
+    """A plain CN is the file name, as in the product; a CN that had to change carries its hash."""
     assert certs.entry_name(self_signed(ec_key, name(cn))) == expected
 
 
 def test_entry_name_without_cn_falls_back_to_serial(ec_key: ec.EllipticCurvePrivateKey) -> None:
     cert = self_signed(ec_key, name(None), serial=0xC0FFEE)
     assert certs.common_name(cert.subject) is None
-    assert certs.entry_name(cert) == "serial_c0ffee"
+    assert re.fullmatch(r"serial_c0ffee_[0-9a-f]{16}", certs.entry_name(cert))
 
 
 @pytest.mark.filterwarnings("ignore:Attribute's length must be:UserWarning")
 def test_entry_name_is_capped_at_128_characters(ec_key: ec.EllipticCurvePrivateKey) -> None:
     long_cn = x509.NameAttribute(NameOID.COMMON_NAME, "a" * 200, _validate=False)
     cert = self_signed(ec_key, x509.Name([long_cn]))
-    assert certs.entry_name(cert) == "a" * 128
+    assert certs.entry_name(cert) == "a" * 100 + "_" + _h("a" * 200)
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        ("*.lab.example", "_.lab.example"),
+        ("*.lab.example", "lab.example"),
+        ("Lab Root", "Lab_Root"),
+        ("Lab Root", "Lab\nRoot"),
+        ("x" * 129, "x" * 130),
+        ("a_" + "0" * 16, "a\x00"),
+        ("A 0123456789abcdef", "A_0123456789abcdef"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Attribute's length must be:UserWarning")
+def test_distinct_common_names_never_share_an_entry_name(
+    ec_key: ec.EllipticCurvePrivateKey, pair: tuple[str, str]
+) -> None:
+    """R-REPL-8 decides between certificates of one name: distinct subjects must never get one name."""
+    a, b = (
+        certs.entry_name(self_signed(ec_key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn, _validate=False)])))
+        for cn in pair
+    )
+    assert a != b
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -358,7 +394,7 @@ def test_entry_name_is_capped_at_128_characters(ec_key: ec.EllipticCurvePrivateK
 def test_entry_name_is_always_file_safe(ec_key: ec.EllipticCurvePrivateKey, cn: str) -> None:
     entry = certs.entry_name(self_signed(ec_key, name(cn), serial=1))
     assert re.fullmatch(r"[A-Za-z0-9._-]{1,128}", entry)
-    assert entry == "_" or not (entry.startswith((".", "_")) or entry.endswith((".", "_")))
+    assert not (entry.startswith((".", "_")) or entry.endswith((".", "_")))
     assert "/" not in entry
     assert entry not in {".", ".."}
 
@@ -645,3 +681,18 @@ def test_key_usage_helper_sets_crl_sign_with_key_cert_sign() -> None:
         True,
         False,
     )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    a=st.text(st.sampled_from("aZ0._-*/ \n\x1b"), min_size=1, max_size=12),
+    b=st.text(st.sampled_from("aZ0._-*/ \n\x1b"), min_size=1, max_size=12),
+)
+def test_entry_names_are_distinct_for_distinct_common_names(ec_key: ec.EllipticCurvePrivateKey, a: str, b: str) -> None:
+    """Names never collide for distinct subjects (the production entry_name, over CNs made of the
+    characters that sanitizing merges)."""
+    names = [
+        certs.entry_name(self_signed(ec_key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]), serial=1))
+        for cn in (a, b)
+    ]
+    assert (names[0] == names[1]) == (a == b)

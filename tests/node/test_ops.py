@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from cryptography import x509
@@ -119,25 +120,29 @@ def test_upload_of_a_chain_adds_every_certificate(key: ec.EllipticCurvePrivateKe
     assert [p.store for p in plan.puts] == ["cup-trust", "cup-trust"]
 
 
-def test_expired_certificate_is_refused(key: ec.EllipticCurvePrivateKey) -> None:
+def test_expired_certificate_is_stored_with_a_warning(key: ec.EllipticCurvePrivateKey) -> None:
+    """Issue 14: an expired trust certificate is uploaded, with a warning every door shows (notes)."""
     old = make(key, "Old CA", start=ORIGIN - 400 * DAY, days=30)
-    with pytest.raises(
-        Refused,
-        match=r"certificate 1 \(Old CA\) is expired on 2024-12-27T00:00:00Z \(the lab clock is at 2026-04-11",
-    ):
-        plan_trust_upload(Role.CUCM, "tomcat-trust", [old], {}, NOW)
+    plan = plan_trust_upload(Role.CUCM, "tomcat-trust", [old], {}, NOW)
+    assert plan.added == ("Old_CA",)
+    assert len(plan.notes) == 1
+    assert re.match(
+        r"warning: certificate 1 \(Old CA\) is expired on 2024-12-27T00:00:00Z \(the lab clock is at 2026-04-11",
+        plan.notes[0],
+    )
 
 
-def test_not_yet_valid_certificate_is_refused(key: ec.EllipticCurvePrivateKey) -> None:
+def test_not_yet_valid_certificate_is_stored_with_a_warning(key: ec.EllipticCurvePrivateKey) -> None:
     future = make(key, "Future CA", start=NOW + DAY)
-    with pytest.raises(Refused, match=r"is not yet valid: it starts"):
-        plan_trust_upload(Role.CUCM, "tomcat-trust", [future], {}, NOW)
+    plan = plan_trust_upload(Role.CUCM, "tomcat-trust", [future], {}, NOW)
+    assert plan.added == ("Future_CA",)
+    assert plan.notes[0].startswith("warning: certificate 1 (Future CA) is not yet valid: it starts")
 
 
 def test_one_bad_certificate_refuses_the_whole_upload(key: ec.EllipticCurvePrivateKey, root: x509.Certificate) -> None:
-    old = make(key, "Old CA", start=ORIGIN - 400 * DAY, days=30)
-    with pytest.raises(Refused, match=r"^certificate 2 \(Old CA\)"):
-        plan_trust_upload(Role.CUCM, "tomcat-trust", [root, old], {}, NOW)
+    twins = [make(key, "Twin CA", serial=1), make(key, "Twin CA", serial=2)]
+    with pytest.raises(Refused, match=r"^certificate 3 \(Twin CA\): two different certificates named"):
+        plan_trust_upload(Role.CUCM, "tomcat-trust", [root, *twins], {}, NOW)
 
 
 def test_repl4_capf_ca_also_goes_to_callmanager_trust(root: x509.Certificate) -> None:

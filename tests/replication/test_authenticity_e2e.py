@@ -24,6 +24,7 @@ async def holdings(lab: Lab) -> dict[str, list[tuple[str, str, str]]]:
     }
 
 
+@pytest.mark.both_brokers
 async def test_rogue_client_thousand_envelopes_change_nothing(make_lab: LabFactory, tmp_path: Path) -> None:
     """Property 5: 1,000+ forged, altered and replayed envelopes; none applied on any node; each kind
     counted; the log is rate-limited and never holds the password or the derived key."""
@@ -57,6 +58,7 @@ async def test_rogue_client_thousand_envelopes_change_nothing(make_lab: LabFacto
         assert text.count("envelope-rejected") < 60, f"{log.name} is not rate-limited"
 
 
+@pytest.mark.both_brokers
 async def test_node_with_the_wrong_password_cannot_join(make_lab: LabFactory, tmp_path: Path) -> None:
     """Property 5: a node keyed with another password neither changes the cluster nor learns from it."""
     lab = await make_lab(small_lab("auth", nodes=2, imp=0))

@@ -1,0 +1,43 @@
+"""One function that makes untrusted text safe to print: certificate subjects, issuers, SANs, descriptions.
+
+Certificate text comes from whoever made the certificate. Printed raw, a newline in a CN makes a
+line of its own (a forged log or table row) and an escape sequence rewrites the administrator's
+terminal. :func:`safe_text` shows every control character (C0, DEL, C1), every Unicode format
+character (bidirectional overrides, zero-width characters) and every line or paragraph separator
+as a visible escape (``\\n``, ``\\x1b``, ``\\u202e``), and doubles a backslash so the escaping can be
+read back without ambiguity. Printable text, accents and CJK included, is left as it is.
+Every door uses it: CLI tables and JSON, the SSH platform CLI, the REST API, logs.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+_UNSAFE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
+
+
+def _escape(ch: str) -> str:
+    named = _NAMED.get(ch)
+    if named is not None:
+        return named
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def safe_text(text: str | None) -> str:
+    """``text`` with control, format and separator characters shown escaped (None becomes '')."""
+    if not text:
+        return ""
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text  # the common case: nothing to escape
+    return "".join(_escape(ch) if ch == "\\" or unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text)
+
+
+def is_safe(text: str) -> bool:
+    """Whether ``text`` prints as it is (what tests and fuzzers assert about every door's output)."""
+    return all(unicodedata.category(ch) not in _UNSAFE_CATEGORIES or ch in "\n\t" for ch in text)

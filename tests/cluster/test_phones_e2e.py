@@ -1,0 +1,54 @@
+"""Phones in a running lab: boot, automatic reset after a regeneration, lockout and bulk ITL reset."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from cluster.phones import fleet
+from node import certs
+from node.phone import State
+from tests.conftest import LabFactory, small_lab
+
+pytestmark = pytest.mark.parametrize("broker", ["embedded"], indirect=True)
+
+
+def _states(summary: dict[str, object]) -> dict[str, int]:
+    states = summary["states"]
+    assert isinstance(states, dict)
+    return states
+
+
+async def test_phones_follow_a_callmanager_regen_then_lock_and_recover(make_lab: LabFactory) -> None:
+    """R-PHONE-1/2/3/4: TOFU at first boot; CallManager regenerated with automatic reset: every phone
+    registered on the new ITL; CallManager and TVS together with manual reset: locked; bulk ITL reset
+    with the unchanged ITLRecovery key: registered again."""
+    spec = small_lab("ph", nodes=2, imp=0, phones={"count": 6, "model": "8845"})
+    lab = await make_lab(spec)
+    f = await fleet(lab)
+    assert _states(f.summary()) == {"registered": 6}
+
+    await lab.request("cucm1", "regen", {"unit": "CallManager"})
+    await f.settle()
+    assert _states(f.summary()) == {"registered": 6}, f.summary()
+    pub_phones = [p for p in f.phones.values() if p.node == "cucm1"]
+    material = await lab.request("cucm1", "phone_material", {})
+    new_cm = certs.der_sha256(base64.b64decode(material["certs"]["CallManager"]))
+    assert all(p.itl_file is not None and p.itl_file.signed_by == new_cm for p in pub_phones)
+    assert any("automatically" in e for e in f.events)
+
+    await lab.request(
+        "cucm1", "param_set", {"name": "Phone Interaction on Certificate Update", "value": "Reset Phones Manually"}
+    )
+    await lab.request("cucm1", "regen", {"unit": "CallManager"})
+    await lab.request("cucm1", "regen", {"unit": "TVS"})
+    await f.settle()
+    assert _states(f.summary()) == {"registered": 6}  # nobody reset yet
+    await f.reset()
+    locked = [p for p in f.phones.values() if p.state is State.LOCKED]
+    assert {p.node for p in locked} == {"cucm1"} and len(locked) == 3, f.summary()
+    assert all("Trust List Update Failed" in p.reason for p in locked)
+
+    result = await f.itl_reset("localkey")
+    assert result["states"] == {"registered": 6}, result
