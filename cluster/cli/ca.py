@@ -18,6 +18,7 @@ from cluster.cli.common import (
     json_option,
     lab_dir_option,
     lab_option,
+    read_user_bytes,
     write_output,
 )
 from node.errors import BadInput, NotFound, Unavailable
@@ -143,7 +144,7 @@ def ca_sign(
     issued = lab_ca.sign_csr(
         name,
         issuer=issuer,
-        csr_pem=csr_file.read_bytes(),
+        csr_pem=read_user_bytes(csr_file, "csr"),
         days=days,
         drop_data_encipherment=drop_data_encipherment,
     )
