@@ -13,6 +13,7 @@ Run from the repository root::
 
     python bench/simulated_year.py                      # 21 nodes, 365 days, embedded broker
     python bench/simulated_year.py --broker mosquitto --repeat 3 --json
+    python bench/simulated_year.py --phones 1000        # also a run with 1,000 phones: their cost beside it
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ from cluster.labfile import parse_lab
 from node.catalog import MAX_CLUSTER_NODES
 
 
-def lab_spec(nodes: int) -> Any:
+def lab_spec(nodes: int, phones: int = 0) -> Any:
     imp = min(5, max(0, nodes - 2))
     cucm = nodes - imp
     spec = [{"name": "cucm-pub", "role": "cucm", "publisher": True}]
     spec += [{"name": f"cucm-sub{i}", "role": "cucm"} for i in range(1, cucm)]
     spec += [{"name": f"imp{i}", "role": "imp"} for i in range(1, imp + 1)]
-    return parse_lab({"lab": "year", "security_password": "bench-cluster-pw", "nodes": spec})
+    extra = {"phones": {"count": phones}} if phones else {}
+    return parse_lab({"lab": "year", "security_password": "bench-cluster-pw", "nodes": spec, **extra})
 
 
 async def setup_ocsp(lab: Lab, ca: LabCA) -> Any:
@@ -60,9 +62,24 @@ async def setup_ocsp(lab: Lab, ca: LabCA) -> Any:
     return responder
 
 
-async def one_run(args: argparse.Namespace, broker_url: str | None) -> dict[str, Any]:
+async def phones_cost(lab: Lab, phase: str, costs: dict[str, Any]) -> None:
+    """--phones: power the phones on (each boots from its TFTP node), later regenerate CallManager on
+    the publisher so every phone resets automatically (R-PHONE-4); wall seconds of each."""
+    from cluster.phones import fleet  # noqa: PLC0415 - only with --phones
+
+    t = time.perf_counter()
+    f = await fleet(lab)
+    if phase == "after":
+        await lab.request("cucm-pub", "regen", {"unit": "CallManager"})
+        await f.settle()
+    costs[f"phones_{'boot' if phase == 'before' else 'auto_reset'}_s"] = round(time.perf_counter() - t, 2)
+    costs[f"phone_states_{phase}"] = f.summary()["states"]
+
+
+async def one_run(args: argparse.Namespace, broker_url: str | None, phones: int = 0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="certsim-year-") as tmp:
-        lab = Lab(lab_spec(args.nodes), Path(tmp), broker_url=broker_url)
+        lab = Lab(lab_spec(args.nodes, phones), Path(tmp), broker_url=broker_url)
+        costs: dict[str, Any] = {}
         t0 = time.perf_counter()
         await lab.start()
         conv = await lab.converge(timeout=120)
@@ -79,10 +96,14 @@ async def one_run(args: argparse.Namespace, broker_url: str | None) -> dict[str,
             if args.ocsp:
                 responder = await setup_ocsp(lab, ca)
             await lab.converge(timeout=60)
+            if phones:
+                await phones_cost(lab, "before", costs)
             t1 = time.perf_counter()
             steps = await lab.advance(dt.timedelta(days=args.days))
             wall = time.perf_counter() - t1
             conv = await lab.converge(timeout=120)
+            if phones:
+                await phones_cost(lab, "after", costs)
             stats: dict[str, int] = {}
             for agent in lab.agents.values():
                 for key, value in agent.stats.items():
@@ -105,6 +126,8 @@ async def one_run(args: argparse.Namespace, broker_url: str | None) -> dict[str,
                 "alarms": alarms,
                 "mails": mails,
                 "converged_after": conv.converged,
+                "phones": phones,
+                **costs,
             }
         finally:
             if responder is not None:
@@ -129,6 +152,7 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         if mosquitto is not None:
             await mosquitto.stop()
+    with_phones = [await one_run(args, broker_url, args.phones) for _ in range(args.repeat)] if args.phones else []
     wall = statistics.median(r["wall_s"] for r in runs)
     summary = {
         "broker": args.broker,
@@ -140,6 +164,7 @@ async def main(args: argparse.Namespace) -> None:
         "median_sim_days_per_wall_s": round(args.days / wall, 1),
         "goal_wall_s": 30,
         "last_run": runs[-1],
+        "with_phones": with_phones[-1] if with_phones else None,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -156,6 +181,14 @@ async def main(args: argparse.Namespace) -> None:
         f"{last['ocsp_checks']} OCSP checks; {last['alarms']} alarms, {last['mails']} mails"
     )
     print(f"  lab start (not timed): {last['lab_start_s']} s; converged after the jump: {last['converged_after']}")
+    if with_phones:
+        pw = statistics.median(r["wall_s"] for r in with_phones)
+        ph = with_phones[-1]
+        print(f"  with {args.phones} phones: jump {pw:.2f} s ({pw / wall:.2f}x the run without phones)")
+        print(
+            f"    power-on of every phone {ph['phones_boot_s']} s -> {ph['phone_states_before']}; "
+            f"CallManager regenerated, automatic reset {ph['phones_auto_reset_s']} s -> {ph['phone_states_after']}"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -166,6 +199,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-ocsp", dest="ocsp", action="store_false", help="leave OCSP off")
     p.add_argument("--repeat", type=int, default=1, help="runs; the median is reported (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON summary")
+    p.add_argument("--phones", type=int, default=0, help="also run with this many phones and print their cost")
     args = p.parse_args(argv)
     if not 2 <= args.nodes <= MAX_CLUSTER_NODES:
         p.error(f"--nodes must be between 2 and {MAX_CLUSTER_NODES}")

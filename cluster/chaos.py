@@ -27,6 +27,7 @@ from cluster.broker import MosquittoBroker
 from cluster.lab import History, Lab
 from cluster.labca import LabCA
 from cluster.labfile import LabSpec, parse_lab
+from cluster.report import write_report
 from node.catalog import KeyAlgo, Role
 from node.errors import CertsimError, Unavailable
 from replication.hlc import Version
@@ -234,10 +235,11 @@ def _undecided(cfg: ChaosConfig, results_dir: Path, reason: str, started: float)
         "wall_seconds": wall,
     }
     (results_dir / "results.json").write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    write_report(results_dir, {})  # report.html (cluster.report)
     return ChaosReport(cfg.seed, "unknown", results_dir, counts, None, [], wall)
 
 
-async def _run(
+async def _run(  # noqa: PLR0915 - one seed's phases in order: lab, schedule, heal, check, files
     cfg: ChaosConfig,
     results_dir: Path,
     broker_url: str | None,
@@ -270,6 +272,7 @@ async def _run(
     injected: Counter[str] = Counter()
     attempted = succeeded = 0
     convergence_s: float | None = None
+    rows: dict[str, list[dict[str, Any]]] = {}  # each node's trust list at the end (report.html's matrix)
     published = 0
     try:
         await lab.start()
@@ -289,7 +292,8 @@ async def _run(
             await lab.request(node, "resync")
         conv = await lab.converge(timeout=cfg.converge_timeout)
         convergence_s = time.perf_counter() - t0
-        held = {n: checker.parse_rows(await lab.request(n, "list", {"usage": "trust"})) for n in lab.running_nodes()}
+        rows.update({n: await lab.request(n, "list", {"usage": "trust"}) for n in lab.running_nodes()})
+        held = {n: checker.parse_rows(r) for n, r in rows.items()}
         roles = {n.name: n.role for n in spec.nodes}
         verdict = checker.check(held, roles, acked, spec.release, converged=conv.converged, maybe_deleted=maybe_deleted)
         published = sum(a.stats["published"] for a in lab.agents.values())
@@ -328,6 +332,7 @@ async def _run(
         "schedule": [asdict(a) for a in actions],
     }
     (results_dir / "results.json").write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    write_report(results_dir, rows)  # report.html (cluster.report)
     return report
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cluster.lab import certsim_home
+from cluster.labdir import certsim_home
 from cluster.labfile import LabSpec
 from node import certs
 from node.catalog import KeyAlgo, units_for

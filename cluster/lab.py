@@ -11,9 +11,9 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import os
 import secrets
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,92 +21,23 @@ from typing import IO, Any, Protocol
 
 from cluster.broker import EmbeddedBroker, wait_listening
 from cluster.control import ControlClient
+from cluster.labdir import CLOCK_FILE, LabState
 from cluster.labfile import LabSpec
+from cluster.limits import ensure_fd_limit, fds_needed
 from cluster.smtp import SmtpSink
 from node.agent import NodeAgent, NodeConfig
 from node.clock import MAX_ADVANCE, SimClock
-from node.errors import BadInput, NotFound, Unavailable
+from node.errors import BadInput, Unavailable
 from node.logs import open_log
 from replication.envelope import derive_key
-from replication.topics import Topics
 from replication.transport import BrokerAddress
 
-STATE_FILE = "lab.json"
-CLOCK_FILE = "clock.json"  # the offset jumps added to the lab clock, so a restarted lab keeps its time
 MAILS_FILE = "mails.jsonl"
 SAVE_OFFSET_EVERY = dt.timedelta(days=1)  # during a long jump, the clock is saved once a simulated day
 NETWORK_SETTLE_MAX_S = 2.0  # wall seconds a jump step waits for the messages its timers sent
 NETWORK_QUIET_S = 0.01  # no message sent or received for this long: the step's traffic is over
-RUNNING_FILE = "running.json"
-LAB_COPY = "lab.yaml"
 _log = logging.getLogger("certsim.lab")
-
-
-def certsim_home() -> Path:
-    """Where labs live unless told otherwise: ``$CERTSIM_HOME`` or ``~/.certsim``."""
-    return Path(os.environ.get("CERTSIM_HOME") or Path.home() / ".certsim")
-
-
-def default_lab_dir(name: str) -> Path:
-    return certsim_home() / "labs" / name
-
-
-@dataclass(frozen=True)
-class LabState:
-    """Persisted facts of one lab directory."""
-
-    instance: str
-    sim_origin: dt.datetime
-    wall_origin: float
-    rate: float
-
-    @classmethod
-    def load_or_create(cls, lab_dir: Path, spec: LabSpec) -> LabState:
-        path = lab_dir / STATE_FILE
-        if path.exists():
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            if raw.get("lab") != spec.name:
-                raise NotFound(f"{lab_dir} holds lab '{raw.get('lab')}', not '{spec.name}'; use another --lab-dir")
-            return cls(
-                raw["instance"],
-                dt.datetime.fromisoformat(raw["sim_origin"]),
-                float(raw["wall_origin"]),
-                float(raw["rate"]),
-            )
-        wall = time.time()  # the lab's clock origin is the one wall-clock read a lab makes
-        state = cls(
-            secrets.token_hex(4),
-            spec.clock_start or dt.datetime.fromtimestamp(wall, dt.UTC).replace(microsecond=0),
-            wall,
-            spec.clock_rate,
-        )
-        lab_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(lab_dir, 0o700)
-        path.write_text(
-            json.dumps(
-                {
-                    "lab": spec.name,
-                    "instance": state.instance,
-                    "sim_origin": state.sim_origin.isoformat(),
-                    "wall_origin": state.wall_origin,
-                    "rate": state.rate,
-                },
-                indent=2,
-            ),
-            encoding="utf-8",
-        )
-        return state
-
-    def topics(self, lab: str) -> Topics:
-        return Topics(f"certsim/{lab}/{self.instance}")
-
-    def clock(self, lab_dir: Path | None = None) -> SimClock:
-        """The lab clock, with the jumps already made (read from ``clock.json`` in ``lab_dir``)."""
-        clock = SimClock(self.sim_origin, rate=self.rate, wall_origin=self.wall_origin)
-        if lab_dir is not None and (lab_dir / CLOCK_FILE).exists():
-            saved = json.loads((lab_dir / CLOCK_FILE).read_text(encoding="utf-8"))
-            clock.offset = dt.timedelta(milliseconds=int(saved["offset_ms"]))
-        return clock
+IN_PROCESS: weakref.WeakSet[Lab] = weakref.WeakSet()  # every lab of this process (TLS links between clusters)
 
 
 def parse_smtp_url(url: str) -> str:
@@ -209,6 +140,7 @@ class Lab:
         self._saved_offset = self.clock.offset
         self._published_seen = 0
         self.clock.settle_hooks.append(self._after_timer_step)
+        IN_PROCESS.add(self)
 
     async def _after_timer_step(self) -> None:
         """After each step of a jump: let the messages its timers sent arrive (digests, state
@@ -285,6 +217,9 @@ class Lab:
 
     async def start(self, nodes: Iterable[str] | None = None, progress: Callable[[str], None] | None = None) -> None:
         """Start the broker (embedded unless a URL was given), the nodes, and the control client."""
+        names = list(nodes) if nodes is not None else list(self.spec.node_names)
+        budget = fds_needed(len(names), embedded_broker=self.broker is None, front_doors=self.front_doors)
+        ensure_fd_limit(budget)  # refuses before anything starts when ulimit -n is too low (cluster.limits)
         if self._smtp_url is None and self.smtp is None:
             self.smtp = SmtpSink(clock=self.clock, jsonl=self.lab_dir / MAILS_FILE)
             await self.smtp.start()
@@ -299,7 +234,6 @@ class Lab:
                 raise Unavailable(f"no MQTT broker is listening at {self.broker.url}") from None
         self._client = ControlClient(self.broker, self.topics, self.secret, self.spec.node_names)
         await self._client.start()
-        names = list(nodes) if nodes is not None else list(self.spec.node_names)
 
         async def one(name: str) -> None:
             await self.start_node(name)

@@ -374,3 +374,94 @@ def _parse_subject(raw: Any, source: str) -> SubjectFields:
     if len(country) != 2:
         raise LabFileError(f"{source}: subject country must be a two-letter code")
     return SubjectFields(**{k: str(v) for k, v in raw.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Several clusters in one lab file (a classroom): a top-level 'clusters:' list
+
+
+CLUSTERS_KEY = "clusters"
+CLUSTER_ITEM_KEYS = (LAB_KEYS - {"lab"}) | {"cluster"}
+MAX_CLUSTERS = 250  # cluster c gets default node addresses 127.0.<c>.<11 + position>
+
+
+@dataclass(frozen=True)
+class ClustersSpec:
+    """What a lab file describes: one cluster (a classic lab file) or several under ``clusters:``.
+
+    Each cluster is a full :class:`LabSpec` of its own name, security password, release, publisher, nodes
+    and addresses; running, its nodes share the lab's broker and processes but never its bus traffic or
+    stores (topics and keys come from the cluster's name and password, databases live per cluster)."""
+
+    name: str
+    clusters: tuple[LabSpec, ...]
+    multi: bool
+    raw: tuple[Mapping[str, Any], ...]  # each cluster as a one-cluster lab mapping (its copy in the lab dir)
+
+    def cluster(self, name: str) -> LabSpec:
+        for spec in self.clusters:
+            if spec.name == name:
+                return spec
+        raise LabFileError(f"lab '{self.name}' has no cluster '{name}'; clusters: {', '.join(self.names)}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.clusters)
+
+
+def load_clusters(path: Path) -> ClustersSpec:
+    """Read a lab file of one cluster or of several (``clusters:``)."""
+    try:
+        raw = userfiles.load_yaml_file(path, "lab")
+    except userfiles.UserFileError as exc:
+        raise LabFileError(str(exc)) from None
+    return parse_clusters(raw, source=str(path))
+
+
+def parse_clusters(raw: Any, source: str = "lab") -> ClustersSpec:
+    """A one-cluster lab mapping as today, or ``lab`` + ``clusters: [...]`` where every other top-level key
+    (release, domain, nodes, front_doors ...) is a default each cluster may override; each item names its
+    ``cluster`` and normally its own ``security_password``."""
+    if not isinstance(raw, Mapping) or CLUSTERS_KEY not in raw:
+        spec = parse_lab(raw, source)
+        return ClustersSpec(spec.name, (spec,), multi=False, raw=(dict(raw),))
+    name = raw.get("lab")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise LabFileError(f"{source}: 'lab' must be a lowercase name of letters, digits and '-' (got {name!r})")
+    defaults = {k: v for k, v in raw.items() if k not in ("lab", CLUSTERS_KEY)}
+    unknown = set(defaults) - LAB_KEYS
+    if unknown:
+        raise LabFileError(f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    items = raw[CLUSTERS_KEY]
+    if not isinstance(items, list) or not items:
+        raise LabFileError(f"{source}: 'clusters' must be a non-empty list of clusters")
+    if len(items) > MAX_CLUSTERS:
+        raise LabFileError(f"{source}: {len(items)} clusters; a lab holds at most {MAX_CLUSTERS}")
+    specs: list[LabSpec] = []
+    mappings: list[Mapping[str, Any]] = []
+    for c, item in enumerate(items):
+        where = f"{source}: cluster {c + 1}"
+        if not isinstance(item, Mapping):
+            raise LabFileError(f"{where} must be a mapping with 'cluster' and 'security_password'")
+        unknown = set(item) - CLUSTER_ITEM_KEYS
+        if unknown:
+            raise LabFileError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+        merged: dict[str, Any] = {**defaults, **{k: v for k, v in item.items() if k != "cluster"}}
+        merged["lab"] = item.get("cluster")
+        if isinstance(merged.get("nodes"), list):  # default front-door addresses per cluster: 127.0.<c>.<11 + i>
+            merged["nodes"] = [
+                {"address": f"127.0.{c}.{FIRST_DEFAULT_HOST + i}", **n} if isinstance(n, Mapping) else n
+                for i, n in enumerate(merged["nodes"])
+            ]
+        specs.append(parse_lab(merged, f"{where} ({merged['lab']})"))
+        mappings.append(merged)
+    for what, values in (
+        ("name", [s.name for s in specs]),
+        ("node address", [n.address for s in specs for n in s.nodes]),
+    ):
+        seen: set[str] = set()
+        for value in values:
+            if value in seen:
+                raise LabFileError(f"{source}: two clusters use the {what} '{value}'")
+            seen.add(value)
+    return ClustersSpec(name, tuple(specs), multi=True, raw=tuple(mappings))

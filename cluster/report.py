@@ -46,6 +46,8 @@ READ_ONLY_OPS = frozenset(
         "authz_status",
         "token_verify",
         "check_remote",
+        "phone_material",
+        "ctl_get",
     }
 )  # operations that change nothing: left out of the swimlane so what changed stands out
 MAX_SWIMLANE_EVENTS = 800  # a long run keeps its last events (the report says how many were left out)
@@ -163,6 +165,7 @@ def _interesting(event: Mapping[str, Any]) -> bool:
         "step",
         "monitor-alarms",
         "ocsp-status",
+        "chaos",
     }
 
 
@@ -218,6 +221,10 @@ def swimlane(events: Sequence[Mapping[str, Any]], nodes: Sequence[str]) -> Swiml
             if sender in lanes:
                 arrows.append(Arrow(lanes[sender], start, lane, row, "state", "state"))
             marks.append(Mark(lane, row, "", "node", f"{when} {kind} from {sender}: {e.get('records')} record(s)"))
+        elif kind == "chaos":  # a fault or operation of a chaos schedule, on the node it hits
+            marks.append(
+                Mark(lane, row, str(e.get("kind")), "fail", f"{when} chaos {e.get('kind')} {e.get('args') or ''}")
+            )
         else:
             detail = e.get("service") or e.get("units") or e.get("count") or e.get("status") or ""
             marks.append(Mark(lane, row, kind, "node", f"{when} {kind} {detail}"))
@@ -276,12 +283,66 @@ def render_report(
 
 
 REPORT_FILE = "report.html"
+PROPERTY_RULES = {"resurrection": "R-REPL-9", "locality": "R-REPL-2"}  # the chaos checker's properties with a rule
+
+
+def chaos_results(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A chaos run's ``results.json`` (``cluster.chaos``) in the shape the report shows: the schedule as steps,
+    each checker violation as a failure naming its property, node, store and entry."""
+    cfg = payload.get("config") or {}
+    violations = list(payload.get("violations") or [])
+    steps = [
+        {
+            "index": a.get("index"),
+            "kind": a.get("kind"),
+            "status": "scheduled",
+            "sim": "",
+            "rule": None,
+            "detail": " ".join(str(x) for x in (a.get("node"), json.dumps(a.get("args") or {})) if x),
+        }
+        for a in payload.get("schedule") or []
+    ]
+    failures = [
+        {
+            "index": i,
+            "kind": v.get("prop"),
+            "status": "failed",
+            "sim": "",
+            "rule": PROPERTY_RULES.get(str(v.get("prop"))),
+            "detail": f"{v.get('entry')}: {v.get('detail')}",
+            "result": {"node": v.get("node"), "store": v.get("store")},
+        }
+        for i, v in enumerate(violations, start=1)
+    ]
+    counts = payload.get("counts") or {}
+    return {
+        "scenario": f"chaos seed {payload.get('seed')}",
+        "description": (
+            f"{cfg.get('nodes')} nodes, {cfg.get('ops')} operations, faults {', '.join(cfg.get('faults') or [])}"
+        ),
+        "verdict": payload.get("verdict", "unknown"),
+        "reason": "; ".join(str(n) for n in payload.get("notes") or []),
+        "lab": "chaos",
+        "release": cfg.get("release", ""),
+        "nodes": [f"node{i:02d}" for i in range(1, int(cfg.get("nodes") or 0) + 1)],
+        "broker": cfg.get("broker") or "embedded",
+        "wall_seconds": payload.get("wall_seconds"),
+        "sim_start": "",
+        "sim_end": "",
+        "expectations": {"total": 0, "held": 0, "failed": len(violations)},
+        "rules": sorted({f["rule"] for f in failures if f["rule"]}),
+        "failures": failures,
+        "steps": steps,
+        "counts": counts,
+    }
 
 
 def write_report(results_dir: Path, holdings: Mapping[str, Iterable[Mapping[str, Any]] | None]) -> Path:
     """Read ``results.json`` and ``history.jsonl`` of a finished run and write ``report.html`` beside them
     (the runner's one call; the rendering above stays pure)."""
     results = json.loads((results_dir / "results.json").read_text(encoding="utf-8"))
+    if "seed" in results and "scenario" not in results:  # a chaos run (cluster.chaos)
+        results = chaos_results(results)
     events: list[dict[str, Any]] = []
     history = results_dir / "history.jsonl"
     if history.exists():

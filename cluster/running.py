@@ -19,18 +19,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster.control import ControlClient
-from cluster.controller import LabController
-from cluster.lab import LAB_COPY, RUNNING_FILE, History, Lab, LabState, certsim_home, default_lab_dir
+from cluster.labdir import HISTORY_FILE, LAB_COPY, RUNNING_FILE, LabState, certsim_home, default_lab_dir
 from cluster.labfile import LabSpec, load_lab
 from node.errors import NotFound, Unavailable
 from replication.envelope import derive_key
 from replication.transport import BrokerAddress
 from scenarios import shipped
 
-HISTORY_FILE = "history.jsonl"  # <lab dir>/history.jsonl: every event of a lab run by 'lab up'
+if TYPE_CHECKING:
+    from cluster.controller import LabController
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class RunningLab:
     state: LabState
     pid: int
     broker: BrokerAddress
+    bus_key: bytes | None = None  # the cluster key the lab process derived (scrypt costs a CLI call ~50 ms)
 
     @property
     def alive(self) -> bool:
@@ -70,6 +71,7 @@ def read_running(lab_dir: Path) -> RunningLab | None:
         LabState.load_or_create(lab_dir, spec),
         int(raw["pid"]),
         BrokerAddress.parse(raw["broker"]),
+        bytes.fromhex(raw["bus_key"]) if isinstance(raw.get("bus_key"), str) else None,
     )
 
 
@@ -85,14 +87,17 @@ def running_smtp(lab_dir: Path) -> str | None:
 
 def find_running(lab: str | None = None, lab_dir: Path | None = None) -> RunningLab:
     """The running lab named by ``lab``/``lab_dir``, or the only one running; a clear error otherwise."""
+    labs_root = certsim_home() / "labs"
     if lab_dir is not None or lab is not None:
         directory = lab_dir or default_lab_dir(str(lab))
+        if lab_dir is None and not directory.exists():  # a cluster of a multi-cluster lab (cluster.classroom)
+            directory = next(iter(sorted(labs_root.glob(f"*/clusters/{lab}"))), directory)
         found = read_running(directory)
         if found is None or not found.alive:
             raise Unavailable(f"no lab is running in {directory}; start one with 'certsim lab up LAB_FILE'")
         return found
-    labs_root = certsim_home() / "labs"
-    candidates = [r for d in sorted(labs_root.glob("*")) if (r := read_running(d)) is not None and r.alive]
+    dirs = sorted([*labs_root.glob("*"), *labs_root.glob("*/clusters/*")])
+    candidates = [r for d in dirs if (r := read_running(d)) is not None and r.alive]
     if not candidates:
         raise Unavailable(f"no lab is running under {labs_root}; start one with 'certsim lab up LAB_FILE'")
     if len(candidates) > 1:
@@ -107,7 +112,7 @@ async def connect(running: RunningLab) -> AsyncIterator[ControlClient]:
     client = ControlClient(
         running.broker,
         running.state.topics(running.spec.name),
-        derive_key(running.spec.security_password, running.spec.name),
+        running.bus_key or derive_key(running.spec.security_password, running.spec.name),
         running.spec.node_names,
     )
     await client.start()
@@ -157,7 +162,9 @@ async def serve(
     """Run a lab until SIGTERM or SIGINT; ``running.json`` exists exactly while it serves."""
     for name in skip:
         spec.node(name)
+    from cluster.controller import LabController  # noqa: PLC0415 - the lab machinery only in the lab process
     from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
+    from cluster.lab import History, Lab  # noqa: PLC0415
 
     pool = use_home_pool()  # identities of first-started nodes come from keys made ahead
     history = History(lab_dir / HISTORY_FILE)  # what the lab dashboard's live feed tails (certsim lab ui)
@@ -193,6 +200,8 @@ async def serve(
                     "broker": lab.broker_url,
                     "lab": spec.name,
                     "topic_root": lab.topics.root,
+                    # the lab directory (0700) already holds the security password in lab.yaml
+                    "bus_key": lab.secret.hex(),
                     "smtp": lab.smtp_server,
                     "started_wall": time.time(),
                 },
@@ -200,6 +209,7 @@ async def serve(
             ),
             encoding="utf-8",
         )
+        running.chmod(0o600)
         await stop.wait()
     finally:
         if controller is not None:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from cluster.runs import RunReport
-from cluster.scenario import StepResult
 from node.safetext import safe_text
+
+if TYPE_CHECKING:  # types only: the CLI's table verbs must not load the scenario runner
+    from cluster.runs import RunReport
+    from cluster.scenario import StepResult
 
 STATUS_STYLE = {"ok": "green", "failed": "bold red", "error": "bold red", "unknown": "yellow"}
 VERDICT_STYLE = {"valid": "bold green", "invalid": "bold red", "unknown": "bold yellow"}

@@ -12,7 +12,10 @@ capf_issue. Rule IDs refer to DOMAIN.md (R-PHONE-1, R-PHONE-3, R-PHONE-5, R-PHON
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import collections
+import hashlib
 from typing import Any
 
 from cryptography import x509
@@ -79,14 +82,36 @@ def _records(raw: object) -> list[TrustRecord]:
     return out
 
 
-async def _sign(agent: NodeAgent, kind: FileKind, records: list[TrustRecord], body: bytes, serial: int) -> bytes:
+Signer = tuple[Role, x509.Certificate, certs.PrivateKey]
+
+
+async def _signer(agent: NodeAgent, kind: FileKind) -> Signer:
+    """The TFTP node's CallManager key for ITL and configuration files; the publisher's ITLRecovery
+    key for the CTL and the bulk reset file. (Loading an RSA key costs milliseconds: once per request.)"""
     if kind in (FileKind.ITL, FileKind.CONFIG):
         ident, role = await _identity(agent, "CallManager"), Role.TFTP
     else:
         _require_publisher(agent, f"signing the {kind.value} file")
         ident, role = await _identity(agent, "ITLRecovery"), Role.ITL_RECOVERY
-    cert = x509.load_der_x509_certificate(ident.cert_der)
-    key = certs.load_key(ident.key_pem)
+    return role, x509.load_der_x509_certificate(ident.cert_der), _load_key(ident.key_pem)
+
+
+_KEYS: collections.OrderedDict[str, certs.PrivateKey] = collections.OrderedDict()
+KEY_MEMORY = 64  # signing keys kept loaded: loading (and checking) an RSA key takes ~100 ms
+
+
+def _load_key(pem: bytes) -> certs.PrivateKey:
+    sha = hashlib.sha256(pem).hexdigest()
+    key = _KEYS.get(sha)
+    if key is None:
+        key = _KEYS[sha] = certs.load_key(pem)
+        while len(_KEYS) > KEY_MEMORY:
+            _KEYS.popitem(last=False)
+    return key
+
+
+async def _sign(agent: NodeAgent, kind: FileKind, records: list[TrustRecord], body: bytes, serial: int) -> bytes:
+    role, cert, key = await _signer(agent, kind)
     return trustlist.build(kind, role, cert, key, records=records, body=body, serial=serial)
 
 
@@ -105,7 +130,11 @@ async def op_tftp_sign(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]
         bodies = args.get("bodies")
         if not isinstance(bodies, list) or len(bodies) > MAX_BODIES:
             raise BadInput(f"bodies must be a list of at most {MAX_BODIES} base64 configuration files")
-        files = [await _sign(agent, kind, [], base64.b64decode(str(b)), serial) for b in bodies]
+        role, cert, key = await _signer(agent, kind)
+        raw = [base64.b64decode(str(b)) for b in bodies]
+        files = await asyncio.to_thread(
+            lambda: [trustlist.build(kind, role, cert, key, body=b, serial=serial) for b in raw]
+        )
         return {"files": [base64.b64encode(f).decode() for f in files]}
     signed = await _sign(agent, kind, _records(args.get("records", [])), b"", serial)
     return {"file": base64.b64encode(signed).decode()}
@@ -176,7 +205,7 @@ async def op_capf_issue(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any
         raise BadInput("phones here carry EC P-256 keys")
     capf = await _identity(agent, "CAPF")
     cert = x509.load_der_x509_certificate(capf.cert_der)
-    lsc = phone.issue_lsc(name, public, cert, certs.load_key(capf.key_pem), agent.clock.now())
+    lsc = phone.issue_lsc(name, public, cert, _load_key(capf.key_pem), agent.clock.now())
     agent.log.info("capf-lsc-issued", phone=name, issuer=certs.common_name(cert.subject))
     return {"phone": name, "lsc": base64.b64encode(certs.der_of(lsc)).decode(), "issuer": certs.fingerprint(cert)}
 

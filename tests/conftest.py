@@ -86,7 +86,15 @@ def _deck_pems() -> list[bytes]:
     return pems
 
 
+def compiled_children(env: dict[str, str]) -> None:
+    """Let child processes (xdist workers, every ``certsim`` a CLI test runs) keep compiled bytecode, in a
+    cache outside the source tree: with PYTHONDONTWRITEBYTECODE each one recompiled every module it imports."""
+    if env.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+        env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / f"certsim-pycache-{os.getuid()}"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    compiled_children(os.environ)  # type: ignore[arg-type]
     DECK[:] = [KeyDeck(_deck_pems())]
     certs.use_key_source(DECK[0])
     os.environ.setdefault("CERTSIM_KEYPOOL_TARGET", "0")  # CLI processes of the tests start no background filler

@@ -7,6 +7,7 @@ from __future__ import annotations
 from cluster.cli import (  # noqa: F401 - each module registers its verbs on main
     ca,
     cert,
+    classroom,
     clock,
     csr,
     fault,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
+from cluster import __version__
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(package_name="certsim")
+@click.version_option(__version__, prog_name="certsim")
 def main() -> None:
     """certsim: a Cisco Unified CM / IM and Presence certificate-management lab.
 

@@ -14,11 +14,8 @@ from cluster.cli.common import (
     console,
     emit_json,
     err,
-    handles_errors,
-    json_option,
-    lab_dir_option,
-    lab_option,
     read_user_bytes,
+    running_lab_options,
     write_output,
 )
 from node.errors import BadInput, NotFound, Unavailable
@@ -85,9 +82,7 @@ def ca() -> None:
 @click.option("--key-type", type=click.Choice(["RSA", "EC"], case_sensitive=False), default="RSA")
 @click.option("--days", type=int, default=3650, show_default=True)
 @ca_dir_option
-@lab_option
-@lab_dir_option
-@handles_errors
+@running_lab_options()
 def ca_create(
     name: str,
     issuer: str | None,
@@ -122,9 +117,7 @@ def ca_create(
 @click.option("--chain", is_flag=True, help="Write the certificate followed by its CA chain.")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write the certificate here.")
 @ca_dir_option
-@lab_option
-@lab_dir_option
-@handles_errors
+@running_lab_options()
 def ca_sign(
     name: str,
     issuer: str,
@@ -168,10 +161,7 @@ def ca_sign(
     help="RFC 5280 reason, e.g. keyCompromise, superseded, cessationOfOperation.",
 )
 @ca_dir_option
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def ca_revoke(
     name: str, reason: str, ca_dir: Path | None, lab_name: str | None, lab_dir: Path | None, as_json: bool
 ) -> None:

@@ -13,14 +13,11 @@ from cluster.cli.common import (
     certops_request,
     console,
     emit_json,
-    handles_errors,
-    json_option,
-    lab_dir_option,
-    lab_option,
     node_option,
     on_node,
     read_user_bytes,
     run_async,
+    running_lab_options,
     store_option,
     unit_option,
     write_output,
@@ -41,10 +38,7 @@ def cert() -> None:
 @click.option("--key-type", type=click.Choice(["RSA", "EC"], case_sensitive=False))
 @click.option("--expires-before", metavar="DATE", help="Expiring before this ISO date.")
 @click.option("--expires-after", metavar="DATE", help="Expiring after this ISO date.")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def cert_list(
     node: str,
     store: str | None,
@@ -97,10 +91,7 @@ def cert_list(
 @node_option
 @store_option
 @click.argument("name")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def cert_delete(node: str, store: str, name: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Delete trust certificate NAME from a store on NODE (identity certificates cannot be deleted)."""
     result = on_node(lab_name, lab_dir, node, "delete", {"store": store, "name": name})
@@ -122,9 +113,7 @@ def cert_delete(node: str, store: str, name: str, lab_name: str | None, lab_dir:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write to this file (default: stdout for PEM, NAME.der for DER).",
 )
-@lab_option
-@lab_dir_option
-@handles_errors
+@running_lab_options()
 def cert_download(
     node: str,
     store: str,
@@ -146,10 +135,7 @@ def cert_download(
 @node_option
 @unit_option
 @click.option("--key-size", type=int, default=None, help="Same length (default), 3072 or 4096.")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def cert_regen(
     node: str, unit: str, key_size: int | None, lab_name: str | None, lab_dir: Path | None, as_json: bool
 ) -> None:
@@ -188,10 +174,7 @@ def _advice(result: dict[str, Any]) -> None:
     "--purpose", default=None, metavar="UNIT", help="Identity unit for a CA-signed certificate (e.g. tomcat)."
 )
 @click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False, allow_dash=True))
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def cert_upload_any(
     node: str,
     store: str | None,
@@ -246,10 +229,7 @@ def _trust_upload(
 
 @cert.command("identities")
 @node_option
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def cert_identities(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Identity certificates of NODE: source, R-KU-1 flag, pending CSR, services still on the old one."""
     from rich.table import Table  # noqa: PLC0415

@@ -11,11 +11,8 @@ from cluster.cli.common import (
     LAB_TARGET,
     console,
     emit_json,
-    handles_errors,
-    json_option,
-    lab_dir_option,
-    lab_option,
     on_node,
+    running_lab_options,
 )
 
 ADVANCE_TIMEOUT_S = 3600.0  # a year of timers on a big lab takes a while; the lab answers when done
@@ -27,10 +24,7 @@ def clock() -> None:
 
 
 @clock.command("show")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def clock_show(lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Print the lab's simulated time, rate and the jumps made so far."""
     result = on_node(lab_name, lab_dir, LAB_TARGET, "clock", {})
@@ -44,10 +38,7 @@ def clock_show(lab_name: str | None, lab_dir: Path | None, as_json: bool) -> Non
 
 @clock.command("advance")
 @click.argument("duration")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def clock_advance(duration: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Jump the lab clock by DURATION (30d, 12h, 90m, 2w or seconds).
 

@@ -8,7 +8,6 @@ when it runs.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Callable, Coroutine
@@ -41,9 +40,7 @@ err = _console(stderr=True)
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-LAB_TARGET = (
-    "@lab"  # cluster.control.LAB_TARGET (the lab controller on the bus), spelled here to keep the bus off --help
-)
+LAB_TARGET = "@lab"  # cluster.control.LAB_TARGET (the lab controller), spelled here to keep the bus off --help
 CERTOPS_TIMEOUT_S = 60.0  # a certificate operation may generate RSA 4096 keys: allow it a minute
 
 
@@ -96,6 +93,8 @@ def read_user_bytes(path: Path, kind: Literal["certificate", "csr"]) -> bytes:
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio  # noqa: PLC0415 - only verbs that talk to a lab need the event loop
+
     return asyncio.run(coro)
 
 
@@ -175,3 +174,15 @@ broker_option = click.option(
     help="mqtt://host:port uses that MQTT 3.1.1 broker (mosquitto, EMQX); 'mosquitto' starts a private one"
     " (scenarios may restart it); default: the embedded broker.",
 )
+
+
+def running_lab_options(*, json: bool = False) -> Callable[[F], F]:
+    """The stack every verb on a running lab takes: --lab, --lab-dir (and --json), errors as one line."""
+
+    def wrap(func: F) -> F:
+        func = handles_errors(func)
+        if json:
+            func = json_option(func)
+        return lab_option(lab_dir_option(func))
+
+    return wrap

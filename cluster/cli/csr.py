@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from cluster.cli.app import main
 from cluster.cli.common import (
@@ -14,11 +13,8 @@ from cluster.cli.common import (
     console,
     emit_json,
     err,
-    handles_errors,
-    json_option,
-    lab_dir_option,
-    lab_option,
     node_option,
+    running_lab_options,
     unit_option,
     write_output,
 )
@@ -36,10 +32,7 @@ def csr() -> None:
 @click.option("--multi-server", is_flag=True, help="On the publisher: one CSR whose SAN lists every node.")
 @click.option("--no-ou", is_flag=True, help="Leave the organisational unit out of the subject.")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write the CSR here.")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def csr_gen(
     node: str,
     unit: str,
@@ -67,9 +60,7 @@ def csr_gen(
 @node_option
 @unit_option
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write the CSR here.")
-@lab_option
-@lab_dir_option
-@handles_errors
+@running_lab_options()
 def csr_download(node: str, unit: str, output: Path | None, lab_name: str | None, lab_dir: Path | None) -> None:
     """Download the pending CSR of UNIT on NODE (PEM, R-OP-DOWNLOAD)."""
     result = certops_request(lab_name, lab_dir, node, "csr_get", {"unit": unit})
@@ -78,12 +69,11 @@ def csr_download(node: str, unit: str, output: Path | None, lab_name: str | None
 
 @csr.command("list")
 @node_option
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def csr_list(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Pending CSRs on NODE."""
+    from rich.table import Table  # noqa: PLC0415
+
     rows = certops_request(lab_name, lab_dir, node, "csr_list", {})
     if as_json:
         emit_json(rows)

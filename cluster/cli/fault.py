@@ -12,11 +12,8 @@ from cluster.cli.common import (
     LAB_TARGET,
     console,
     emit_json,
-    handles_errors,
-    json_option,
-    lab_dir_option,
-    lab_option,
     on_node,
+    running_lab_options,
 )
 
 
@@ -38,10 +35,7 @@ def _say(result: Any, as_json: bool) -> None:
 
 @fault.command("crash")
 @click.argument("node")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def fault_crash(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Kill NODE abruptly: no clean shutdown, open transactions lost; 'fault restart' brings it back."""
     _say(_on_lab(lab_name, lab_dir, "crash", {"node": node}), as_json)
@@ -49,10 +43,7 @@ def fault_crash(node: str, lab_name: str | None, lab_dir: Path | None, as_json: 
 
 @fault.command("stop")
 @click.argument("node")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def fault_stop(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Stop NODE cleanly (as shutting the server down)."""
     _say(_on_lab(lab_name, lab_dir, "stop", {"node": node}), as_json)
@@ -60,10 +51,7 @@ def fault_stop(node: str, lab_name: str | None, lab_dir: Path | None, as_json: b
 
 @fault.command("restart")
 @click.argument("node")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def fault_restart(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Start NODE again from its database after a crash or stop."""
     _say(_on_lab(lab_name, lab_dir, "start", {"node": node}), as_json)
@@ -71,10 +59,7 @@ def fault_restart(node: str, lab_name: str | None, lab_dir: Path | None, as_json
 
 @fault.command("partition")
 @click.argument("nodes", nargs=-1, required=True)
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def fault_partition(nodes: tuple[str, ...], lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Cut the replication link of NODES (they stay administrable, like a broken sync link)."""
     _say(_on_lab(lab_name, lab_dir, "partition", {"nodes": list(nodes)}), as_json)
@@ -82,10 +67,7 @@ def fault_partition(nodes: tuple[str, ...], lab_name: str | None, lab_dir: Path 
 
 @fault.command("heal")
 @click.argument("nodes", nargs=-1)
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def fault_heal(nodes: tuple[str, ...], lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Heal the partition of NODES (default: all); they resynchronise at once."""
     _say(_on_lab(lab_name, lab_dir, "heal", {"nodes": list(nodes)}), as_json)
@@ -98,10 +80,7 @@ def fault_heal(nodes: tuple[str, ...], lab_name: str | None, lab_dir: Path | Non
 @click.option("--reorder", type=click.FloatRange(0, 1), default=0.0, help="Probability a message is overtaken.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--drop", type=click.IntRange(0, 10_000), default=0, help="Lose the next N change messages.")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def fault_link(
     node: str,
     delay_ms: float,
@@ -134,10 +113,7 @@ def fault_link(
     show_default=True,
     help="Seconds the broker stays down.",
 )
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def fault_broker(down_s: float, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Stop the lab's embedded broker and start it again; sessions and queued messages are lost."""
     _say(_on_lab(lab_name, lab_dir, "broker_restart", {"down_s": down_s}), as_json)

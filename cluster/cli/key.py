@@ -11,10 +11,7 @@ from cluster.cli.common import (
     certops_request,
     console,
     emit_json,
-    handles_errors,
-    json_option,
-    lab_dir_option,
-    lab_option,
+    running_lab_options,
 )
 
 
@@ -31,10 +28,7 @@ def key_regen() -> None:
 @key_regen.command("authz")
 @click.argument("kind", type=click.Choice(["encryption", "signing"]))
 @click.option("--node", default=None, metavar="NODE", help="The publisher (default: the lab's first node).")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def key_regen_authz(kind: str, node: str | None, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Regenerate the OAuth encryption (symmetric) or signing (RSA) key on the publisher (R-OP-AUTHZ)."""
     from cluster import running as rl  # noqa: PLC0415

@@ -15,10 +15,10 @@ from cluster.cli.common import (
     emit_json,
     err,
     handles_errors,
-    json_option,
     lab_dir_option,
     lab_option,
     run_async,
+    running_lab_options,
     smtp_option,
 )
 
@@ -60,6 +60,13 @@ def _doors_table(spec: LabSpec, doors: dict[str, dict[str, Any]]) -> Table:
 @click.option("--skip", multiple=True, metavar="NODE", help="Leave NODE to be run elsewhere ('certsim node run').")
 @click.option("--foreground", is_flag=True, help="Run in this terminal until Ctrl+C instead of in the background.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the nodes.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="A lab file of several clusters: spread them over this many processes on the one broker.",
+)
 @smtp_option
 @handles_errors
 def lab_up(
@@ -69,14 +76,27 @@ def lab_up(
     skip: tuple[str, ...],
     foreground: bool,
     timeout: float,
+    workers: int,
     smtp: str | None,
 ) -> None:
     """Start the lab described by LAB_FILE: broker (embedded unless --broker) and every node."""
+    import yaml  # noqa: PLC0415
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     from cluster import running as rl  # noqa: PLC0415
+    from cluster.labfile import load_lab  # noqa: PLC0415
+    from cluster.limits import ensure_fd_limit, fds_needed  # noqa: PLC0415
     from cluster.views import status_table  # noqa: PLC0415
 
+    raw = yaml.safe_load(lab_file.read_text(encoding="utf-8"))
+    if isinstance(raw, dict) and "clusters" in raw:  # several clusters in one lab (cluster.classroom)
+        from cluster.cli.classroom import start_class  # noqa: PLC0415
+
+        start_class(raw, lab_dir, broker, workers, timeout, smtp)
+        return
+    wanted = load_lab(lab_file)  # checked before the lab directory is touched
+    nodes = len([n for n in wanted.node_names if n not in skip])
+    ensure_fd_limit(fds_needed(nodes, embedded_broker=broker is None, front_doors=wanted.front_doors.enabled))
     spec, directory = rl.prepare_lab_dir(lab_file, lab_dir)
     if foreground:
         console.print(f"lab {spec.name} in {directory}; Ctrl+C to stop")
@@ -117,25 +137,36 @@ def lab_up(
 @broker_option
 @lab_dir_option
 @click.option("--skip", multiple=True)
+@click.option("--workers", type=click.IntRange(1, 256), default=1)
+@click.option("--worker", type=click.IntRange(1, 255), default=None)
 @smtp_option
 @handles_errors
 def lab_serve(
-    lab_file: Path, broker: str | None, lab_dir: Path | None, skip: tuple[str, ...], smtp: str | None
+    lab_file: Path,
+    broker: str | None,
+    lab_dir: Path | None,
+    skip: tuple[str, ...],
+    workers: int,
+    worker: int | None,
+    smtp: str | None,
 ) -> None:
-    """Internal: the background process behind 'lab up'."""
+    """Internal: the background process behind 'lab up' (and each worker of a multi-cluster lab)."""
     from cluster import running as rl  # noqa: PLC0415
-    from cluster.lab import default_lab_dir  # noqa: PLC0415
-    from cluster.labfile import load_lab  # noqa: PLC0415
+    from cluster.labdir import default_lab_dir  # noqa: PLC0415
+    from cluster.labfile import load_clusters  # noqa: PLC0415
 
-    spec = load_lab(lab_file)
-    run_async(rl.serve(spec, lab_dir or default_lab_dir(spec.name), broker, skip, smtp_url=smtp))
+    multi = load_clusters(lab_file)
+    directory = lab_dir or default_lab_dir(multi.name)
+    if multi.multi:
+        from cluster.classroom import serve_class  # noqa: PLC0415
+
+        run_async(serve_class(multi, directory, broker, workers=workers, worker=worker, smtp_url=smtp))
+        return
+    run_async(rl.serve(multi.clusters[0], directory, broker, skip, smtp_url=smtp))
 
 
 @lab.command("status")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def lab_status(lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Nodes of the running lab: connected or not, certificates per store."""
     from cluster import running as rl  # noqa: PLC0415
@@ -166,9 +197,7 @@ def lab_status(lab_name: str | None, lab_dir: Path | None, as_json: bool) -> Non
 
 @lab.command("hosts")
 @click.argument("lab_file", required=False, type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@lab_option
-@lab_dir_option
-@handles_errors
+@running_lab_options()
 def lab_hosts(lab_file: Path | None, lab_name: str | None, lab_dir: Path | None) -> None:
     """Lines for /etc/hosts naming every node's front-door address (LAB_FILE, else the running lab).
 
@@ -177,7 +206,7 @@ def lab_hosts(lab_file: Path | None, lab_name: str | None, lab_dir: Path | None)
     ssh admin@cucm-pub.lab.example          # then the platform CLI at admin:
     """
     from cluster import running as rl  # noqa: PLC0415
-    from cluster.lab import LAB_COPY, default_lab_dir  # noqa: PLC0415
+    from cluster.labdir import LAB_COPY, default_lab_dir  # noqa: PLC0415
     from cluster.labfile import hosts_lines, load_lab  # noqa: PLC0415
 
     if lab_file is not None:
@@ -192,9 +221,7 @@ def lab_hosts(lab_file: Path | None, lab_name: str | None, lab_dir: Path | None)
 
 
 @lab.command("down")
-@lab_option
-@lab_dir_option
-@handles_errors
+@running_lab_options()
 def lab_down(lab_name: str | None, lab_dir: Path | None) -> None:
     """Stop the running lab cleanly (its lab directory is kept for the next 'lab up')."""
     from cluster import running as rl  # noqa: PLC0415
@@ -211,20 +238,36 @@ def lab_down(lab_name: str | None, lab_dir: Path | None) -> None:
 @handles_errors
 def lab_ui(lab_name: str | None, lab_dir: Path | None, port: int) -> None:
     """Serve a dashboard of the running lab on https://127.0.0.1:PORT/lab until Ctrl+C: nodes, trust
-    matrix, live events, lab clock, fault buttons, links to each node's OS Administration pages.
+    matrix, live events, lab clock, fault buttons, links to each node's OS Administration pages. A lab of
+    several clusters (a class) shows every cluster at a glance, each one's dashboard a click away.
     Log in with the lab's OS administrator."""
     import asyncio  # noqa: PLC0415
+    import contextlib  # noqa: PLC0415
 
     from cluster import running as rl  # noqa: PLC0415
-    from cluster.doors.dashboard import Dashboard, start_dashboard  # noqa: PLC0415
+    from cluster.doors.dashboard import ClassDashboard, Dashboard, start_dashboard  # noqa: PLC0415
+    from cluster.labdir import default_lab_dir  # noqa: PLC0415
+    from node.errors import Unavailable  # noqa: PLC0415
 
-    running = rl.find_running(lab_name, lab_dir)
+    root = lab_dir or (default_lab_dir(lab_name) if lab_name else None)
+    if root is not None and (root / "clusters").is_dir():  # a lab of several clusters (cluster.classroom)
+        found = [r for d in sorted((root / "clusters").glob("*")) if (r := rl.read_running(d)) and r.alive]
+        if not found:
+            raise Unavailable(f"no cluster of {root.name} is running; start it with 'certsim lab up' or 'class up'")
+    else:
+        found = [rl.find_running(lab_name, lab_dir)]
 
     async def serve() -> None:
-        async with rl.connect(running) as client:
-            ui = await start_dashboard(Dashboard(running.spec, running.lab_dir, client), port=port)
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(rl.connect(r)) for r in found]
+            if len(found) == 1:
+                board: Dashboard | ClassDashboard = Dashboard(found[0].spec, found[0].lab_dir, clients[0])
+            else:
+                board = ClassDashboard([(r.spec, r.lab_dir, c) for r, c in zip(found, clients, strict=True)])
+            ui = await start_dashboard(board, port=port)
+            what = found[0].spec.name if len(found) == 1 else f"{len(found)} clusters"
             console.print(
-                f"lab ui of {running.spec.name}: {ui.url}  (log in as {running.spec.os_admin.user}; Ctrl+C to stop)",
+                f"lab ui of {what}: {ui.url}  (log in as {found[0].spec.os_admin.user}; Ctrl+C to stop)",
                 highlight=False,
             )
             try:

@@ -6,19 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from cluster.cli.app import main
 from cluster.cli.common import (
     LAB_TARGET,
     console,
     emit_json,
-    handles_errors,
-    json_option,
-    lab_dir_option,
-    lab_option,
     node_option,
     on_node,
+    running_lab_options,
 )
 
 
@@ -38,10 +34,7 @@ def _on_off(value: str | None) -> bool | None:
 @click.option("--email", type=click.Choice(["on", "off"]), help="E-mail notification on or off.")
 @click.option("--emails", metavar="A;B", help="Addresses, separated by ';' as in the product.")
 @click.option("--lsc", type=click.Choice(["on", "off"]), help="Monitor LSCs (locally significant certificates).")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def monitor_set(
     node: str,
     start_days: int | None,
@@ -71,16 +64,15 @@ def monitor_set(
 
 @monitor.command("show")
 @node_option
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def monitor_show(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Show NODE's monitor settings, its last and next run, and the mails it sent."""
     _print_monitor(on_node(lab_name, lab_dir, node, "monitor_get", {}), as_json)
 
 
 def _print_monitor(result: dict[str, Any], as_json: bool) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
     if as_json:
         emit_json(result)
         return
@@ -105,10 +97,7 @@ def _print_monitor(result: dict[str, Any], as_json: bool) -> None:
 @node_option
 @click.option("--grep", default="", help="Only lines containing this text.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Newest lines to show.")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def syslog(node: str, grep: str, limit: int, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """NODE's syslog view: the expiry monitor's alarms (R-MON-3) with their simulated time."""
     rows = on_node(lab_name, lab_dir, node, "syslog", {"grep": grep, "limit": limit})
@@ -122,12 +111,11 @@ def syslog(node: str, grep: str, limit: int, lab_name: str | None, lab_dir: Path
 
 
 @main.command()
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def mails(lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Mails the running lab's SMTP sink received (expiry-monitor notifications, R-MON-3)."""
+    from rich.table import Table  # noqa: PLC0415
+
     result = on_node(lab_name, lab_dir, LAB_TARGET, "mails", {})
     if as_json:
         emit_json(result)

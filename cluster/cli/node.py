@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,11 +16,10 @@ from cluster.cli.common import (
     emit_json,
     err,
     handles_errors,
-    json_option,
     lab_dir_option,
-    lab_option,
     node_option,
     run_async,
+    running_lab_options,
     smtp_option,
 )
 
@@ -49,7 +46,7 @@ def node_run(lab_file: Path, node_name: str, broker: str, lab_dir: Path | None, 
     node shares its topic root and clock; start the rest with 'certsim lab up --skip NODE'.
     """
     from cluster import running as rl  # noqa: PLC0415
-    from cluster.lab import default_lab_dir  # noqa: PLC0415
+    from cluster.labdir import default_lab_dir  # noqa: PLC0415
     from cluster.labfile import load_lab  # noqa: PLC0415
 
     spec = load_lab(lab_file)
@@ -60,6 +57,9 @@ def node_run(lab_file: Path, node_name: str, broker: str, lab_dir: Path | None, 
 
 async def _serve_node(spec: LabSpec, directory: Path, node_name: str, broker: str, smtp: str | None) -> None:
     # doors live with the agent; mail goes to the running lab's sink, so the node needs none of its own
+    import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
     from cluster.keys import use_home_pool  # noqa: PLC0415
     from cluster.lab import Lab  # noqa: PLC0415
 
@@ -83,10 +83,7 @@ async def _serve_node(spec: LabSpec, directory: Path, node_name: str, broker: st
 @node.command("check-remote")
 @node_option
 @click.option("--peer", required=True, metavar="NODE", help="The remote node to connect to.")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def node_check_remote(node: str, peer: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Connect from NODE to PEER's Tomcat and validate its certificate against NODE's tomcat-trust."""
     result = certops_request(lab_name, lab_dir, node, "check_remote", {"peer": peer})

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
-from rich.text import Text
 
 from cluster.cli.app import main
 from cluster.cli.common import (
     certops_request,
     console,
     emit_json,
-    handles_errors,
-    json_option,
-    lab_dir_option,
-    lab_option,
     node_option,
+    running_lab_options,
 )
 from node.errors import BadInput, Unavailable
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 @main.group()
@@ -38,6 +36,9 @@ def _ocsp_settings_line(settings: dict[str, Any]) -> str:
 
 
 def _ocsp_table(title: str, rows: list[dict[str, Any]]) -> Table:
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
     table = Table(title=title, title_justify="left")
     for col in ("certificate", "held in", "status", "connection", "signed by", "checked", "reason"):
         table.add_column(col, overflow="fold")
@@ -67,10 +68,7 @@ def _ocsp_table(title: str, rows: list[dict[str, Any]]) -> Table:
 )
 @click.option("--interval", default=None, metavar="DURATION", help="Check interval, e.g. 12h or 1d (default 1d).")
 @click.option("--cc-mode/--no-cc-mode", "cc_mode", default=None, help="Common Criteria mode (unknown fails too).")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def ocsp_set(
     node: str,
     enabled: bool | None,
@@ -113,10 +111,7 @@ def ocsp_set(
 
 @ocsp.command("show")
 @node_option
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def ocsp_show(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """NODE's OCSP settings, its last and next check, and the status of every certificate it checked."""
     result = certops_request(lab_name, lab_dir, node, "ocsp_get", {})
@@ -132,10 +127,7 @@ def ocsp_show(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bo
 
 @ocsp.command("check")
 @node_option
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def ocsp_check_now(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Check every certificate of NODE at its OCSP responder now."""
     result = certops_request(lab_name, lab_dir, node, "ocsp_check", {})

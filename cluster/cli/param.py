@@ -11,11 +11,8 @@ from cluster.cli.common import (
     certops_request,
     console,
     emit_json,
-    handles_errors,
-    json_option,
-    lab_dir_option,
-    lab_option,
     node_option,
+    running_lab_options,
 )
 
 
@@ -28,10 +25,7 @@ def param() -> None:
 @node_option
 @click.argument("name")
 @click.argument("value")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def param_set(node: str, name: str, value: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Set enterprise parameter NAME to VALUE (e.g. "HTTPS Ciphers" "All Ciphers")."""
     result = certops_request(lab_name, lab_dir, node, "param_set", {"name": name, "value": value})
@@ -45,9 +39,7 @@ def param_set(node: str, name: str, value: str, lab_name: str | None, lab_dir: P
 
 @param.command("get")
 @node_option
-@lab_option
-@lab_dir_option
-@handles_errors
+@running_lab_options()
 def param_get(node: str, lab_name: str | None, lab_dir: Path | None) -> None:
     """Show the enterprise parameters."""
     emit_json(certops_request(lab_name, lab_dir, node, "param_get", {}))

@@ -5,18 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from cluster.cli.app import main
 from cluster.cli.common import (
     certops_request,
     console,
     emit_json,
-    handles_errors,
-    json_option,
-    lab_dir_option,
-    lab_option,
     node_option,
+    running_lab_options,
 )
 
 
@@ -27,12 +23,11 @@ def service() -> None:
 
 @service.command("list")
 @node_option
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def service_list(node: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Services on NODE with their state and whether they need a restart to use current certificates."""
+    from rich.table import Table  # noqa: PLC0415
+
     rows = certops_request(lab_name, lab_dir, node, "service_list", {})
     if as_json:
         emit_json(rows)
@@ -49,10 +44,7 @@ def service_list(node: str, lab_name: str | None, lab_dir: Path | None, as_json:
 @service.command("restart")
 @node_option
 @click.argument("name")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def service_restart(node: str, name: str, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Restart service NAME on NODE (takes simulated time; it then loads the current certificates)."""
     result = certops_request(lab_name, lab_dir, node, "service_restart", {"name": name})

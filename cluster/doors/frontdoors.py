@@ -301,6 +301,7 @@ class FrontDoors:
         clock: Clock,
         state_dir: Path | None,
         throttle: Throttle | None = None,
+        remote: Callable[[str], RequestFn] | None = None,
     ) -> FrontDoors:
         """Open ``node``'s doors on its lab-file address (``state_dir``: where the SSH host key and
         the ``doors/<node>.json`` note live; None keeps nothing on disk and generates no host key file)."""
@@ -322,6 +323,7 @@ class FrontDoors:
                 throttle=throttle,
                 tls=identity,
                 log=agent.log,
+                remote=remote,
             )
             listeners: dict[str, Listener | None] = {
                 "https": Listener("https", host, rest.port, spec.https_port, note),
@@ -443,6 +445,7 @@ async def open_front_doors(lab: Lab, name: str) -> FrontDoors:
         request=node_request(lab.client.request, name, lambda op, args: lab_request(lab, op, args)),
         clock=lab.clock,
         state_dir=lab.lab_dir,
+        remote=lambda peer: node_request(lab.client.request, peer),  # Control Center of a remote server
     )
 
 

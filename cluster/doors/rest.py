@@ -526,13 +526,16 @@ async def start_rest_server(
     tls: TlsIdentity,
     log: Any,
     max_request_bytes: int = MAX_REQUEST_BYTES,
+    remote: Callable[[str], RequestFn] | None = None,
 ) -> RestDoor:
     """Serve the certmgr API on ``sock`` (a bound listening socket: ``cluster.doors.frontdoors`` picks the
     port, falling back to a free one) until ``RestDoor.close``."""
     app = build_app(CertmgrApi(lab, node, request), credentials, throttle, log, max_request_bytes=max_request_bytes)
     from cluster.doors.web import add_pages  # noqa: PLC0415 - jinja2 only where a door serves pages
 
-    add_pages(app, lab=lab, node=node, request=request, credentials=credentials, throttle=throttle, log=log)
+    add_pages(
+        app, lab=lab, node=node, request=request, credentials=credentials, throttle=throttle, log=log, remote=remote
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:

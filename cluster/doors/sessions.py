@@ -24,6 +24,7 @@ from aiohttp import web
 from cluster.doors.auth import Credentials, Throttle
 
 COOKIE = "JSESSIONIDSSO"  # the product's single sign-on cookie name
+LOGIN_COOKIE = "certsim_login"  # the login form's own token (double submit): no login from another site
 CSRF_FIELD = "token"
 IDLE_TIMEOUT_S = 30 * 60.0  # the product's default session timeout: 30 minutes
 MAX_SESSIONS = 256  # per door; the oldest are forgotten first
@@ -141,8 +142,19 @@ class PageAuth:
 
         return check
 
-    async def login(self, request: web.Request, username: str, password: str) -> tuple[str | None, str]:
+    async def login_page(self, render: Callable[[str], Awaitable[web.Response]]) -> web.Response:
+        """The login page, ``render(token)``: the form's token is also set as a strict cookie, so a login
+        posted from another site (which can neither read nor send that cookie) is refused."""
+        token = secrets.token_urlsafe(24)
+        response = await render(token)
+        response.set_cookie(LOGIN_COOKIE, token, path=self.root, httponly=True, secure=True, samesite="Strict")
+        return response
+
+    async def login(self, request: web.Request, username: str, password: str, token: str) -> tuple[str | None, str]:
         """Check the credentials under the throttle: the new session's cookie value, or None and why."""
+        expected = request.cookies.get(LOGIN_COOKIE, "")
+        if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+            return None, "The login page has expired; reload it and log in again."
         peer = request.remote or "unknown"
         async with self.throttle.attempt(peer) as attempt:
             if self.credentials.check(username, password):

@@ -33,7 +33,7 @@ from cluster.doors.sessions import CSRF_FIELD, PageAuth, has_session
 from cluster.labfile import LabSpec, NodeSpec
 from node import certops
 from node.catalog import EC_KEY_SIZES, PARAMS, RSA_KEY_SIZES, UNITS, KeyAlgo, Role, stores_for, units_for
-from node.errors import BadInput, CertsimError
+from node.errors import BadInput, CertsimError, Unavailable
 
 ROOT = "/cmplatform"
 SECURITY_HEADERS = {
@@ -136,11 +136,18 @@ class OsAdminPages:
     """The pages of one node; ``request`` runs a node operation on it."""
 
     def __init__(
-        self, lab: LabSpec, node: NodeSpec, request: RequestFn, auth: PageAuth, env: jinja2.Environment
+        self,
+        lab: LabSpec,
+        node: NodeSpec,
+        request: RequestFn,
+        auth: PageAuth,
+        env: jinja2.Environment,
+        remote: Callable[[str], RequestFn] | None = None,
     ) -> None:
         self.lab = lab
         self.node = node
         self._request = request
+        self._remote = remote  # another server's operations (Control Center of a remote node)
         self.auth = auth
         self.env = env
         self._facts: tuple[Role, bool] | None = None
@@ -189,20 +196,26 @@ class OsAdminPages:
 
     # -- login ----------------------------------------------------------------------------------
 
-    async def login_form(self, request: web.Request) -> web.Response:
-        return await self.render(request, "login.html", error="", title="Cisco Unified Operating System Administration")
-
-    async def login_post(self, request: web.Request) -> web.StreamResponse:
-        form = await request.post()
-        key, error = await self.auth.login(request, str(form.get("j_username", "")), str(form.get("j_password", "")))
-        if key is None:
+    async def login_form(self, request: web.Request, error: str = "") -> web.Response:
+        async def page(token: str) -> web.Response:
             return await self.render(
                 request,
                 "login.html",
-                http_status=401,
+                http_status=401 if error else 200,
                 error=error,
+                login_token=token,
                 title="Cisco Unified Operating System Administration",
             )
+
+        return await self.auth.login_page(page)
+
+    async def login_post(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        key, error = await self.auth.login(
+            request, str(form.get("j_username", "")), str(form.get("j_password", "")), str(form.get("login_token", ""))
+        )
+        if key is None:
+            return await self.login_form(request, error)
         response = web.HTTPSeeOther(f"{ROOT}/showHome.do")
         self.auth.set_cookie(response, key)
         raise response
@@ -579,24 +592,54 @@ class OsAdminPages:
     # -- Serviceability, CM Administration --------------------------------------------------------
 
     async def control_center(self, request: web.Request) -> web.StreamResponse:
-        """Tools > Control Center - Network Services: a restart is the node's ``service_restart``
-        (R-OP-UPLOAD-4: Cisco Tomcat's restart switches the certificate this door serves)."""
+        """Tools > Control Center - Network Services: choose a server and Go, select a service, Restart.
+
+        A restart is the node's ``service_restart`` (R-OP-UPLOAD-4: Cisco Tomcat's restart switches the
+        certificate its HTTPS door serves). Another server of the cluster is reached the product's way,
+        Tomcat to Tomcat: this node's ``check_remote`` must trust the certificate the remote Tomcat serves
+        (R-LINK-1), else the page shows the product's error (R-TS-1)."""
+        params = await request.post() if request.method == "POST" else request.query
+        server = str(params.get("server") or self.node.name)
+        peers = [str(p["name"]) for p in await self.call("cluster_nodes")] or [self.node.name]
+        if server not in peers:
+            server = self.node.name
+        call: RequestFn = self._request
+        if server != self.node.name:
+            check = await self.call("check_remote", {"peer": server})
+            if not check.get("connected"):
+                return await self.render(
+                    request,
+                    "control_center.html",
+                    title="Control Center - Network Services",
+                    services=[],
+                    servers=peers,
+                    server=server,
+                    remote_error=[str(check["message"]), str(check.get("reason", ""))],
+                )
+            if self._remote is None:
+                raise Unavailable("this door cannot reach other servers")
+            call = self._remote(server)
         if request.method == "POST":
-            form = await request.post()
-            name = str(form.get("service", ""))
+            name = str(params.get("service", ""))
             if not name:
                 self.flash(request, "error", "Select a service first")
-                raise self.back("serviceability/controlCenter.do")
+                raise self.back("serviceability/controlCenter.do", server=server)
             try:
-                await self.call("service_restart", {"name": name})
+                await call("service_restart", {"name": name})
             except CertsimError as exc:
                 self.flash(request, "error", exc.message)
             else:
                 self.flash(request, "ok", Text.SERVICE_STATE.format(name=name, state=Text.STARTED))
-            raise self.back("serviceability/controlCenter.do")
-        services = await self.call("service_list")
+            raise self.back("serviceability/controlCenter.do", server=server)
+        services = await call("service_list", {})
         return await self.render(
-            request, "control_center.html", title="Control Center - Network Services", services=services
+            request,
+            "control_center.html",
+            title="Control Center - Network Services",
+            services=services,
+            servers=peers,
+            server=server,
+            remote_error=[],
         )
 
     async def enterprise_params(self, request: web.Request) -> web.StreamResponse:
@@ -675,10 +718,11 @@ def add_pages(
     credentials: Credentials,
     throttle: Throttle,
     log: Any,
+    remote: Callable[[str], RequestFn] | None = None,
 ) -> OsAdminPages:
     """Add the node's pages to its HTTPS application (the REST API's, whose size limit they share)."""
     auth = PageAuth(ROOT, credentials, throttle, log)
-    pages = OsAdminPages(lab, node, request, auth, templates())
+    pages = OsAdminPages(lab, node, request, auth, templates(), remote)
     app.middlewares.append(auth.middleware())
     app.middlewares.append(_page_errors(pages))
     r = app.router

@@ -12,7 +12,18 @@ from cluster.cli import common
 from cluster.cli import scenarios as cli_scenarios
 from cluster.control import LAB_TARGET
 
-HEAVY = ("aiomqtt", "amqtt", "aiohttp", "asyncssh", "aiosqlite", "cluster.scenario", "cluster.lab", "cluster.chaos")
+HEAVY = (
+    "aiomqtt",
+    "amqtt",
+    "aiohttp",
+    "asyncssh",
+    "aiosqlite",
+    "cryptography",
+    "asyncio",
+    "cluster.scenario",
+    "cluster.lab",
+    "cluster.chaos",
+)
 
 
 def test_constants_spelled_in_the_cli_match_their_home() -> None:
@@ -23,7 +34,7 @@ def test_constants_spelled_in_the_cli_match_their_home() -> None:
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["cert", "list", "--help"], ["lab", "up", "--help"]])
 def test_help_and_version_import_nothing_heavy(argv: list[str]) -> None:
-    """certsim --help / --version / VERB --help load click and rich, not the broker, HTTP, SSH or the runner."""
+    """certsim --help, --version and VERB --help load click and rich: no event loop, crypto, bus, HTTP or SSH."""
     code = (
         "import sys\nfrom cluster.cli import main\n"
         f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"

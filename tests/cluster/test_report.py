@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cluster.report import failure_where, render_report, swimlane, trust_matrix
+from cluster.report import chaos_results, failure_where, render_report, swimlane, trust_matrix
 
 
 def results(verdict: str = "invalid") -> dict[str, Any]:
@@ -100,3 +100,25 @@ def test_a_failure_names_its_node_and_store_from_its_detail() -> None:
     step = {"detail": "cucm-sub1 still holds tomcat-trust/certsim_Root", "result": None}
     assert failure_where(step, ["cucm-pub", "cucm-sub1"]) == (["cucm-sub1"], ["tomcat-trust"])
     assert failure_where({"detail": "timed out", "result": None}, ["cucm-pub"]) == ([], [])
+
+
+def test_a_chaos_run_reports_its_violations_with_node_and_store() -> None:
+    """A chaos run's results (cluster.chaos) become a report: each checker violation is a failure with its
+    property's rule (R-REPL-9 for a resurrection), node and store; the schedule is the list of steps."""
+    payload = {
+        "seed": 7,
+        "config": {"nodes": 2, "ops": 3, "faults": ["crash"], "release": "10.5"},
+        "verdict": "invalid",
+        "violations": [
+            {"prop": "resurrection", "node": "node02", "store": "tomcat-trust", "entry": "X", "detail": "back"}
+        ],
+        "notes": [],
+        "schedule": [{"index": 0, "kind": "crash", "node": "node01", "args": {}}],
+        "counts": {},
+        "wall_seconds": 1.0,
+    }
+    results = chaos_results(payload)
+    assert results["nodes"] == ["node01", "node02"] and results["rules"] == ["R-REPL-9"]
+    html = render_report(results, [{"event": "chaos", "node": "node01", "kind": "crash", "args": {}}], {})
+    assert 'id="verdict">INVALID<' in html and "<td>node02</td>" in html and "<td>tomcat-trust</td>" in html
+    assert ">crash</text>" in html  # the fault on node01's lane

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from cluster.doors.frontdoors import FrontDoors, enable_front_doors
-from cluster.doors.rest import API_ROOT, basic_auth_header
+from cluster.doors.rest import API_ROOT, MAX_REQUEST_BYTES, basic_auth_header
 from cluster.doors.sessions import COOKIE, SessionStore
 from cluster.doors.web import find_match
 from cluster.lab import Lab
@@ -47,6 +47,13 @@ class Browser:
         async with self.session.post(self.base + path, data=data, **kw) as r:
             return r.status, await r.text(errors="replace"), r
 
+    async def login(self, form: dict[str, str] = ADMIN, **kw: Any) -> tuple[int, str, aiohttp.ClientResponse]:
+        """The login form as a browser fills it: the page first (its token), then the POST."""
+        _, text, _ = await self.get("/login")
+        match = re.search(r'name="login_token" value="([^"]+)"', text)
+        assert match, text[:500]
+        return await self.post("/login", {**form, "login_token": match.group(1)}, **kw)
+
     async def token(self, path: str) -> str:
         _, text, _ = await self.get(path)
         match = re.search(r'name="token" value="([^"]+)"', text)
@@ -79,7 +86,9 @@ async def test_no_page_without_a_session_and_login_sets_a_strict_cookie(make_lab
             assert status == 303 and r.headers["Location"] == "/cmplatform/login"
         status, _, _ = await b.post("/certificateDelete.do", {"store": "tomcat-trust", "name": "x"})
         assert status == 401
-        status, _, r = await b.post("/login", ADMIN, allow_redirects=False)
+        status, html, _ = await b.post("/login", ADMIN)
+        assert status == 401 and "expired" in html  # a login posted without the form's token (another site)
+        status, _, r = await b.login(allow_redirects=False)
         assert status == 303
         cookie = r.headers["Set-Cookie"]
         for flag in ("HttpOnly", "Secure", "SameSite=Strict", "Path=/cmplatform"):
@@ -106,7 +115,7 @@ async def test_wrong_passwords_on_the_page_slow_the_rest_door_too(make_lab: LabF
     b = Browser(doors)
     try:
         for _ in range(2):
-            status, html, _ = await b.post("/login", {"j_username": "admin", "j_password": "wrong"})
+            status, html, _ = await b.login({"j_username": "admin", "j_password": "wrong"})
             assert status == 401 and "Invalid user name or password." in html
         assert doors.throttle.failures("127.0.0.1") == 2
         url = f"https://{doors.https.host}:{doors.https.port}{API_ROOT}identity/certificate"
@@ -127,7 +136,7 @@ async def test_page_actions_are_the_node_operations_with_the_cli_texts(make_lab:
     evil = ca.create_ca("Evil", cn="<script>alert(1)</script> CA")
     b = Browser(lab.doors["cucm1"])
     try:
-        await b.post("/login", ADMIN)
+        await b.login()
         form = aiohttp.FormData()
         form.add_field("purpose", "tomcat-trust")
         form.add_field("description", "lab root")
@@ -191,3 +200,123 @@ def test_find_bar_operators() -> None:
     assert find_match("is exactly", "identity", "identity") and not find_match("is exactly", "identity", "ident")
     assert find_match("is empty", "", "") and not find_match("is empty", "x", "")
     assert find_match("is not empty", "x", "")
+
+
+@EMBEDDED
+async def test_control_center_of_a_remote_server_needs_its_tomcat_trusted(make_lab: LabFactory) -> None:
+    """R-LINK-1, R-TS-1: Control Center reaches another server Tomcat to Tomcat: its services are listed and
+    restarted while this node trusts the peer's tomcat certificate; once that trust entry is deleted the page
+    shows the product's "Connection to the Server cannot be established" and nothing of the peer."""
+    lab = await lab_with_pages(make_lab)
+    b = Browser(lab.doors["cucm1"])
+    try:
+        await b.login()
+        status, html, _ = await b.get("/serviceability/controlCenter.do?server=cucm2")
+        assert status == 200 and "Cisco Tomcat" in html and 'id="remote-error"' not in html
+        token = re.search(r'name="token" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+        before = {r["name"]: r["started"] for r in await lab.request("cucm2", "service_list")}
+        _, html, _ = await b.post(
+            "/serviceability/controlCenter.do", {"token": token, "server": "cucm2", "service": "Cisco TFTP"}
+        )
+        assert "Cisco TFTP[STARTED]" in status_lines(html)
+        after = {r["name"]: r["started"] for r in await lab.request("cucm2", "service_list")}
+        assert after["Cisco TFTP"] != before["Cisco TFTP"]  # restarted on cucm2, the server chosen
+        await lab.request("cucm1", "delete", {"store": "tomcat-trust", "name": "cucm2.lab.example"})
+        await lab.converge()
+        status, html, _ = await b.get("/serviceability/controlCenter.do?server=cucm2")
+        assert "Connection to the Server cannot be established (unable to connect to Remote Node)" in html
+        assert 'name="service"' not in html
+    finally:
+        await b.close()
+
+
+@EMBEDDED
+async def test_dialogs_and_settings_pages_reach_the_node(make_lab: LabFactory) -> None:
+    """R-OP-CSR-1 (multi-server on the publisher), R-OP-REGEN-1 (Generate New Self-signed with a chosen key
+    length), R-MON-1, R-OCSP-1, R-OP-REGEN-3: each page's Save or Generate is the node's operation, and the
+    node's refusal is shown as it words it, changing nothing."""
+    lab = await lab_with_pages(make_lab)
+    b = Browser(lab.doors["cucm1"])
+    try:
+        await b.login()
+        token = await b.token("/certificateGenerateCsr.do?purpose=tomcat&distribution=Multi-server(SAN)")
+        _, html, _ = await b.get("/certificateGenerateCsr.do?purpose=tomcat&distribution=Multi-server(SAN)")
+        assert "cucm1.lab.example, cucm2.lab.example" in html  # the SANs the multi-server CSR will carry
+        _, html, _ = await b.post(
+            "/certificateGenerateCsr.do",
+            {"token": token, "purpose": "tomcat", "distribution": "Multi-server(SAN)", "key_length": "2048"},
+        )
+        assert "Successfully Generated CSR for tomcat" in status_lines(html)
+        csr = await lab.request("cucm1", "csr_get", {"unit": "tomcat"})
+        assert set(csr["san"]) >= {"cucm1.lab.example", "cucm2.lab.example"}
+
+        _, html, _ = await b.post(
+            "/certificateGenerateNewSelfSigned.do", {"token": token, "purpose": "ipsec", "key_length": "3072"}
+        )
+        assert "Successfully regenerated certificate for ipsec." in status_lines(html)
+        ipsec = next(i for i in await lab.request("cucm1", "identity_list") if i["unit"] == "ipsec")
+        assert ipsec["key_bits"] == 3072
+
+        form = {"token": token, "start_days": "45", "frequency": "12", "frequency_unit": "hours", "emails": ""}
+        _, html, _ = await b.post("/certificateMonitor.do", {**form, "email_enabled": "on"})
+        assert any("no e-mail address" in line for line in status_lines(html))  # the node's refusal
+        assert (await lab.request("cucm1", "monitor_get"))["settings"]["notification_start_days"] != 45
+        _, html, _ = await b.post(
+            "/certificateMonitor.do", {**form, "emails": "pki@lab.example", "email_enabled": "on"}
+        )
+        settings = (await lab.request("cucm1", "monitor_get"))["settings"]
+        assert (
+            settings["notification_start_days"] == 45 and settings["frequency"] == "720m" and settings["email_enabled"]
+        )
+
+        _, html, _ = await b.post(
+            "/certificateRevocation.do",
+            {
+                "token": token,
+                "responder": "configured",
+                "url": "http://127.0.0.1:9/ocsp",
+                "check_enabled": "on",
+                "interval": "6",
+                "interval_unit": "hours",
+            },
+        )
+        ocsp = (await lab.request("cucm1", "ocsp_get"))["settings"]
+        assert ocsp["url"] == "http://127.0.0.1:9/ocsp" and ocsp["interval_s"] == 6 * 3600 and not ocsp["enabled"]
+
+        _, html, _ = await b.post(
+            "/ccmadmin/enterpriseParameters.do",
+            {"token": token, "Phone Interaction on Certificate Update": "Reset Phones Manually"},
+        )
+        assert "Update successful" in status_lines(html)
+        await lab.converge()
+        params = await lab.request("cucm2", "param_get")
+        assert params["Phone Interaction on Certificate Update"] == "Reset Phones Manually"  # cluster-wide
+        sub = Browser(lab.doors["cucm2"])
+        try:
+            await sub.login()
+            _, html, _ = await sub.get("/ccmadmin/enterpriseParameters.do")
+            assert "Cisco Unified CM Administration runs on the publisher" in status_lines(html)
+        finally:
+            await sub.close()
+    finally:
+        await b.close()
+
+
+@EMBEDDED
+async def test_uploads_over_the_doors_limit_are_refused(make_lab: LabFactory) -> None:
+    """Security: the Upload dialog has the REST door's 1 MiB body limit (413) and nothing reaches the node."""
+    lab = await lab_with_pages(make_lab)
+    b = Browser(lab.doors["cucm1"])
+    try:
+        await b.login()
+        before = len(await lab.request("cucm1", "list", {"store": "tomcat-trust"}))
+        token = await b.token("/certificateUpload.do")
+        form = aiohttp.FormData()
+        form.add_field("token", token)
+        form.add_field("purpose", "tomcat-trust")
+        form.add_field("file", b"A" * (MAX_REQUEST_BYTES + 1), filename="big.pem")
+        status, _, _ = await b.post("/certificateUpload.do", form)
+        assert status == 413
+        assert len(await lab.request("cucm1", "list", {"store": "tomcat-trust"})) == before
+    finally:
+        await b.close()
