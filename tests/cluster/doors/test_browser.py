@@ -186,9 +186,12 @@ class Pages:
         return " | ".join(e.text for e in self.d.find_elements(self.by.CSS_SELECTOR, "#status p"))
 
     def wait(self, what: Any, timeout: float = WAIT_S) -> Any:
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(self.d, timeout, poll_frequency=0.2).until(what)
+        # a live update may replace an element between finding it and reading it: look again
+        wait = WebDriverWait(self.d, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
+        return wait.until(what)
 
 
 def wait_for_file(path: Path, timeout: float = WAIT_S) -> bytes:
