@@ -87,9 +87,8 @@ async def restore(lab: Lab, name: str, nodes: list[str] | None = None) -> dict[s
     if missing:
         raise NotFound(f"backup {name!r} holds no part for {', '.join(missing)}")
     data = {n: base64.b64encode((where / f"{n}.drs").read_bytes()).decode() for n in chosen}
-    pub = _publisher(lab)
-    if pub in data:  # one check that the password matches before anything is written
-        await lab.request(pub, "drs_itl_reset", {"data": data[pub]})
+    for node in chosen:  # every part opens under this cluster's password before any node is written
+        await lab.request(node, "drs_restore", {"data": data[node], "dry_run": True}, timeout=60)
     results = {}
     for node in chosen:
         results[node] = await lab.request(node, "drs_restore", {"data": data[node]}, timeout=60)

@@ -185,7 +185,7 @@ async def serve_class(
                 broker_url=broker_url,
                 front_doors=spec.front_doors.enabled,
                 smtp_url=smtp_url,
-                history=History(cluster_dir(lab_dir, spec.name) / HISTORY_FILE),  # certsim lab ui's live feed
+                history=History(cluster_dir(lab_dir, spec.name) / HISTORY_FILE),  # what 'lab ui' tails
             )
             for spec in mine
         ]

@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ SAVE_OFFSET_EVERY = dt.timedelta(days=1)  # during a long jump, the clock is sav
 NETWORK_SETTLE_MAX_S = 2.0  # wall seconds a jump step waits for the messages its timers sent
 NETWORK_QUIET_S = 0.01  # no message sent or received for this long: the step's traffic is over
 _log = logging.getLogger("certsim.lab")
+IN_PROCESS: weakref.WeakSet[Lab] = weakref.WeakSet()  # every lab of this process (TLS links between clusters)
 
 
 def parse_smtp_url(url: str) -> str:
@@ -138,6 +140,7 @@ class Lab:
         self._saved_offset = self.clock.offset
         self._published_seen = 0
         self.clock.settle_hooks.append(self._after_timer_step)
+        IN_PROCESS.add(self)
 
     async def _after_timer_step(self) -> None:
         """After each step of a jump: let the messages its timers sent arrive (digests, state
@@ -229,7 +232,9 @@ class Lab:
                 await wait_listening(self.broker, timeout=5)
             except TimeoutError:
                 raise Unavailable(f"no MQTT broker is listening at {self.broker.url}") from None
-        self._client = ControlClient(self.broker, self.topics, self.secret, self.spec.node_names)
+        self._client = ControlClient(
+            self.broker, self.topics, self.secret, self.spec.node_names, now_ms=self.clock.now_ms
+        )
         await self._client.start()
 
         async def one(name: str) -> None:

@@ -11,9 +11,10 @@ certificate that was missing, as an engineer would need it ("tomcat-trust on cuc
 Link kinds:
 - ``tomcat``: node to node Tomcat (R-LINK-1, R-TS-1): the client verifies the server's tomcat
   certificate with its tomcat-trust.
-- ``sip``: SIP trunk over TLS, mutual (R-LINK-2): a node and a peer node, or a gateway whose
-  certificate the lab CA issued; each verifies the other with its CallManager-trust (the
-  gateway with the certificates it was given).
+- ``sip``: SIP trunk over TLS, mutual (R-LINK-2): a node and a peer node, a node of another
+  cluster of the lab (``to: <cluster>/<node>``, both clusters served by this process), or a
+  gateway whose certificate the lab CA issued; each verifies the other with its
+  CallManager-trust (the gateway with the certificates it was given).
 - ``ldap``: secure LDAP (R-LINK-3, R-UNIT-2): a directory server run by the lab, certificate from
   the lab CA; the node verifies it with tomcat-trust.
 - ``imp``: IM and Presence to Unified CM (R-LINK-5), mutual over Tomcat: each side's tomcat-trust
@@ -35,7 +36,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from cluster.lab import Lab
+from cluster.lab import IN_PROCESS, Lab
 from cluster.labca import Issued, LabCA
 from node import certs
 from node.errors import BadInput, NotFound, Unavailable
@@ -103,8 +104,8 @@ def _context(side: int, me: Party, verify: bool, tmp: Path, tag: str) -> ssl.SSL
 
 
 def _who(cert: x509.Certificate) -> str:
-    cn = certs.common_name(cert.subject) or cert.subject.rfc4514_string()
-    issuer = certs.common_name(cert.issuer) or cert.issuer.rfc4514_string()
+    cn = certs.common_name(cert.subject) or certs.dn_text(cert.subject)
+    issuer = certs.common_name(cert.issuer) or certs.dn_text(cert.issuer)
     return repr(cn) if cert.subject == cert.issuer else f"{cn!r} (or its issuer {issuer!r})"
 
 
@@ -257,13 +258,15 @@ class LinkSpec:
             raise BadInput("'to' names a node, or the lab CA certificate of an LDAP server or SIP gateway")
         if kind in ("tomcat", "imp") and dst not in node_names:
             raise BadInput(f"'to' must be a node of this lab for a {kind} link, got {dst!r}")
+        if "/" in dst and (kind != "sip" or dst.count("/") != 1 or not all(dst.split("/"))):
+            raise BadInput(f"'to' names another cluster's node as <cluster>/<node>, for sip links only (got {dst!r})")
         trusts = args.get("trusts") or []
         if not isinstance(trusts, list):
             raise BadInput("'trusts' is a list of lab CA names or <unit>@<node>")
         return cls(kind, src, dst, tuple(str(t) for t in trusts))
 
 
-async def node_party(lab: Lab, node: str, unit: str, store: str) -> Party:
+async def node_party(lab: Lab, node: str, unit: str, store: str, *, qualified: bool = False) -> Party:
     """A node's current identity (certificate and key) and trust store, from its database.
 
     Like the front doors, the link checker reads an in-process node's database directly: the
@@ -276,7 +279,16 @@ async def node_party(lab: Lab, node: str, unit: str, store: str) -> Party:
         raise NotFound(f"node '{node}' has no '{unit}' identity certificate")
     trust = tuple(x509.load_der_x509_certificate(r.der) for r in await agent.store.entries(store) if r.der)
     cert = x509.load_der_x509_certificate(ident.cert_der)
-    return Party(f"{node} ({unit})", (cert,), certs.load_key(ident.key_pem), trust, f"{store} on {node}")
+    where = f"{lab.spec.name}/{node}" if qualified else node
+    return Party(f"{where} ({unit})", (cert,), certs.load_key(ident.key_pem), trust, f"{store} on {where}")
+
+
+def other_cluster(lab: Lab, name: str) -> Lab:
+    """Another cluster of the same lab file, served by this process (R-LINK-2 between clusters)."""
+    for other in IN_PROCESS:
+        if other is not lab and other.spec.name == name and other.running_nodes():
+            return other
+    raise Unavailable(f"cluster '{name}' is not running in this lab process (with --workers it may run in another)")
 
 
 def ca_party(issued: Issued, label: str, trust: Sequence[x509.Certificate], trust_label: str) -> Party:
@@ -308,6 +320,11 @@ async def check_link(lab: Lab, spec: LinkSpec, ca: LabCA) -> LinkResult:
         server = ca_party(ca.get(spec.dst), f"LDAP server ({spec.dst})", (), "the LDAP server")
         return await handshake("ldap", client, server, mutual=False, now=now)
     # sip, R-LINK-2: mutual, CallManager certificates and CallManager-trust on both sides
+    if "/" in spec.dst:  # a SIP trunk to another cluster
+        cluster, node = spec.dst.split("/")
+        client = await node_party(lab, spec.src, "CallManager", "CallManager-trust", qualified=True)
+        server = await node_party(other_cluster(lab, cluster), node, "CallManager", "CallManager-trust", qualified=True)
+        return await handshake("sip", client, server, mutual=True, now=now)
     client = await node_party(lab, spec.src, "CallManager", "CallManager-trust")
     if spec.dst in lab.spec.node_names:
         server = await node_party(lab, spec.dst, "CallManager", "CallManager-trust")

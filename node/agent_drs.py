@@ -102,6 +102,8 @@ async def op_drs_restore(agent: NodeAgent, args: dict[str, Any]) -> dict[str, An
     """Put the node back to the backup: identities and keys, trust stores, CTL file, parameters
     (R-DRS-1). Trust entries the backup holds come back (replicated stores spread them again)."""
     body = _open(agent, args)
+    if args.get("dry_run"):  # only check that this node can open it (the security password matches)
+        return {"node": agent.name, "taken_at": body["taken_at"], "dry_run": True}
     idents = [
         Identity(str(i["unit"]), base64.b64decode(i["cert"]), base64.b64decode(i["key"]), str(i["source"]))
         for i in body["identities"]

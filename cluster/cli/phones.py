@@ -11,17 +11,7 @@ from typing import Any
 import click
 
 from cluster.cli.app import main
-from cluster.cli.common import (
-    LAB_TARGET,
-    console,
-    emit_json,
-    fail,
-    handles_errors,
-    json_option,
-    lab_dir_option,
-    lab_option,
-    on_node,
-)
+from cluster.cli.common import LAB_TARGET, console, emit_json, fail, on_node, running_lab_options
 
 PHONES_TIMEOUT_S = 600.0  # a reset of thousands of phones signs thousands of configuration files
 
@@ -57,10 +47,7 @@ def phone() -> None:
 @phone.command("list")
 @click.option("--node", default=None, help="Only phones registered to this node.")
 @click.option("--state", default=None, help="Only phones in this state (registered, registered-old-config, ...).")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def phone_list(node: str | None, state: str | None, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """List phones with their state and the reason."""
     result = _lab(lab_name, lab_dir, "phone_list", {"node": node, "state": state})
@@ -78,9 +65,7 @@ def phone_list(node: str | None, state: str | None, lab_name: str | None, lab_di
 
 @phone.command("show")
 @click.argument("name")
-@lab_option
-@lab_dir_option
-@handles_errors
+@running_lab_options()
 def phone_show(name: str, lab_name: str | None, lab_dir: Path | None) -> None:
     """One phone: its state, ITL and CTL records, LSC and recent events (JSON)."""
     emit_json(_lab(lab_name, lab_dir, "phone_show", {"phone": name}))
@@ -89,10 +74,7 @@ def phone_show(name: str, lab_name: str | None, lab_dir: Path | None) -> None:
 @phone.command("reset")
 @click.argument("names", nargs=-1)
 @click.option("--node", default=None, help="Reset the phones registered to this node.")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def phone_reset(
     names: tuple[str, ...], node: str | None, lab_name: str | None, lab_dir: Path | None, as_json: bool
 ) -> None:
@@ -102,10 +84,7 @@ def phone_reset(
 
 @phone.command("erase-itl")
 @click.argument("names", nargs=-1)
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def phone_erase(names: tuple[str, ...], lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Settings > Security > Reset Security Settings on phones (all unless NAMES), then they boot (R-PHONE-3)."""
     _done(_lab(lab_name, lab_dir, "phone_erase_itl", {"phones": list(names) or "all"}), as_json)
@@ -114,10 +93,7 @@ def phone_erase(names: tuple[str, ...], lab_name: str | None, lab_dir: Path | No
 @phone.command("capf")
 @click.argument("names", nargs=-1)
 @click.option("--auth-string", default=None, help="What the user types on the phone (default: the configured one).")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def phone_capf(
     names: tuple[str, ...], auth_string: str | None, lab_name: str | None, lab_dir: Path | None, as_json: bool
 ) -> None:
@@ -139,10 +115,7 @@ def itl() -> None:
 @itl.command("reset")
 @click.argument("source", type=click.Choice(["localkey", "remotekey"]))
 @click.option("--backup", "backup_name", default=None, help="remotekey: the backup holding the ITLRecovery key.")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def itl_reset(source: str, backup_name: str | None, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """utils itl reset localkey|remotekey: a bulk ITL reset signed with the ITLRecovery key, then every phone resets."""
     _done(_lab(lab_name, lab_dir, "itl_reset", {"source": source, "backup": backup_name}), as_json)
@@ -155,18 +128,14 @@ def ctl() -> None:
 
 @ctl.command("set-cluster")
 @click.argument("mode", type=click.Choice(["mixed-mode", "non-secure-mode"]))
-@lab_option
-@lab_dir_option
-@handles_errors
+@running_lab_options()
 def ctl_set_cluster(mode: str, lab_name: str | None, lab_dir: Path | None) -> None:
     """utils ctl set-cluster mixed-mode|non-secure-mode."""
     emit_json(_lab(lab_name, lab_dir, "ctl", {"action": mode}))
 
 
 @ctl.command("update")
-@lab_option
-@lab_dir_option
-@handles_errors
+@running_lab_options()
 def ctl_update(lab_name: str | None, lab_dir: Path | None) -> None:
     """utils ctl update CTLFile: re-sign the CTL with the current certificates (after a regeneration)."""
     emit_json(_lab(lab_name, lab_dir, "ctl", {"action": "update"}))
@@ -182,10 +151,7 @@ def backup() -> None:
 
 @backup.command("create")
 @click.argument("name", required=False)
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def backup_create(name: str | None, lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """Back up every running node (utils disaster_recovery backup network)."""
     result = _lab(lab_name, lab_dir, "backup_create", {"name": name})
@@ -198,10 +164,7 @@ def backup_create(name: str | None, lab_name: str | None, lab_dir: Path | None, 
 
 
 @backup.command("list")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def backup_list(lab_name: str | None, lab_dir: Path | None, as_json: bool) -> None:
     """List the lab's backups, oldest first."""
     result = _lab(lab_name, lab_dir, "backup_list", {})
@@ -215,10 +178,7 @@ def backup_list(lab_name: str | None, lab_dir: Path | None, as_json: bool) -> No
 @backup.command("restore")
 @click.argument("name")
 @click.option("--node", "nodes", multiple=True, help="Restore only this node (repeatable; default: every node).")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def backup_restore(
     name: str, nodes: tuple[str, ...], lab_name: str | None, lab_dir: Path | None, as_json: bool
 ) -> None:
@@ -245,12 +205,14 @@ def link() -> None:
 @link.command("check")
 @click.argument("kind", type=click.Choice(["tomcat", "sip", "ldap", "imp"]))
 @click.option("--from", "src", required=True, help="The node that connects.")
-@click.option("--to", "dst", required=True, help="A node, or the lab CA certificate of the LDAP server / SIP gateway.")
+@click.option(
+    "--to",
+    "dst",
+    required=True,
+    help="A node, <cluster>/<node> of another cluster (sip), or the lab CA name of the LDAP server / SIP gateway.",
+)
 @click.option("--trusts", multiple=True, help="SIP gateway: what it trusts (lab CA names or CallManager@<node>).")
-@lab_option
-@lab_dir_option
-@json_option
-@handles_errors
+@running_lab_options(json=True)
 def link_check(
     kind: str, src: str, dst: str, trusts: tuple[str, ...], lab_name: str | None, lab_dir: Path | None, as_json: bool
 ) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from cluster.labca import LabCA
 from cluster.links import LinkSpec, check_link
-from node.errors import BadInput
+from node.errors import BadInput, Unavailable
 from tests.conftest import LabFactory, small_lab
 
 EMBEDDED = pytest.mark.parametrize("broker", ["embedded"], indirect=True)  # the broker does not matter here
@@ -83,3 +83,30 @@ def test_bad_link_specs_are_refused() -> None:
         LinkSpec.from_args({"kind": "ftp", "from": "a", "to": "b"}, ["a", "b"])
     with pytest.raises(BadInput, match="must be a node"):
         LinkSpec.from_args({"kind": "tomcat", "from": "a", "to": "zz"}, ["a", "b"])
+    with pytest.raises(BadInput, match="for sip links only"):
+        LinkSpec.from_args({"kind": "ldap", "from": "a", "to": "west/b"}, ["a", "b"])
+    with pytest.raises(BadInput, match="<cluster>/<node>"):
+        LinkSpec.from_args({"kind": "sip", "from": "a", "to": "west/"}, ["a", "b"])
+
+
+@EMBEDDED
+async def test_sip_trunk_between_two_clusters_needs_each_others_callmanager(make_lab: LabFactory) -> None:
+    """R-LINK-2 between clusters: each cluster's CallManager-trust must hold the other's CallManager certificate."""
+    east = await make_lab(small_lab("east", nodes=1, imp=0, domain="east.example"), subdir="east")
+    west = await make_lab(small_lab("west", nodes=1, imp=0, domain="west.example"), subdir="west")
+    ca = LabCA(east.clock)
+    trunk = LinkSpec.from_args({"kind": "sip", "from": "cucm1", "to": "west/cucm1"}, east.spec.node_names)
+    first = await check_link(east, trunk, ca)
+    assert not first.ok and first.missing == "CallManager-trust on east/cucm1 lacks 'cucm1.west.example'"
+
+    async def cm_pem(lab: object) -> bytes:
+        got = await lab.request("cucm1", "download", {"store": "CallManager", "format": "pem"})  # type: ignore[attr-defined]
+        return base64.b64decode(got["data"])
+
+    await _upload(east, "cucm1", "CallManager-trust", await cm_pem(west))
+    half = await check_link(east, trunk, ca)
+    assert not half.ok and half.missing == "CallManager-trust on west/cucm1 lacks 'cucm1.east.example'"
+    await _upload(west, "cucm1", "CallManager-trust", await cm_pem(east))
+    assert (await check_link(east, trunk, ca)).ok
+    with pytest.raises(Unavailable, match="cluster 'north' is not running"):
+        await check_link(east, LinkSpec("sip", "cucm1", "north/cucm1"), ca)
