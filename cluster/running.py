@@ -114,6 +114,7 @@ async def connect(running: RunningLab) -> AsyncIterator[ControlClient]:
         running.state.topics(running.spec.name),
         running.bus_key or derive_key(running.spec.security_password, running.spec.name),
         running.spec.node_names,
+        now_ms=running.state.clock(running.lab_dir).now_ms,
     )
     await client.start()
     try:
