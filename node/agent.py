@@ -128,6 +128,7 @@ class NodeAgent:
         self._control_tasks: set[asyncio.Task[None]] = set()
         self.barriers: collections.OrderedDict[str, set[str]] = collections.OrderedDict()
         self._answers: collections.OrderedDict[str, asyncio.Future[dict[str, Any]]] = collections.OrderedDict()
+        self._answer_copies: dict[str, int] = {}  # copies of an answered request received since its answer
         self.screen = core.Screen(config.release.tombstone_retention_s * 1000)  # duplicates, staleness
         self.last_contact_ms = 0
         self.last_written: dict[str, Version] = {}  # versions given by the latest local change, for results
@@ -263,7 +264,7 @@ class NodeAgent:
         """A node away longer than the tombstone retention may hold entries whose deletion it can no
         longer learn (the tombstones are gone): it must take a peer's state, not spread its own."""
         retention_ms = self.config.release.tombstone_retention_s * 1000
-        self.rejoining = now_ms - self.last_contact_ms > retention_ms
+        self.rejoining = core.away_too_long(now_ms, self.last_contact_ms, retention_ms)
         if self.rejoining:
             self.stale_before_ms = self.last_contact_ms
             self.log.warning("rejoining", away_days=round((now_ms - self.last_contact_ms) / 86_400_000, 1))
@@ -285,21 +286,15 @@ class NodeAgent:
     async def _adopt_state(self, stores: list[str], records: list[Record]) -> int:
         """Rejoin after a long absence: drop what this node learned before it went away and the
         peer does not hold; keep what it wrote since (acknowledged changes are never lost)."""
-        offered = {r.key for r in records}
-        stale = [
-            key
-            for key, slot in self.store.index.items()
-            if key[0] in stores
-            and key not in offered
-            and any(v is not None and v.ms <= self.stale_before_ms for v in (slot.entry, slot.tombstone))
-        ]
+        offered = [r.key for r in records]
+        stale = core.stale_on_rejoin(self.store.index, stores, offered, self.stale_before_ms)
         if stale:
-            async with self.store.transaction():
-                for store, name in stale:
-                    slot = self.store.index[(store, name)]
-                    if slot.entry is not None and slot.entry.ms <= self.stale_before_ms:
+            async with self.store.transaction():  # planned again inside: the index may have moved meanwhile
+                stale = core.stale_on_rejoin(self.store.index, stores, offered, self.stale_before_ms)
+                for (store, name), entry, tombstone in stale:
+                    if entry:
                         await self.store.delete_entry(store, name)
-                    if slot.tombstone is not None and slot.tombstone.ms <= self.stale_before_ms:
+                    if tombstone:
                         await self.store.drop_tombstone(store, name)
             self.log.warning("stale-entries-dropped", count=len(stale), stores=stores)
         return len(stale)
@@ -348,26 +343,27 @@ class NodeAgent:
         outgoing: list[Record] = []
         self.last_written = {}
         for put in puts:
-            version = self.hlc.tick()
-            slot = self.store.index.get((put.store, put.name))
-            floor = core.local_floor(slot, supersedes=put.supersedes)
-            rec = Record(put.store, put.name, version, put.der, self.name, validity_start_ms(put.der), replaces=floor)
-            if core.decide(slot, rec, self._tombstone_cutoff_ms()).put_tombstone:  # its own old copy, deleted
+            rec, decision = core.local_put(
+                self.store.index.get((put.store, put.name)),
+                Record(put.store, put.name, self.hlc.tick(), put.der, self.name, validity_start_ms(put.der)),
+                supersedes=put.supersedes,
+                cutoff_ms=self._tombstone_cutoff_ms(),
+            )
+            if decision.put_tombstone:  # the deletion it carries (its own old copy, when it supersedes)
                 await self.store.put_tombstone(core.tombstone_of(rec))
-            await self.store.put_entry(rec)
+            await self.store.put_entry(rec)  # (replaces a held entry: delete_entry is implied)
             self.last_written[f"{put.store}/{put.name}"] = rec.version
             if self.policies[put.store].replicate_add:
                 outgoing.append(rec)
         for remove in removes:
-            policy = self.policies[remove.store]
             await self.store.delete_entry(remove.store, remove.name)
-            version = self.hlc.tick()
-            self.last_written[f"{remove.store}/{remove.name}"] = version
-            if policy.tombstone:
-                tomb = Record(remove.store, remove.name, version, None, self.name)
+            tomb = Record(remove.store, remove.name, self.hlc.tick(), None, self.name)
+            self.last_written[f"{remove.store}/{remove.name}"] = tomb.version
+            keep, send = core.local_delete(self.policies[remove.store], tomb)
+            if keep:
                 await self.store.put_tombstone(tomb)
-                if policy.replicate_delete:
-                    outgoing.append(tomb)
+            if send:
+                outgoing.append(tomb)
         if outgoing:
             env = self._envelope("change", {"records": [r.to_json() for r in outgoing]})
             await self.store.outbox_add(self.config.topics.repl, env.seal(self._secret))
@@ -483,14 +479,12 @@ class NodeAgent:
                 self._reject("replay", topic, detail=f"{env.kind} {env.msg_id} from {env.sender}")
                 return
             if screened == "stale":
-                # Older than the tombstone retention: an upload in it could bring back a certificate
-                # whose deletion peers have already forgotten. Deletions in it are still safe (a
-                # tombstone only removes older versions), and a clock jump (``advance``) can make a
-                # message sent just before it look this old, so only the deletions are kept.
                 self._reject("stale", topic, detail=f"{env.kind} sent {env.sent_ms} from {env.sender}")
                 if env.kind not in ("change", "state"):
                     return
-                kept = [r for r in env.body.get("records", []) if isinstance(r, dict) and r.get("d") is None]
+                kept = core.keep_from_stale(
+                    env.body.get("records", []), lambda r: isinstance(r, dict) and r.get("d") is None
+                )
                 if not kept:
                     return
                 env = Envelope(
@@ -582,8 +576,7 @@ class NodeAgent:
         """
         answer = self._answers.get(env.msg_id)
         if answer is not None:
-            if answer.done():
-                self._spawn(self._reply(env, answer.result()), f"reply:{self.name}")
+            self._control_again(env, answer)
             return
         if len(self._control_tasks) >= MAX_CONTROL_TASKS:  # bounded: unanswered, the client resends later
             self.stats["control-busy"] += 1
@@ -591,13 +584,29 @@ class NodeAgent:
             return
         answer = asyncio.get_running_loop().create_future()
         self._answers[env.msg_id] = answer
+        self._answer_copies.pop(env.msg_id, None)
         while len(self._answers) > REQUEST_MEMORY:
-            self._answers.popitem(last=False)
+            self._answer_copies.pop(self._answers.popitem(last=False)[0], None)
         if not core.control_fresh(env.sent_ms, self.clock.now_ms()):
             self._reject("stale", self.config.topics.ctl(self.name), detail=f"ctl {env.msg_id} from {env.sender}")
-            self._spawn(self._refuse(env, answer, "it was sent too long ago (stale)"), f"refuse:{self.name}")
+            self._spawn(self._refuse(env, answer, "it was sent too long ago (stale)", note=True), f"refuse:{self.name}")
             return
         self._spawn(self._answer_once(env, answer), f"control:{self.name}:{env.body.get('op')}")
+
+    def _control_again(self, env: Envelope, answer: asyncio.Future[dict[str, Any]]) -> None:
+        """A control request this node has (or is) answering arrives again: the client's resend or
+        a QoS 1 duplicate gets the same answer (debug); beyond that it is a replay (refused, warning)."""
+        if answer.done():
+            self._answer_copies[env.msg_id] = copies = self._answer_copies.get(env.msg_id, 0) + 1
+            if core.control_copy(copies) == "replay":
+                self._reject("replay", self.config.topics.ctl(self.name), detail=f"ctl {env.msg_id} from {env.sender}")
+                refused = asyncio.get_running_loop().create_future()
+                self._spawn(self._refuse(env, refused, "it was already handled (replayed)"), f"refuse:{self.name}")
+                return
+        self.stats["duplicates"] += 1
+        self.log.debug("duplicate-delivery", kind=env.kind, sender=env.sender, msg=env.msg_id)
+        if answer.done():
+            self._spawn(self._reply(env, answer.result()), f"reply:{self.name}")
 
     async def _answer_once(self, env: Envelope, answer: asyncio.Future[dict[str, Any]]) -> None:
         if await self.store.control_handled(env.msg_id):
@@ -607,9 +616,14 @@ class NodeAgent:
         CONTROL_REQUEST.set((env.msg_id, self.clock.now_ms()))  # this task only: its commits record the id
         await self._answer(env, answer)
 
-    async def _refuse(self, env: Envelope, answer: asyncio.Future[dict[str, Any]], why: str) -> None:
+    async def _refuse(
+        self, env: Envelope, answer: asyncio.Future[dict[str, Any]], why: str, *, note: bool = False
+    ) -> None:
+        """Answer "refused"; with ``note`` the id is persisted first, so a copy is refused after a restart too."""
         message = f"request {env.msg_id} refused: {why}; nothing was changed"
         body: dict[str, Any] = {"req": env.msg_id, "ok": False, "error": {"code": "refused", "message": message}}
+        if note:
+            await self._note_handled(env.msg_id)
         answer.set_result(body)
         await self._reply(env, body)
 
@@ -726,7 +740,9 @@ class NodeAgent:
             if r.store in wanted and self.policies[r.store].replicate_add
         ]
         view += [
-            r for r in await self.store.tombstones() if r.store in wanted and self.policies[r.store].replicate_delete
+            r
+            for r in await self.store.tombstones()
+            if r.store in wanted and core.replicated(r.store, tombstone=True, policies=self.policies)
         ]
         return view
 
@@ -845,8 +861,18 @@ class NodeAgent:
                 "error": {"code": "internal", "message": f"{type(exc).__name__}: {exc}"},
             }
         self._emit("op", op=op, sender=env.sender, ok=body["ok"], error=body.get("error"))
+        await self._note_handled(env.msg_id)  # failed or read-only: committed nothing, remembered all the same
         answer.set_result(body)
         await self._reply(env, body)
+
+    async def _note_handled(self, request_id: str) -> None:
+        """Persist a handled control request id (exactly once across restarts, issue 10 item 5),
+        unless a commit of the request already did."""
+        try:
+            if not await self.store.control_handled(request_id):
+                await self.store.note_control_request(request_id, self.clock.now_ms())
+        except Exception as exc:  # (a store closing under a stop): the answer still goes out
+            self.log.warning("control-id-not-saved", msg=request_id, error=f"{type(exc).__name__}: {exc}")
 
     async def _reply(self, env: Envelope, body: dict[str, Any]) -> None:
         reply_to = env.body.get("reply_to")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any, cast
 import aiosqlite
 from cryptography import x509
 
-from replication.core import Slot, rank_of
+from replication.core import Slot
 from replication.hlc import Version
 from replication.records import Record
 
@@ -208,9 +207,7 @@ class NodeStore:
         self.index = {}
         for rec in await self.entries():
             assert rec.der is not None
-            slot = self._slot(rec.store, rec.name)
-            slot.entry, slot.entry_sha = rec.version, hashlib.sha256(rec.der).hexdigest()
-            slot.entry_rank = rank_of(rec)
+            self._slot(rec.store, rec.name).hold(rec)
         for rec in await self.tombstones():
             self._slot(rec.store, rec.name).tombstone = rec.version
 
@@ -281,14 +278,11 @@ class NodeStore:
                 *((None, None, None) if e is None else (e.ms, e.counter, e.node)),
             ),
         )
-        slot = self._slot(rec.store, rec.name)
-        slot.entry, slot.entry_sha = v, hashlib.sha256(rec.der).hexdigest()
-        slot.entry_rank = rank_of(rec)
+        self._slot(rec.store, rec.name).hold(rec)
 
     async def delete_entry(self, store: str, name: str) -> None:
         await self.db.execute("DELETE FROM entry WHERE store=? AND name=?", (store, name))
-        slot = self._slot(store, name)
-        slot.entry, slot.entry_sha, slot.entry_rank = None, None, None
+        self._slot(store, name).drop()
 
     async def put_tombstone(self, rec: Record) -> None:
         v = rec.version
@@ -307,6 +301,14 @@ class NodeStore:
 
     async def control_handled(self, request_id: str) -> bool:
         return await self._fetchone("SELECT 1 FROM control_request WHERE id=?", (request_id,)) is not None
+
+    async def note_control_request(self, request_id: str, seen_ms: int) -> None:
+        """Remember a handled control request that committed nothing (it failed, was refused or
+        only read): a copy replayed later, even after a restart, is refused as well."""
+        async with self.transaction():
+            await self.db.execute(
+                "INSERT OR IGNORE INTO control_request(id, seen_ms) VALUES (?, ?)", (request_id, seen_ms)
+            )
 
     async def forget_control_requests(self, before_ms: int) -> None:
         async with self._lock:

@@ -31,9 +31,9 @@ deletion of the later one does not bring it back), and anti-entropy repairs the 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 from replication.hlc import Version
 from replication.records import Record, digests_of
@@ -66,6 +66,28 @@ class Slot:
     entry_sha: str | None = None
     tombstone: Version | None = None
     entry_rank: Rank | None = None
+    entry_replaces: Version | None = None  # the deletion the held entry carries: it lasts as long as the entry
+
+    def hold(self, rec: Record) -> None:
+        """The slot now holds ``rec`` (a put) as its entry."""
+        self.entry, self.entry_sha, self.entry_rank, self.entry_replaces = (
+            rec.version,
+            rec.sha256,
+            rank_of(rec),
+            rec.replaces,
+        )
+
+    def drop(self) -> None:
+        """The slot's entry is gone."""
+        self.entry, self.entry_sha, self.entry_rank, self.entry_replaces = None, None, None, None
+
+    @property
+    def floor(self) -> Version | None:
+        """The latest deletion this node knows of the name: its tombstone, or the one its entry carries
+        (which outlives the tombstone's retention: a superseded copy older than the retention must
+        not come back from a node that missed the superseding put, R-REPL-5)."""
+        known = [v for v in (self.tombstone, self.entry_replaces) if v is not None]
+        return max(known) if known else None
 
 
 @dataclass(frozen=True)
@@ -109,7 +131,8 @@ def decide(slot: Slot | None, rec: Record, cutoff_ms: int) -> Decision:
         return Decision(
             put_entry=then.put_entry, put_tombstone=deletion.put_tombstone, delete_entry=deletion.delete_entry
         )
-    if slot.tombstone is not None and not entry_survives(rec.version, slot.tombstone):
+    floor = slot.floor
+    if floor is not None and not entry_survives(rec.version, floor):
         return NOTHING  # written before the deletion: never back (R-REPL-9)
     if slot.entry is not None and slot.entry_rank is not None and rank_of(rec) <= slot.entry_rank:
         return NOTHING  # the held certificate starts later, or is the same or newer (R-REPL-8)
@@ -118,13 +141,13 @@ def decide(slot: Slot | None, rec: Record, cutoff_ms: int) -> Decision:
 
 def after(slot: Slot | None, rec: Record, decision: Decision) -> Slot:
     """The slot once ``decision`` is carried out (what the store's index holds after the writes)."""
-    new = Slot() if slot is None else Slot(slot.entry, slot.entry_sha, slot.tombstone, slot.entry_rank)
+    new = Slot() if slot is None else replace(slot)
     if decision.put_tombstone:
         new.tombstone = tombstone_of(rec).version
     if decision.delete_entry:
-        new.entry, new.entry_sha, new.entry_rank = None, None, None
+        new.drop()
     if decision.put_entry:
-        new.entry, new.entry_sha, new.entry_rank = rec.version, rec.sha256, rank_of(rec)
+        new.hold(rec)
     return new
 
 
@@ -152,20 +175,65 @@ def expired_tombstones(index: Mapping[tuple[str, str], Slot], cutoff_ms: int) ->
 def local_floor(slot: Slot | None, *, supersedes: bool) -> Version | None:
     """The deletion a local put carries (``Record.replaces``): the latest one of its name this node
     knows and, when the node replaces its own certificate (``supersedes``), its previous copy."""
-    floor = None if slot is None else slot.tombstone
+    floor = None if slot is None else slot.floor
     if supersedes and slot is not None and slot.entry is not None and (floor is None or slot.entry > floor):
         floor = slot.entry
     return floor
 
 
+def local_put(slot: Slot | None, rec: Record, *, supersedes: bool, cutoff_ms: int) -> tuple[Record, Decision]:
+    """A put made on this node (an upload the operation's planner allowed, an installation, a
+    superseding CA-signed identity): the record to write and send, with the deletion it carries
+    (``local_floor``), and the writes it makes. It is always written on its own node (the direct
+    path's same-name check, R-REPL-8, ran before); with ``supersedes`` it deletes the old copy."""
+    rec = replace(rec, replaces=local_floor(slot, supersedes=supersedes))
+    deletion = decide(slot, rec, cutoff_ms)
+    held = slot is not None and slot.entry is not None
+    return rec, Decision(put_entry=True, put_tombstone=deletion.put_tombstone, delete_entry=held)
+
+
+def local_delete(policy: TombstonePolicy, rec: Record) -> tuple[bool, bool]:
+    """A deletion made on this node (``rec`` the tombstone): (keep the tombstone, send it). Where
+    deletions are local (R-REPL-7, and every store on 10.5, R-REPL-9) nothing is kept or sent."""
+    return policy.tombstone, policy.tombstone and policy.replicate_delete
+
+
 def with_floor(rec: Record, slot: Slot | None) -> Record:
     """A held entry as sent in a state transfer: with the latest deletion of its name this node holds
     (on 10.5 tombstones are not sent on their own, so a superseded copy could otherwise come back)."""
-    if rec.der is None or slot is None or slot.tombstone is None:
+    floor = None if slot is None else slot.floor
+    if rec.der is None or floor is None:
         return rec
-    if rec.replaces is not None and rec.replaces >= slot.tombstone:
+    if rec.replaces is not None and rec.replaces >= floor:
         return rec
-    return replace(rec, replaces=slot.tombstone) if slot.tombstone < rec.version else rec
+    return replace(rec, replaces=floor) if floor < rec.version else rec
+
+
+# --- long absences -----------------------------------------------------------------------------
+
+
+def away_too_long(now_ms: int, last_contact_ms: int, retention_ms: int) -> bool:
+    """A node away longer than the tombstone retention may hold entries whose deletion it can no
+    longer learn (peers forgot the tombstones): it must take a peer's state, not spread its own."""
+    return now_ms - last_contact_ms > retention_ms
+
+
+def stale_on_rejoin(
+    index: Mapping[tuple[str, str], Slot], stores: Iterable[str], offered: Iterable[tuple[str, str]], before_ms: int
+) -> list[tuple[tuple[str, str], bool, bool]]:
+    """Rejoining after a long absence, given a peer's state of ``stores``: what this node learned
+    before it went away (``before_ms``) and the peer does not hold is dropped; what it wrote since
+    is kept (acknowledged changes are never lost). Returns (key, drop the entry, drop the tombstone)."""
+    wanted, known = set(stores), set(offered)
+    drops = []
+    for key, slot in index.items():
+        if key[0] not in wanted or key in known:
+            continue
+        entry = slot.entry is not None and slot.entry.ms <= before_ms
+        tombstone = slot.tombstone is not None and slot.tombstone.ms <= before_ms
+        if entry or tombstone:
+            drops.append((key, entry, tombstone))
+    return drops
 
 
 # --- locality -------------------------------------------------------------------------------
@@ -181,6 +249,11 @@ class Policy(Protocol):
     def replicate_delete(self) -> bool: ...
 
 
+class TombstonePolicy(Policy, Protocol):
+    @property
+    def tombstone(self) -> bool: ...
+
+
 def admissible(rec: Record, stores: Iterable[str], policies: Mapping[str, Policy]) -> str | None:
     """Why a record from the bus must be ignored, or None. Locality (R-REPL-2, R-REPL-7): only
     what the store's policy replicates may arrive; a store this node lacks is skipped silently."""
@@ -188,16 +261,20 @@ def admissible(rec: Record, stores: Iterable[str], policies: Mapping[str, Policy
         return ""
     if rec.replaces is not None and (rec.der is None or rec.replaces >= rec.version):
         return "bad-replaces"  # a deletion carried by a put is older than the put (never from the wire unchecked)
-    policy = policies[rec.store]
-    if (rec.der is None and not policy.replicate_delete) or (rec.der is not None and not policy.replicate_add):
+    if not replicated(rec.store, tombstone=rec.der is None, policies=policies):
         return "locality"
     return None
 
 
 def replicated(rec_store: str, *, tombstone: bool, policies: Mapping[str, Policy]) -> bool:
-    """Whether a held entry (or tombstone) belongs to the view a node must agree on with peers."""
+    """Whether a held entry (or tombstone) travels between nodes (in changes and state transfers).
+
+    A tombstone travels where deletions replicate, and also where only adds do (10.5): there an
+    administrator's deletion leaves no tombstone (it is local, R-REPL-9), so the only ones a node
+    holds are deletions that puts carried (a node superseding its own certificate); they must
+    reach a node that holds an older copy even after the put carrying them is gone again."""
     policy = policies[rec_store]
-    return policy.replicate_delete if tombstone else policy.replicate_add
+    return policy.replicate_delete or policy.replicate_add if tombstone else policy.replicate_add
 
 
 def digests(
@@ -255,6 +332,22 @@ SEEN_MEMORY = 20_000  # envelope ids remembered to recognise a second delivery
 DUPLICATES_TOLERATED = 3  # copies of one id beyond the first that QoS 1 redelivery (plus a flaky link) explains
 
 
+R = TypeVar("R")
+
+
+def keep_from_stale(records: Iterable[R], is_deletion: Callable[[R], bool]) -> list[R]:
+    """What an envelope screened "stale" may still apply: its deletions only. An upload in it could
+    bring back a certificate whose deletion peers have already forgotten; a deletion only removes
+    older versions, and a clock jump can make a message sent just before it look this old."""
+    return [r for r in records if is_deletion(r)]
+
+
+def repeat_verdict(copies_before: int) -> str:
+    """A message id seen ``copies_before`` times already arrives again: "duplicate" while QoS 1
+    redelivery explains it (normal: counted, logged at debug), "replay" beyond (refused, warning)."""
+    return "duplicate" if copies_before <= DUPLICATES_TOLERATED else "replay"
+
+
 class Screen:
     """Duplicate, replay and freshness screening of incoming replication envelopes (control requests
     have their own, persisted, screening).
@@ -278,7 +371,7 @@ class Screen:
         copies = self._seen.get(msg_id)
         if copies is not None:
             self._seen[msg_id] = copies + 1
-            return "duplicate" if copies <= DUPLICATES_TOLERATED else "replay"
+            return repeat_verdict(copies)
         self._seen[msg_id] = 1
         while len(self._seen) > self.memory:
             self._seen.popitem(last=False)
@@ -291,6 +384,14 @@ class Screen:
 
 CONTROL_WINDOW_MS = 86_400_000  # simulated ms a control request stays valid (clients resend every second)
 CONTROL_KEEP_MS = 2 * CONTROL_WINDOW_MS  # a node remembers handled request ids longer than any valid resend
+
+
+def control_copy(copies_after_answer: int) -> str:
+    """A control request whose id this node answered arrives again (``copies_after_answer`` copies
+    since the answer, this one included): the client's resend or a QoS 1 duplicate gets the same
+    answer again ("duplicate"); beyond what redelivery explains it is a "replay": refused, logged.
+    (Copies while the request still runs are the client's resends, always duplicates.)"""
+    return repeat_verdict(copies_after_answer)
 
 
 def control_fresh(sent_ms: int, now_ms: int, window_ms: int = CONTROL_WINDOW_MS) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +15,8 @@ from cluster.lab import Lab
 from cluster.labca import LabCA
 from cluster.labfile import parse_lab
 from cluster.rogue import RogueClient
-from node.errors import Refused
+from node.errors import CertsimError, Refused
+from replication import core
 from tests.conftest import LabFactory, small_lab
 
 
@@ -142,3 +145,51 @@ async def test_stale_control_request_is_refused(make_lab: LabFactory) -> None:
     names = {r["name"] for r in await lab.request("cucm1", "list", {"store": "tomcat-trust"})}
     assert "StaleTarget" not in names
     assert (await lab.request("cucm1", "status"))["rejected"].get("stale", 0) >= 1
+
+
+async def _rejected(lab: Lab, node: str, reason: str, at_least: int) -> dict[str, Any]:
+    """The node's status once it has refused ``at_least`` envelopes for ``reason`` (they arrive async)."""
+    for _ in range(200):
+        status: dict[str, Any] = await lab.request(node, "status")
+        if status["rejected"].get(reason, 0) >= at_least:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{node} never refused {at_least} envelope(s) as {reason}: {status['rejected']}")
+
+
+async def test_replayed_failed_control_request_is_refused_also_after_a_restart(
+    make_lab: LabFactory, tmp_path: Path
+) -> None:
+    """Items 5 and 7 of issue 10, R-REPL-3: a control request that FAILED (a delete of a certificate
+    not there yet) is remembered like one that changed something. Its next copies get the same answer
+    (QoS 1 duplicates: counted, logged at debug); copies beyond that are refused as a replay (warning);
+    after a restart a replay is refused too, so it cannot delete the certificate uploaded meanwhile."""
+    lab = await make_lab(small_lab("ctlfail", nodes=2, imp=0))
+    rogue = RogueClient(lab.broker, lab.topics, lab.spec.name, seed=9)  # type: ignore[arg-type]
+    await rogue.start()
+    try:
+        with pytest.raises(CertsimError):
+            await lab.request("cucm1", "delete", {"store": "tomcat-trust", "name": "LateTarget"})
+        root = LabCA(lab.clock).create_ca("LateTarget")
+        await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": base64.b64encode(root.pem()).decode()})
+        assert (await lab.converge()).converged
+        before = await holdings(lab)
+        assert all(any(name == "LateTarget" for _s, name, _h in held) for held in before.values())
+        for _ in range(core.DUPLICATES_TOLERATED + 1):
+            assert await rogue.replay_control("delete") == 1
+        status = await _rejected(lab, "cucm1", "replay", 1)
+        assert status["stats"].get("duplicates", 0) >= core.DUPLICATES_TOLERATED, status["stats"]
+        await lab.stop_node("cucm1")
+        await lab.start_node("cucm1")
+        assert (await lab.converge()).converged
+        assert await rogue.replay_control("delete") == 1
+        await _rejected(lab, "cucm1", "replay", 1)  # (counters start again at the restart)
+    finally:
+        await rogue.stop()
+    assert (await lab.converge()).converged
+    assert await holdings(lab) == before
+    lines = [json.loads(line) for line in (tmp_path / "lab" / "logs" / "cucm1.log").read_text().splitlines()]
+    replays = [x for x in lines if x.get("event") == "envelope-rejected" and x.get("reason") == "replay"]
+    assert len(replays) >= 2 and all(x["level"] == "warning" for x in replays)
+    duplicates = [x for x in lines if x.get("event") == "duplicate-delivery" and x.get("kind") == "ctl"]
+    assert duplicates and all(x["level"] == "debug" for x in duplicates)
