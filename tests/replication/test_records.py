@@ -54,6 +54,16 @@ def test_record_json_shape() -> None:
     assert tomb(V1).to_json()["d"] is None
 
 
+def test_a_carried_deletion_travels_with_its_put() -> None:
+    """R-REPL-8/R-REPL-5: the deletion a put carries (``replaces``) survives the wire; a plain put has none."""
+    carried = Record("tomcat-trust", "Lab_Root_CA", V3, b"\x30\x03abc", "b", replaces=V1)
+    assert carried.to_json()["r"] == [100, 0, "a"]
+    assert Record.from_json(json.loads(json.dumps(carried.to_json()))) == carried
+    assert "r" not in put(V1).to_json()
+    with pytest.raises((ValueError, TypeError)):
+        Record.from_json({**carried.to_json(), "r": [1]})
+
+
 @pytest.mark.parametrize(
     ("mutate", "pattern"),
     [
