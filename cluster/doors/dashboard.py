@@ -32,9 +32,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cluster.control import LAB_TARGET, ControlClient
-from cluster.doors.auth import Throttle
+from cluster.doors.auth import Credentials, Throttle
 from cluster.doors.rest import TlsIdentity, TlsMaterial
-from cluster.doors.sessions import PageAuth, has_session
+from cluster.doors.sessions import Handler, PageAuth, has_session
 from cluster.doors.web import SECURITY_HEADERS, static_file, templates
 from cluster.labdir import HISTORY_FILE
 from cluster.labfile import LabSpec
@@ -398,23 +398,61 @@ class Dashboard:
         return app
 
 
+@dataclass(frozen=True, repr=False)  # the inherited repr, which never shows a password
+class ClassCredentials(Credentials):
+    """The OS administrators of every cluster of a class: a login is any cluster's, and sees the clusters
+    whose administrator it is (one shared account, as ``certsim class up`` makes them: the whole class)."""
+
+    clusters: tuple[tuple[str, Credentials], ...] = ()
+
+    @classmethod
+    def of(cls, clusters: list[tuple[str, Credentials]]) -> ClassCredentials:
+        return cls(clusters[0][1].user, clusters[0][1].password, tuple(clusters))
+
+    def scope(self, user: str, password: str) -> frozenset[str]:
+        return frozenset(name for name, c in self.clusters if c.check(user, password))
+
+    def check(self, user: str, password: str) -> bool:
+        return bool(self.scope(user, password))  # every cluster compared: the time tells nothing
+
+
+class ClassAuth(PageAuth):
+    """``PageAuth`` whose sessions remember which clusters their login may see."""
+
+    credentials: ClassCredentials
+
+    async def login(self, request: web.Request, username: str, password: str, token: str) -> tuple[str | None, str]:
+        key, error = await super().login(request, username, password, token)
+        session = self.sessions.get(key)
+        if session is not None:
+            session.scope = self.credentials.scope(username, password)
+        return key, error
+
+
 class ClassDashboard:
-    """Several clusters of one lab (a classroom, ``clusters:``): an overview of every cluster at /lab and
-    each cluster's own dashboard at /lab/c/<cluster>, behind one login (the first cluster's OS administrator)."""
+    """Several clusters of one lab (a classroom, ``clusters:``): an overview of every cluster and every
+    node at /lab and each cluster's own dashboard at /lab/c/<cluster>. A login with a cluster's OS
+    administrator sees that cluster; a login that is the administrator of several sees them all."""
 
     def __init__(self, clusters: list[tuple[LabSpec, Path, ControlClient]]) -> None:
         if not clusters:
             raise BadInput("no running cluster to show")
-        self.auth = PageAuth(ROOT, clusters[0][0].os_admin, Throttle(), _Log())
+        credentials = ClassCredentials.of([(spec.name, spec.os_admin) for spec, _, _ in clusters])
+        self.auth = ClassAuth(ROOT, credentials, Throttle(), _Log())
         self.boards = [
             Dashboard(spec, lab_dir, client, auth=self.auth, base=f"{ROOT}/c/{spec.name}")
             for spec, lab_dir, client in clusters
         ]
 
+    def visible(self, request: web.Request) -> list[Dashboard]:
+        scope = self.auth.session(request).scope
+        return [b for b in self.boards if scope is None or b.spec.name in scope]
+
     async def overview(self, request: web.Request) -> web.Response:
-        snaps = await asyncio.gather(*(b.snapshot() for b in self.boards))
+        boards = self.visible(request)
+        snaps = await asyncio.gather(*(b.snapshot() for b in boards))
         rows = []
-        for board, snap in zip(self.boards, snaps, strict=True):
+        for board, snap in zip(boards, snaps, strict=True):
             nodes = snap["nodes"]
             rows.append(
                 {
@@ -426,13 +464,33 @@ class ClassDashboard:
                     "alarms": sum(n.alarms for n in nodes),
                     "differences": snap["matrix"].differences,
                     "down": [n.name for n in nodes if not n.up],
+                    "nodes": nodes,
+                    "labinfo": snap["labinfo"],
                 }
             )
         first = self.boards[0]
-        return await first.render(request, "lab_class.html", title=f"certsim class of {len(rows)} clusters", rows=rows)
+        hidden = len(self.boards) - len(boards)
+        return await first.render(
+            request, "lab_class.html", title=f"certsim class of {len(rows)} clusters", rows=rows, hidden=hidden
+        )
+
+    def _scope_check(self) -> Any:
+        """A cluster's pages only for a login that may see that cluster (404 otherwise: nothing said of it)."""
+
+        @web.middleware
+        async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+            prefix = f"{ROOT}/c/"
+            if request.path.startswith(prefix) and has_session(request):
+                name = request.path[len(prefix) :].split("/", 1)[0]
+                scope = self.auth.session(request).scope
+                if scope is not None and name not in scope:
+                    raise web.HTTPNotFound(text="no such cluster")
+            return await handler(request)
+
+        return check
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024, middlewares=[self.auth.middleware()])
+        app = web.Application(client_max_size=64 * 1024, middlewares=[self.auth.middleware(), self._scope_check()])
         self.boards[0].add_login(app)
         app.router.add_get(ROOT, self.overview)
         for board in self.boards:

@@ -102,14 +102,26 @@ def test_feed_lines_are_one_line_of_text() -> None:
 async def test_a_class_dashboard_shows_every_cluster_and_acts_on_the_one_chosen(
     tmp_path: Path, broker_url: str | None
 ) -> None:
-    """certsim lab ui of several clusters (a class): one login, an overview row per cluster, and each cluster's
-    dashboard (its fault buttons act on that cluster only)."""
+    """certsim lab ui of several clusters (a class): one login, an overview row per cluster and a row per node
+    of every cluster, and each cluster's dashboard (its fault buttons act on that cluster only). Security: a
+    cluster with an administrator of its own is seen by its administrator only (404 for the others)."""
     labs = [
         Lab(small_lab(name, nodes=2, imp=0), tmp_path / name, broker_url=broker_url)
         for name in ("student01", "student02")
     ]
+    own = {"user": "teacher", "password": "other-admin-pw"}
+    labs.append(Lab(small_lab("student03", nodes=1, imp=0, os_admin=own), tmp_path / "s3", broker_url=broker_url))
     controllers = []
     running = None
+
+    async def login(s: aiohttp.ClientSession, user: str, password: str) -> str:
+        assert running is not None
+        async with s.get(running.url + "/login") as r:
+            login_token = re.search(r'name="login_token" value="([^"]+)"', await r.text()).group(1)  # type: ignore[union-attr]
+        form = {"j_username": user, "j_password": password, "login_token": login_token}
+        async with s.post(running.url + "/login", data=form) as r:
+            return await r.text()
+
     try:
         for lab in labs:
             await lab.start()
@@ -120,16 +132,23 @@ async def test_a_class_dashboard_shows_every_cluster_and_acts_on_the_one_chosen(
         async with aiohttp.ClientSession(
             cookie_jar=aiohttp.CookieJar(unsafe=True), connector=aiohttp.TCPConnector(ssl=insecure())
         ) as s:
-            async with s.get(running.url + "/login") as r:
-                login_token = re.search(r'name="login_token" value="([^"]+)"', await r.text()).group(1)  # type: ignore[union-attr]
-            form = {"j_username": "admin", "j_password": "certsim-admin", "login_token": login_token}
-            async with s.post(running.url + "/login", data=form) as r:
-                html = await r.text()
+            html = await login(s, "admin", "certsim-admin")
             assert 'data-cluster="student01"' in html and 'data-cluster="student02"' in html
+            for cluster in ("student01", "student02"):  # every node of every cluster, with its link
+                for node in ("cucm1", "cucm2"):
+                    assert f'data-cluster="{cluster}" data-node="{node}" data-state="up"' in html
+            assert 'data-cluster="student03"' not in html and "1 other cluster(s)" in html
+            async with s.get(running.url + "/c/student03") as r:
+                assert r.status == 404
             async with s.get(running.url + "/c/student02") as r:
                 html = await r.text()
             assert "certsim lab student02" in html and 'data-node="cucm1" data-state="up"' in html
             token = re.search(r'name="token" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+            async with s.post(
+                running.url + "/c/student03/fault", data={"token": token, "action": "stop", "node": "cucm1"}
+            ) as r:
+                assert r.status == 404
+            assert "cucm1" in labs[2].running_nodes()
             async with s.post(
                 running.url + "/c/student02/fault", data={"token": token, "action": "stop", "node": "cucm2"}
             ):
@@ -138,6 +157,13 @@ async def test_a_class_dashboard_shows_every_cluster_and_acts_on_the_one_chosen(
             async with s.get(running.url) as r:
                 html = await r.text()
             assert re.search(r'data-cluster="student02">.*?1/2', html, re.S)
+            assert 'data-cluster="student02" data-node="cucm2" data-state="down"' in html
+        async with aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True), connector=aiohttp.TCPConnector(ssl=insecure())
+        ) as s:
+            html = await login(s, "teacher", "other-admin-pw")
+            assert 'data-cluster="student03" data-node="cucm1"' in html
+            assert 'data-cluster="student01"' not in html
     finally:
         if running is not None:
             await running.close()
