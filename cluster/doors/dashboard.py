@@ -47,6 +47,8 @@ ROOT = "/lab"
 POLL_S = 0.5  # how often the event stream looks for new history lines
 STATUS_EVERY_S = 2.0  # how often it asks the nodes whether one came or went
 FEED_BACKLOG = 50  # history lines a new page is shown first
+MAX_EVENT_LINE = 64 * 1024  # bytes of one history line the event stream holds; a longer one is skipped
+MAX_STREAMS = 32  # event streams open at once (browser tabs); more are refused (503) until one closes
 FAULTS = {"stop", "start", "crash", "partition", "heal", "broker_restart"}
 _CHANGES = {"apply", "state-in", "state-adopted", "crash", "rejoin", "install", "service-started", "monitor-alarms"}
 
@@ -83,6 +85,19 @@ def feed_line(event: Mapping[str, Any]) -> str:
     )
     line = f"{event.get('sim', '')} {event.get('node', '')} {event.get('event', '')} {rest}"
     return " ".join(line.split())[:400]  # one line: an SSE data field ends at a newline
+
+
+def split_lines(pending: bytes, chunk: bytes, limit: int = MAX_EVENT_LINE) -> tuple[list[bytes], bytes]:
+    """The whole lines of ``pending + chunk`` and what is left of an unfinished one. What is held never
+    exceeds ``limit`` bytes: a line longer than that is dropped (its rest up to its newline too)."""
+    *lines, rest = (pending + chunk).split(b"\n")
+    kept = [line for line in lines if len(line) <= limit and not line.startswith(_SKIPPED)]
+    if len(rest) > limit:
+        rest = _SKIPPED  # remember to drop the rest of this line when its newline comes
+    return kept, rest
+
+
+_SKIPPED = b"\x00skip"  # a marker no JSON line starts with
 
 
 def is_shown(event: Mapping[str, Any]) -> bool:
@@ -131,6 +146,7 @@ class Dashboard:
         self.client = client
         self.auth = auth or PageAuth(ROOT, spec.os_admin, throttle or Throttle(), _Log())
         self.base = base  # where this cluster's pages live: /lab, or /lab/c/<cluster> in a class
+        self.streams = [0]  # live feeds open now (MAX_STREAMS); a list: the boards of a class share one
         self.env = templates()
 
     # -- what the page shows --------------------------------------------------------------------
@@ -326,15 +342,23 @@ class Dashboard:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: ``history`` per new line of the lab's history, ``changed`` when the page
-        should refresh its live part (a change in the history, a node that came or went)."""
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
-        await response.prepare(request)
-        async for kind, data in self._stream():
-            try:
-                await response.write(f"event: {kind}\ndata: {data}\n\n".encode())
-            except (ConnectionResetError, RuntimeError):
-                break
-        return response
+        should refresh its live part (a change in the history, a node that came or went). Bounded: at
+        most ``MAX_STREAMS`` streams, each holding at most one history line of ``MAX_EVENT_LINE`` bytes
+        (a line is sent as soon as it is read; nothing queues for a slow browser but the socket's buffer)."""
+        if self.streams[0] >= MAX_STREAMS:
+            raise web.HTTPServiceUnavailable(text=f"{MAX_STREAMS} live feeds are open; close one and reload")
+        self.streams[0] += 1
+        try:
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+            await response.prepare(request)
+            async for kind, data in self._stream():
+                try:
+                    await response.write(f"event: {kind}\ndata: {data}\n\n".encode())
+                except (ConnectionResetError, RuntimeError):
+                    break
+            return response
+        finally:
+            self.streams[0] -= 1
 
     async def _stream(self) -> AsyncIterator[tuple[str, str]]:
         path = self.lab_dir / HISTORY_FILE
@@ -345,13 +369,15 @@ class Dashboard:
         buffer = b""
         while True:
             changed = False
-            if path.exists() and path.stat().st_size > offset:
+            size = path.stat().st_size if path.exists() else 0
+            if size < offset:  # the lab moved a full history aside (cluster.lab.History): read the new one
+                offset, buffer = 0, b""
+            if size > offset:
                 with path.open("rb") as f:
                     f.seek(offset)
                     chunk = f.read(1 << 20)
                 offset += len(chunk)
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
+                lines, buffer = split_lines(buffer, chunk)
                 for raw in lines:
                     with contextlib.suppress(ValueError):
                         event = json.loads(raw)
@@ -443,6 +469,8 @@ class ClassDashboard:
             Dashboard(spec, lab_dir, client, auth=self.auth, base=f"{ROOT}/c/{spec.name}")
             for spec, lab_dir, client in clusters
         ]
+        for board in self.boards:
+            board.streams = self.boards[0].streams  # MAX_STREAMS for the whole class
 
     def visible(self, request: web.Request) -> list[Dashboard]:
         scope = self.auth.session(request).scope

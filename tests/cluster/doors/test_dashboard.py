@@ -13,7 +13,15 @@ import aiohttp
 import pytest
 
 from cluster.controller import LabController
-from cluster.doors.dashboard import ClassDashboard, Dashboard, RunningUi, feed_line, start_dashboard
+from cluster.doors.dashboard import (
+    MAX_EVENT_LINE,
+    ClassDashboard,
+    Dashboard,
+    RunningUi,
+    feed_line,
+    split_lines,
+    start_dashboard,
+)
 from cluster.lab import History, Lab
 from cluster.labdir import HISTORY_FILE
 from tests.conftest import small_lab
@@ -86,9 +94,19 @@ async def test_dashboard_shows_the_lab_and_its_fault_buttons_act(ui: tuple[Lab, 
             if any("lab-stop" in e for e in events) and "event: changed" in events:
                 break
             await asyncio.sleep(0.1)
-        listener.cancel()
         assert any(e.startswith("data:") and "@lab lab-stop" in e and "cucm2" in e for e in events), events[:20]
         assert "event: changed" in events
+        history = lab.history
+        history.max_bytes = history._written + 1  # the next line moves the file aside, as a full one would be
+        async with s.post(base + "/fault", data={"token": token, "action": "start", "node": "cucm2"}) as r:
+            assert r.status == 200
+        for _ in range(100):
+            if any("@lab lab-start" in e for e in events):
+                break
+            await asyncio.sleep(0.1)
+        listener.cancel()
+        assert (lab.lab_dir / (HISTORY_FILE + ".1")).exists()
+        assert any(e.startswith("data:") and "@lab lab-start" in e for e in events), events[-20:]
 
 
 def test_feed_lines_are_one_line_of_text() -> None:
@@ -171,3 +189,36 @@ async def test_a_class_dashboard_shows_every_cluster_and_acts_on_the_one_chosen(
             await controller.stop()
         for lab in labs:
             await lab.stop()
+
+
+def test_a_serving_labs_history_is_bounded(tmp_path: Path) -> None:
+    """The history a serving lab writes (what the live feed tails) is bounded: past ``max_bytes`` the file
+    moves to history.jsonl.1 and a new one starts, so at most twice the limit is kept; a run's history
+    (no limit) keeps every line."""
+    path = tmp_path / HISTORY_FILE
+    history = History(path, max_bytes=2_000)
+    for i in range(200):
+        history.record({"event": "op", "node": "n1", "op": "upload", "i": i})
+    history.close()
+    old = tmp_path / (HISTORY_FILE + ".1")
+    assert path.stat().st_size <= 2_000 and old.stat().st_size <= 2_000
+    assert '"i": 199' in path.read_text().splitlines()[-1]
+    run = History(tmp_path / "run.jsonl")
+    for i in range(200):
+        run.record({"event": "op", "i": i})
+    run.close()
+    assert len((tmp_path / "run.jsonl").read_text().splitlines()) == 200
+
+
+def test_the_event_stream_holds_at_most_one_bounded_line() -> None:
+    """The live feed's reader keeps whole lines and at most MAX_EVENT_LINE bytes of an unfinished one: a
+    longer line is dropped whole (its end too), the lines around it are kept."""
+    lines, rest = split_lines(b"", b'{"a": 1}\n{"b"', limit=100)
+    assert lines == [b'{"a": 1}'] and rest == b'{"b"'
+    lines, rest = split_lines(rest, b": 2}\n" + b"x" * 150, limit=100)
+    assert lines == [b'{"b": 2}'] and len(rest) <= 100
+    lines, rest = split_lines(rest, b"y" * 150, limit=100)
+    assert lines == [] and len(rest) <= 100
+    lines, rest = split_lines(rest, b'yyy\n{"c": 3}\n', limit=100)
+    assert lines == [b'{"c": 3}'] and rest == b""
+    assert MAX_EVENT_LINE == 64 * 1024
