@@ -4,6 +4,7 @@ fault buttons that are the lab's own requests, and the live feed of the lab's hi
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import ssl
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from cluster.doors.dashboard import (
     start_dashboard,
 )
 from cluster.lab import History, Lab
+from cluster.labca import LabCA
 from cluster.labdir import HISTORY_FILE
 from tests.conftest import small_lab
 
@@ -107,6 +109,50 @@ async def test_dashboard_shows_the_lab_and_its_fault_buttons_act(ui: tuple[Lab, 
         listener.cancel()
         assert (lab.lab_dir / (HISTORY_FILE + ".1")).exists()
         assert any(e.startswith("data:") and "@lab lab-start" in e for e in events), events[-20:]
+
+
+@EMBEDDED
+async def test_dashboard_clock_partition_heal_and_broker_restart(ui: tuple[Lab, RunningUi]) -> None:
+    """R-REPL-1, R-REPL-6: the clock's Advance moves the lab clock; Partition cuts a node off (shown), a
+    certificate uploaded meanwhile is a highlighted difference of the trust matrix; Heal all brings it back
+    and the matrix converges; Restart broker is the lab's broker_restart. Each button's answer is shown."""
+    lab, running = ui
+    base = running.url
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.CookieJar(unsafe=True), connector=aiohttp.TCPConnector(ssl=insecure())
+    ) as s:
+        async with s.get(base + "/login") as r:
+            login_token = re.search(r'name="login_token" value="([^"]+)"', await r.text()).group(1)  # type: ignore[union-attr]
+        form = {"j_username": "admin", "j_password": "certsim-admin", "login_token": login_token}
+        async with s.post(base + "/login", data=form) as r:
+            html = await r.text()
+        token = re.search(r'name="token" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+        before = lab.clock.now()
+        async with s.post(base + "/advance", data={"token": token, "by": "2d"}) as r:
+            html = await r.text()
+        assert (lab.clock.now() - before).days >= 2 and "lab clock advanced from" in html
+        async with s.post(base + "/advance", data={"token": token, "by": "soon"}) as r:
+            assert '<p class="error"' in await r.text()  # the lab's refusal, shown
+
+        async with s.post(base + "/fault", data={"token": token, "action": "partition", "nodes": "cucm2"}) as r:
+            html = await r.text()
+        assert 'id="partitioned">cucm2<' in html
+        root = LabCA(lab.clock).create_ca("Split", cn="certsim Split CA")
+        await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": base64.b64encode(root.pem()).decode()})
+        async with s.get(base) as r:
+            html = await r.text()
+        assert re.search(r'<tr class="differs"><th>tomcat-trust</th><th>certsim_Split_CA</th>', html), html[-3000:]
+        async with s.post(base + "/fault", data={"token": token, "action": "heal"}) as r:
+            assert 'id="partitioned">none<' in await r.text()
+        assert (await lab.converge(timeout=30)).converged
+        async with s.get(base) as r:
+            html = await r.text()
+        assert "certsim_Split_CA" in html and 'class="differs"' not in html
+
+        async with s.post(base + "/fault", data={"token": token, "action": "broker_restart"}) as r:
+            html = await r.text()
+        assert "broker_restart:" in html
+        assert (await lab.converge(timeout=60)).converged  # the nodes came back to the restarted broker
 
 
 def test_feed_lines_are_one_line_of_text() -> None:

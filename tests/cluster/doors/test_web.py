@@ -3,6 +3,7 @@ sessions, CSRF, the shared throttle, escaping, and actions that are the node's o
 
 from __future__ import annotations
 
+import base64
 import re
 import ssl
 from typing import Any
@@ -16,6 +17,7 @@ from cluster.doors.sessions import COOKIE, SessionStore
 from cluster.doors.web import find_match
 from cluster.lab import Lab
 from cluster.labca import LabCA
+from node.catalog import HTTPS_CIPHERS
 from tests.conftest import LabFactory, small_lab
 
 EMBEDDED = pytest.mark.parametrize("broker", ["embedded"], indirect=True)  # the pages use the bus like the CLI
@@ -388,8 +390,6 @@ async def test_a_description_goes_with_the_certificate_it_was_given_to(make_lab:
     lab = await make_lab(small_lab(nodes=1, imp=0))
     ca = LabCA(lab.clock)
     root = ca.create_ca("DescRoot", cn="certsim Desc Root")
-    import base64
-
     data = base64.b64encode(root.pem()).decode()
     name = (await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": data}))["added"][0]
     with pytest.raises(Exception, match="no certificate tomcat-trust/nope on this node"):
@@ -404,3 +404,44 @@ async def test_a_description_goes_with_the_certificate_it_was_given_to(make_lab:
     await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": data})
     await lab.request("cucm1", "regen", {"unit": "tomcat"})
     assert await lab.request("cucm1", "cert_descriptions") == {}  # both certificates changed since
+
+
+@EMBEDDED
+async def test_certificate_details_buttons_follow_the_product(make_lab: LabFactory) -> None:
+    """R-OP-REGEN-1, R-OP-DELETE-1, R-OP-DOWNLOAD: an identity's details offer Regenerate and Generate CSR
+    but no Delete; Regenerate asks first with the product's warning, then regenerates through the node with
+    the restart advice; a trust certificate offers Delete and no Regenerate; Download .PEM File is the node's
+    download; the Navigation list reaches Serviceability and, on the publisher, CM Administration."""
+    lab = await lab_with_pages(make_lab)
+    b = Browser(lab.doors["cucm1"])
+    try:
+        await b.login()
+        _, html, _ = await b.get("/certificateEdit.do?store=tomcat&name=tomcat")
+        assert 'id="btn-regenerate"' in html and 'id="btn-generate-csr"' in html and 'id="btn-delete"' not in html
+        for field in ("File Name", "Certificate Purpose", "Certificate Type", "Certificate Group", "Description"):
+            assert f"<th>{field}" in html
+        before = (await lab.request("cucm1", "download", {"store": "tomcat", "format": "pem"}))["data"]
+        _, html, _ = await b.get("/certificateRegenerate.do?store=tomcat&name=tomcat")
+        assert "WARNING: This operation will overwrite any CA signed certificate previously imported for tomcat" in html
+        assert (await lab.request("cucm1", "download", {"store": "tomcat", "format": "pem"}))["data"] == before
+        token = re.search(r'name="token" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+        _, html, _ = await b.post("/certificateRegenerate.do", {"token": token, "store": "tomcat", "name": "tomcat"})
+        lines = status_lines(html)
+        assert "Successfully regenerated certificate for tomcat." in lines
+        assert "Please restart services related to tomcat for the new certificate to become active." in lines
+        after = await lab.request("cucm1", "download", {"store": "tomcat", "format": "pem"})
+        assert after["data"] != before
+        status, pem, _ = await b.get("/certificateDownload.do?store=tomcat&name=tomcat&format=pem")
+        assert status == 200 and pem.encode() == base64.b64decode(after["data"])
+
+        trust = (await lab.request("cucm1", "list", {"store": "tomcat-trust"}))[0]["name"]
+        _, html, _ = await b.get(f"/certificateEdit.do?store=tomcat-trust&name={trust}")
+        assert 'id="btn-delete"' in html and 'id="btn-regenerate"' not in html
+
+        _, html, r = await b.get("/navigate?to=serviceability")
+        assert r.url.path.endswith("/serviceability/controlCenter.do") and "Cisco Unified Serviceability" in html
+        _, html, r = await b.get("/navigate?to=ccmadmin")
+        assert r.url.path.endswith("/ccmadmin/enterpriseParameters.do")
+        assert "Phone Interaction on Certificate Update" in html and HTTPS_CIPHERS in html  # R-OP-ECDSA
+    finally:
+        await b.close()
