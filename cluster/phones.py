@@ -18,6 +18,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import hashlib
 import json
 import weakref
 from collections.abc import Iterable, Mapping
@@ -60,8 +61,16 @@ def _unb64(v: str | None) -> bytes | None:
     return None if v is None else base64.b64decode(v)
 
 
-def _phone_json(p: Phone) -> dict[str, Any]:
-    b64 = _b64
+def _phone_json(p: Phone, files: dict[str, str]) -> dict[str, Any]:
+    """One phone; its ITL and CTL go to ``files`` by sha256 (hundreds of phones share a few files)."""
+
+    def b64(data: bytes | None) -> str | None:
+        if data is None:
+            return None
+        sha = hashlib.sha256(data).hexdigest()
+        files.setdefault(sha, base64.b64encode(data).decode())
+        return sha
+
     return {
         "name": p.name,
         "model": p.model,
@@ -70,15 +79,17 @@ def _phone_json(p: Phone) -> dict[str, Any]:
         "itl": b64(p.itl),
         "ctl": b64(p.ctl),
         "config_sha": p.config_sha,
-        "lsc": b64(p.lsc),
+        "lsc": _b64(p.lsc),
         "state": p.state.value,
         "reason": p.reason,
         "history": list(p.history[-20:]),
     }
 
 
-def _phone_from(raw: Mapping[str, Any]) -> Phone:
-    unb = _unb64
+def _phone_from(raw: Mapping[str, Any], files: Mapping[str, str]) -> Phone:
+    def unb(sha: str | None) -> bytes | None:
+        return None if sha is None else base64.b64decode(files[sha])
+
     return Phone(
         str(raw["name"]),
         str(raw["model"]),
@@ -87,7 +98,7 @@ def _phone_from(raw: Mapping[str, Any]) -> Phone:
         unb(raw.get("itl")),
         unb(raw.get("ctl")),
         raw.get("config_sha"),
-        unb(raw.get("lsc")),
+        _unb64(raw.get("lsc")),
         State(raw.get("state", "unregistered")),
         str(raw.get("reason", "")),
         tuple(raw.get("history", [])),
@@ -130,7 +141,8 @@ class PhoneFleet:
         self.auth = {p.name: p.auth_string for p in wanted}
         if self.path.exists():
             raw = json.loads(self.path.read_text(encoding="utf-8"))
-            self.phones = {p["name"]: _phone_from(p) for p in raw.get("phones", [])}
+            files = raw.get("files", {})
+            self.phones = {p["name"]: _phone_from(p, files) for p in raw.get("phones", [])}
             self.seen = dict(raw.get("seen", {}))
             self.serial = int(raw.get("serial", 1))
             self.booted = True
@@ -140,7 +152,9 @@ class PhoneFleet:
                 self.booted = False
 
     def save(self) -> None:
-        data = {"phones": [_phone_json(p) for p in self.phones.values()], "seen": self.seen, "serial": self.serial}
+        files: dict[str, str] = {}
+        phones = [_phone_json(p, files) for p in self.phones.values()]
+        data = {"phones": phones, "files": files, "seen": self.seen, "serial": self.serial}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data), encoding="utf-8")
         tmp.replace(self.path)
@@ -167,6 +181,12 @@ class PhoneFleet:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
     async def _auto_reset(self, node: str) -> None:
+        try:
+            await self._auto_reset_locked(node)
+        except (CertsimError, TimeoutError) as exc:  # a node went away mid-reset: say so, never crash the lab
+            self.events.append(f"automatic phone reset after a change on {node} failed: {exc}")
+
+    async def _auto_reset_locked(self, node: str) -> None:
         async with self.lock:
             view = await self._view()
             changed = self._changed(view)

@@ -7,7 +7,7 @@ cross the bus in the clear, and a restore under another security password fails 
 error and changes nothing (R-DRS-1). A restore brings back what the backup held, old keys
 included (R-DRS-2: phones that already took a newer ITL may reject the restored signer).
 
-Operations (``register_op``): drs_export, drs_restore, drs_itl_reset (`utils itl reset
+Operations (``register_op``): drs_export, drs_restore, drs_check, drs_itl_reset (`utils itl reset
 remotekey`: a reset file signed with the ITLRecovery key kept in a backup, R-PHONE-3).
 """
 
@@ -102,8 +102,6 @@ async def op_drs_restore(agent: NodeAgent, args: dict[str, Any]) -> dict[str, An
     """Put the node back to the backup: identities and keys, trust stores, CTL file, parameters
     (R-DRS-1). Trust entries the backup holds come back (replicated stores spread them again)."""
     body = _open(agent, args)
-    if args.get("dry_run"):  # only check that this node can open it (the security password matches)
-        return {"node": agent.name, "taken_at": body["taken_at"], "dry_run": True}
     idents = [
         Identity(str(i["unit"]), base64.b64decode(i["cert"]), base64.b64decode(i["key"]), str(i["source"]))
         for i in body["identities"]
@@ -141,6 +139,12 @@ async def op_drs_restore(agent: NodeAgent, args: dict[str, Any]) -> dict[str, An
     }
 
 
+async def op_drs_check(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]:
+    """Whether this node can open its part of a backup (the security password matches); changes nothing."""
+    body = _open(agent, args)
+    return {"node": agent.name, "taken_at": body["taken_at"]}
+
+
 async def op_drs_itl_reset(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]:
     """`utils itl reset remotekey`: the bulk ITL reset file signed with the ITLRecovery key of a backup."""
     body = _open(agent, args)
@@ -156,6 +160,7 @@ async def op_drs_itl_reset(agent: NodeAgent, args: dict[str, Any]) -> dict[str, 
 for _name, _handler in (
     ("drs_export", op_drs_export),
     ("drs_restore", op_drs_restore),
+    ("drs_check", op_drs_check),
     ("drs_itl_reset", op_drs_itl_reset),
 ):
     register_op(_name, _handler)

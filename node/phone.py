@@ -26,6 +26,8 @@ from node import certs
 from node.catalog import KU
 from node.trustlist import FileKind, Role, SignedFile, parse
 
+HISTORY_KEPT = 20  # the events a phone remembers (what `phone show` prints)
+
 
 class State(StrEnum):
     REGISTERED = "registered"
@@ -174,7 +176,8 @@ def boot(phone: Phone, offer: TftpOffer, tvs: Sequence[Tvs], registrar: Registra
     config_sha = phone.config_sha
     if cfg_problem is None:
         config_sha = hashlib.sha256(cfg.body).hexdigest()
-    after = replace(phone, itl=itl_raw, ctl=ctl_raw, config_sha=config_sha, history=(*phone.history, *notes))
+    history = (*phone.history, *notes)[-HISTORY_KEPT:]
+    after = replace(phone, itl=itl_raw, ctl=ctl_raw, config_sha=config_sha, history=history)
     if cfg_problem is not None and phone.config_sha is None:
         return _set(after, State.UNREGISTERED, f"Trust List Update Failed: {cfg_problem}; no configuration to run")
     if not registrar.up:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
-from cluster.phones import fleet
+from cluster.phones import PhoneFleet, fleet
 from node import certs
 from node.phone import State
 from tests.conftest import LabFactory, small_lab
@@ -52,3 +53,9 @@ async def test_phones_follow_a_callmanager_regen_then_lock_and_recover(make_lab:
 
     result = await f.itl_reset("localkey")
     assert result["states"] == {"registered": 6}, result
+
+    # the phones survive the lab process: phones.json keeps each phone and each distinct file once
+    again = PhoneFleet(lab)
+    assert again.booted and again.phones == f.phones
+    saved = json.loads((lab.lab_dir / "phones.json").read_text())
+    assert len(saved["files"]) == 2  # one ITL per TFTP node, shared by its phones
