@@ -241,6 +241,58 @@ async def run_certsim(
     return total, reply, remote
 
 
+async def measure_breakdown(lab: Lab, origin: str, pem: bytes, payload: bytes, tmp: Path) -> dict[str, float]:
+    """Median microseconds of each step a receiving node takes for one change message, measured
+    in isolation in this process: MAC check, JSON parsing, certificate parsing, the merge decision,
+    the SQLite commit, one event-loop hop. (Sealing is the sender's, once per change.)"""
+    from node.store import NodeStore  # noqa: PLC0415 - bench only
+    from replication import core  # noqa: PLC0415
+    from replication.envelope import open_envelope  # noqa: PLC0415
+
+    def median_us(fn: Any, rounds: int = 300) -> float:
+        times = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return round(statistics.median(times) * 1e6, 2)
+
+    env = open_envelope(payload, lab.secret)
+    raw_record = env.body["records"][0]
+    rec = Record.from_json(raw_record)
+    agent = lab.agents[origin]
+    index = dict(agent.store.index)
+    cutoff = lab.clock.now_ms() - 30 * 86_400_000
+    out = {
+        "mac_seal": median_us(lambda: env.seal(lab.secret)),
+        "mac_open": median_us(lambda: open_envelope(payload, lab.secret)),
+        "parse_json": median_us(lambda: Record.from_json(raw_record)),
+        "parse_certificate": median_us(lambda: x509.load_der_x509_certificate(rec.der or b"")),
+        "merge": median_us(lambda: core.plan_merge(index, [rec], cutoff)),
+    }
+    store = NodeStore(tmp / "breakdown.sqlite")
+    await store.open()
+    try:
+        times = []
+        for i in range(100):
+            one = Record(STORE, f"bench-{i}", Version(lab.clock.now_ms(), i, "x"), rec.der, "x", rec.start_ms)
+            t = time.perf_counter()
+            async with store.transaction():
+                await store.put_entry(one)
+                await store.set_meta("hlc", '[0,0,"x"]')
+            times.append(time.perf_counter() - t)
+        out["sqlite_commit"] = round(statistics.median(times) * 1e6, 2)
+    finally:
+        await store.close()
+    hops = []
+    for _ in range(300):
+        t = time.perf_counter()
+        await asyncio.sleep(0)
+        hops.append(time.perf_counter() - t)
+    out["loop_hop"] = round(statistics.median(hops) * 1e6, 2)
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # raw aiomqtt fan-out on the same broker
 
@@ -336,6 +388,19 @@ def print_report(report: dict[str, Any]) -> None:
     for label, s in rows:
         print(f"{label:<38}{s['p50']:>9.2f}{s['p90']:>9.2f}{s['p99']:>9.2f}{s['min']:>9.2f}{s['max']:>9.2f}")
     print(f"{'ratio certsim / raw':<38}{report['ratio_p50']:>8.1f}x{'':>9}{report['ratio_p99']:>8.1f}x")
+    starts = report["start_s"]
+    print(
+        f"{report['nodes']}-node cold start, settled and converged: {starts['cold']:.2f} s "
+        f"(start {starts['cold_start']:.2f} s + settle {starts['cold_settle']:.2f} s); "
+        f"warm start: {starts['warm']:.2f} s (start {starts['warm_start']:.2f} s + converge "
+        f"{starts['warm_converge']:.2f} s)"
+    )
+    b = report["breakdown_us"]
+    receivers = report["nodes"] - 1
+    print(f"where one change goes, per receiving node (us; x{receivers} receivers share one event loop here):")
+    for label in ("mac_open", "parse_json", "parse_certificate", "merge", "sqlite_commit", "loop_hop"):
+        print(f"  {label:<20}{b[label]:>10.1f} us   x{receivers} = {b[label] * receivers / 1000:>7.2f} ms")
+    print(f"  {'mac_seal (sender)':<20}{b['mac_seal']:>10.1f} us")
     setup = report["setup_s"]
     print(
         f"setup: lab start {setup['lab_start']:.1f} s, settle+converge {setup['converge']:.1f} s, "
@@ -385,6 +450,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
             payload = sealed_change(lab, origin, pems[-1])
             raw = await run_raw(broker.address, args.nodes, payload, args.warmup + args.uploads, args.warmup)
+            breakdown = await measure_breakdown(lab, origin, pems[-1], payload, Path(tmp))
+
+            # warm start: the same lab directory (installed, in sync) started again
+            await lab.stop()
+            lab = Lab(spec, Path(tmp) / "lab", broker_url=broker.url, history=watch)
+            t = time.perf_counter()
+            await lab.start()
+            t_warm_start = time.perf_counter() - t
+            t = time.perf_counter()
+            conv = await lab.converge(timeout=60)
+            t_warm_conv = time.perf_counter() - t
+            if not conv.converged:
+                raise RuntimeError(f"the warm-started lab did not converge: {conv.detail}")
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
             if certificates is not None and not certificates.done():
@@ -414,6 +492,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "raw": {"latency_ms": raw_s.as_dict(), "subscribers": args.nodes},
         "ratio_p50": round(cs_total.p50 / raw_s.p50, 2),
         "ratio_p99": round(cs_total.p99 / raw_s.p99, 2),
+        "breakdown_us": breakdown,
+        "start_s": {
+            "cold": round(t_start + t_conv, 2),
+            "cold_start": round(t_start, 2),
+            "cold_settle": round(t_conv, 2),
+            "warm": round(t_warm_start + t_warm_conv, 2),
+            "warm_start": round(t_warm_start, 2),
+            "warm_converge": round(t_warm_conv, 2),
+        },
         "setup_s": {
             "certificates": round(t_certs, 2),
             "certificates_extra_wait": round(t_certs_wait, 2),

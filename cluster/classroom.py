@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from cluster.labdir import LAB_COPY, RUNNING_FILE, LabState
+from cluster.labdir import HISTORY_FILE, LAB_COPY, RUNNING_FILE, LabState
 from cluster.labfile import ClustersSpec, LabSpec, load_lab, parse_clusters
 from node.errors import Unavailable
 
@@ -148,7 +148,7 @@ async def serve_class(
     from cluster.broker import EmbeddedBroker  # noqa: PLC0415 - the lab machinery only in the lab process
     from cluster.controller import LabController  # noqa: PLC0415
     from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
-    from cluster.lab import Lab  # noqa: PLC0415
+    from cluster.lab import History, Lab  # noqa: PLC0415
     from cluster.limits import ensure_fd_limit, fds_needed  # noqa: PLC0415
 
     number = worker or 0
@@ -185,6 +185,7 @@ async def serve_class(
                 broker_url=broker_url,
                 front_doors=spec.front_doors.enabled,
                 smtp_url=smtp_url,
+                history=History(cluster_dir(lab_dir, spec.name) / HISTORY_FILE),  # what 'lab ui' tails
             )
             for spec in mine
         ]
@@ -207,6 +208,8 @@ async def serve_class(
         await stop.wait()
     finally:
         await _shutdown(children, controllers, labs, lab_dir if worker is None else None)
+        for lab in labs:
+            lab.history.close()
         if embedded is not None:
             await embedded.stop()
 

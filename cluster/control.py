@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from node.errors import BadInput, NotFound, Unavailable, error_from
@@ -35,8 +35,10 @@ class ControlClient:
         nodes: Iterable[str],
         *,
         name: str | None = None,
+        now_ms: Callable[[], int] | None = None,
     ) -> None:
         self.name = name or f"admin-{secrets.token_hex(4)}"
+        self._now_ms = now_ms  # the lab clock: requests carry their simulated send time (nodes check it)
         self.topics = topics
         self.nodes = tuple(nodes)
         self._secret = secret
@@ -84,6 +86,7 @@ class ControlClient:
             sender=self.name,
             to=node,
             body={"op": op, "args": args or {}, "reply_to": self.topics.reply(self.name)},
+            sent_ms=self._now_ms() if self._now_ms is not None else 0,
         )
         if not self._bus.connected:  # e.g. just after a broker restart: the bus task is reconnecting
             await self._bus.wait_connected(min(timeout, 10.0))

@@ -232,7 +232,9 @@ class Lab:
                 await wait_listening(self.broker, timeout=5)
             except TimeoutError:
                 raise Unavailable(f"no MQTT broker is listening at {self.broker.url}") from None
-        self._client = ControlClient(self.broker, self.topics, self.secret, self.spec.node_names)
+        self._client = ControlClient(
+            self.broker, self.topics, self.secret, self.spec.node_names, now_ms=self.clock.now_ms
+        )
         await self._client.start()
 
         async def one(name: str) -> None:

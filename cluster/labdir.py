@@ -23,6 +23,7 @@ STATE_FILE = "lab.json"
 CLOCK_FILE = "clock.json"  # the offset jumps added to the lab clock, so a restarted lab keeps its time
 RUNNING_FILE = "running.json"
 LAB_COPY = "lab.yaml"
+HISTORY_FILE = "history.jsonl"  # every event of a running lab: what 'certsim lab ui' shows live
 
 
 def certsim_home() -> Path:

@@ -104,8 +104,8 @@ def _context(side: int, me: Party, verify: bool, tmp: Path, tag: str) -> ssl.SSL
 
 
 def _who(cert: x509.Certificate) -> str:
-    cn = certs.common_name(cert.subject) or cert.subject.rfc4514_string()
-    issuer = certs.common_name(cert.issuer) or cert.issuer.rfc4514_string()
+    cn = certs.common_name(cert.subject) or certs.dn_text(cert.subject)
+    issuer = certs.common_name(cert.issuer) or certs.dn_text(cert.issuer)
     return repr(cn) if cert.subject == cert.issuer else f"{cn!r} (or its issuer {issuer!r})"
 
 

@@ -337,7 +337,7 @@ class PhoneFleet:
         for p in phones:
             if p.lsc in out:
                 continue
-            issuer = x509.load_der_x509_certificate(p.lsc).issuer.rfc4514_string() if p.lsc else ""
+            issuer = certs.dn_text(x509.load_der_x509_certificate(p.lsc).issuer) if p.lsc else ""
             for r in rows:
                 if r["subject"] == issuer and r["name"] not in fetched:
                     got = await self.lab.request(

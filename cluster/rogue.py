@@ -29,6 +29,7 @@ class RogueClient:
     seed: int = 0
     captured: list[bytes] = field(default_factory=list)
     sent: Counter[str] = field(default_factory=Counter)
+    captured_control: list[tuple[str, bytes]] = field(default_factory=list)  # (topic, genuine ctl envelope)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)  # noqa: S311 - an attack schedule, not security
@@ -38,7 +39,7 @@ class RogueClient:
         self._bus = Bus(
             self.broker,
             client_id=f"rogue-{secrets.token_hex(4)}",
-            subscriptions=[self.topics.repl],
+            subscriptions=[self.topics.repl, self.topics.ctl("+")],
             on_message=self._sniff,
             clean_session=True,
         )
@@ -51,9 +52,24 @@ class RogueClient:
     async def stop(self) -> None:
         await self._bus.stop()
 
-    async def _sniff(self, _topic: str, payload: bytes) -> None:
-        if b'"k":"change"' in payload and not self._attacking:
+    async def _sniff(self, topic: str, payload: bytes) -> None:
+        if self._attacking:
+            return
+        if b'"k":"change"' in payload:
             self.captured.append(payload)
+        elif b'"k":"ctl"' in payload and (topic, payload) not in self.captured_control:
+            self.captured_control.append((topic, payload))
+
+    async def replay_control(self, op: str | None = None) -> int:
+        """Send every captured control request (of ``op``, or all) again, unchanged; returns how many."""
+        self._attacking = True
+        sent = 0
+        for topic, payload in list(self.captured_control):
+            if op is None or json.loads(payload).get("b", {}).get("op") == op:
+                await self._bus.publish(topic, payload, qos=1)
+                sent += 1
+        self.sent["replayed-control"] += sent
+        return sent
 
     def _forged(self) -> bytes:
         """A well-formed change envelope sealed with a guessed password."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cluster.control import ControlClient
-from cluster.labdir import LAB_COPY, RUNNING_FILE, LabState, certsim_home, default_lab_dir
+from cluster.labdir import HISTORY_FILE, LAB_COPY, RUNNING_FILE, LabState, certsim_home, default_lab_dir
 from cluster.labfile import LabSpec, load_lab
 from node.errors import NotFound, Unavailable
 from replication.envelope import derive_key
@@ -31,8 +31,6 @@ from scenarios import shipped
 
 if TYPE_CHECKING:
     from cluster.controller import LabController
-
-HISTORY_FILE = "history.jsonl"  # <lab dir>/history.jsonl: every event of a lab run by 'lab up'
 
 
 @dataclass(frozen=True)
@@ -116,6 +114,7 @@ async def connect(running: RunningLab) -> AsyncIterator[ControlClient]:
         running.state.topics(running.spec.name),
         running.bus_key or derive_key(running.spec.security_password, running.spec.name),
         running.spec.node_names,
+        now_ms=running.state.clock(running.lab_dir).now_ms,
     )
     await client.start()
     try:

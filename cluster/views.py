@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
+
+from node.safetext import safe_text
 
 if TYPE_CHECKING:  # types only: the CLI's table verbs must not load the scenario runner
     from cluster.runs import RunReport
@@ -28,12 +31,14 @@ def write_output(data: bytes, output: Path | None, err: Console) -> None:
     err.print(f"wrote {output} ({len(data)} bytes)")
 
 
-def step_line(step: StepResult) -> str:
+def step_line(step: StepResult) -> Text:
+    """One line per step; styled with Text spans, never markup, so no detail text can restyle it."""
     style = STATUS_STYLE.get(step.status, "")
-    rule = f" [cyan]{step.rule}[/cyan]" if step.rule else ""
     mark = {"ok": "✓", "failed": "✗", "error": "!", "unknown": "?"}.get(step.status, "·")
-    detail = step.detail.replace("[", r"\[")
-    return f"[{style}]{mark}[/{style}] step {step.index:>2} {step.kind:<7}{rule} {detail}"
+    line = Text.assemble((mark, style), f" step {step.index:>2} {step.kind:<7}")
+    if step.rule:
+        line.append(" ").append(step.rule, style="cyan")
+    return line.append(f" {safe_text(step.detail)}")
 
 
 def trust_tables(stores: Mapping[str, Sequence[Mapping[str, Any]]], roles: Mapping[str, str]) -> list[Table]:
@@ -59,15 +64,15 @@ def print_report(console: Console, report: RunReport) -> None:
     held = sum(1 for s in expectations if s.status == "ok")
     style = VERDICT_STYLE[result.verdict]
     rules = sorted({s.rule for s in result.steps if s.rule and s.status == "ok"})
-    body = (
-        f"[{style}]{result.verdict.upper()}[/{style}]  {held}/{len(expectations)} expectations held"
-        f"  ·  {report.wall_seconds:.1f} s  ·  broker {report.broker}\n"
+    body = Text.assemble(
+        (result.verdict.upper(), style),
+        f"  {held}/{len(expectations)} expectations held  ·  {report.wall_seconds:.1f} s  ·  broker {report.broker}\n"
         f"rules shown: {', '.join(rules) or 'none'}\n"
         f"results: {report.results_dir}\n"
-        f"report: {report.results_dir / 'report.html'}"
+        f"report: {report.results_dir / 'report.html'}",
     )
     if result.reason:
-        body += f"\n[{style}]{result.reason}[/{style}]"
+        body.append(f"\n{safe_text(result.reason)}", style=style)
     console.print(Panel(body, title=f"scenario {result.scenario}", expand=False))
 
 
@@ -77,10 +82,10 @@ def status_table(statuses: Mapping[str, Mapping[str, Any] | None], lab: str, bro
         table.add_column(col, no_wrap=col != "trust stores (non-empty)")
     for node, st in statuses.items():
         if st is None:
-            table.add_row(node, "", "", "[red]down[/red]", "", "")
+            table.add_row(node, "", "", Text("down", style="red"), "", "")
             continue
         role = st["role"] + (" publisher" if st["publisher"] else "")
-        state = "[green]connected[/green]" if st["connected"] else "[yellow]disconnected[/yellow]"
+        state = Text("connected", style="green") if st["connected"] else Text("disconnected", style="yellow")
         counts = ", ".join(f"{s} {n}" for s, n in st["stores"].items() if n)
         table.add_row(node, role, st["fqdn"], state, counts, str(st["outbox"]))
     return table

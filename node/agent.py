@@ -16,15 +16,15 @@ import contextlib
 import datetime as dt
 import json
 import random
-import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from cryptography import x509
 
 from node import certs, ops
+from node import extension as extension_api
 from node.catalog import (
     DEFAULT_RSA_KEY_SIZE,
     IDENTITY_VALIDITY_DAYS,
@@ -42,24 +42,27 @@ from node.catalog import (
 )
 from node.clock import Clock
 from node.errors import BadInput, CertsimError, NotFound
+from node.extension import Extension, MessageHandler, OpHandler, TimerFactory
 from node.logs import node_logger
-from node.store import Identity, NodeStore, Slot
-from replication.envelope import Envelope, EnvelopeError, open_envelope
+from node.store import CONTROL_REQUEST, Identity, NodeStore, validity_start_ms
+from replication import core
+from replication.envelope import Envelope, EnvelopeError, open_envelope, open_secret, seal_secret
 from replication.hlc import HybridClock, Version
-from replication.records import Record, digests_of, entry_survives, put_wins, tombstone_wins
+from replication.records import Record
 from replication.topics import Topics
 from replication.transport import BrokerAddress, Bus, NotConnected
 
 Observer = Callable[[dict[str, Any]], None]
 T = TypeVar("T")
-MAX_STATE_HOPS = 2  # a state transfer may be answered by one more; this bounds any ping-pong
 BARRIER_MEMORY = 256
 CONNECT_DIGEST_DELAY_S = (0.05, 0.5)  # wall seconds: transport pacing, not simulated time
 REQUEST_MEMORY = 512  # answers kept so a resent request is answered, not run twice
-SEEN_MEMORY = 20_000  # envelope ids remembered against replays
 PRESENCE_TIMEOUT_S = 2.0  # wall seconds the offline flag may take at stop; the broker's will covers a miss
 STORE_STEP_TIMEOUT_S = 5.0  # wall seconds the last database write at stop may take
 TASK_CANCEL_TIMEOUT_S = 5.0  # wall seconds cancelled tasks get to unwind at stop
+MAX_EPHEMERAL = 5_000  # (at least 2) queued digests, state transfers and barriers; beyond it the oldest is dropped
+MAX_CONTROL_TASKS = 256  # control requests running at once; beyond it a request waits for its resend
+TIMER_RESTART_MAX_S = 5.0  # wall seconds between restarts of a failing timer, at most
 REJECT_LOG_EVERY = 100  # after the first few, log one rejected envelope in this many per reason
 
 
@@ -125,7 +128,7 @@ class NodeAgent:
         self._control_tasks: set[asyncio.Task[None]] = set()
         self.barriers: collections.OrderedDict[str, set[str]] = collections.OrderedDict()
         self._answers: collections.OrderedDict[str, asyncio.Future[dict[str, Any]]] = collections.OrderedDict()
-        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.screen = core.Screen(config.release.tombstone_retention_s * 1000)  # duplicates, staleness
         self.last_contact_ms = 0
         self.last_written: dict[str, Version] = {}  # versions given by the latest local change, for results
         self.rejoining = False
@@ -166,9 +169,27 @@ class NodeAgent:
         self._tasks = [
             asyncio.create_task(self._publisher(), name=f"publisher:{self.name}"),
             asyncio.create_task(self._resync_timer(), name=f"resync:{self.name}"),
-            *(asyncio.create_task(timer(self), name=f"{label}:{self.name}") for label, timer in _TIMERS),
+            *(
+                asyncio.create_task(self._supervised(label, timer), name=f"{label}:{self.name}")
+                for label, timer in _timers().items()
+            ),
         ]
         self.log.info("node-started", role=self.config.role.value, publisher=self.config.publisher)
+
+    async def _supervised(self, label: str, timer: TimerFactory) -> None:
+        """Run an extension's timer from start to stop: one that raises is logged and started again
+        (after a short pause), never silently gone."""
+        failures = 0
+        while self.running:
+            try:
+                await timer(self)
+            except Exception:
+                failures += 1
+                self.stats[f"timer-restarts:{label}"] += 1
+                self.log.exception("timer-failed", timer=label, failures=failures)
+                await asyncio.sleep(min(TIMER_RESTART_MAX_S, 0.05 * 2**failures))
+            else:
+                return  # a timer that ends on its own is done
 
     async def stop(self) -> None:
         """Clean shutdown: mark offline, disconnect, close the database.
@@ -247,8 +268,7 @@ class NodeAgent:
 
     async def _purge_tombstones(self) -> None:
         """Forget deletions older than the retention period (DESIGN.md: tombstones with a retention)."""
-        cutoff = self._tombstone_cutoff_ms()
-        old = [(s, n) for (s, n), slot in self.store.index.items() if slot.tombstone and slot.tombstone.ms < cutoff]
+        old = core.expired_tombstones(self.store.index, self._tombstone_cutoff_ms())
         if old:
             async with self.store.transaction():
                 for store, name in old:
@@ -325,7 +345,11 @@ class NodeAgent:
         outgoing: list[Record] = []
         self.last_written = {}
         for put in puts:
-            rec = Record(put.store, put.name, self.hlc.tick(), put.der, self.name)
+            version = self.hlc.tick()
+            epoch = core.local_epoch(
+                self.store.index.get((put.store, put.name)), supersedes=put.supersedes, version=version
+            )
+            rec = Record(put.store, put.name, version, put.der, self.name, validity_start_ms(put.der), epoch)
             await self.store.put_entry(rec)
             self.last_written[f"{put.store}/{put.name}"] = rec.version
             if self.policies[put.store].replicate_add:
@@ -387,6 +411,15 @@ class NodeAgent:
     def _send(self, topic: str, env: Envelope) -> asyncio.Future[None]:
         """Queue a non-durable message (digests, state transfers, barriers) after the outbox."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if len(self._ephemeral) >= MAX_EPHEMERAL:  # bounded: a long-cut link must not grow memory forever
+            _topic, _payload, dropped = self._ephemeral[1]  # the oldest not being published right now
+            del self._ephemeral[1]
+            if dropped is not None and not dropped.done():
+                dropped.set_exception(NotConnected(f"{self.name}: outgoing queue full, message dropped"))
+                dropped.exception()  # retrieved: nobody may be waiting for a digest or a state transfer
+            self.stats["ephemeral-dropped"] += 1
+            if self.stats["ephemeral-dropped"] == 1 or self.stats["ephemeral-dropped"] % REJECT_LOG_EVERY == 0:
+                self.log.warning("outgoing-queue-full", bound=MAX_EPHEMERAL, dropped=self.stats["ephemeral-dropped"])
         self._ephemeral.append((topic, env.seal(self._secret), done))
         self._wake.set()
         return done
@@ -436,11 +469,16 @@ class NodeAgent:
             self._follow_clock(env)
             return
         if env.kind != "ctl":  # control requests are resent on purpose and deduplicated by id
-            if env.msg_id in self._seen:
+            now_ms = self.clock.now_ms()
+            screened = self.screen.check(env.msg_id, env.sent_ms, now_ms)
+            if screened == "duplicate":  # QoS 1 may deliver twice by design: normal, changes nothing
+                self.stats["duplicates"] += 1
+                self.log.debug("duplicate-delivery", kind=env.kind, sender=env.sender, msg=env.msg_id)
+                return
+            if screened == "replay":
                 self._reject("replay", topic, detail=f"{env.kind} {env.msg_id} from {env.sender}")
                 return
-            now_ms = self.clock.now_ms()
-            if env.sent_ms < now_ms - self.config.release.tombstone_retention_s * 1000:
+            if screened == "stale":
                 # Older than the tombstone retention: an upload in it could bring back a certificate
                 # whose deletion peers have already forgotten. Deletions in it are still safe (a
                 # tombstone only removes older versions), and a clock jump (``advance``) can make a
@@ -454,9 +492,6 @@ class NodeAgent:
                 env = Envelope(
                     env.kind, env.sender, {**env.body, "records": kept, "stale": True}, env.to, env.sent_ms, env.msg_id
                 )
-            self._seen[env.msg_id] = None
-            while len(self._seen) > SEEN_MEMORY:
-                self._seen.popitem(last=False)
             self.last_contact_ms = max(self.last_contact_ms, min(env.sent_ms, now_ms))
         self.stats[f"received:{env.kind}"] += 1
         self.stats["received"] += 1
@@ -505,15 +540,13 @@ class NodeAgent:
         theirs = _digest_map(env.body["digests"])
         self.peer_digests[env.sender] = theirs
         mine = self.digests()
-        differing = [s for s in mine if s in theirs and mine[s] != theirs[s]]
-        if self.rejoining:
-            if not differing:
-                self._rejoined(env.sender)
-            return  # a stale node takes state; it does not offer its own
-        if differing and not env.body.get("rejoining"):
-            await self._send_state(env.sender, differing, mine, hops=0)
-        elif differing:
-            await self._send_state(env.sender, differing, mine, hops=MAX_STATE_HOPS)  # no reply wanted
+        if self.rejoining and not core.differing(mine, theirs):
+            self._rejoined(env.sender)
+        answer = core.answer_digest(
+            mine, theirs, rejoining=self.rejoining, peer_rejoining=bool(env.body.get("rejoining"))
+        )
+        if answer is not None:
+            await self._send_state(env.sender, answer[0], mine, hops=answer[1])
 
     async def _handle_state(self, env: Envelope) -> None:
         records = [Record.from_json(r) for r in env.body["records"]]
@@ -530,23 +563,50 @@ class NodeAgent:
         self._emit("state-in", sender=env.sender, records=len(records), changed=changed)
         theirs = _digest_map(env.body["digests"])
         self.peer_digests[env.sender] = theirs
-        hops = int(env.body.get("hops", 0))
         mine = self.digests()
-        differing = [s for s in env.body["stores"] if s in mine and s in theirs and mine[s] != theirs[s]]
-        if differing and hops < MAX_STATE_HOPS:
-            await self._send_state(env.sender, differing, mine, hops=hops + 1)
+        answer = core.answer_state(mine, theirs, [str(s) for s in env.body["stores"]], int(env.body.get("hops", 0)))
+        if answer is not None:
+            await self._send_state(env.sender, answer[0], mine, hops=answer[1])
 
     async def _handle_control(self, env: Envelope) -> None:
-        """Run a request once; a resent copy (same id) gets the same answer again, never a second run."""
+        """Run a request once; a resent copy (same id) gets the same answer again, never a second run.
+
+        Exactly once across restarts: a request must be fresh (``core.control_fresh``), and the id
+        of every request that changed something is committed with its writes; a copy arriving
+        after a restart is refused as a replay, changes nothing, and is logged.
+        """
         answer = self._answers.get(env.msg_id)
-        if answer is None:
-            answer = asyncio.get_running_loop().create_future()
-            self._answers[env.msg_id] = answer
-            while len(self._answers) > REQUEST_MEMORY:
-                self._answers.popitem(last=False)
-            self._spawn(self._answer(env, answer), f"control:{self.name}:{env.body.get('op')}")
-        elif answer.done():
-            self._spawn(self._reply(env, answer.result()), f"reply:{self.name}")
+        if answer is not None:
+            if answer.done():
+                self._spawn(self._reply(env, answer.result()), f"reply:{self.name}")
+            return
+        if len(self._control_tasks) >= MAX_CONTROL_TASKS:  # bounded: unanswered, the client resends later
+            self.stats["control-busy"] += 1
+            self.log.warning("control-queue-full", bound=MAX_CONTROL_TASKS, op=str(env.body.get("op")))
+            return
+        answer = asyncio.get_running_loop().create_future()
+        self._answers[env.msg_id] = answer
+        while len(self._answers) > REQUEST_MEMORY:
+            self._answers.popitem(last=False)
+        if not core.control_fresh(env.sent_ms, self.clock.now_ms()):
+            self._reject("stale", self.config.topics.ctl(self.name), detail=f"ctl {env.msg_id} from {env.sender}")
+            self._spawn(self._refuse(env, answer, "it was sent too long ago (stale)"), f"refuse:{self.name}")
+            return
+        self._spawn(self._answer_once(env, answer), f"control:{self.name}:{env.body.get('op')}")
+
+    async def _answer_once(self, env: Envelope, answer: asyncio.Future[dict[str, Any]]) -> None:
+        if await self.store.control_handled(env.msg_id):
+            self._reject("replay", self.config.topics.ctl(self.name), detail=f"ctl {env.msg_id} from {env.sender}")
+            await self._refuse(env, answer, "it was already handled (replayed)")
+            return
+        CONTROL_REQUEST.set((env.msg_id, self.clock.now_ms()))  # this task only: its commits record the id
+        await self._answer(env, answer)
+
+    async def _refuse(self, env: Envelope, answer: asyncio.Future[dict[str, Any]], why: str) -> None:
+        message = f"request {env.msg_id} refused: {why}; nothing was changed"
+        body: dict[str, Any] = {"req": env.msg_id, "ok": False, "error": {"code": "refused", "message": message}}
+        answer.set_result(body)
+        await self._reply(env, body)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -583,40 +643,44 @@ class NodeAgent:
         self._wake.set()
         return replicated
 
+    def seal_secret(self, plaintext: bytes, context: str) -> str:
+        """Private key material for a message body: encrypted for cluster members (AEAD), not only MAC'd."""
+        return seal_secret(self._secret, plaintext, context)
+
+    def open_secret(self, text: object, context: str) -> bytes:
+        """The inverse of ``seal_secret``; raises ``ValueError`` when it does not decrypt."""
+        try:
+            return open_secret(self._secret, text, context)
+        except EnvelopeError as exc:
+            self._reject("secret", context)
+            raise ValueError(str(exc)) from None
+
     def send(self, to: str | None, kind: str, body: dict[str, Any]) -> asyncio.Future[None]:
         """Queue a non-durable message to one node (or everyone) after the outbox."""
         topic = self.config.topics.repl if to is None else self.config.topics.node(to)
         return self._send(topic, self._envelope(kind, body, to=to))
 
     async def apply_records(self, records: list[Record], sender: str) -> int:
-        """Merge records from a peer; returns how many entries changed on this node. Idempotent.
+        """Merge records from a peer by the core's rule (``replication.core.decide``); returns how
+        many entries changed on this node. Idempotent.
 
         Decisions read the in-memory index, so a message that changes nothing (a duplicate, an
         old version, a state transfer of what the node already has) costs no database work.
         """
-        accepted = [r for r in records if self._admissible(r, sender)]
+        accepted = [r for r in (self._admit(r, sender) for r in records) if r is not None]
         for rec in accepted:
             self.hlc.observe(rec.version)
-        if not any(self._would_write(r) for r in accepted):
+        if not core.plan_merge(self.store.index, accepted, self._tombstone_cutoff_ms()):
             return 0
         changed = 0
-        async with self.store.transaction():
-            cutoff = self._tombstone_cutoff_ms()
-            for rec in accepted:
-                slot = self.store.index.get(rec.key) or Slot()
-                if rec.der is None and rec.version.ms < cutoff:
-                    # past the retention peers may already have forgotten it: delete what it covers
-                    # but do not keep it, or purged tombstones would come back from every peer
-                    if slot.entry is not None and not entry_survives(slot.entry, rec.version):
-                        await self.store.delete_entry(rec.store, rec.name)
-                        changed += 1
-                elif rec.der is None:
-                    if tombstone_wins(rec.version, slot.tombstone):
-                        await self.store.put_tombstone(rec)
-                        if slot.entry is not None and not entry_survives(slot.entry, rec.version):
-                            await self.store.delete_entry(rec.store, rec.name)
-                            changed += 1
-                elif put_wins(rec.version, slot.entry, slot.tombstone) and self._parses(rec, sender):
+        async with self.store.transaction():  # planned again inside: the index may have moved meanwhile
+            for rec, decision in core.plan_merge(self.store.index, accepted, self._tombstone_cutoff_ms()):
+                if decision.put_tombstone:
+                    await self.store.put_tombstone(rec)
+                if decision.delete_entry:
+                    await self.store.delete_entry(rec.store, rec.name)
+                    changed += 1
+                if decision.put_entry:
                     await self.store.put_entry(rec)
                     changed += 1
             await self.store.set_meta("hlc", _json_dump(self.hlc.last.to_json()))
@@ -624,32 +688,26 @@ class NodeAgent:
             self.log.info("records-applied", sender=sender, changed=changed, received=len(records))
         return changed
 
-    def _admissible(self, rec: Record, sender: str) -> bool:
-        """Locality (DESIGN property 2): only what the policy replicates may arrive from the bus."""
-        if rec.store not in self.stores:
-            return False  # e.g. CallManager-trust on an IM&P node
-        policy = self.policies[rec.store]
-        if (rec.der is None and not policy.replicate_delete) or (rec.der is not None and not policy.replicate_add):
-            kind = "deletion" if rec.der is None else "upload"
-            self._reject("locality", f"{rec.store}/{rec.name}", detail=f"{kind} from {sender}")
-            return False
-        return True
-
-    def _would_write(self, rec: Record) -> bool:
-        slot = self.store.index.get(rec.key) or Slot()
-        if rec.der is None and rec.version.ms < self._tombstone_cutoff_ms():
-            return slot.entry is not None and not entry_survives(slot.entry, rec.version)
+    def _admit(self, rec: Record, sender: str) -> Record | None:
+        """Locality (DESIGN property 2) by the core's rule; a certificate must parse, and its
+        validity start (R-REPL-8) is read from the certificate itself, never from the sender."""
+        why = core.admissible(rec, self.stores, self.policies)
+        if why is not None:
+            if why:
+                kind = "deletion" if rec.der is None else "upload"
+                self._reject(why, f"{rec.store}/{rec.name}", detail=f"{kind} from {sender}")
+            return None
         if rec.der is None:
-            return tombstone_wins(rec.version, slot.tombstone)
-        return put_wins(rec.version, slot.entry, slot.tombstone)
-
-    def _parses(self, rec: Record, sender: str) -> bool:
+            return rec
+        slot = self.store.index.get(rec.key)
+        if slot is not None and slot.entry == rec.version:
+            return rec if slot.entry_rank is None else replace(rec, start_ms=slot.entry_rank.start_ms)
         try:
-            x509.load_der_x509_certificate(rec.der or b"")
+            cert = x509.load_der_x509_certificate(rec.der)
         except ValueError:
             self._reject("bad-certificate", f"{rec.store}/{rec.name}", detail=f"from {sender}")
-            return False
-        return True
+            return None
+        return replace(rec, start_ms=int(cert.not_valid_before_utc.timestamp() * 1000))
 
     # ---------------------------------------------------------------------------------------
     # anti-entropy
@@ -669,16 +727,7 @@ class NodeAgent:
         if self._digest_cache is not None and self._digest_cache[0] == self.store.generation:
             return dict(self._digest_cache[1])
         generation = self.store.generation
-        mine = {s: "" for s in self.stores if self.policies[s].replicate_add or self.policies[s].replicate_delete}
-        items: list[tuple[str, str, Version, str | None]] = []
-        for (store, name), slot in self.store.index.items():
-            if store not in mine:
-                continue
-            if slot.entry is not None and self.policies[store].replicate_add:
-                items.append((store, name, slot.entry, slot.entry_sha))
-            if slot.tombstone is not None and self.policies[store].replicate_delete:
-                items.append((store, name, slot.tombstone, None))
-        mine.update(digests_of(items))
+        mine = core.digests(self.store.index, self.stores, self.policies)
         self._digest_cache = (generation, mine)
         return dict(mine)
 
@@ -723,6 +772,7 @@ class NodeAgent:
 
     async def _resync_tick(self) -> None:
         await self._purge_tombstones()
+        await self.store.forget_control_requests(self.clock.now_ms() - core.CONTROL_KEEP_MS)
         if self.last_contact_ms != self._saved_contact_ms:
             contact = self.last_contact_ms
             async with self.store.transaction():
@@ -804,7 +854,7 @@ class NodeAgent:
         if flt.store is not None and flt.store not in self.stores and flt.store not in UNITS:
             ops.check_store(self.config.role, flt.store)
         rows: list[dict[str, Any]] = []
-        ocsp = await agent_ocsp.listing_statuses(self)  # OCSP: good / revoked / unknown per certificate (R-OCSP-3)
+        columns = {e.name: await e.listing(self) for e in EXTENSIONS if e.listing is not None}  # e.g. OCSP (R-OCSP-3)
         for unit, ident in sorted((await self.store.identities()).items()):
             desc = certs.describe(x509.load_der_x509_certificate(ident.cert_der))
             if flt.matches(unit, Usage.IDENTITY, desc):
@@ -814,7 +864,7 @@ class NodeAgent:
                         "usage": Usage.IDENTITY.value,
                         "source": ident.source,
                         **desc,
-                        "ocsp": ocsp.get(desc["sha256"]),
+                        **{column: values.get(desc["sha256"]) for column, values in columns.items()},
                     }
                 )
         for rec in await self.store.entries():
@@ -829,7 +879,7 @@ class NodeAgent:
                         "origin": rec.origin,
                         "version": str(rec.version),
                         **desc,
-                        "ocsp": ocsp.get(desc["sha256"]),
+                        **{column: values.get(desc["sha256"]) for column, values in columns.items()},
                     }
                 )
         return rows
@@ -844,11 +894,11 @@ class NodeAgent:
             )
         ops.check_store(self.config.role, store)
         uploaded = certs.load_certificates(data)
-        existing = {(r.store, r.name): r.der or b"" for r in await self.store.entries()}
-        plan = ops.plan_trust_upload(self.config.role, store, uploaded, existing, self.clock.now())
         replicated: list[Record] = []
-        if plan.puts:
-            async with self.store.transaction():
+        async with self.store.transaction():  # the same-name check and the write, atomically (R-REPL-8)
+            existing = {(r.store, r.name): r.der or b"" for r in await self.store.entries()}
+            plan = ops.plan_trust_upload(self.config.role, store, uploaded, existing, self.clock.now())
+            if plan.puts:
                 replicated = await self._write_changes(plan.puts, [])
         self.log.info("upload", store=store, added=plan.added, replaced=plan.replaced, unchanged=plan.unchanged)
         result: dict[str, Any] = {
@@ -860,11 +910,9 @@ class NodeAgent:
             "replicated": sorted({f"{r.store}/{r.name}" for r in replicated}),
             "versions": {k: v.to_json() for k, v in self.last_written.items()} if plan.puts else {},
         }
-        # --- OCSP (node/agent_ocsp.py): R-OCSP-1, every upload is checked; never refused for its status
-        checked = await agent_ocsp.on_upload(self, uploaded)
-        if checked is not None:
-            result["ocsp"] = checked
-        # --- end OCSP
+        for extension in EXTENSIONS:  # e.g. OCSP: every upload is checked, never refused for its status (R-OCSP-1)
+            if extension.on_upload is not None and (extra := await extension.on_upload(self, uploaded)) is not None:
+                result[extension.name] = extra
         return result
 
     async def op_delete(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -872,9 +920,9 @@ class NodeAgent:
         name = str(args.get("name") or "")
         if not name:
             raise BadInput("no certificate name given")
-        names = {r.name for r in await self.store.entries(store)} if store in STORES else set()
-        remove = ops.plan_trust_delete(self.config.role, store, name, names)
-        async with self.store.transaction():
+        async with self.store.transaction():  # the check and the deletion, atomically
+            names = {r.name for r in await self.store.entries(store)} if store in STORES else set()
+            remove = ops.plan_trust_delete(self.config.role, store, name, names)
             replicated = await self._write_changes([], [remove])
         self.log.info("delete", store=store, name=remove.name, replicated=bool(replicated))
         version = self.last_written[f"{store}/{remove.name}"]
@@ -936,9 +984,6 @@ class NodeAgent:
             listener(line)
 
 
-OpHandler = Callable[["NodeAgent", dict[str, Any]], Awaitable[Any]]
-MessageHandler = Callable[["NodeAgent", Envelope], Awaitable[None]]
-
 _OPS: dict[str, OpHandler] = {
     "ping": NodeAgent.op_ping,
     "status": NodeAgent.op_status,
@@ -951,57 +996,46 @@ _OPS: dict[str, OpHandler] = {
     "barrier_seen": NodeAgent.op_barrier_seen,
     "resync": NodeAgent.op_resync,
 }
+_TIMERS: dict[str, TimerFactory] = {}
 
 
 def register_op(name: str, handler: OpHandler) -> None:
-    """Add an administrative request; modules of further operations call this when imported."""
+    """Add an administrative request outside the extension table (prefer an ``Extension``)."""
     if name in _OPS:
         raise ValueError(f"operation '{name}' is already defined")
     _OPS[name] = handler
 
 
-class PerAgent(Generic[T]):
-    """Memory a module of further operations keeps per running agent (made on first use, gone with
-    the agent): ``_rt = PerAgent(_Runtime)`` then ``_rt(agent)``."""
-
-    def __init__(self, factory: Callable[[], T]) -> None:
-        self._factory = factory
-        self._by_agent: weakref.WeakKeyDictionary[NodeAgent, T] = weakref.WeakKeyDictionary()
-
-    def __call__(self, agent: NodeAgent) -> T:
-        value = self._by_agent.get(agent)
-        if value is None:
-            value = self._by_agent[agent] = self._factory()
-        return value
-
-
-TimerFactory = Callable[["NodeAgent"], Coroutine[Any, Any, None]]
-_TIMERS: list[tuple[str, TimerFactory]] = []
-
-
 def register_timer(label: str, timer: TimerFactory) -> None:
-    """Add a task every node runs from start to stop (expiry monitor, OCSP checks); it should
-    sleep with ``_sleep_until`` so clock jumps wake it in order."""
-    if any(existing == label for existing, _ in _TIMERS):
+    """Add a task every node runs from start to stop (prefer an ``Extension``); it should sleep with
+    ``node.extension.sleep_until`` so clock jumps wake it in order."""
+    if label in _TIMERS:
         raise ValueError(f"timer '{label}' is already defined")
-    _TIMERS.append((label, timer))
+    _TIMERS[label] = timer
 
 
 def register_message(kind: str, handler: MessageHandler) -> None:
-    """Add a bus message kind (sealed like every envelope) and its handler."""
+    """Add a bus message kind (sealed like every envelope) and its handler (prefer an ``Extension``)."""
     if kind in NodeAgent._handlers:
         raise ValueError(f"message kind '{kind}' is already defined")
     NodeAgent._handlers[kind] = handler
 
 
-def _b64_arg(args: Mapping[str, Any], key: str) -> bytes:
-    raw = args.get(key)
-    if not isinstance(raw, str) or not raw:
-        raise BadInput(f"no {key} given")
-    try:
-        return base64.b64decode(raw, validate=True)
-    except ValueError:
-        raise BadInput(f"{key} is not valid base64") from None
+def install_extension(extension: Extension) -> None:
+    """Plug one extension's operations, message kinds and timers in (each name once)."""
+    for name, op in extension.ops.items():
+        register_op(name, op)
+    for kind, handler in extension.messages.items():
+        register_message(kind, handler)
+    for label, timer in extension.timers.items():
+        register_timer(label, timer)
+
+
+def _timers() -> dict[str, TimerFactory]:
+    return dict(_TIMERS)
+
+
+PerAgent = extension_api.PerAgent  # kept for modules written against the agent before node.extension
 
 
 def _digest_map(raw: object) -> dict[str, str]:
@@ -1018,9 +1052,15 @@ def _json_list(raw: str) -> object:
     return json.loads(raw)
 
 
-async def _sleep_until(clock: Clock, due: dt.datetime) -> None:
-    """Sleep until the simulated clock reaches ``due`` (jumps wake timers in order, see node.clock)."""
-    await clock.sleep_until(due)
+_b64_arg = extension_api.b64_arg
+_sleep_until = extension_api.sleep_until
 
+# The extensions every node runs: one explicit table (node/extension.py says how they plug in).
+from node import agent_certops, agent_monitor, agent_ocsp  # noqa: E402 - the table follows the agent it extends
 
-from node import agent_certops, agent_drs, agent_monitor, agent_ocsp, agent_phones  # noqa: E402, F401 - register further operations and timers
+EXTENSIONS: tuple[Extension, ...] = (agent_certops.EXTENSION, agent_monitor.EXTENSION, agent_ocsp.EXTENSION)
+for _extension in EXTENSIONS:
+    install_extension(_extension)
+
+# Modules written against register_op (not yet an Extension): they register themselves on import.
+from node import agent_drs, agent_phones  # noqa: E402, F401

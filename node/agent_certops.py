@@ -21,12 +21,11 @@ import json
 import os
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
 from node import certops, certs, ops
-from node.agent import NodeAgent, PerAgent, _b64_arg, _sleep_until, register_message, register_op
 from node.catalog import (
     AUTHZ_KEYS,
     AUTHZ_UNIT,
@@ -42,9 +41,13 @@ from node.catalog import (
 )
 from node.certops import AuthzKey, NodeInfo, PendingCSR, ServiceState
 from node.errors import BadInput, CertsimError, NotFound, Refused
+from node.extension import Extension, PerAgent, b64_arg, sleep_until
 from node.store import Identity, NodeStore
 from replication.envelope import Envelope
 from replication.hlc import Version
+
+if TYPE_CHECKING:
+    from node.agent import NodeAgent
 
 ROSTER_WAIT_S = 0.4  # wall seconds to collect hellos: transport pacing, not simulated time
 PEER_ANSWER_S = 2.0  # wall seconds a remote-node check waits for the peer's Tomcat
@@ -269,12 +272,16 @@ async def op_csr_gen(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]:
     ident = (await agent.store.identities()).get(unit.name)
     current_bits = certs.key_type(x509.load_der_x509_certificate(ident.cert_der))[1] if ident else None
     size = certops.choose_key_size(unit, args.get("key_size"), current_bits, regen=False)
+    extra_san = certops.check_alt_names(args.get("alt_names"))
+    hash_name = certops.check_csr_hash(unit, args.get("hash"))
     roster = await _roster(agent) if multi else []
     san = certops.csr_san(unit, cfg.fqdn, roster, cfg.role, multi_server=multi)
+    san += [n for n in extra_san if n not in {s.lower() for s in san}]  # the GUI's "Other Domains"
     nodes = tuple(p.name for p in roster if p.fqdn in san and p.name != agent.name) if multi else ()
     key = await asyncio.to_thread(certs.new_private_key, unit.key_algo, size)
     cn = certops.csr_cn(unit, cfg.fqdn, multi_server=multi)
-    csr = certops.build_unit_csr(unit, cn, san, key, cfg.subject, include_ou=bool(args.get("include_ou", True)))
+    include_ou = bool(args.get("include_ou", True))
+    csr = certops.build_unit_csr(unit, cn, san, key, cfg.subject, include_ou=include_ou, hash_name=hash_name)
     pending = PendingCSR(unit.name, certs.csr_pem(csr).encode(), certs.key_pem(key), multi, nodes)
     now_ms = agent.clock.now_ms()
 
@@ -348,7 +355,7 @@ async def _peer_trust_puts(
     der = certs.der_of(cert)
     held = await agent.store.get_entry(store, name)
     if held is not None and previous is not None and held.der == previous and held.der != der:
-        return [ops.Put(store, name, der)]  # the node's own certificate, replaced by its successor
+        return [ops.Put(store, name, der, supersedes=True)]  # the node's own certificate, replaced by its successor
     existing = {(r.store, r.name): r.der or b"" for r in await agent.store.entries(store)}
     return list(ops.plan_trust_upload(agent.config.role, store, [cert], existing, agent.clock.now()).puts)
 
@@ -356,7 +363,7 @@ async def _peer_trust_puts(
 async def op_identity_upload(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]:
     cfg = agent.config
     unit = certops.identity_unit(cfg.role, cfg.publisher, _unit_arg(args), op="certificate upload")
-    data = _b64_arg(args, "data")
+    data = b64_arg(args, "data")
     uploaded = certs.load_certificates(data)
     if unit.trust_store is None or unit.trust_store not in agent.stores:
         raise Refused(f"{unit.name} is issued by the cluster and cannot be replaced by a CA-signed certificate")
@@ -374,12 +381,18 @@ async def op_identity_upload(agent: NodeAgent, args: dict[str, Any]) -> dict[str
         san = set(certs.cert_san(plan.leaf))
         peers = await _peers(agent.store)
         shared_with = [n for n in plan.csr.nodes if n in peers and peers[n].fqdn in san]
-        body = {
-            "unit": unit.name,
-            "cert": base64.b64encode(der).decode(),
-            "key": base64.b64encode(plan.csr.key_pem).decode(),
-        }
-        messages = [(n, "identity-install", body) for n in shared_with]
+        messages = [
+            (
+                n,
+                "identity-install",
+                {
+                    "unit": unit.name,
+                    "cert": base64.b64encode(der).decode(),
+                    "key": agent.seal_secret(plan.csr.key_pem, f"identity-install:{unit.name}:{n}"),
+                },
+            )
+            for n in shared_with
+        ]
     now_ms = agent.clock.now_ms()
 
     async def write(store: NodeStore) -> None:
@@ -418,7 +431,7 @@ async def _on_identity_install(agent: NodeAgent, env: Envelope) -> None:
     """A multi-server certificate the publisher installed: it becomes this node's identity too."""
     unit = str(env.body["unit"])
     der = base64.b64decode(str(env.body["cert"]))
-    key_pem = base64.b64decode(str(env.body["key"]))
+    key_pem = agent.open_secret(env.body["key"], f"identity-install:{unit}:{agent.name}")  # AEAD, not clear text
     try:
         spec = certops.identity_unit(agent.config.role, agent.config.publisher, unit, op="install")
         cert = certs.load_certificates(der)[0]
@@ -462,7 +475,7 @@ async def op_regen(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]:
     new_keys: list[AuthzKey] = []
     if unit.name == AUTHZ_UNIT:  # R-OP-AUTHZ: the AUTHZ certificate's key is the OAuth signing key
         new_keys = [AuthzKey("signing", certs.key_pem(key), _version_text(agent))]
-        messages.append((None, "authz-keys", _keys_body(new_keys)))
+        messages.append((None, "authz-keys", _keys_body(agent, new_keys)))
     now_ms = agent.clock.now_ms()
 
     async def write(store: NodeStore) -> None:
@@ -560,7 +573,7 @@ async def op_service_restart(agent: NodeAgent, args: dict[str, Any]) -> dict[str
         if not 0 <= seconds <= 3600:
             raise BadInput("a restart takes between 0 and 3600 simulated seconds")
         agent.log.info("service-restarting", service=spec.name)
-        await _sleep_until(agent.clock, agent.clock.now() + dt.timedelta(seconds=seconds))
+        await sleep_until(agent.clock, agent.clock.now() + dt.timedelta(seconds=seconds))
         by_unit, extras, identities = await _current(agent)
         loaded = certops.current_items(spec, by_unit, extras)
         state = ServiceState(spec.name, "running", loaded, agent.clock.now_ms())
@@ -661,12 +674,19 @@ async def _on_param(agent: NodeAgent, env: Envelope) -> None:
 # OAuth keys and tokens (R-OP-AUTHZ)
 
 
-def _keys_body(keys: list[AuthzKey]) -> dict[str, Any]:
+def _keys_body(agent: NodeAgent, keys: list[AuthzKey]) -> dict[str, Any]:
+    """AUTHZ keys for the bus: the material is encrypted for cluster members (AEAD), bound to its kind
+    and version, so a broker-side reader learns nothing and cannot move it to another key."""
     return {
         "keys": [
-            {"kind": k.kind, "material": base64.b64encode(k.material).decode(), "version": k.version} for k in keys
+            {"kind": k.kind, "material": agent.seal_secret(k.material, _key_context(k)), "version": k.version}
+            for k in keys
         ]
     }
+
+
+def _key_context(key: AuthzKey) -> str:
+    return f"authz-key:{key.kind}:{key.version}"
 
 
 def _require_publisher(agent: NodeAgent, what: str) -> None:
@@ -694,7 +714,7 @@ async def _initial_keys(agent: NodeAgent) -> dict[str, AuthzKey]:
         for k in made:
             await _put_authz_key(store, k)
 
-    await agent.commit(messages=[(None, "authz-keys", _keys_body(made))], extra=write)
+    await agent.commit(messages=[(None, "authz-keys", _keys_body(agent, made))], extra=write)
     return await _authz_keys(agent.store)
 
 
@@ -727,7 +747,7 @@ async def op_authz_regen(agent: NodeAgent, args: dict[str, Any]) -> dict[str, An
         if extra_ident is not None:
             await store.put_identity(extra_ident, now_ms)
 
-    await agent.commit(messages=[(None, "authz-keys", _keys_body([new]))], extra=write)
+    await agent.commit(messages=[(None, "authz-keys", _keys_body(agent, [new]))], extra=write)
     agent.log.info("authz-key-regenerated", kind=kind)
     return {
         "kind": kind,
@@ -742,10 +762,11 @@ async def op_authz_regen(agent: NodeAgent, args: dict[str, Any]) -> dict[str, An
 
 
 async def _on_authz_keys(agent: NodeAgent, env: Envelope) -> None:
-    incoming = [
-        AuthzKey(certops.check_authz_kind(k["kind"]), base64.b64decode(str(k["material"])), str(k["version"]))
-        for k in env.body["keys"]
-    ]
+    incoming = []
+    for k in env.body["keys"]:
+        kind, version = certops.check_authz_kind(k["kind"]), str(k["version"])
+        material = agent.open_secret(k["material"], f"authz-key:{kind}:{version}")  # AEAD, not clear text
+        incoming.append(AuthzKey(kind, material, version))
     held = await _authz_keys(agent.store)
     newer = [k for k in incoming if _newer(held[k.kind].version if k.kind in held else None, k.version)]
     for k in incoming:
@@ -873,34 +894,34 @@ async def op_cluster_nodes(agent: NodeAgent, _args: dict[str, Any]) -> list[dict
     return [{"name": p.name, "fqdn": p.fqdn, "role": p.role} for p in await _roster(agent)]
 
 
-for _name, _handler in (
-    ("csr_gen", op_csr_gen),
-    ("csr_get", op_csr_get),
-    ("csr_list", op_csr_list),
-    ("csr_delete", op_csr_delete),
-    ("identity_upload", op_identity_upload),
-    ("identity_list", op_identity_list),
-    ("regen", op_regen),
-    ("service_list", op_service_list),
-    ("service_restart", op_service_restart),
-    ("service_cert", op_service_cert),
-    ("param_set", op_param_set),
-    ("param_get", op_param_get),
-    ("authz_regen", op_authz_regen),
-    ("authz_status", op_authz_status),
-    ("token_issue", op_token_issue),
-    ("token_verify", op_token_verify),
-    ("check_remote", op_check_remote),
-    ("cluster_nodes", op_cluster_nodes),
-):
-    register_op(_name, _handler)
-
-for _kind, _mhandler in (
-    ("certops-hello", _on_hello),
-    ("identity-install", _on_identity_install),
-    ("param", _on_param),
-    ("authz-keys", _on_authz_keys),
-    ("tomcat-serving-req", _on_serving_req),
-    ("tomcat-serving", _on_serving),
-):
-    register_message(_kind, _mhandler)
+EXTENSION = Extension(
+    name="certops",
+    ops={
+        "csr_gen": op_csr_gen,
+        "csr_get": op_csr_get,
+        "csr_list": op_csr_list,
+        "csr_delete": op_csr_delete,
+        "identity_upload": op_identity_upload,
+        "identity_list": op_identity_list,
+        "regen": op_regen,
+        "service_list": op_service_list,
+        "service_restart": op_service_restart,
+        "service_cert": op_service_cert,
+        "param_set": op_param_set,
+        "param_get": op_param_get,
+        "authz_regen": op_authz_regen,
+        "authz_status": op_authz_status,
+        "token_issue": op_token_issue,
+        "token_verify": op_token_verify,
+        "check_remote": op_check_remote,
+        "cluster_nodes": op_cluster_nodes,
+    },
+    messages={
+        "certops-hello": _on_hello,
+        "identity-install": _on_identity_install,
+        "param": _on_param,
+        "authz-keys": _on_authz_keys,
+        "tomcat-serving-req": _on_serving_req,
+        "tomcat-serving": _on_serving,
+    },
+)

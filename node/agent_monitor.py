@@ -17,15 +17,18 @@ import contextlib
 import datetime as dt
 import json
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
 from node import certs, monitor
-from node.agent import NodeAgent, PerAgent, _sleep_until, register_op, register_timer
 from node.errors import BadInput, CertsimError
+from node.extension import Extension, PerAgent, sleep_until
 from node.mail import send_mail
 from node.monitor import CertType, MonitoredCert, MonitorSettings, MonitorState
+
+if TYPE_CHECKING:
+    from node.agent import NodeAgent
 
 SERVICE = "Cisco Certificate Expiry Monitor"
 SETTINGS_KEY = "monitor_settings"
@@ -47,6 +50,7 @@ class _Runtime:
         self.restart = asyncio.Event()
         self.ready = asyncio.Event()  # set once the schedule is known (just after the node starts)
         self.mail_errors = 0
+        self.listening = False  # subscribed to the node's events (once, even if the timer restarts)
 
 
 _rt = PerAgent(_Runtime)
@@ -109,7 +113,7 @@ async def _schedule(agent: NodeAgent) -> None:
     await _save_state(agent, state)
     agent.log.info("monitor-started", next_run=certs.iso(state.next_run))
     while True:
-        await _sleep_until(agent.clock, state.next_run)
+        await sleep_until(agent.clock, state.next_run)
         try:
             state = await _run_once(agent, state)
         except Exception:  # one failed run (a database error, say) must not end the monitor
@@ -223,10 +227,15 @@ async def op_syslog(agent: NodeAgent, args: dict[str, Any]) -> list[dict[str, An
 
 def _attach(agent: NodeAgent) -> Coroutine[Any, Any, None]:
     """The registered timer: subscribe to the node's events, then run the monitor."""
-    agent.listeners.append(lambda event: _on_event(agent, event))
+    rt = _rt(agent)
+    if not rt.listening:
+        rt.listening = True
+        agent.listeners.append(lambda event: _on_event(agent, event))
     return _monitor_timer(agent)
 
 
-register_timer("monitor", _attach)
-for _name, _handler in (("monitor_set", op_monitor_set), ("monitor_get", op_monitor_get), ("syslog", op_syslog)):
-    register_op(_name, _handler)
+EXTENSION = Extension(
+    name="monitor",
+    ops={"monitor_set": op_monitor_set, "monitor_get": op_monitor_get, "syslog": op_syslog},
+    timers={"monitor": _attach},
+)

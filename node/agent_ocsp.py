@@ -64,12 +64,14 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from node import certs, ocsp_check
-from node.agent import NodeAgent, PerAgent, _sleep_until, register_op, register_timer
 from node.errors import BadInput, Refused
+from node.extension import Extension, PerAgent, sleep_until
 from node.ocsp_check import OcspResult, OcspStatus, Signer
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from node.agent import NodeAgent
 
 DEFAULT_INTERVAL = dt.timedelta(days=1)
 MIN_INTERVAL = dt.timedelta(minutes=1)
@@ -637,7 +639,7 @@ async def _schedule(agent: NodeAgent, rt: _Runtime, settings: OcspSettings, anch
     due = anchor + settings.interval
     while True:
         rt.next_due = due
-        await _sleep_until(agent.clock, due)
+        await sleep_until(agent.clock, due)
         try:
             await _full_check(agent, rt, reuse_beyond=due + settings.interval, report=False)
         except Exception:  # the schedule must outlive any single failure
@@ -713,6 +715,10 @@ async def op_ocsp_check(agent: NodeAgent, _args: dict[str, Any]) -> dict[str, An
     return await _full_check(agent, rt, reuse_beyond=None)
 
 
-for _name, _handler in (("ocsp_set", op_ocsp_set), ("ocsp_get", op_ocsp_get), ("ocsp_check", op_ocsp_check)):
-    register_op(_name, _handler)
-register_timer("ocsp", _timer)
+EXTENSION = Extension(
+    name="ocsp",
+    ops={"ocsp_set": op_ocsp_set, "ocsp_get": op_ocsp_get, "ocsp_check": op_ocsp_check},
+    timers={"ocsp": _timer},
+    on_upload=on_upload,
+    listing=listing_statuses,
+)

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ from node.catalog import (
     units_for,
 )
 from node.errors import BadInput, NotFound, Refused
+from node.safetext import safe_text
 
 CONNECT_FAILURE = "Connection to the Server cannot be established (unable to connect to Remote Node)"
 MAX_CHAIN_DEPTH = 8
@@ -151,13 +153,50 @@ def build_unit_csr(
     subject_fields: certs.SubjectFields,
     *,
     include_ou: bool = True,
+    hash_name: str = "SHA256",
 ) -> x509.CertificateSigningRequest:
-    """A real PKCS#10 request, SHA-256, with the unit's key usage, EKU and SAN (R-OP-CSR-1)."""
+    """A real PKCS#10 request with the unit's key usage, EKU and SAN (R-OP-CSR-1)."""
     return certs.build_csr(
         subject=subject_fields.name(cn, with_ou=include_ou),
         key=key,
         extensions=certs.unit_extensions(unit, san),
+        hash_name=hash_name,
     )
+
+
+_DNS_NAME = re.compile(
+    r"(?=.{1,253}\Z)(\*\.)?[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+MAX_EXTRA_ALT_NAMES = 100
+
+
+def check_alt_names(raw: Any) -> list[str]:
+    """Extra SAN host names for a CSR (the GUI's "Other Domains"): DNS names, optionally ``*.`` wildcards,
+    at most :data:`MAX_EXTRA_ALT_NAMES`; duplicates (any case) dropped."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list | tuple) or not all(isinstance(a, str) for a in raw):
+        raise BadInput("altNames must be a list of host names")
+    names = list(dict.fromkeys(a.strip().lower() for a in raw if a.strip()))
+    if len(names) > MAX_EXTRA_ALT_NAMES:
+        raise BadInput(f"{len(names)} extra host names; a CSR takes at most {MAX_EXTRA_ALT_NAMES}")
+    bad = [a for a in names if not _DNS_NAME.fullmatch(a)]
+    if bad:
+        raise BadInput(f"not a host name: {safe_text(bad[0])!r}; altNames are DNS names such as voice.example.com")
+    return names
+
+
+def check_csr_hash(unit: UnitSpec, raw: Any) -> str:
+    """The CSR's signature hash: SHA256 for RSA units; SHA256, SHA384 or SHA512 for EC units (as the product offers)."""
+    if raw is None:
+        return "SHA256"
+    name = str(raw).upper().replace("-", "")
+    allowed = ("SHA256",) if unit.key_algo is KeyAlgo.RSA else ("SHA256", "SHA384", "SHA512")
+    if name not in allowed:
+        raise BadInput(
+            f"a {unit.name} CSR ({unit.key_algo.value} key) is signed with {' or '.join(allowed)}, not '{raw}'"
+        )
+    return name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,6 +269,24 @@ def verify_chain(
             "(R-OP-UPLOAD-3)"
         ) from None
     return list(verified.chain[1:])
+
+
+def served_chain(leaf: x509.Certificate, trust: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    """The intermediates a TLS server presents after ``leaf``, as the product's Tomcat serves an uploaded
+    CA-signed certificate: each issuer found in the unit's trust store whose signature verifies, up to
+    but without the self-signed root (a client trusting only the root can then verify the leaf).
+    Empty for a self-signed leaf."""
+    chain: list[x509.Certificate] = []
+    current = leaf
+    for _ in range(MAX_CHAIN_DEPTH):
+        issuer = next(
+            (c for c in trust if c.subject == current.issuer and c != current and certs.signed_by(current, c)), None
+        )
+        if issuer is None or issuer.subject == issuer.issuer or issuer in chain:
+            break
+        chain.append(issuer)
+        current = issuer
+    return chain
 
 
 def plan_identity_upload(

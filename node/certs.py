@@ -134,7 +134,8 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
     return list(unique.values())
 
 
-def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether ``issuer`` names and signs ``cert`` (its signature verifies with the issuer's key)."""
     try:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
@@ -154,15 +155,15 @@ def check_signatures(uploaded: Sequence[x509.Certificate]) -> None:
     parents: dict[int, int] = {}
     for i, cert in enumerate(uploaded):
         if cert.subject == cert.issuer:
-            if not _signed_by(cert, cert) and not any(
-                _signed_by(cert, other) for other in uploaded if other is not cert and other.subject == cert.issuer
+            if not signed_by(cert, cert) and not any(
+                signed_by(cert, other) for other in uploaded if other is not cert and other.subject == cert.issuer
             ):
                 raise BadInput(f"{_label(i + 1, cert)}: its self-signature does not verify (altered or forged)")
             continue
         issuers = [j for j, other in enumerate(uploaded) if j != i and other.subject == cert.issuer]
         if not issuers:
             continue
-        signer = next((j for j in issuers if _signed_by(cert, uploaded[j])), None)
+        signer = next((j for j in issuers if signed_by(cert, uploaded[j])), None)
         if signer is None:
             names = ", ".join(_label(j + 1, uploaded[j]) for j in issuers)
             raise BadInput(f"{_label(i + 1, cert)}: its signature does not verify against its issuer {names}")
@@ -583,17 +584,26 @@ def product_fields(cert: x509.Certificate) -> dict[str, Any]:
     }
 
 
+CSR_HASHES: dict[str, hashes.SHA256 | hashes.SHA384 | hashes.SHA512] = {
+    "SHA256": hashes.SHA256(),
+    "SHA384": hashes.SHA384(),
+    "SHA512": hashes.SHA512(),
+}
+
+
 def build_csr(
     *,
     subject: x509.Name,
     key: PrivateKey,
     extensions: Sequence[tuple[x509.ExtensionType, bool]],
+    hash_name: str = "SHA256",
 ) -> x509.CertificateSigningRequest:
-    """A PKCS#10 request, SHA-256, carrying ``extensions`` in its extension request (R-OP-CSR-1)."""
+    """A PKCS#10 request (SHA-256 unless the caller chose SHA-384/512, which the product offers for EC
+    keys), carrying ``extensions`` in its extension request (R-OP-CSR-1)."""
     builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
     for ext, critical in extensions:
         builder = builder.add_extension(ext, critical=critical)
-    return builder.sign(key, hashes.SHA256())
+    return builder.sign(key, CSR_HASHES[hash_name])
 
 
 def csr_pem(csr: x509.CertificateSigningRequest) -> str:

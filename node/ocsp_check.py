@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
+from node import certs
 from node.errors import BadInput, Refused, Unavailable
 
 if TYPE_CHECKING:
@@ -253,7 +254,7 @@ def accept_signature(
     for included in response.certificates:
         if not _is_responder_id(included, response):
             continue
-        what = f"included responder certificate '{included.subject.rfc4514_string()}'"
+        what = f"included responder certificate '{certs.dn_text(included.subject)}'"
         if not _issued_by(included, issuer):
             untrusted.append(f"{what} is not issued by the CA")
         elif not _has_ocsp_signing(included):
@@ -267,7 +268,7 @@ def accept_signature(
     for trusted in trust_store_certs:
         if not _is_responder_id(trusted, response):
             continue
-        what = f"trusted responder '{trusted.subject.rfc4514_string()}'"
+        what = f"trusted responder '{certs.dn_text(trusted.subject)}'"
         if not _valid_at(trusted, now):
             untrusted.append(f"{what} is not valid now")
         elif _verify(trusted, response):

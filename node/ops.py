@@ -26,6 +26,7 @@ class Put:
     store: str
     name: str
     der: bytes
+    supersedes: bool = False  # the node's own certificate replaced by its successor, whatever its start
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ Certificate text comes from whoever made the certificate. Printed raw, a newline
 line of its own (a forged log or table row) and an escape sequence rewrites the administrator's
 terminal. :func:`safe_text` shows every control character (C0, DEL, C1), every Unicode format
 character (bidirectional overrides, zero-width characters) and every line or paragraph separator
-as a visible escape (``\\n``, ``\\x1b``, ``\\u202e``), and doubles a backslash so the escaping can be
-read back without ambiguity. Printable text, accents and CJK included, is left as it is.
+as a visible escape (``\\n``, ``\\x1b``, ``\\u202e``). Backslashes are left alone, so the function is
+idempotent: text escaped by the node and shown again by a door is not escaped twice (a CN that
+literally contains ``\\n`` reads like an escaped newline; it can never be one).
+Printable text, accents and CJK included, is left as it is.
 Every door uses it: CLI tables and JSON, the SSH platform CLI, the REST API, logs.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import unicodedata
 
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _UNSAFE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
 
 
@@ -33,11 +35,11 @@ def safe_text(text: str | None) -> str:
     """``text`` with control, format and separator characters shown escaped (None becomes '')."""
     if not text:
         return ""
-    if text.isascii() and text.isprintable() and "\\" not in text:
+    if text.isascii() and text.isprintable():
         return text  # the common case: nothing to escape
-    return "".join(_escape(ch) if ch == "\\" or unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text)
+    return "".join(_escape(ch) if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text)
 
 
 def is_safe(text: str) -> bool:
-    """Whether ``text`` prints as it is (what tests and fuzzers assert about every door's output)."""
-    return all(unicodedata.category(ch) not in _UNSAFE_CATEGORIES or ch in "\n\t" for ch in text)
+    """Whether ``text`` has nothing :func:`safe_text` would escape (what tests and fuzzers assert)."""
+    return all(unicodedata.category(ch) not in _UNSAFE_CATEGORIES for ch in text)

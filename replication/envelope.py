@@ -7,6 +7,7 @@ store over the bus. A forged or altered envelope fails its MAC and is refused.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hmac
 import json
@@ -14,8 +15,11 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hmac import HMAC
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 PROTOCOL_VERSION = 1
@@ -100,3 +104,35 @@ def open_envelope(payload: bytes, key: bytes) -> Envelope:
     if not isinstance(ts, int) or not isinstance(body, dict):
         raise EnvelopeError("malformed", "bad timestamp or body")
     return Envelope(kind=kind, sender=sender, body=body, to=to, sent_ms=ts, msg_id=msg_id)
+
+
+# --- secrets inside envelopes -----------------------------------------------------------------
+# The MAC proves who sent an envelope, but anyone on the broker can read it. Private key material
+# (a multi-server identity's key, the AUTHZ keys) is therefore encrypted as well: AES-256-GCM
+# with a key derived (HKDF) from the cluster secret, bound to what it is (associated data).
+
+NONCE_BYTES = 12
+
+
+@functools.lru_cache(maxsize=16)
+def _aead_key(secret: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"certsim-aead-v1").derive(secret)
+
+
+def seal_secret(secret: bytes, plaintext: bytes, context: str) -> str:
+    """Encrypt ``plaintext`` for cluster members (base64 text for a JSON body); ``context`` names
+    what it is (e.g. ``authz-key:signing``) and must match when it is opened."""
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    sealed = AESGCM(_aead_key(secret)).encrypt(nonce, plaintext, context.encode())
+    return base64.b64encode(nonce + sealed).decode()
+
+
+def open_secret(secret: bytes, text: object, context: str) -> bytes:
+    """The inverse of ``seal_secret``; ``EnvelopeError`` for anything not sealed by a member for ``context``."""
+    if not isinstance(text, str):
+        raise EnvelopeError("secret", "encrypted field missing")
+    try:
+        raw = base64.b64decode(text, validate=True)
+        return AESGCM(_aead_key(secret)).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context.encode())
+    except (ValueError, InvalidTag):
+        raise EnvelopeError("secret", f"cannot decrypt {context}") from None

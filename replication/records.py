@@ -1,9 +1,6 @@
-"""Replicated records and the rules for merging them: a last-writer-wins set with tombstones.
+"""Replicated records (what travels on the bus and sits in a node's stores) and their digests.
 
-Per (store, name) a node keeps at most one live entry and at most one tombstone. An entry
-is live only while its version is newer than the tombstone, so applying the same records in
-any order, any number of times, gives the same result (convergence, idempotence), and a
-deleted version can never come back (no resurrection, R-REPL-9).
+The rules for merging them live in ``replication.core``.
 """
 
 from __future__ import annotations
@@ -27,6 +24,8 @@ class Record:
     version: Version
     der: bytes | None
     origin: str
+    start_ms: int = 0  # the certificate's validity start (R-REPL-8 orders same-name entries by it)
+    epoch: Version | None = None  # set on a put that replaces its node's own certificate (replication.core)
 
     @property
     def is_tombstone(self) -> bool:
@@ -36,14 +35,22 @@ class Record:
     def key(self) -> tuple[str, str]:
         return self.store, self.name
 
+    @property
+    def sha256(self) -> str | None:
+        """SHA-256 of the certificate (what digests compare), None for a tombstone."""
+        return None if self.der is None else hashlib.sha256(self.der).hexdigest()
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        raw: dict[str, Any] = {
             "s": self.store,
             "n": self.name,
             "v": self.version.to_json(),
             "d": None if self.der is None else base64.b64encode(self.der).decode(),
             "o": self.origin,
         }
+        if self.epoch is not None:
+            raw["e"] = self.epoch.to_json()
+        return raw
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Record:
@@ -52,28 +59,15 @@ class Record:
             raise TypeError("record lacks store, name or origin")
         if der is not None and not isinstance(der, str):
             raise TypeError("record certificate is not base64 text")
+        epoch = raw.get("e")
         return cls(
             store=store,
             name=name,
             version=Version.from_json(raw.get("v")),
             der=None if der is None else base64.b64decode(der, validate=True),
             origin=origin,
+            epoch=None if epoch is None else Version.from_json(epoch),
         )
-
-
-def put_wins(incoming: Version, entry: Version | None, tombstone: Version | None) -> bool:
-    """Whether an incoming copy replaces what a node holds for one (store, name)."""
-    return (entry is None or incoming > entry) and (tombstone is None or incoming > tombstone)
-
-
-def tombstone_wins(incoming: Version, tombstone: Version | None) -> bool:
-    """Whether an incoming deletion is newer than the tombstone a node holds."""
-    return tombstone is None or incoming > tombstone
-
-
-def entry_survives(entry: Version, tombstone: Version) -> bool:
-    """An entry outlives a tombstone only if it was written after the deletion (a re-upload)."""
-    return entry > tombstone
 
 
 def store_digests(records: Iterable[Record]) -> dict[str, str]:

@@ -20,8 +20,23 @@ from rich.console import Console
 
 from node.errors import CertsimError
 
-console = Console()
-err = Console(stderr=True)
+NOT_A_TERMINAL_WIDTH = 10_000  # scripts read our output: no wrapping, no truncated table values
+
+
+def _console(*, stderr: bool) -> Console:
+    """A console that never interprets text as markup (certificate text is untrusted: '[/]' in a CN
+    must print as it is, not style or crash the output) and, when the stream is not a terminal,
+    never wraps a line or truncates a table value at 80 columns."""
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    return Console(stderr=stderr, markup=False, width=None if terminal else NOT_A_TERMINAL_WIDTH)
+
+
+console = _console(stderr=False)
+err = _console(stderr=True)
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -238,20 +238,36 @@ def lab_down(lab_name: str | None, lab_dir: Path | None) -> None:
 @handles_errors
 def lab_ui(lab_name: str | None, lab_dir: Path | None, port: int) -> None:
     """Serve a dashboard of the running lab on https://127.0.0.1:PORT/lab until Ctrl+C: nodes, trust
-    matrix, live events, lab clock, fault buttons, links to each node's OS Administration pages.
+    matrix, live events, lab clock, fault buttons, links to each node's OS Administration pages. A lab of
+    several clusters (a class) shows every cluster at a glance, each one's dashboard a click away.
     Log in with the lab's OS administrator."""
     import asyncio  # noqa: PLC0415
+    import contextlib  # noqa: PLC0415
 
     from cluster import running as rl  # noqa: PLC0415
-    from cluster.doors.dashboard import Dashboard, start_dashboard  # noqa: PLC0415
+    from cluster.doors.dashboard import ClassDashboard, Dashboard, start_dashboard  # noqa: PLC0415
+    from cluster.labdir import default_lab_dir  # noqa: PLC0415
+    from node.errors import Unavailable  # noqa: PLC0415
 
-    running = rl.find_running(lab_name, lab_dir)
+    root = lab_dir or (default_lab_dir(lab_name) if lab_name else None)
+    if root is not None and (root / "clusters").is_dir():  # a lab of several clusters (cluster.classroom)
+        found = [r for d in sorted((root / "clusters").glob("*")) if (r := rl.read_running(d)) and r.alive]
+        if not found:
+            raise Unavailable(f"no cluster of {root.name} is running; start it with 'certsim lab up' or 'class up'")
+    else:
+        found = [rl.find_running(lab_name, lab_dir)]
 
     async def serve() -> None:
-        async with rl.connect(running) as client:
-            ui = await start_dashboard(Dashboard(running.spec, running.lab_dir, client), port=port)
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(rl.connect(r)) for r in found]
+            if len(found) == 1:
+                board: Dashboard | ClassDashboard = Dashboard(found[0].spec, found[0].lab_dir, clients[0])
+            else:
+                board = ClassDashboard([(r.spec, r.lab_dir, c) for r, c in zip(found, clients, strict=True)])
+            ui = await start_dashboard(board, port=port)
+            what = found[0].spec.name if len(found) == 1 else f"{len(found)} clusters"
             console.print(
-                f"lab ui of {running.spec.name}: {ui.url}  (log in as {running.spec.os_admin.user}; Ctrl+C to stop)",
+                f"lab ui of {what}: {ui.url}  (log in as {found[0].spec.os_admin.user}; Ctrl+C to stop)",
                 highlight=False,
             )
             try:

@@ -107,7 +107,7 @@ def syslog(node: str, grep: str, limit: int, lab_name: str | None, lab_dir: Path
     for row in rows:
         click.echo(f"{row['sim_time']} {row['app']}: {row['text']}")
     if not rows:
-        console.print(f"[dim]no syslog lines on {node}[/dim]")
+        console.print(f"no syslog lines on {node}", style="dim")
 
 
 @main.command()

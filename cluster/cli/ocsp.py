@@ -37,6 +37,7 @@ def _ocsp_settings_line(settings: dict[str, Any]) -> str:
 
 def _ocsp_table(title: str, rows: list[dict[str, Any]]) -> Table:
     from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
 
     table = Table(title=title, title_justify="left")
     for col in ("certificate", "held in", "status", "connection", "signed by", "checked", "reason"):
@@ -47,11 +48,11 @@ def _ocsp_table(title: str, rows: list[dict[str, Any]]) -> Table:
         table.add_row(
             str(r["name"]),
             "\n".join(r["places"]),
-            f"[{style.get(status, 'dim')}]{status}[/]",
-            "allowed" if r["allowed"] else "[red]fails[/red]",
+            Text(status, style=style.get(status, "dim")),
+            "allowed" if r["allowed"] else Text("fails", style="red"),
             str(r.get("signer") or ""),
             str(r.get("checked") or ""),
-            str(r["reason"]).replace("[", r"\["),
+            str(r["reason"]),
         )
     return table
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.text import Text
 
 from cluster.cli.app import main
 from cluster.cli.common import (
@@ -49,9 +50,8 @@ def _run(
     scenario = load_scenario(rl.resolve_scenario(scenario_ref))
     results_dir = results or default_results_dir(scenario.name)
     if not as_json:
-        console.print(
-            f"[bold]{scenario.name}[/bold]: {scenario.description.splitlines()[0] if scenario.description else ''}"
-        )
+        first = scenario.description.splitlines()[0] if scenario.description else ""
+        console.print(Text.assemble((scenario.name, "bold"), f": {first}"))
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -162,7 +162,7 @@ def scenarios_cmd() -> None:
             desc = load_scenario(path).description.splitlines()[0]
         except (ScenarioError, IndexError):
             desc = ""
-        console.print(f"[cyan]{name:<22}[/cyan] {desc}", highlight=False)
+        console.print(Text.assemble((f"{name:<22}", "cyan"), f" {desc}"), highlight=False)
 
 
 @main.command("chaos")
@@ -214,7 +214,8 @@ def chaos_cmd(
         if not as_json:
             style = VERDICT_STYLE.get(report.verdict, "")
             console.print(
-                f"seed {s}: [{style}]{report.verdict}[/{style}]  acknowledged {report.counts['acknowledged']}"
+                Text.assemble(f"seed {s}: ", (report.verdict, style)),
+                f" acknowledged {report.counts['acknowledged']}"
                 f"/{report.counts['attempted']}  faults {report.counts['faults']}  lost {report.counts.get('lost')}"
                 f"  resurrected {report.counts.get('resurrected')}  divergent {report.counts.get('divergent')}"
                 f"  converged in {report.convergence_s} s  ({report.wall_s} s)",

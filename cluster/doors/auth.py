@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RequestFn = Callable[[str, dict[str, Any]], Awaitable[Any]]
+PEER_OP_PREFIX = "@peer:"  # "@peer:<node>:<op>": a read-only op another node of the cluster answers (PEER_OPS)
+PEER_OPS = frozenset({"status"})  # what one node's doors may ask its peers (utils dbreplication runtimestate)
 LAB_OP_PREFIX = "@lab:"  # an op the lab answers, not the node (phones, CTL, backups: cluster.labops_phones)
 """``await request(op, args)`` runs one node operation; raises ``node.errors.CertsimError``."""
 

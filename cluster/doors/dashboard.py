@@ -36,9 +36,10 @@ from cluster.doors.auth import Throttle
 from cluster.doors.rest import TlsIdentity, TlsMaterial
 from cluster.doors.sessions import PageAuth, has_session
 from cluster.doors.web import SECURITY_HEADERS, static_file, templates
+from cluster.labdir import HISTORY_FILE
 from cluster.labfile import LabSpec
 from cluster.report import READ_ONLY_OPS, trust_matrix
-from cluster.running import HISTORY_FILE, front_doors
+from cluster.running import front_doors
 from node import certs
 from node.errors import BadInput, CertsimError, Unavailable
 
@@ -115,11 +116,21 @@ class NodeView:
 class Dashboard:
     """The dashboard of one running lab, reached through ``client`` (a started control client)."""
 
-    def __init__(self, spec: LabSpec, lab_dir: Path, client: ControlClient, throttle: Throttle | None = None) -> None:
+    def __init__(
+        self,
+        spec: LabSpec,
+        lab_dir: Path,
+        client: ControlClient,
+        throttle: Throttle | None = None,
+        *,
+        auth: PageAuth | None = None,
+        base: str = ROOT,
+    ) -> None:
         self.spec = spec
         self.lab_dir = lab_dir
         self.client = client
-        self.auth = PageAuth(ROOT, spec.os_admin, throttle or Throttle(), _Log())
+        self.auth = auth or PageAuth(ROOT, spec.os_admin, throttle or Throttle(), _Log())
+        self.base = base  # where this cluster's pages live: /lab, or /lab/c/<cluster> in a class
         self.env = templates()
 
     # -- what the page shows --------------------------------------------------------------------
@@ -216,6 +227,7 @@ class Dashboard:
             session.flash.clear()
         body = self.env.get_template(template).render(
             root=ROOT,
+            base=self.base,
             lab=self.spec,
             user=session.user if session else None,
             csrf=session.csrf if session else "",
@@ -247,7 +259,7 @@ class Dashboard:
         if key is None:
             return await self.login_form(request, error)
         response = web.HTTPSeeOther(ROOT)
-        self.auth.set_cookie(response, key)
+        self.auth.set_cookie(response, key)  # one login for every cluster of the lab
         raise response
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
@@ -283,7 +295,7 @@ class Dashboard:
             session.flash.append(("error", exc.message))
         else:
             session.flash.append(("ok", f"{action}: {json.dumps(result, default=str)}"))
-        raise web.HTTPSeeOther(ROOT)
+        raise web.HTTPSeeOther(self.base)
 
     async def advance(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
@@ -295,7 +307,7 @@ class Dashboard:
             session.flash.append(("error", exc.message))
         else:
             session.flash.append(("ok", f"lab clock advanced from {result['from']} to {result['sim_time']}"))
-        raise web.HTTPSeeOther(ROOT)
+        raise web.HTTPSeeOther(self.base)
 
     def _backlog(self) -> list[str]:
         path = self.lab_dir / HISTORY_FILE
@@ -363,19 +375,68 @@ class Dashboard:
         data, content_type = static_file(request.match_info["name"])
         return web.Response(body=data, content_type=content_type, headers={"Cache-Control": "max-age=3600"})
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024, middlewares=[self.auth.middleware()])
+    def add_login(self, app: web.Application) -> None:
         r = app.router
         r.add_get("/", _to_root)
         r.add_get(self.auth.login_path, self.login_form)
         r.add_post(self.auth.login_path, self.login_post)
         r.add_post(self.auth.logout_path, self.logout)
         r.add_get(ROOT + "/static/{name}", self.static)
-        r.add_get(ROOT, self.page)
-        r.add_get(ROOT + "/fragment", self.fragment)
-        r.add_get(ROOT + "/events", self.events)
-        r.add_post(ROOT + "/fault", self.fault)
-        r.add_post(ROOT + "/advance", self.advance)
+
+    def add_pages(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get(self.base, self.page)
+        r.add_get(self.base + "/fragment", self.fragment)
+        r.add_get(self.base + "/events", self.events)
+        r.add_post(self.base + "/fault", self.fault)
+        r.add_post(self.base + "/advance", self.advance)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024, middlewares=[self.auth.middleware()])
+        self.add_login(app)
+        self.add_pages(app)
+        return app
+
+
+class ClassDashboard:
+    """Several clusters of one lab (a classroom, ``clusters:``): an overview of every cluster at /lab and
+    each cluster's own dashboard at /lab/c/<cluster>, behind one login (the first cluster's OS administrator)."""
+
+    def __init__(self, clusters: list[tuple[LabSpec, Path, ControlClient]]) -> None:
+        if not clusters:
+            raise BadInput("no running cluster to show")
+        self.auth = PageAuth(ROOT, clusters[0][0].os_admin, Throttle(), _Log())
+        self.boards = [
+            Dashboard(spec, lab_dir, client, auth=self.auth, base=f"{ROOT}/c/{spec.name}")
+            for spec, lab_dir, client in clusters
+        ]
+
+    async def overview(self, request: web.Request) -> web.Response:
+        snaps = await asyncio.gather(*(b.snapshot() for b in self.boards))
+        rows = []
+        for board, snap in zip(self.boards, snaps, strict=True):
+            nodes = snap["nodes"]
+            rows.append(
+                {
+                    "name": board.spec.name,
+                    "link": board.base,
+                    "up": sum(1 for n in nodes if n.up),
+                    "total": len(nodes),
+                    "converged": all(n.converged for n in nodes if n.up),
+                    "alarms": sum(n.alarms for n in nodes),
+                    "differences": snap["matrix"].differences,
+                    "down": [n.name for n in nodes if not n.up],
+                }
+            )
+        first = self.boards[0]
+        return await first.render(request, "lab_class.html", title=f"certsim class of {len(rows)} clusters", rows=rows)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024, middlewares=[self.auth.middleware()])
+        self.boards[0].add_login(app)
+        app.router.add_get(ROOT, self.overview)
+        for board in self.boards:
+            board.add_pages(app)
         return app
 
 
@@ -422,7 +483,7 @@ class RunningUi:
         await self.runner.cleanup()
 
 
-async def start_dashboard(dashboard: Dashboard, port: int = 0, host: str = "127.0.0.1") -> RunningUi:
+async def start_dashboard(dashboard: Dashboard | ClassDashboard, port: int = 0, host: str = "127.0.0.1") -> RunningUi:
     """Serve ``dashboard`` on loopback (``port`` 0: any free port) until ``RunningUi.close``."""
     if host not in ("127.0.0.1", "::1", "localhost"):
         raise BadInput("the lab dashboard listens on loopback only")

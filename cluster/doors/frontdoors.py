@@ -45,24 +45,26 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from cluster.doors.auth import LAB_OP_PREFIX, Credentials, RequestFn, Throttle
+from cluster.doors.auth import LAB_OP_PREFIX, PEER_OP_PREFIX, PEER_OPS, Credentials, RequestFn, Throttle
 from cluster.doors.rest import RestDoor, TlsIdentity, TlsMaterial, start_rest_server
 from cluster.doors.ssh import SshDoor, start_ssh_server
 from cluster.labfile import LabSpec, NodeSpec
-from node import certs
+from node import certops, certs
 from node.agent import NodeAgent
 from node.clock import Clock
-from node.errors import CertsimError, Unavailable
+from node.errors import BadInput, CertsimError, Unavailable
 
 if TYPE_CHECKING:
     from cluster.lab import Lab
 
 TOMCAT = "Cisco Tomcat"
 TLS_UNIT = "tomcat"
+TLS_TRUST = "tomcat-trust"  # where the served chain's intermediates come from
 KEYS_KEPT = 8  # tomcat key pairs remembered per node (current and recent ones)
 DOORS_DIR = "doors"
 OP_TIMEOUTS = {"csr_gen": 30.0, "regen": 30.0, "identity_upload": 30.0, "service_restart": 120.0}
 DEFAULT_TIMEOUT = 15.0
+PEER_TIMEOUT = 3.0  # a peer that does not answer this fast is shown as not connected
 _IDENTITY_OPS = {"identity_upload", "regen", "csr_gen"}
 
 
@@ -136,6 +138,11 @@ def node_request(
     ``@lab:<op>`` goes to ``lab_ops`` (what the lab answers: phones, CTL, backups)."""
 
     async def request(op: str, args: dict[str, Any]) -> Any:
+        if op.startswith(PEER_OP_PREFIX):  # a peer's read-only state (runtimestate, show network cluster)
+            peer, _, peer_op = op.removeprefix(PEER_OP_PREFIX).partition(":")
+            if peer_op not in PEER_OPS:
+                raise BadInput(f"'{peer_op}' is not an operation one node asks another")
+            return await send(peer, peer_op, args, timeout=PEER_TIMEOUT)
         if op.startswith(LAB_OP_PREFIX):
             if lab_ops is None:
                 raise Unavailable("this command needs the lab (phones, CTL, backups), which is not reachable here")
@@ -166,7 +173,10 @@ class TomcatTls:
             return
         cert = certs.load_certificates(ident.cert_der)[0]
         sha = certs.fingerprint(cert)
-        self._keys[sha] = TlsMaterial(certs.pem_of(cert).encode(), ident.key_pem)
+        trust = [x509.load_der_x509_certificate(r.der) for r in await self.agent.store.entries(TLS_TRUST) if r.der]
+        chain = certops.served_chain(cert, trust)  # leaf + intermediates, as Tomcat serves an uploaded chain
+        pem = "".join(certs.pem_of(c) for c in [cert, *chain]).encode()
+        self._keys[sha] = TlsMaterial(pem, ident.key_pem)
         self._keys.move_to_end(sha)
         while len(self._keys) > KEYS_KEPT:
             self._keys.popitem(last=False)

@@ -24,6 +24,7 @@ at once instead of after the answer.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -37,7 +38,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from cluster.doors.auth import LAB_OP_PREFIX, RequestFn
+from cluster.doors.auth import LAB_OP_PREFIX, PEER_OP_PREFIX, RequestFn
 from node import certops, certs, ops
 from node.catalog import UNITS, Role
 from node.clock import Clock
@@ -150,7 +151,7 @@ class Text:
     SERVICE_PENDING = "{name}[{state}]  Restart pending: {items}"  # certsim (R-OP-UPLOAD-4)
     INVALID_SERVICE = "Command failed -- Invalid service name"
     SERVICE_STATUS = "Requesting service status, please wait..."
-    STARTING, STARTED = "STARTING", "STARTED"
+    STOPPING, STARTING, STARTED = "STOPPING", "STARTING", "STARTED"
     # set cli pagination off
     PAGINATION_OFF = "Automatic pagination is turned off"
     # utils dbreplication runtimestate: certsim has no database tables; it shows what this node knows
@@ -168,8 +169,35 @@ class Text:
     REPL_SETUP_DONE = "(2) Setup Completed"
     REPL_SETUP_QUEUED = "(0) Replicating: {count} change(s) queued"
     REPL_NOT_CONNECTED = "(4) Not connected to the cluster bus"
-    REPL_PEER = "run this command on {node} for its state"  # certsim: this node cannot query its peers
+    REPL_PEER_DOWN = "(4) Not reachable: {reason}"  # certsim
     HELP_HEADER = "Commands (certsim simulates these platform CLI commands):"  # certsim
+    # show version active | show status | show network cluster | show myself
+    VERSION_ACTIVE = (
+        "Active Master Version: {version}\n"
+        "Active Version Installed Software Options:\n"
+        "No Installed Software Options Found."
+    )
+    STATUS = (
+        "\n"
+        "Host Name           : {host}\n"
+        "Date                : {date}\n"
+        "Time Zone           : Coordinated Universal Time (Etc/UTC)\n"
+        "Locale              : en_US.UTF-8\n"
+        "Product Ver         : {version}\n"
+        "Unified OS Version  : {os_version}\n"
+        "\n"
+        "certsim: simulated {role} {kind}; replication {connected}, {outbox} change(s) queued"  # certsim
+    )
+    NETWORK_CLUSTER_LINE = "{address} {fqdn} {host} {kind} {product} {db} authenticated"
+    NETWORK_CLUSTER_TABLE = "\nServer Table (processnode) Entries\n----------------------------------"
+    SUCCESSFUL = "\nSuccessful"
+    MYSELF = (
+        "Machine Name    : {host}\n"
+        "account name    : {user}\n"
+        "privilege level : 4\n"
+        "command count disabled : false\n"
+        "logging setting : disabled"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,6 +276,10 @@ COMMANDS: tuple[Command, ...] = (
     Command(("utils", "service", "restart"), (Param("<service name>", rest=True),), "_service_restart", "restart"),
     Command(("utils", "service", "list"), (), "_service_list", "list services"),
     Command(("utils", "dbreplication", "runtimestate"), (), "_repl_state", "replication state"),
+    Command(("show", "version", "active"), (), "_show_version", "the active software version"),
+    Command(("show", "status"), (), "_show_status", "host name, date, versions"),
+    Command(("show", "network", "cluster"), (), "_show_network_cluster", "the servers of the cluster"),
+    Command(("show", "myself"), (), "_show_myself", "this CLI account"),
     Command(("help",), (), "_help", "this list"),
     Command(("exit",), (), "_exit", "end the session"),
     Command(("quit",), (), "_exit", "end the session"),
@@ -309,10 +341,11 @@ class _Paste:
 class PlatformCli:
     """One administrator's session at a node's ``admin:`` prompt."""
 
-    def __init__(self, node: str, request: RequestFn, clock: Clock) -> None:
+    def __init__(self, node: str, request: RequestFn, clock: Clock, user: str = "admin") -> None:
         self.node = node
         self.request = request
         self.clock = clock
+        self.user = user  # the OS administrator logged in (show myself)
         self.closed = False  # ``exit`` or ``quit`` was entered
         self.last_ok = True  # whether the last command succeeded (an exec's exit status)
         self._state: _Ask | _Paste | None = None
@@ -622,6 +655,7 @@ class PlatformCli:
         name = names.get(wanted.lower())
         if name is None:
             raise NotFound(Text.INVALID_SERVICE)
+        yield _lines(Text.SERVICE_STATE.format(name=name, state=Text.STOPPING))  # tools watch for this phase
         yield _lines(Text.SERVICE_STATE.format(name=name, state=Text.STARTING))
         await self._op("service_restart", name=name)  # takes the service's simulated restart time
         yield _lines(Text.SERVICE_STATE.format(name=name, state=Text.STARTED))
@@ -631,6 +665,7 @@ class PlatformCli:
         # peers (``cluster_nodes``) are listed with what this node cannot know left blank.
         status = await self._op("status")
         peers = await self._op("cluster_nodes")
+        peer_states = await self._peer_states([p["name"] for p in peers if p["name"] != self.node])
         digest = _digest_id(status.get("digests", {}))
         rows: list[tuple[str, ...]] = []
         for peer in peers:
@@ -644,13 +679,68 @@ class PlatformCli:
                 connected = "Y" if status["connected"] else "N"
                 rows.append((peer["name"], peer["fqdn"], peer["role"], connected, str(status["outbox"]), setup))
             else:
-                rows.append(
-                    (peer["name"], peer["fqdn"], peer["role"], "-", "-", Text.REPL_PEER.format(node=peer["name"]))
-                )
+                rows.append(_repl_row(peer, peer_states.get(peer["name"])))
         header = Text.REPL_HEADER.format(
             now=java_date(self.clock.now()), node=self.node, digest=digest, count=len(rows)
         )
         yield header + _table(Text.REPL_COLUMNS, rows)
+
+    async def _peer_states(self, names: list[str]) -> dict[str, dict[str, Any] | str]:
+        """Each peer's ``status`` (asked over the bus, all at once), or why it could not be had."""
+
+        async def one(name: str) -> dict[str, Any] | str:
+            try:
+                return dict(await self.request(f"{PEER_OP_PREFIX}{name}:status", {}))
+            except (CertsimError, TimeoutError) as exc:
+                return getattr(exc, "message", None) or type(exc).__name__
+
+        answers = await asyncio.gather(*(one(n) for n in names))
+        return dict(zip(names, answers, strict=True))
+
+    async def _show_version(self, _args: list[str]) -> AsyncIterator[str]:
+        status = await self._op("status")
+        yield _lines(Text.VERSION_ACTIVE.format(version=product_version(str(status.get("release", "")))))
+
+    async def _show_status(self, _args: list[str]) -> AsyncIterator[str]:
+        status = await self._op("status")
+        version = product_version(str(status.get("release", "")))
+        yield _lines(
+            Text.STATUS.format(
+                host=str(status.get("fqdn", self.node)).split(".", 1)[0],
+                date=java_date(self.clock.now()),
+                version=version,
+                os_version=OS_VERSIONS.get(version.split(".", 1)[0], "8.0.0.0-1"),
+                role="IM and Presence" if status.get("role") == Role.IMP.value else "Unified CM",
+                kind="publisher" if status.get("publisher") else "subscriber",
+                connected="connected" if status.get("connected") else "NOT connected",
+                outbox=status.get("outbox", 0),
+            )
+        )
+
+    async def _show_network_cluster(self, _args: list[str]) -> AsyncIterator[str]:
+        status = await self._op("status")
+        peers = await self._op("cluster_nodes")
+        states = await self._peer_states([p["name"] for p in peers if p["name"] != self.node])
+        states[self.node] = status
+        lines = []
+        for peer in peers:
+            state = states.get(peer["name"])
+            publisher = isinstance(state, dict) and bool(state.get("publisher"))
+            imp = peer["role"] == Role.IMP.value
+            lines.append(
+                Text.NETWORK_CLUSTER_LINE.format(
+                    address=peer.get("address") or peer["fqdn"],
+                    fqdn=peer["fqdn"],
+                    host=str(peer["fqdn"]).split(".", 1)[0],
+                    kind="Publisher" if publisher else "Subscriber",
+                    product="cups" if imp else "callmanager",
+                    db="DBPub" if publisher else "DBSub",
+                )
+            )
+        yield _lines(*lines, Text.NETWORK_CLUSTER_TABLE, *(p["fqdn"] for p in peers), Text.SUCCESSFUL)
+
+    async def _show_myself(self, _args: list[str]) -> AsyncIterator[str]:
+        yield _lines(Text.MYSELF.format(host=self.node, user=self.user))
 
     async def _help(self, _args: list[str]) -> AsyncIterator[str]:
         yield _lines(Text.HELP_HEADER, *(f"  {c.usage}" for c in COMMANDS))
@@ -780,6 +870,35 @@ def _advice(result: Mapping[str, Any]) -> list[str]:
 
 def _digest_id(digests: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(dict(digests), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# certsim's release profiles as the product versions ``show version active`` prints (builds are examples)
+PRODUCT_VERSIONS = {
+    "15": "15.0.1.10000-10",
+    "14": "14.0.1.10000-20",
+    "12.5": "12.5.1.10000-22",
+    "10.5": "10.5.2.10000-5",
+}
+OS_VERSIONS = {"15": "8.0.0.0-2", "14": "7.0.0.0-4", "12": "6.0.0.0-2", "10": "5.0.0.0-2"}
+
+
+def product_version(release: str) -> str:
+    return PRODUCT_VERSIONS.get(release, release or "unknown")
+
+
+def _repl_row(peer: Mapping[str, Any], state: dict[str, Any] | str | None) -> tuple[str, ...]:
+    """A peer's row of ``utils dbreplication runtimestate`` from its own ``status`` (or why there is none)."""
+    if not isinstance(state, dict):
+        reason = state or "no answer"
+        return (peer["name"], peer["fqdn"], peer["role"], "N", "-", Text.REPL_PEER_DOWN.format(reason=reason))
+    if not state.get("connected"):
+        setup = Text.REPL_NOT_CONNECTED
+    elif state.get("outbox"):
+        setup = Text.REPL_SETUP_QUEUED.format(count=state["outbox"])
+    else:
+        setup = Text.REPL_SETUP_DONE
+    connected = "Y" if state.get("connected") else "N"
+    return (peer["name"], peer["fqdn"], peer["role"], connected, str(state.get("outbox", 0)), setup)
 
 
 def _table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:

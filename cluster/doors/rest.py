@@ -264,9 +264,8 @@ class CertmgrApi:
                 raise BadInput(
                     f"{service} carries an {unit.key_algo.value} key (R-UNIT-1); keyType {key_type} is wrong"
                 )
-        hash_algorithm = body.get("hashAlgorithm")
-        if hash_algorithm is not None and str(hash_algorithm).upper().replace("-", "") != "SHA256":
-            raise BadInput(f"CSRs are signed with SHA256 (R-OP-CSR-1), not '{hash_algorithm}'")
+        if unit is not None:
+            certops.check_csr_hash(unit, body.get("hashAlgorithm"))  # SHA256; SHA384/512 for EC units
         length = body.get("keyLength")
         if length is not None and (isinstance(length, bool) or not isinstance(length, int | str)):
             raise BadInput("keyLength must be a number such as 2048")
@@ -279,19 +278,7 @@ class CertmgrApi:
             expected = certops.csr_cn(unit, self.node.fqdn, multi_server=multi)
             if cn is not None and cn != expected:
                 raise BadInput(f"the commonName of a {service} CSR on this node is '{expected}', not '{cn}'")
-        alt = body.get("altNames", [])
-        if not isinstance(alt, list) or not all(isinstance(a, str) for a in alt):
-            raise BadInput("altNames must be an array of host names")
-        allowed = (
-            {n.fqdn.lower() for n in self.lab.nodes if n.role is self.node.role} if multi else {self.node.fqdn.lower()}
-        )
-        extra = sorted(a for a in alt if a.strip() and a.strip().lower() not in allowed)
-        if extra:
-            raise BadInput(
-                f"altNames {', '.join(extra)}: the CSR's SAN is the product's own ("
-                + ("every node of the cluster" if multi else "this server's FQDN")
-                + ", R-OP-CSR-1)"
-            )
+        certops.check_alt_names(body.get("altNames"))  # extra SANs ("Other Domains") go into the CSR
         return size
 
     # --- handlers ------------------------------------------------------------------------
@@ -309,6 +296,10 @@ class CertmgrApi:
             raise BadInput(f"distribution must be 'this-server' or 'Multi-server(SAN)', not '{distribution}'")
         size = self._check_csr_request(body, service, multi)
         args: dict[str, Any] = {"unit": service, "multi_server": multi, **({"key_size": size} if size else {})}
+        if body.get("altNames"):
+            args["alt_names"] = list(body["altNames"])
+        if body.get("hashAlgorithm") is not None:
+            args["hash"] = str(body["hashAlgorithm"])
         result = await self.call("csr_gen", args)
         return web.json_response({"csr": result["csr"]})
 

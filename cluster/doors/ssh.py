@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 MAX_PENDING_CHARS = 2 << 20  # unprocessed input held before the channel stops reading (flow control)
 SLICE_CHARS = 64 * 1024  # input interpreted between two turns of the event loop
 EVENTS_PER_SLICE = 256  # lines handled between two turns of the event loop
+MAX_AUTH_TRIES = 6  # wrong passwords before the connection is closed (OpenSSH sshd MaxAuthTries default)
 PASTE_SETTLE_S = 0.15  # wall seconds: how long a blank line that may end a paste waits for more of it
 _PLAIN = re.compile(r"[^\x00-\x1f\x7f]+")  # typed text: anything but C0 controls and DEL
 _LINE_END = re.compile(r"[\r\n\x03]")  # where skipping an over-long line stops: Enter or Ctrl+C
@@ -169,7 +170,7 @@ class _Session(asyncssh.SSHServerSession[bytes]):
 
     def __init__(self, door: SshDoor) -> None:
         self._door = door
-        self._cli = PlatformCli(door.node, door.request, door.clock)
+        self._cli = PlatformCli(door.node, door.request, door.clock, user=door.credentials.user)
         self._chan: asyncssh.SSHServerChannel[bytes] | None = None
         self._pty = False
         self._command: str | None = None
@@ -407,6 +408,7 @@ class _Server(asyncssh.SSHServer):
         self._door = door
         self._conn: asyncssh.SSHServerConnection | None = None
         self._peer = "?"
+        self._failures = 0  # wrong passwords on this connection (MAX_AUTH_TRIES ends it)
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -454,6 +456,12 @@ class _Server(asyncssh.SSHServer):
             else:
                 attempt.failed()
                 self._door.log.warning("ssh-login-refused", user=username[:64], peer=self._peer)
+        if not ok:
+            self._failures += 1
+            if self._failures >= MAX_AUTH_TRIES and self._conn is not None:
+                # as sshd's MaxAuthTries: the connection ends, so a client cannot retry forever on it
+                self._door.log.warning("ssh-too-many-failures", peer=self._peer, tries=self._failures)
+                self._conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures")
         return ok
 
     def session_requested(self) -> _Session:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 from cluster import userfiles
 from cluster.labca import LabCA
-from cluster.labfile import LabFileError, LabSpec, load_lab, parse_lab
+from cluster.labfile import ClustersSpec, LabFileError, LabSpec, load_clusters, parse_clusters
 from cluster.scenario.base import (
     ScenarioError,
     Step,
@@ -76,7 +76,7 @@ MAX_WAIT_S = 3600.0  # one wait step: an hour of wall time is already longer tha
 MAX_COUNT = 100_000  # entries an expectation can count in one store
 MAX_DAYS = 36_500  # a lab CA certificate's lifetime: a hundred years
 KEY_SIZES = {"RSA": (1024, 2048, 3072, 4096), "EC": (256, 384, 521)}
-SCENARIO_KEYS = {"scenario", "description", "lab", "steps", "settle_timeout"}
+SCENARIO_KEYS = {"scenario", "description", "lab", "cluster", "steps", "settle_timeout"}
 
 
 def parse_scenario(raw: Any, path: Path | None = None) -> Scenario:
@@ -94,9 +94,10 @@ def parse_scenario(raw: Any, path: Path | None = None) -> Scenario:
     try:
         if isinstance(lab_raw, str):
             base = path.parent if path else Path.cwd()
-            lab = load_lab((base / lab_raw).resolve())
+            multi = load_clusters((base / lab_raw).resolve())
         else:
-            lab = parse_lab(lab_raw, source=f"{where}: lab")
+            multi = parse_clusters(lab_raw, source=f"{where}: lab")
+        lab = _target_cluster(multi, raw.get("cluster"), where)
     except LabFileError as exc:
         raise ScenarioError(str(exc)) from None
     steps_raw = raw.get("steps")
@@ -108,6 +109,15 @@ def parse_scenario(raw: Any, path: Path | None = None) -> Scenario:
     if isinstance(settle, bool) or not isinstance(settle, int | float) or not 0 < settle <= MAX_WAIT_S:
         raise ScenarioError(f"{where}: settle_timeout: must be a number of seconds from 0 to {MAX_WAIT_S:g}")
     return Scenario(name, str(raw.get("description", "")).strip(), lab, steps, path, float(settle))
+
+
+def _target_cluster(multi: ClustersSpec, cluster: Any, where: str) -> LabSpec:
+    """The cluster a scenario runs on: the lab's only one, or the one ``cluster:`` names in a lab of several."""
+    if cluster is None and not multi.multi:
+        return multi.clusters[0]
+    if not isinstance(cluster, str):
+        raise LabFileError(f"{where}: the lab has clusters {', '.join(multi.names)}; name one with 'cluster:'")
+    return multi.cluster(cluster)
 
 
 def _label(where: str, index: int, kind: str | None = None) -> str:

@@ -172,3 +172,43 @@ def test_class_up_status_down_with_workers(tmp_path: Path, broker_url: str | Non
     assert not list((home / "labs" / "class" / "clusters").glob("*/running.json"))
     gone = certsim("cert", "list", "--lab", "student01", "--node", "cucm-pub", home=home, check=False)
     assert gone.returncode != 0 and "no lab is running" in gone.stderr
+
+
+def _scenario(tmp_path: Path, cluster: str | None) -> Path:
+    (tmp_path / "pair.yaml").write_text(yaml.safe_dump(TWO_CLUSTERS))
+    body: dict[str, Any] = {
+        "scenario": "west-only",
+        "lab": "pair.yaml",
+        "steps": [
+            {"ca": {"create": "WestRoot", "cn": "certsim West Root"}},
+            {"upload": {"node": "pub", "store": "tomcat-trust", "cert": "WestRoot"}},
+            {"expect": {"rule": "R-REPL-1", "store": "tomcat-trust", "nodes": "all", "has": "WestRoot"}},
+        ],
+    }
+    if cluster is not None:
+        body["cluster"] = cluster
+    path = tmp_path / "west.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+async def test_a_scenario_targets_one_cluster_of_a_multi_cluster_lab(tmp_path: Path, broker_url: str | None) -> None:
+    """R-REPL-1 on the cluster the scenario names (west: its own nodes pub, sub, imp and release 12.5)."""
+    from cluster.runs import run_scenario
+    from cluster.scenario import load_scenario
+
+    scenario = load_scenario(_scenario(tmp_path, "west"))
+    assert scenario.lab.name == "west" and scenario.lab.release.name == "12.5"
+    report = await run_scenario(scenario, tmp_path / "results", broker_url=broker_url)
+    assert report.result.verdict == "valid", report.result.reason
+
+
+@pytest.mark.parametrize(("cluster", "message"), [(None, "name one with 'cluster:'"), ("north", "no cluster 'north'")])
+def test_a_scenario_on_several_clusters_must_name_a_known_one(
+    tmp_path: Path, cluster: str | None, message: str
+) -> None:
+    from cluster.scenario import ScenarioError, load_scenario
+
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(_scenario(tmp_path, cluster))
+    assert message in str(info.value)

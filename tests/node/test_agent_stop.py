@@ -108,3 +108,50 @@ async def test_chaos_seed_whose_lab_cannot_start_still_gets_a_verdict(
     report = await run_chaos(ChaosConfig(seed=8, nodes=2, ops=2, faults=()), tmp_path / "seed-8")
     assert (report.verdict, report.exit_code) == ("unknown", 2)
     assert "disk full" in (tmp_path / "seed-8" / "results.json").read_text(encoding="utf-8")
+
+
+async def test_a_failing_timer_is_logged_and_restarted(tmp_path: Path) -> None:
+    """Item 6 of issue 10: a timer that raises is restarted (and counted), never silently gone."""
+    lab = Lab(small_lab("timers", nodes=1, imp=0), tmp_path / "lab")
+    await lab.start()
+    try:
+        agent = lab.agents["cucm1"]
+        calls = 0
+        alive = asyncio.Event()
+
+        async def flaky(_agent: Any) -> None:
+            nonlocal calls
+            calls += 1
+            if calls <= 2:
+                raise RuntimeError("injected timer failure")
+            alive.set()
+            await asyncio.Event().wait()
+
+        task = asyncio.create_task(agent._supervised("flaky", flaky))
+        await asyncio.wait_for(alive.wait(), timeout=10)
+        assert agent.stats["timer-restarts:flaky"] == 2
+        assert not task.done()
+        task.cancel()
+    finally:
+        await lab.stop()
+
+
+async def test_the_outgoing_queue_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 6 of issue 10: while the link is down, non-durable messages queue up to a bound; beyond
+    it the oldest is dropped and counted (anti-entropy resends digests anyway)."""
+    import node.agent
+
+    lab = Lab(small_lab("bounded", nodes=1, imp=0), tmp_path / "lab")
+    await lab.start()
+    try:
+        agent = lab.agents["cucm1"]
+        monkeypatch.setattr(node.agent, "MAX_EPHEMERAL", 2)
+        agent.bus.cut()
+        await asyncio.sleep(0.2)
+        for _ in range(5):
+            agent.send(None, "barrier", {"token": "x"})
+        assert agent.stats["ephemeral-dropped"] >= 3
+        assert len(agent._ephemeral) <= 2
+        agent.bus.restore()
+    finally:
+        await lab.stop()

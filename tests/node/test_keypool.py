@@ -123,3 +123,32 @@ def test_background_refill_is_off_when_the_target_is_zero(tmp_path: Path, monkey
     pool.add(DECK[0].pems[:2], 2048)
     assert refill_later(pool, 1) is None
     assert os.environ[TARGET_ENV] == "2"
+
+
+def test_the_background_filler_tops_up_once_per_pool(tmp_path: Path) -> None:
+    """python -m node.keypool: fills to its target; while one filler holds the pool's lock another does nothing."""
+    import fcntl
+
+    from node.keypool import fill_in_background
+
+    root = tmp_path / "keypool"
+    fill_in_background(root, 2)
+    assert KeyPool(root).count(2048) == 2
+    with (root / "fill.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fill_in_background(root, 4)  # another filler is at work: this one leaves
+    assert KeyPool(root).count(2048) == 2
+
+
+def test_keys_fill_and_status_from_the_cli(tmp_path: Path) -> None:
+    """certsim keys fill / keys status: the home's pool, counted per size."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CERTSIM_HOME": str(tmp_path)}
+    run = [sys.executable, "-m", "cluster.cli", "keys"]
+    subprocess.run([*run, "fill", "--count", "2", "--workers", "1"], env=env, check=True, capture_output=True)
+    out = subprocess.run([*run, "status", "--json"], env=env, check=True, capture_output=True, text=True).stdout
+    assert json.loads(out)["keys"] == {"2048": 2, "3072": 0, "4096": 0}
+    assert stat.S_IMODE((tmp_path / "keypool").stat().st_mode) == 0o700

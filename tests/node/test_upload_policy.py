@@ -115,8 +115,9 @@ HOSTILE = "evil\n[bold]x\x1b[2J\x1b]0;pwned\x07\u202eRTL\u200b\\end"
 
 def test_safe_text_escapes_controls_and_keeps_text() -> None:
     shown = safe_text(HOSTILE)
-    assert shown == "evil\\n[bold]x\\x1b[2J\\x1b]0;pwned\\x07\\u202eRTL\\u200b\\\\end"
+    assert shown == "evil\\n[bold]x\\x1b[2J\\x1b]0;pwned\\x07\\u202eRTL\\u200b\\end"
     assert is_safe(shown)
+    assert safe_text(shown) == shown  # idempotent: a door showing node text again escapes nothing twice
     assert safe_text("Zürich 東京 CA") == "Zürich 東京 CA"
     assert safe_text(None) == ""
 
@@ -142,3 +143,17 @@ def test_describe_shows_hostile_certificate_text_escaped() -> None:
     assert all(is_safe(v["value"]) for v in d["extensions"].values())
     assert certs.cert_san(cert) == ["a\\nb.example"]
     assert "\n" not in certs.entry_name(cert)
+
+
+def test_served_chain_is_the_intermediates_up_to_the_root() -> None:
+    """What the HTTPS door serves after the leaf: each verified issuer from the trust store, no root."""
+    from node.certops import served_chain
+
+    root = _cert("Root", KEYS[0], "Root", KEYS[0])
+    mid1 = _cert("Mid1", KEYS[1], "Root", KEYS[0])
+    mid2 = _cert("Mid2", KEYS[2], "Mid1", KEYS[1])
+    leaf = _cert("host", KEYS[3], "Mid2", KEYS[2], ca=False)
+    impostor = _cert("Mid2", KEYS[4], "Root", KEYS[0])  # same name, another key: does not sign the leaf
+    assert served_chain(leaf, [leaf, impostor, root, mid1, mid2]) == [mid2, mid1]
+    assert served_chain(root, [root]) == []
+    assert served_chain(leaf, [root]) == []

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from cluster.control import ControlClient
 from cluster.lab import Lab
 from cluster.labca import LabCA
 from cluster.labfile import parse_lab
 from cluster.rogue import RogueClient
+from node.errors import Refused
 from tests.conftest import LabFactory, small_lab
 
 
@@ -95,3 +97,48 @@ async def test_node_with_the_wrong_password_cannot_join(make_lab: LabFactory, tm
         assert "cucm1.lab.example" not in learned
     finally:
         await intruder.stop()
+
+
+async def test_replayed_control_request_after_a_restart_changes_nothing(make_lab: LabFactory) -> None:
+    """Item 5 of issue 10, R-REPL-9: a captured upload request replayed after its node restarted is
+    refused as a replay, logged, and does not bring back the certificate deleted meanwhile."""
+    lab = await make_lab(small_lab("ctlreplay", nodes=2, imp=0))
+    rogue = RogueClient(lab.broker, lab.topics, lab.spec.name, seed=5)  # type: ignore[arg-type]
+    await rogue.start()
+    try:
+        root = LabCA(lab.clock).create_ca("ReplayTarget")
+        await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": base64.b64encode(root.pem()).decode()})
+        assert (await lab.converge()).converged
+        await lab.request("cucm1", "delete", {"store": "tomcat-trust", "name": "ReplayTarget"})
+        assert (await lab.converge()).converged
+        before = await holdings(lab)
+        await lab.stop_node("cucm1")
+        await lab.start_node("cucm1")
+        assert (await lab.converge()).converged
+        assert await rogue.replay_control("upload") >= 1
+        await asyncio.sleep(1.0)  # give the node time to (wrongly) run it
+    finally:
+        await rogue.stop()
+    assert (await lab.converge()).converged
+    assert await holdings(lab) == before
+    status = await lab.request("cucm1", "status")
+    assert status["rejected"].get("replay", 0) >= 1, status["rejected"]
+
+
+async def test_stale_control_request_is_refused(make_lab: LabFactory) -> None:
+    """Item 5 of issue 10: a control request sent long ago (outside the freshness window) is refused
+    with a clear error and changes nothing."""
+    lab = await make_lab(small_lab("ctlstale", nodes=1, imp=0))
+    root = LabCA(lab.clock).create_ca("StaleTarget")
+    stale = ControlClient(lab.broker, lab.topics, lab.secret, lab.spec.node_names, now_ms=lambda: 1)  # type: ignore[arg-type]
+    await stale.start()
+    try:
+        with pytest.raises(Refused, match="stale"):
+            await stale.request(
+                "cucm1", "upload", {"store": "tomcat-trust", "data": base64.b64encode(root.pem()).decode()}
+            )
+    finally:
+        await stale.stop()
+    names = {r["name"] for r in await lab.request("cucm1", "list", {"store": "tomcat-trust"})}
+    assert "StaleTarget" not in names
+    assert (await lab.request("cucm1", "status"))["rejected"].get("stale", 0) >= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -18,6 +19,8 @@ from replication.envelope import (
     EnvelopeError,
     derive_key,
     open_envelope,
+    open_secret,
+    seal_secret,
 )
 
 PASSWORD = "cisco-lab-secret"
@@ -230,3 +233,36 @@ def test_derive_key_differs_by_password_and_by_lab() -> None:
     assert derive_key(PASSWORD + "!", LAB) != base
     assert derive_key(PASSWORD, LAB + "2") != base
     assert derive_key(LAB, PASSWORD) != base
+
+
+# --- secrets inside envelopes (private key material) ----------------------------------------------
+
+
+def test_key_material_is_encrypted_not_only_macd() -> None:
+    """Issue 10 item 3: private key material in a body is AEAD-encrypted with a key derived from the
+    cluster secret; the sealed envelope does not contain it, and a member opens it for its context."""
+    key = derive_key("pw", "lab")
+    material = b"-----BEGIN PRIVATE KEY-----\nsecret-bits\n-----END PRIVATE KEY-----\n"
+    text = seal_secret(key, material, "authz-key:signing:v1")
+    payload = Envelope("authz-keys", "pub", {"keys": [{"material": text}]}).seal(key)
+    assert b"secret-bits" not in payload
+    assert base64.b64encode(material) not in payload
+    assert open_secret(key, text, "authz-key:signing:v1") == material
+
+
+@pytest.mark.parametrize(
+    ("password", "context", "mangle"),
+    [
+        ("other-cluster", "authz-key:signing:v1", False),  # not a member
+        ("pw", "authz-key:encryption:v1", False),  # moved to another key
+        ("pw", "authz-key:signing:v1", True),  # altered
+    ],
+)
+def test_key_material_does_not_open_for_others(password: str, context: str, mangle: bool) -> None:
+    sealed = seal_secret(derive_key("pw", "lab"), b"material", "authz-key:signing:v1")
+    if mangle:
+        raw = bytearray(base64.b64decode(sealed))
+        raw[-1] ^= 1
+        sealed = base64.b64encode(bytes(raw)).decode()
+    with pytest.raises(EnvelopeError, match="cannot decrypt"):
+        open_secret(derive_key(password, "lab"), sealed, context)

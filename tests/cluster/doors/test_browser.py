@@ -31,7 +31,7 @@ from cluster.doors.dashboard import Dashboard, RunningUi, start_dashboard
 from cluster.doors.frontdoors import enable_front_doors, served_certificate
 from cluster.lab import History, Lab
 from cluster.labca import LabCA
-from cluster.running import HISTORY_FILE
+from cluster.labdir import HISTORY_FILE
 from node import certs
 from tests.conftest import small_lab
 

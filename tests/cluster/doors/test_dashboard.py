@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 
 from cluster.controller import LabController
-from cluster.doors.dashboard import Dashboard, RunningUi, feed_line, start_dashboard
+from cluster.doors.dashboard import ClassDashboard, Dashboard, RunningUi, feed_line, start_dashboard
 from cluster.lab import History, Lab
-from cluster.running import HISTORY_FILE
+from cluster.labdir import HISTORY_FILE
 from tests.conftest import small_lab
 
 EMBEDDED = pytest.mark.parametrize("broker", ["embedded"], indirect=True)
@@ -96,3 +96,52 @@ def test_feed_lines_are_one_line_of_text() -> None:
     line = feed_line({"wall": 1.0, "event": "op", "node": "n1", "sim": "t", "op": "upload", "ok": True, "error": None})
     assert line == "t n1 op op=upload ok=True"
     assert feed_line({"event": "x", "detail": "a\nb"}) == "x detail=a b"
+
+
+@EMBEDDED
+async def test_a_class_dashboard_shows_every_cluster_and_acts_on_the_one_chosen(
+    tmp_path: Path, broker_url: str | None
+) -> None:
+    """certsim lab ui of several clusters (a class): one login, an overview row per cluster, and each cluster's
+    dashboard (its fault buttons act on that cluster only)."""
+    labs = [
+        Lab(small_lab(name, nodes=2, imp=0), tmp_path / name, broker_url=broker_url)
+        for name in ("student01", "student02")
+    ]
+    controllers = []
+    running = None
+    try:
+        for lab in labs:
+            await lab.start()
+            controller = LabController(lab)
+            await controller.start()
+            controllers.append(controller)
+        running = await start_dashboard(ClassDashboard([(lab.spec, lab.lab_dir, lab.client) for lab in labs]))
+        async with aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True), connector=aiohttp.TCPConnector(ssl=insecure())
+        ) as s:
+            async with s.get(running.url + "/login") as r:
+                login_token = re.search(r'name="login_token" value="([^"]+)"', await r.text()).group(1)  # type: ignore[union-attr]
+            form = {"j_username": "admin", "j_password": "certsim-admin", "login_token": login_token}
+            async with s.post(running.url + "/login", data=form) as r:
+                html = await r.text()
+            assert 'data-cluster="student01"' in html and 'data-cluster="student02"' in html
+            async with s.get(running.url + "/c/student02") as r:
+                html = await r.text()
+            assert "certsim lab student02" in html and 'data-node="cucm1" data-state="up"' in html
+            token = re.search(r'name="token" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+            async with s.post(
+                running.url + "/c/student02/fault", data={"token": token, "action": "stop", "node": "cucm2"}
+            ):
+                pass
+            assert "cucm2" not in labs[1].running_nodes() and "cucm2" in labs[0].running_nodes()
+            async with s.get(running.url) as r:
+                html = await r.text()
+            assert re.search(r'data-cluster="student02">.*?1/2', html, re.S)
+    finally:
+        if running is not None:
+            await running.close()
+        for controller in controllers:
+            await controller.stop()
+        for lab in labs:
+            await lab.stop()

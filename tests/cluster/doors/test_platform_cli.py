@@ -407,6 +407,7 @@ async def test_service_restart_and_list() -> None:
         "Do not press Ctrl+C while the service is restarting. If the service has not restarted properly, "
         "execute the same command again.\n"
         "Service Manager is running\n"
+        "Cisco Tomcat[STOPPING]\n"  # issue 14: tools watch for the stopping phase, then STARTING/STARTED
         "Cisco Tomcat[STARTING]\n"
         "Cisco Tomcat[STARTED]\n"
     )
@@ -438,7 +439,55 @@ async def test_dbreplication_runtimestate_shows_this_node_and_its_peers() -> Non
     assert "Cluster Detailed View from cucm1 (2 Servers):" in out
     lines = out.splitlines()
     assert any(line.startswith("cucm1 ") and "(2) Setup Completed" in line for line in lines)
-    assert any(line.startswith("cucm2 ") and "run this command on cucm2" in line for line in lines)
+    assert any(line.startswith("cucm2 ") and "(4) Not reachable" in line for line in lines)  # no peer answers here
+
+
+async def test_dbreplication_runtimestate_shows_every_node_from_its_own_status() -> None:
+    """Issue 14: the full per-node table: each peer's row comes from that peer's own status (asked
+    over the bus, read-only), so a disconnected or queueing peer shows as such."""
+    peers = {
+        "cucm2": {"connected": True, "outbox": 3, "publisher": False},
+        "cucm3": {"connected": False, "outbox": 0, "publisher": False},
+    }
+    node = FakeNode(
+        status={"connected": True, "outbox": 0, "digests": {}, "publisher": True},
+        cluster_nodes=[{"name": n, "fqdn": f"{n}.lab.example", "role": "cucm"} for n in ("cucm1", "cucm2", "cucm3")],
+        **{f"@peer:{name}:status": state for name, state in peers.items()},
+    )
+    lines = (await run(make_cli(node), "utils dbreplication runtimestate")).splitlines()
+    assert any(line.startswith("cucm1 ") and "(2) Setup Completed" in line for line in lines)
+    assert any(line.startswith("cucm2 ") and "(0) Replicating: 3 change(s) queued" in line for line in lines)
+    assert any(line.startswith("cucm3 ") and " N " in line and "(4) Not connected" in line for line in lines)
+
+
+async def test_show_commands_management_tools_run_first() -> None:
+    """Issue 14: show version active, show status, show network cluster and show myself answer in the
+    product's format instead of printing the syntax of another command."""
+    node = FakeNode(
+        status={
+            "connected": True,
+            "outbox": 0,
+            "publisher": True,
+            "role": "cucm",
+            "release": "15",
+            "fqdn": "cucm1.lab.example",
+        },
+        cluster_nodes=[
+            {"name": "cucm1", "fqdn": "cucm1.lab.example", "role": "cucm"},
+            {"name": "imp1", "fqdn": "imp1.lab.example", "role": "imp"},
+        ],
+        **{"@peer:imp1:status": {"connected": True, "publisher": True}},
+    )
+    cli = make_cli(node)
+    assert (await run(cli, "show version active")).startswith("Active Master Version: 15.0.1.10000-10\n")
+    status = await run(cli, "show status")
+    assert "Host Name           : cucm1\n" in status and "Product Ver         : 15.0.1.10000-10\n" in status
+    cluster = (await run(cli, "show network cluster")).splitlines()
+    assert "cucm1.lab.example cucm1.lab.example cucm1 Publisher callmanager DBPub authenticated" in cluster
+    assert "imp1.lab.example imp1.lab.example imp1 Publisher cups DBPub authenticated" in cluster
+    assert cluster[-1] == "Successful"
+    myself = await run(cli, "show myself")
+    assert "Machine Name    : cucm1\n" in myself and "account name    : admin\n" in myself
 
 
 async def test_help_and_exit() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from cluster.doors.frontdoors import FrontDoors, enable_front_doors, served_certificate
 from cluster.doors.rest import API_ROOT, MAX_REQUEST_BYTES, basic_auth_header
@@ -162,6 +163,16 @@ async def test_every_endpoint_answers_over_https(make_lab: LabFactory) -> None:
         },
     )
     assert certs.csr_san(x509.load_pem_x509_csr(multi["csr"].encode())) == ["cucm1.lab.example", "cucm2.lab.example"]
+    # issue 14: extra altNames (the GUI's "Other Domains") go into the CSR; EC CSRs may be SHA-384 or SHA-512
+    for digest, algorithm in (("SHA384", hashes.SHA384), ("SHA512", hashes.SHA512)):
+        ec_csr = await api.post(
+            "csr",
+            {"service": "tomcat-ECDSA", "hashAlgorithm": digest, "altNames": ["voice.corp.example", "*.corp.example"]},
+        )
+        request = x509.load_pem_x509_csr(ec_csr["csr"].encode())
+        assert isinstance(request.signature_hash_algorithm, algorithm)
+        assert request.is_signature_valid
+        assert certs.csr_san(request) == ["cucm1.lab.example", "voice.corp.example", "*.corp.example"]
 
     ca = LabCA(lab.clock)
     root = ca.create_ca("RestRoot")
@@ -206,11 +217,21 @@ BAD: list[tuple[str, str, str, Any, int, str]] = [
     ("cucm1", "POST", "csr", [], 400, "must be a JSON object"),
     ("cucm1", "POST", "csr", {}, 400, "'service' must be a non-empty string"),
     ("cucm1", "POST", "csr", {"service": "nope"}, 404, "unknown identity unit 'nope'"),
-    ("cucm1", "POST", "csr", {"service": "tomcat", "hashAlgorithm": "SHA1"}, 400, "signed with SHA256"),
+    ("cucm1", "POST", "csr", {"service": "tomcat", "hashAlgorithm": "SHA1"}, 400, "signed with SHA256, not 'SHA1'"),
+    ("cucm1", "POST", "csr", {"service": "tomcat", "hashAlgorithm": "SHA384"}, 400, "(RSA key) is signed with SHA256"),
+    ("cucm1", "POST", "csr", {"service": "tomcat-ECDSA", "hashAlgorithm": "MD5"}, 400, "SHA256 or SHA384 or SHA512"),
     ("cucm1", "POST", "csr", {"service": "tomcat", "keyLength": 1024}, 400, "1024"),
     ("cucm1", "POST", "csr", {"service": "tomcat", "keyLength": "long"}, 400, "keyLength must be a number"),
     ("cucm1", "POST", "csr", {"service": "tomcat-ECDSA", "keyType": "RSA"}, 400, "carries an EC key (R-UNIT-1)"),
-    ("cucm1", "POST", "csr", {"service": "tomcat", "altNames": ["evil.example"]}, 400, "altNames evil.example"),
+    (
+        "cucm1",
+        "POST",
+        "csr",
+        {"service": "tomcat", "altNames": ["evil example"]},
+        400,
+        "not a host name: 'evil example'",
+    ),
+    ("cucm1", "POST", "csr", {"service": "tomcat", "altNames": "x.example"}, 400, "altNames must be a list"),
     ("cucm1", "POST", "csr", {"service": "tomcat", "distribution": "elsewhere"}, 400, "distribution must be"),
     ("cucm1", "POST", "csr", {"service": "tomcat", "commonName": "x.example"}, 400, "is 'cucm1.lab.example'"),
     ("cucm2", "POST", "csr", {"service": "CAPF"}, 400, "publisher) only"),

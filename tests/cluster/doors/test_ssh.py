@@ -336,7 +336,7 @@ async def test_every_command_and_the_third_party_ca_flow_over_ssh(ssh_lab: SshLa
         assert out == (
             "Do not press Ctrl+C while the service is restarting. If the service has not restarted properly, "
             "execute the same command again.\r\nService Manager is running\r\n"
-            "Cisco Tomcat[STARTING]\r\nCisco Tomcat[STARTED]\r\n"
+            "Cisco Tomcat[STOPPING]\r\nCisco Tomcat[STARTING]\r\nCisco Tomcat[STARTED]\r\n"
         )
         ident = next(r for r in await lab.request(NODE, "identity_list", {}) if r["unit"] == "tomcat")
         assert "Cisco Tomcat" not in ident["restart_pending"]
@@ -378,7 +378,12 @@ async def test_every_command_and_the_third_party_ca_flow_over_ssh(ssh_lab: SshLa
         assert out.startswith("Server Time: ")
         assert "Cluster Detailed View from cucm1 (2 Servers):" in out
         assert re.search(r"\r\ncucm1 +cucm1\.lab\.example +cucm +Y +0 +\(2\) Setup Completed\r\n", out), out
-        assert "\r\ncucm2 " in out
+        assert re.search(r"\r\ncucm2 +cucm2\.lab\.example +cucm +Y +0 +\(2\) Setup Completed\r\n", out), out  # asked
+        assert (await term.command("show version active")).startswith("Active Master Version: ")
+        assert "Host Name           : cucm1\r\n" in await term.command("show status")
+        out = await term.command("show network cluster")
+        assert "cucm1.lab.example cucm1 Publisher callmanager DBPub" in out and out.endswith("Successful\r\n")
+        assert "account name    : " in await term.command("show myself")
         out = await term.command("show cert own nosuchunit")
         assert out.endswith("Executed command unsuccessfully\r\n")
         assert await term.command("frobnicate") == "Executed command unsuccessfully\r\nNo valid command entered\r\n"
@@ -560,6 +565,34 @@ async def test_authentication(fake_door: SshDoor, caplog: pytest.LogCaptureFixtu
     assert "ssh-login-refused" in logged
     for secret in (PASSWORD, "wrong-password-1", "wrong-password-2"):
         assert secret not in logged
+
+
+async def test_wrong_passwords_end_the_connection_after_max_tries(fake_door: SshDoor) -> None:
+    """Issue 14: like sshd's MaxAuthTries, the sixth wrong password on one connection ends it, so a
+    client that keeps offering passwords (some retry forever) is disconnected instead of looping."""
+    from cluster.doors.ssh import MAX_AUTH_TRIES
+
+    fake_door.throttle.free = 100  # this test counts tries, not the slowdown
+    offered: list[str] = []
+
+    class Persistent(asyncssh.SSHClient):
+        def password_auth_requested(self) -> str:
+            offered.append(f"wrong-{len(offered)}")
+            return offered[-1]
+
+    with pytest.raises((asyncssh.DisconnectError, asyncssh.PermissionDenied, ConnectionError)) as info:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            fake_door.port,
+            username=USER,
+            known_hosts=None,
+            client_keys=None,
+            client_factory=Persistent,
+            preferred_auth="password",
+        ):
+            pass
+    assert len(offered) == MAX_AUTH_TRIES, offered
+    assert "Too many authentication failures" in str(info.value) or isinstance(info.value, ConnectionError)
 
 
 async def test_parallel_wrong_passwords_wait_for_each_other(tmp_path: Path) -> None:

@@ -1,0 +1,271 @@
+"""The replication core: every decision the replication daemon makes, sans I/O.
+
+The node agent (``node/agent.py``) only wires this to aiomqtt and aiosqlite: it feeds in
+local operations, incoming envelopes and timer ticks, and carries out what comes back
+(writes to make, messages to send). The property tests (``tests/replication/test_core.py``)
+drive these same functions with random operations, drops, duplicates, reorders, partitions,
+crashes and clock jumps. Newcomers' two questions are answered here:
+
+* What happens when a message arrives twice? ``Screen.check``: MQTT QoS 1 may deliver a
+  message more than once by design, so a repeated id is counted as a duplicate (logged at
+  debug) and changes nothing; merging is idempotent anyway (``decide``). Envelopes older than
+  the tombstone retention are stale (only their deletions are kept); forged or altered ones
+  never get here (``replication.envelope`` refuses them).
+* Which stores replicate deletes? ``node.catalog.store_policy`` (the data), as read by
+  ``admissible`` here: a record arrives from the bus only if its store's policy replicates it.
+
+Merge rule (R-REPL-8 with R-REPL-9): per (store, name) a node keeps the newest tombstone and
+at most one entry. Between two certificates of one name, the higher ``rank`` wins: first the
+epoch (a put that deliberately replaces its node's own previous certificate carries its own
+version as epoch), then the validity start (a later start wins, R-REPL-8), then the version.
+An entry lives only while its version is newer than the tombstone (a deletion removes every
+copy written before it, R-REPL-9). The rank is a total order and the tombstone only grows, so
+any order or number of deliveries, plus anti-entropy, ends with the same state on every node.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from replication.hlc import ZERO, Version
+from replication.records import Record, digests_of
+
+
+class Rank(NamedTuple):
+    """The order between two certificates of one name (R-REPL-8): higher wins."""
+
+    epoch: Version
+    start_ms: int
+    version: Version
+
+
+def rank_of(rec: Record) -> Rank:
+    return Rank(rec.epoch or ZERO, rec.start_ms, rec.version)
+
+
+@dataclass
+class Slot:
+    """What a node holds for one (store, name), kept in memory so merges need no database reads."""
+
+    entry: Version | None = None
+    entry_sha: str | None = None
+    tombstone: Version | None = None
+    entry_rank: Rank | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What merging one record into a slot does: write the entry, keep the tombstone, drop the entry."""
+
+    put_entry: bool = False
+    put_tombstone: bool = False
+    delete_entry: bool = False
+
+    @property
+    def changes(self) -> bool:
+        return self.put_entry or self.put_tombstone or self.delete_entry
+
+
+NOTHING = Decision()
+
+
+def entry_survives(entry: Version, tombstone: Version) -> bool:
+    """An entry outlives a tombstone only if it was written after the deletion (R-REPL-9)."""
+    return entry > tombstone
+
+
+def decide(slot: Slot | None, rec: Record, cutoff_ms: int) -> Decision:
+    """Merge one record (from a peer, a state transfer or a rejoin) into what a node holds.
+
+    ``cutoff_ms``: tombstones older than this are past the retention; such a deletion still
+    removes what it covers but is not kept (peers may have forgotten it already).
+    """
+    slot = slot or Slot()
+    if rec.der is None:
+        kills = slot.entry is not None and not entry_survives(slot.entry, rec.version)
+        if rec.version.ms < cutoff_ms:
+            return Decision(delete_entry=True) if kills else NOTHING
+        if slot.tombstone is not None and rec.version <= slot.tombstone:
+            return NOTHING
+        return Decision(put_tombstone=True, delete_entry=kills)
+    if slot.tombstone is not None and not entry_survives(rec.version, slot.tombstone):
+        return NOTHING  # written before the deletion: never back (R-REPL-9)
+    if slot.entry is not None and slot.entry_rank is not None and rank_of(rec) <= slot.entry_rank:
+        return NOTHING  # the held certificate starts later, or is the same or newer (R-REPL-8)
+    return Decision(put_entry=True)
+
+
+def after(slot: Slot | None, rec: Record, decision: Decision) -> Slot:
+    """The slot once ``decision`` is carried out (what the store's index holds after the writes)."""
+    new = Slot() if slot is None else Slot(slot.entry, slot.entry_sha, slot.tombstone, slot.entry_rank)
+    if decision.put_tombstone:
+        new.tombstone = rec.version
+    if decision.delete_entry:
+        new.entry, new.entry_sha, new.entry_rank = None, None, None
+    if decision.put_entry:
+        new.entry, new.entry_sha, new.entry_rank = rec.version, rec.sha256, rank_of(rec)
+    return new
+
+
+def plan_merge(
+    index: Mapping[tuple[str, str], Slot], records: Iterable[Record], cutoff_ms: int
+) -> list[tuple[Record, Decision]]:
+    """The writes that merging a batch of records makes (in order; several may touch one name)."""
+    overlay: dict[tuple[str, str], Slot] = {}
+    plan: list[tuple[Record, Decision]] = []
+    for rec in records:
+        slot = overlay.get(rec.key) or index.get(rec.key)
+        decision = decide(slot, rec, cutoff_ms)
+        if decision.changes:
+            plan.append((rec, decision))
+            overlay[rec.key] = after(slot, rec, decision)
+    return plan
+
+
+def expired_tombstones(index: Mapping[tuple[str, str], Slot], cutoff_ms: int) -> list[tuple[str, str]]:
+    """Tombstones past the retention, to forget (on the resync timer and at start): every node
+    forgets them at the same simulated time, so digests agree again without them."""
+    return [key for key, slot in index.items() if slot.tombstone is not None and slot.tombstone.ms < cutoff_ms]
+
+
+def local_epoch(slot: Slot | None, *, supersedes: bool, version: Version) -> Version | None:
+    """The epoch of a local put: a deliberate replacement of the node's own certificate outranks
+    every earlier copy whatever its start; any other put keeps the epoch of what it replaces."""
+    if supersedes:
+        return version
+    if slot is not None and slot.entry_rank is not None and slot.entry_rank.epoch != ZERO:
+        return slot.entry_rank.epoch
+    return None
+
+
+# --- locality -------------------------------------------------------------------------------
+
+
+class Policy(Protocol):
+    """What replication does with one store (``node.catalog.StorePolicy`` is the data)."""
+
+    @property
+    def replicate_add(self) -> bool: ...
+
+    @property
+    def replicate_delete(self) -> bool: ...
+
+
+def admissible(rec: Record, stores: Iterable[str], policies: Mapping[str, Policy]) -> str | None:
+    """Why a record from the bus must be ignored, or None. Locality (R-REPL-2, R-REPL-7): only
+    what the store's policy replicates may arrive; a store this node lacks is skipped silently."""
+    if rec.store not in stores:
+        return ""
+    policy = policies[rec.store]
+    if (rec.der is None and not policy.replicate_delete) or (rec.der is not None and not policy.replicate_add):
+        return "locality"
+    return None
+
+
+def replicated(rec_store: str, *, tombstone: bool, policies: Mapping[str, Policy]) -> bool:
+    """Whether a held entry (or tombstone) belongs to the view a node must agree on with peers."""
+    policy = policies[rec_store]
+    return policy.replicate_delete if tombstone else policy.replicate_add
+
+
+def digests(
+    index: Mapping[tuple[str, str], Slot], stores: Iterable[str], policies: Mapping[str, Policy]
+) -> dict[str, str]:
+    """Per replicated store, a digest of the replicated view (equal digests, equal stores)."""
+    mine = {s: "" for s in stores if policies[s].replicate_add or policies[s].replicate_delete}
+    items: list[tuple[str, str, Version, str | None]] = []
+    for (store, name), slot in index.items():
+        if store not in mine:
+            continue
+        if slot.entry is not None and policies[store].replicate_add:
+            items.append((store, name, slot.entry, slot.entry_sha))
+        if slot.tombstone is not None and policies[store].replicate_delete:
+            items.append((store, name, slot.tombstone, None))
+    mine.update(digests_of(items))
+    return mine
+
+
+# --- anti-entropy -----------------------------------------------------------------------------
+
+MAX_STATE_HOPS = 2  # a state transfer may be answered by one more; this bounds any ping-pong
+
+
+def differing(mine: Mapping[str, str], theirs: Mapping[str, str], among: Iterable[str] | None = None) -> list[str]:
+    """Stores both nodes replicate whose digests differ."""
+    stores = mine if among is None else [s for s in among if s in mine]
+    return [s for s in stores if s in theirs and mine[s] != theirs[s]]
+
+
+def answer_digest(
+    mine: Mapping[str, str], theirs: Mapping[str, str], *, rejoining: bool, peer_rejoining: bool
+) -> tuple[list[str], int] | None:
+    """What to do with a peer's digest: (stores to send, hops) or None. A rejoining node (away
+    longer than the retention) takes state and offers none; a rejoining peer gets ours, unanswered."""
+    stores = differing(mine, theirs)
+    if rejoining or not stores:
+        return None
+    return stores, MAX_STATE_HOPS if peer_rejoining else 0
+
+
+def answer_state(
+    mine: Mapping[str, str], theirs: Mapping[str, str], sent: Iterable[str], hops: int
+) -> tuple[list[str], int] | None:
+    """After applying a peer's state: send ours back where we still differ, within the hop bound."""
+    stores = differing(mine, theirs, sent)
+    if stores and hops < MAX_STATE_HOPS:
+        return stores, hops + 1
+    return None
+
+
+# --- screening ------------------------------------------------------------------------------
+
+SEEN_MEMORY = 20_000  # envelope ids remembered to recognise a second delivery
+DUPLICATES_TOLERATED = 3  # copies of one id beyond the first that QoS 1 redelivery (plus a flaky link) explains
+
+
+class Screen:
+    """Duplicate, replay and freshness screening of incoming replication envelopes (control requests
+    have their own, persisted, screening).
+
+    ``check`` answers:
+    - "fresh": first delivery, apply it;
+    - "duplicate": MQTT QoS 1 may deliver a message again (redelivery after a reconnect, a flaky
+      link): normal, counted, logged at debug, changes nothing;
+    - "replay": the same id again and again, more than redelivery explains: someone resends a
+      captured envelope; refused and logged (it would change nothing either: merging is idempotent);
+    - "stale": sent longer ago than the tombstone retention: only its deletions may be applied (an
+      upload in it could bring back a certificate whose deletion peers have forgotten).
+    """
+
+    def __init__(self, retention_ms: int, memory: int = SEEN_MEMORY) -> None:
+        self.retention_ms = retention_ms
+        self.memory = memory
+        self._seen: collections.OrderedDict[str, int] = collections.OrderedDict()
+
+    def check(self, msg_id: str, sent_ms: int, now_ms: int) -> str:
+        copies = self._seen.get(msg_id)
+        if copies is not None:
+            self._seen[msg_id] = copies + 1
+            return "duplicate" if copies <= DUPLICATES_TOLERATED else "replay"
+        self._seen[msg_id] = 1
+        while len(self._seen) > self.memory:
+            self._seen.popitem(last=False)
+        if sent_ms < now_ms - self.retention_ms:
+            return "stale"
+        return "fresh"
+
+
+# --- control requests -------------------------------------------------------------------------
+
+CONTROL_WINDOW_MS = 86_400_000  # simulated ms a control request stays valid (clients resend every second)
+CONTROL_KEEP_MS = 2 * CONTROL_WINDOW_MS  # a node remembers handled request ids longer than any valid resend
+
+
+def control_fresh(sent_ms: int, now_ms: int, window_ms: int = CONTROL_WINDOW_MS) -> bool:
+    """Whether a control request was sent within the window around this node's clock. Together
+    with the ids a node keeps for ``CONTROL_KEEP_MS`` (in its database), a captured request can
+    never run twice: replayed within the window its id is known, later it is stale."""
+    return now_ms - window_ms <= sent_ms <= now_ms + window_ms
