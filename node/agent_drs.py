@@ -1,7 +1,7 @@
 """Disaster Recovery System on a node (R-DRS-1/2): export and restore what a backup captures.
 
 A node's backup holds its identity certificates and private keys, its trust stores, its CTL
-file and the enterprise parameters. It leaves the node encrypted (AES-GCM) under a key derived
+file and the enterprise parameters. It leaves the node encrypted (AES-GCM, ``seal_secret``) under a key derived
 from the cluster secret, itself derived from the cluster security password: private keys never
 cross the bus in the clear, and a restore under another security password fails with a clear
 error and changes nothing (R-DRS-1). A restore brings back what the backup held, old keys
@@ -15,14 +15,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from node import certs, ops, trustlist
 from node.agent import NodeAgent, _b64_arg, register_op
@@ -30,6 +25,7 @@ from node.agent_phones import CTL_META
 from node.errors import BadInput, Refused
 from node.store import Identity, NodeStore
 from node.trustlist import FileKind, Role
+from replication.envelope import EnvelopeError, open_secret, seal_secret
 
 FORMAT = "certsim-drs-1"
 MISMATCH_TEXT = (
@@ -38,13 +34,9 @@ MISMATCH_TEXT = (
 )
 
 
-def _key(agent: NodeAgent) -> bytes:
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"certsim drs backup")
-    return hkdf.derive(agent._secret)  # the cluster secret: the one key a backup may be sealed with
-
-
-def _aad(agent: NodeAgent) -> bytes:
-    return f"{FORMAT}|{agent.config.lab}|{agent.name}".encode()
+def _context(agent: NodeAgent) -> str:
+    """What a node's backup part is bound to: opened only as this node's part of this lab's backup."""
+    return f"{FORMAT}|{agent.config.lab}|{agent.name}"
 
 
 async def _settings(store: NodeStore) -> list[list[str]]:
@@ -68,13 +60,13 @@ async def op_drs_export(agent: NodeAgent, _args: dict[str, Any]) -> dict[str, An
         "settings": await _settings(agent.store),
         "ctl": await agent.store.get_meta(CTL_META),
     }
-    nonce = os.urandom(12)
-    sealed = nonce + AESGCM(_key(agent)).encrypt(nonce, json.dumps(body).encode(), _aad(agent))
+    # sealed with the cluster secret (replication.envelope.seal_secret, as keys on the bus are)
+    sealed = seal_secret(agent._secret, json.dumps(body).encode(), _context(agent))
     agent.log.info("drs-backup", identities=len(identities), entries=len(body["entries"]))
     return {
         "node": agent.name,
         "taken_at": body["taken_at"],
-        "data": _b64(sealed),
+        "data": sealed,
         "units": sorted(ids),
         "fingerprints": {u: certs.der_sha256(i.cert_der) for u, i in ids.items()},
     }
@@ -85,12 +77,11 @@ def _b64(data: bytes) -> str:
 
 
 def _open(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]:
-    sealed = _b64_arg(args, "data")
-    if len(sealed) < 28:
+    if len(_b64_arg(args, "data")) < 28:
         raise BadInput("the backup file is truncated")
     try:
-        plain = AESGCM(_key(agent)).decrypt(sealed[:12], sealed[12:], _aad(agent))
-    except InvalidTag:
+        plain = open_secret(agent._secret, args["data"], _context(agent))
+    except EnvelopeError:
         raise Refused(MISMATCH_TEXT) from None
     body = json.loads(plain)
     if not isinstance(body, dict) or body.get("format") != FORMAT or body.get("node") != agent.name:
