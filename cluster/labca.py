@@ -231,13 +231,24 @@ class LabCA:
 
 
 def load_ca_dir(directory: Path, clock: Clock) -> LabCA:
-    """A lab CA kept in files (``<name>.pem`` with its chain, ``<name>.key``), as ``certsim ca`` writes it."""
+    """A lab CA kept in files (``<name>.pem`` with its chain, ``<name>.key``), as ``certsim ca`` writes it.
+
+    The folder is a user file like any other (cluster.userfiles): bounded in files and bytes, and a
+    file that is not a certificate chain or a key is refused naming the file (UserFileError, exit 2)."""
+    from cluster import userfiles  # noqa: PLC0415 - the loader only when a CA folder is read
+
     ca = LabCA(clock)
     if not directory.is_dir():
         return ca
-    for pem in sorted(directory.glob("*.pem")):
-        chain = x509.load_pem_x509_certificates(pem.read_bytes())
+    for pem in userfiles.ca_folder_files(directory):
         key_file = pem.with_suffix(".key")
-        key = certs.load_key(key_file.read_bytes()) if key_file.exists() else None
+        try:
+            chain = x509.load_pem_x509_certificates(userfiles.read_bytes(pem, "ca"))
+            key = certs.load_key(userfiles.read_bytes(key_file, "ca")) if key_file.exists() else None
+        except (ValueError, BadInput) as exc:
+            detail = getattr(exc, "message", None) or str(exc)
+            raise userfiles.UserFileError(
+                f"{pem}: not a certificate chain and key of the CA folder ({detail})"
+            ) from None
         ca.items[pem.stem] = Issued(pem.stem, chain[0], key, tuple(chain[1:]))
     return ca

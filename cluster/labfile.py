@@ -39,6 +39,7 @@ from cluster.doors.auth import Credentials
 from cluster.phonespec import PhoneSpecError, PhonesSpec, parse_phones
 from node.catalog import MAX_CLUSTER_NODES, RELEASES, ReleaseProfile, Role
 from node.certs import SubjectFields
+from node.safetext import safe_text
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # used with fullmatch: '$' would admit a trailing newline
 _FQDN = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
@@ -68,7 +69,11 @@ _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
 class LabFileError(ValueError):
-    """A lab file that cannot be used; the message says where and why."""
+    """A lab file that cannot be used; the message says where and why, on one line (what the file
+    said is shown escaped: node.safetext)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(safe_text(message))
 
 
 @dataclass(frozen=True)

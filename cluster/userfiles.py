@@ -18,6 +18,8 @@ from typing import Any, BinaryIO, Literal
 
 import yaml
 
+from node.safetext import safe_text
+
 Kind = Literal["lab", "scenario", "certificate", "csr", "ca"]
 
 #: Largest file of each kind. Labs and scenarios are hand-written (a scenario may inline a few
@@ -36,7 +38,10 @@ MAX_CA_FILES = 1000  # certificates in one CA folder
 
 
 class UserFileError(ValueError):
-    """A user file that cannot be used; one line naming the file and the problem."""
+    """A user file that cannot be used; one line naming the file and the problem (escaped: node.safetext)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(safe_text(message))
 
 
 def read_bytes(path: Path | str, kind: Kind, stream: BinaryIO | None = None) -> bytes:
@@ -90,8 +95,9 @@ def read_text(path: Path | str, kind: Kind) -> str:
 
 def load_yaml(text: str, where: str) -> Any:
     """Parse one YAML document with the checked loader (safe tags only, bounded, no duplicate keys)."""
-    loader = _CheckedLoader(io.StringIO(text))
+    loader: _CheckedLoader | None = None
     try:
+        loader = _CheckedLoader(io.StringIO(text))  # its reader refuses control characters already here
         return loader.get_single_data()
     except UserFileError as exc:
         raise UserFileError(f"{where}: {exc}") from None
@@ -100,7 +106,8 @@ def load_yaml(text: str, where: str) -> Any:
     except RecursionError:
         raise UserFileError(f"{where}: nested deeper than {MAX_DEPTH} levels") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_yaml_file(path: Path | str, kind: Kind) -> Any:

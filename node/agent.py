@@ -138,6 +138,9 @@ class NodeAgent:
         self.running = False
         self._jitter = random.Random(config.name)  # noqa: S311 - reproducible pacing per node, not security
         self.peer_digests: dict[str, dict[str, str]] = {}  # each peer's latest digest heard
+        self._ext_digests: dict[str, str] = {}  # extensions' own digests (x:<name>), as last computed
+        self._ext_generation = -1  # the store generation they were computed at
+        self._forget_requests_due_ms = 0  # next time handled control-request ids past their keep are dropped
         self._broadcast_generation = -1
         self._digest_cache: tuple[int, dict[str, str]] | None = None
         self._presence_prefix = config.topics.presence("")
@@ -547,6 +550,7 @@ class NodeAgent:
         )
         if answer is not None:
             await self._send_state(env.sender, answer[0], mine, hops=answer[1])
+        await self._extension_anti_entropy(env.sender, env.body.get("x"))
 
     async def _handle_state(self, env: Envelope) -> None:
         records = [Record.from_json(r) for r in env.body["records"]]
@@ -737,10 +741,32 @@ class NodeAgent:
         self._emit("rejoined", peer=peer)
         self._spawn(self._broadcast_digest("rejoined"), f"digest:{self.name}")
 
+    async def _extension_digests(self) -> dict[str, str]:
+        """Digests of what extensions replicate besides trust stores (``x:<extension>``); recomputed
+        only after the store changed (their writes bump its generation)."""
+        if self._ext_generation != self.store.generation:
+            generation = self.store.generation
+            self._ext_digests = {f"x:{e.name}": await e.state_digest(self) for e in EXTENSIONS if e.state_digest}
+            self._ext_generation = generation
+        return dict(self._ext_digests)
+
+    async def _extension_anti_entropy(self, sender: str, theirs: object) -> None:
+        """A peer's extension digests: where one differs from ours, send that extension's state
+        and ask for the peer's (both sides end with the newer of each value)."""
+        if not isinstance(theirs, dict):
+            return
+        peer = {k: v for k, v in theirs.items() if isinstance(k, str) and isinstance(v, str)}
+        self.peer_digests.setdefault(sender, {}).update(peer)
+        mine = await self._extension_digests()
+        for extension in EXTENSIONS:
+            key = f"x:{extension.name}"
+            if extension.send_state is not None and key in peer and peer[key] != mine.get(key):
+                await extension.send_state(self, sender, True)
+
     async def _broadcast_digest(self, reason: str) -> None:
         self.stats["digests-sent"] += 1
         self._broadcast_generation = self.store.generation
-        body = {"digests": self.digests(), "rejoining": self.rejoining}
+        body = {"digests": self.digests(), "rejoining": self.rejoining, "x": await self._extension_digests()}
         self._send(self.config.topics.repl, self._envelope("digest", body))
         self._emit("digest-out", reason=reason)
 
@@ -772,19 +798,23 @@ class NodeAgent:
 
     async def _resync_tick(self) -> None:
         await self._purge_tombstones()
-        await self.store.forget_control_requests(self.clock.now_ms() - core.CONTROL_KEEP_MS)
+        now_ms = self.clock.now_ms()
+        if now_ms >= self._forget_requests_due_ms:  # once per window, not every tick (a year has 17,520)
+            self._forget_requests_due_ms = now_ms + core.CONTROL_WINDOW_MS
+            await self.store.forget_control_requests(now_ms - core.CONTROL_KEEP_MS)
         if self.last_contact_ms != self._saved_contact_ms:
             contact = self.last_contact_ms
             async with self.store.transaction():
                 await self.store.set_meta("last_contact_ms", str(contact))
             self._saved_contact_ms = contact
+        await self._extension_digests()
         if self.bus.connected and not self._digest_redundant():
             await self._broadcast_digest("timer")
 
     def _digest_redundant(self) -> bool:
         if self.rejoining or self.store.generation != self._broadcast_generation:
             return False  # (no peer heard from yet: our last broadcast already told them everything)
-        mine = self.digests()
+        mine = {**self.digests(), **self._ext_digests}
         return all(mine[s] == d for theirs in self.peer_digests.values() for s, d in theirs.items() if s in mine)
 
     async def resync(self) -> None:
@@ -956,7 +986,8 @@ class NodeAgent:
         }
 
     async def op_digest(self, _args: dict[str, Any]) -> dict[str, Any]:
-        return {"digests": self.digests(), "outbox": await self.store.outbox_count()}
+        digests = {**self.digests(), **await self._extension_digests()}
+        return {"digests": digests, "outbox": await self.store.outbox_count()}
 
     async def op_barrier(self, args: dict[str, Any]) -> dict[str, Any]:
         token = str(args.get("token") or "")

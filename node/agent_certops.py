@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import hashlib
 import json
 import os
 import secrets
@@ -127,6 +128,7 @@ async def _params(store: NodeStore) -> dict[str, str]:
 
 
 async def _put_setting(store: NodeStore, name: str, value: str, version: Version) -> None:
+    store.generation += 1  # anti-entropy: something replicated changed here
     await store.db.execute(
         "INSERT OR REPLACE INTO setting(name, value, version) VALUES (?,?,?)",
         (name, value, json.dumps(version.to_json())),
@@ -140,6 +142,7 @@ async def _authz_keys(store: NodeStore) -> dict[str, AuthzKey]:
 
 
 async def _put_authz_key(store: NodeStore, key: AuthzKey) -> None:
+    store.generation += 1  # anti-entropy: something replicated changed here
     await store.db.execute(
         "INSERT OR REPLACE INTO authz_key(kind, material, version) VALUES (?,?,?)",
         (key.kind, key.material, key.version),
@@ -655,8 +658,13 @@ async def op_param_get(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]
 
 
 async def _on_param(agent: NodeAgent, env: Envelope) -> None:
-    name, value = certops.check_param(env.body["name"], env.body["value"])
-    version = Version.from_json(env.body["version"])
+    await _apply_param(agent, env.body, env.sender)
+
+
+async def _apply_param(agent: NodeAgent, raw: Mapping[str, Any], sender: str) -> None:
+    """An enterprise parameter from a peer: the newer version wins (last writer wins)."""
+    name, value = certops.check_param(raw["name"], raw["value"])
+    version = Version.from_json(raw["version"])
     agent.hlc.observe(version)
     held = (await _settings(agent.store)).get(name)
     if held is not None and held[1] >= version:
@@ -667,7 +675,7 @@ async def _on_param(agent: NodeAgent, env: Envelope) -> None:
         await _put_setting(store, name, value, version)
 
     await agent.commit(extra=write)
-    agent.log.info("param-applied", name=name, value=value, sender=env.sender)
+    agent.log.info("param-applied", name=name, value=value, sender=sender)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -762,8 +770,13 @@ async def op_authz_regen(agent: NodeAgent, args: dict[str, Any]) -> dict[str, An
 
 
 async def _on_authz_keys(agent: NodeAgent, env: Envelope) -> None:
+    await _apply_keys(agent, env.body["keys"], env.sender)
+
+
+async def _apply_keys(agent: NodeAgent, raw_keys: list[Any], sender: str) -> None:
+    """AUTHZ keys from a peer (decrypted here): per kind, the newer version wins."""
     incoming = []
-    for k in env.body["keys"]:
+    for k in raw_keys:
         kind, version = certops.check_authz_kind(k["kind"]), str(k["version"])
         material = agent.open_secret(k["material"], f"authz-key:{kind}:{version}")  # AEAD, not clear text
         incoming.append(AuthzKey(kind, material, version))
@@ -780,7 +793,38 @@ async def _on_authz_keys(agent: NodeAgent, env: Envelope) -> None:
             await _put_authz_key(store, k)
 
     await agent.commit(extra=write)
-    agent.log.info("authz-keys-applied", kinds=[k.kind for k in newer], sender=env.sender)
+    agent.log.info("authz-keys-applied", kinds=[k.kind for k in newer], sender=sender)
+
+
+# ---------------------------------------------------------------------------------------------
+# anti-entropy of enterprise parameters and AUTHZ keys (R-REPL-6): a digest rides on every
+# replication digest; a peer that differs sends what it holds, and asks for ours in return
+
+
+async def _state_digest(agent: NodeAgent) -> str:
+    settings = await _settings(agent.store)
+    keys = await _authz_keys(agent.store)
+    if not settings and not keys:
+        return ""
+    lines = [f"p:{n}={v}@{ver}" for n, (v, ver) in sorted(settings.items())]
+    lines += [f"k:{k.kind}@{k.version}:{certops.material_sha(k.material)}" for _, k in sorted(keys.items())]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:32]
+
+
+async def _send_state(agent: NodeAgent, to: str, want: bool) -> None:
+    settings = await _settings(agent.store)
+    keys = list((await _authz_keys(agent.store)).values())
+    params = [{"name": n, "value": v, "version": ver.to_json()} for n, (v, ver) in sorted(settings.items())]
+    agent.send(to, "certops-state", {"params": params, "keys": _keys_body(agent, keys)["keys"], "want": want})
+
+
+async def _on_state(agent: NodeAgent, env: Envelope) -> None:
+    for raw in env.body["params"]:
+        await _apply_param(agent, raw, env.sender)
+    if env.body["keys"]:
+        await _apply_keys(agent, env.body["keys"], env.sender)
+    if env.body.get("want"):
+        await _send_state(agent, env.sender, want=False)
 
 
 async def op_authz_status(agent: NodeAgent, _args: dict[str, Any]) -> dict[str, Any]:
@@ -923,5 +967,8 @@ EXTENSION = Extension(
         "authz-keys": _on_authz_keys,
         "tomcat-serving-req": _on_serving_req,
         "tomcat-serving": _on_serving,
+        "certops-state": _on_state,
     },
+    state_digest=_state_digest,
+    send_state=_send_state,
 )

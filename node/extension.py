@@ -31,6 +31,8 @@ MessageHandler = Callable[["NodeAgent", "Envelope"], Awaitable[None]]
 TimerFactory = Callable[["NodeAgent"], Coroutine[Any, Any, None]]
 UploadHook = Callable[["NodeAgent", "Sequence[x509.Certificate]"], Awaitable[Any]]
 ListingHook = Callable[["NodeAgent"], Awaitable[Mapping[str, Any]]]
+StateDigest = Callable[["NodeAgent"], Awaitable[str]]
+StateSender = Callable[["NodeAgent", str, bool], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class Extension:
     ``on_upload``: called after a trust upload with the uploaded certificates; a result that is
     not None is added to the upload's answer under the extension's ``name``.
     ``listing``: per-certificate values (by SHA-256) shown under ``name`` in ``list``.
+    ``state_digest`` / ``send_state``: anti-entropy of what the extension replicates besides trust
+    stores (R-REPL-6): its digest rides on every replication digest; a peer whose digest differs
+    is sent the extension's state (``send_state(agent, peer, want_reply)``).
     """
 
     name: str
@@ -48,6 +53,8 @@ class Extension:
     timers: Mapping[str, TimerFactory] = field(default_factory=dict)
     on_upload: UploadHook | None = None
     listing: ListingHook | None = None
+    state_digest: StateDigest | None = None
+    send_state: StateSender | None = None
 
 
 class PerAgent(Generic[T]):

@@ -14,6 +14,7 @@ from cluster.cli.common import (
     console,
     emit_json,
     err,
+    read_user_bytes,
     running_lab_options,
     write_output,
 )
@@ -136,7 +137,7 @@ def ca_sign(
     issued = lab_ca.sign_csr(
         name,
         issuer=issuer,
-        csr_pem=csr_file.read_bytes(),
+        csr_pem=read_user_bytes(csr_file, "csr"),
         days=days,
         drop_data_encipherment=drop_data_encipherment,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from cluster.cli.common import (
     emit_json,
     node_option,
     on_node,
+    read_user_bytes,
     run_async,
     running_lab_options,
     store_option,
@@ -190,7 +190,7 @@ def cert_upload_any(
 
     if (store is None) == (purpose is None):
         raise BadInput("give --store STORE for a trust certificate or --purpose UNIT for an identity certificate")
-    data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    data = read_user_bytes(file, "certificate")  # '-' reads standard input; bounded either way
     if len(data) > certs.MAX_UPLOAD_BYTES:  # refused here: a bus envelope that big would never reach the node
         raise BadInput(f"{file} is {len(data):,} bytes; the limit is {certs.MAX_UPLOAD_BYTES:,} bytes")
     if store is not None:

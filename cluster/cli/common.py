@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 from rich.console import Console
@@ -83,6 +83,13 @@ def handles_errors(func: F) -> F:
         return None
 
     return wrapper  # type: ignore[return-value]
+
+
+def read_user_bytes(path: Path, kind: Literal["certificate", "csr"]) -> bytes:
+    """A certificate or CSR file a user names ('-': standard input), through the checked loader."""
+    from cluster import userfiles  # noqa: PLC0415
+
+    return userfiles.read_bytes(path, kind)
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

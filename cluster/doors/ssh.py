@@ -13,8 +13,10 @@ This module only does I/O (asyncssh); ``cluster.doors.platform_cli`` interprets 
 - line discipline: the server echoes what is typed (interactive sessions, and execs with a PTY),
   with backspace/DEL and Ctrl+U editing; ``\\r``, ``\\n`` and ``\\r\\n`` are each one Enter; escape
   sequences (arrow keys) and other control characters are ignored; Ctrl+C abandons a question or
-  a paste; Ctrl+D on an empty line ends the session. In an interactive session input that arrives
-  while a command runs is discarded (bytes that arrived before it started are kept, as type-ahead).
+  a paste; Ctrl+D on an empty line ends the session. Type-ahead is kept, as a terminal keeps it:
+  what arrives while a command runs (or with the line that started it) is read, in order, once the
+  command is done, whatever the packets and their timing: ``yes\\r\\r\\r`` answers a question and
+  then shows two more prompts, every run (issue 14: the rule no longer depends on timing).
   A line over ``MAX_LINE_CHARS`` is refused. Output lines end in ``\\r\\n`` when a PTY was
   requested, ``\\n`` otherwise; the prompt is written in one write at the start of a line, and
   what follows an unechoed answer (an exec without a PTY) starts on a new line.
@@ -215,8 +217,6 @@ class _Session(asyncssh.SSHServerSession[bytes]):
         text = self._decoder.decode(data)
         if datatype is not None or not text:
             return
-        if self._busy and self._command is None:
-            return  # typed while a command runs: discarded
         self._pending.append(text)
         self._pending_chars += len(text)
         if self._pending_chars > MAX_PENDING_CHARS and self._chan is not None and not self._paused:

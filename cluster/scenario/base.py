@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from cluster.labfile import LabSpec
 from node.catalog import STORES, UNITS
+from node.safetext import safe_text
 
 if TYPE_CHECKING:
     from cluster.scenario.runner import Runner
@@ -24,7 +25,11 @@ _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class ScenarioError(ValueError):
-    """A scenario file that cannot be run; the message names the step and the problem."""
+    """A scenario file that cannot be run; the message names the step and the problem, on one line
+    (what the file said is shown escaped: node.safetext)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(safe_text(message))
 
 
 @dataclass(frozen=True)

@@ -159,3 +159,9 @@ def test_cli_invalid_lab_file_is_exit_2_one_line(tmp_path: Path, name: str, cont
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: ") and str(path) in lines[0]
+
+
+def test_control_characters_are_a_yaml_error_not_a_crash() -> None:
+    """Found by the fuzz test: PyYAML's reader refuses a NUL while the loader is built."""
+    with pytest.raises(UserFileError, match=r"nul.yaml: not valid YAML"):
+        load_yaml("\x00lab: demo\n", "nul.yaml")
