@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +45,23 @@ def test_help_and_version_import_nothing_heavy(argv: list[str]) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert proc.stdout.strip().splitlines()[-1] == "LOADED []", proc.stdout[-500:]
+
+
+def test_lab_status_reads_door_files_without_the_front_doors(tmp_path: Path) -> None:
+    """certsim lab status shows every node's doors from doors/<node>.json: reading them loads no HTTP or SSH
+    server (aiohttp and asyncssh alone cost about a second per call)."""
+    doors = tmp_path / "doors"
+    doors.mkdir()
+    (doors / "cucm1.json").write_text(json.dumps({"node": "cucm1", "pid": os.getpid(), "ssh": {"port": 22}}))
+    (doors / "gone.json").write_text(json.dumps({"node": "gone", "pid": 2**22 + 7}))
+    code = (
+        "import sys, json\nfrom cluster import running\n"
+        f"found = running.front_doors(__import__('pathlib').Path({str(tmp_path)!r}))\n"
+        "print(json.dumps(sorted(found)))\n"
+        "heavy = ('aiohttp', 'asyncssh', 'node.agent', 'cluster.doors.frontdoors')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    found, loaded = proc.stdout.strip().splitlines()[-2:]
+    assert json.loads(found) == ["cucm1"]  # a door file whose process is gone is not shown
+    assert loaded == "[]", proc.stdout
