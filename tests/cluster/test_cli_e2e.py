@@ -250,6 +250,7 @@ def _wait_for(predicate, what: str, tries: int = 100) -> None:  # type: ignore[n
     raise AssertionError(f"never happened: {what}")
 
 
+@pytest.mark.slow
 @pytest.mark.both_brokers
 def test_fault_verbs_on_a_running_lab(running_lab: Path, tmp_path: Path, broker_url: str | None) -> None:
     """certsim fault: partition and heal (R-REPL-6 catch-up), crash and restart, broker restart."""
@@ -291,6 +292,7 @@ def test_fault_verbs_on_a_running_lab(running_lab: Path, tmp_path: Path, broker_
     assert bad.returncode == 1 and "unknown node 'cucm-nine'" in bad.stderr
 
 
+@pytest.mark.slow
 def test_lab_spans_processes_and_a_sigkilled_node_keeps_what_it_acknowledged(
     tmp_path: Path, broker_url: str | None
 ) -> None:
