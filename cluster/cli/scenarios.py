@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.text import Text
 
 from cluster.cli.app import main
 from cluster.cli.common import (
@@ -40,6 +39,7 @@ def _run(
     smtp: str | None = None,
 ) -> int:
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
 
     from cluster import running as rl  # noqa: PLC0415
     from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
@@ -154,6 +154,8 @@ def run_cmd(
 @main.command("scenarios")
 def scenarios_cmd() -> None:
     """List the shipped scenarios."""
+    from rich.text import Text  # noqa: PLC0415
+
     from cluster.scenario import ScenarioError, load_scenario  # noqa: PLC0415
     from scenarios import shipped  # noqa: PLC0415
 
@@ -199,6 +201,8 @@ def chaos_cmd(
 
     Exit 0 when every seed is valid, 1 when a property failed, 2 when a run could not decide.
     """
+    from rich.text import Text  # noqa: PLC0415
+
     from cluster.chaos import ChaosConfig, ChaosReport, run_seeds, summarize  # noqa: PLC0415
     from cluster.keys import use_home_pool  # noqa: PLC0415
     from cluster.views import VERDICT_STYLE  # noqa: PLC0415
@@ -210,7 +214,7 @@ def chaos_cmd(
         except ValueError:
             fail("--seeds takes A-B: two whole numbers, A <= B", code=2)
         if not seed_list:
-            fail(f"--seeds {seeds}: the first seed is after the last", code=2)
+            fail("--seeds A-B: the first seed is after the last", code=2)
     else:
         seed_list = [seed if seed is not None else secrets.randbelow(1_000_000)]
     fault_list = tuple(f.strip() for f in faults.split(",") if f.strip())
