@@ -1,10 +1,9 @@
 """What every CLI module shares: consoles, error handling, JSON output, the option stacks, the request
 to a running lab.
 
-Kept light on purpose: importing this module (and every verb module) pulls in click only (rich loads on the
-first print), so
-``certsim --help`` answers at once; each verb imports the lab, broker and scenario machinery it needs
-when it runs.
+Kept light on purpose: importing this module (and every verb module) pulls in click only (rich loads on
+the first print), so ``certsim --help`` answers at once; each verb imports the lab, broker and scenario
+machinery it needs when it runs.
 """
 
 from __future__ import annotations
