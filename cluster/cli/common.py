@@ -46,10 +46,20 @@ class _OnFirstUse:
         self._stderr = stderr
         self._made: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    def made(self) -> Console:
         if self._made is None:
             self._made = _console(stderr=self._stderr)
-        return getattr(self._made, name)
+        return self._made
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.made(), name)
+
+    # dunders skip __getattr__: rich's Progress and Live enter the console as a context manager
+    def __enter__(self) -> Console:
+        return self.made().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.made().__exit__(*exc)
 
 
 console = cast("Console", _OnFirstUse(stderr=False))
