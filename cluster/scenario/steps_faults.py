@@ -135,8 +135,14 @@ async def _burst(runner: Runner, step: Step) -> Any:
             if crash_after is not None and len(acked) >= crash_after and not crashed.is_set():
                 crashed.set()
                 await runner.lab.crash_node(node)
+                for other in tasks:  # uploads still in flight died with the node: unacknowledged, no 5 s wait
+                    if other is not asyncio.current_task():
+                        other.cancel()
 
-    await asyncio.gather(*(one(p) for p in pems))
+    tasks = [asyncio.create_task(one(p)) for p in pems]
+    for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+            raise outcome
     runner.memory[prefix] = acked
     return {"sent": count, "acknowledged": len(acked), "crashed": crashed.is_set()}
 

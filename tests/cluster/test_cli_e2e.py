@@ -240,46 +240,6 @@ def test_lab_status_cert_verbs_and_down(running_lab: Path, tmp_path: Path) -> No
     assert again.returncode != 0 and "no lab is running" in again.stderr
 
 
-def test_lab_spans_processes(tmp_path: Path, broker_url: str | None) -> None:
-    """node run: one node in its own process joins a lab whose other nodes run in the background lab."""
-    if broker_url is None:
-        pytest.skip(
-            "a node in another process needs an external broker URL (the embedded one lives in the lab process)"
-        )
-    home = tmp_path / "home"
-    certsim("lab", "up", str(DEMO_LAB), "--broker", broker_url, "--skip", "cucm-sub2", home=home)
-    env = {**os.environ, "CERTSIM_HOME": str(home)}
-    node = subprocess.Popen(
-        node_run_cmd("cucm-sub2", broker_url),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        for _ in range(150):
-            status = json.loads(certsim("lab", "status", "--json", home=home).stdout)
-            sub2 = status["nodes"]["cucm-sub2"]
-            if (
-                sub2 is not None
-                and sub2["stores"]["tomcat-trust"] == 8
-                and status["nodes"]["cucm-pub"]["stores"]["tomcat-trust"] == 8
-            ):
-                break
-        else:
-            raise AssertionError(f"cucm-sub2 never converged: {status}")
-        assert sub2["connected"] is True
-        # the node's front doors run in its own process, next to its agent
-        doors = json.loads(certsim("lab", "status", "--json", home=home).stdout)["front_doors"]
-        assert set(doors) == {"cucm-pub", "cucm-sub1", "cucm-sub2", "imp-pub"}
-        assert doors["cucm-sub2"]["https"]["host"] == "127.0.0.13"
-        assert https_get(doors["cucm-sub2"]["https"], "snapshot/server")["server"] == "cucm-sub2.lab.example"
-    finally:
-        node.terminate()
-        node.wait(timeout=30)
-        certsim("lab", "down", home=home, check=False)
-    assert node.returncode == 0, node.stderr.read().decode() if node.stderr else ""
-
-
 def _wait_for(predicate, what: str, tries: int = 100) -> None:  # type: ignore[no-untyped-def]
     import time
 
@@ -290,6 +250,7 @@ def _wait_for(predicate, what: str, tries: int = 100) -> None:  # type: ignore[n
     raise AssertionError(f"never happened: {what}")
 
 
+@pytest.mark.slow
 @pytest.mark.both_brokers
 def test_fault_verbs_on_a_running_lab(running_lab: Path, tmp_path: Path, broker_url: str | None) -> None:
     """certsim fault: partition and heal (R-REPL-6 catch-up), crash and restart, broker restart."""
@@ -331,11 +292,15 @@ def test_fault_verbs_on_a_running_lab(running_lab: Path, tmp_path: Path, broker_
     assert bad.returncode == 1 and "unknown node 'cucm-nine'" in bad.stderr
 
 
-def test_sigkilled_node_process_keeps_what_it_acknowledged(tmp_path: Path, broker_url: str | None) -> None:
-    """Nothing lost: a node running as its own process is killed with SIGKILL right after acknowledging
-    uploads; restarted, it still has them and the cluster converges on them."""
+@pytest.mark.slow
+def test_lab_spans_processes_and_a_sigkilled_node_keeps_what_it_acknowledged(
+    tmp_path: Path, broker_url: str | None
+) -> None:
+    """node run: one node in its own process joins a lab whose other nodes run in the background lab, and
+    serves its front doors from there. Nothing lost: killed with SIGKILL right after acknowledging uploads,
+    restarted, it still has them and the cluster converges on them; SIGTERM then stops it cleanly."""
     if broker_url is None:
-        pytest.skip("a node in its own process needs an external broker")
+        pytest.skip("a node in another process needs an external broker URL (the embedded one lives in the lab)")
     import signal
 
     home = tmp_path / "home"
@@ -344,10 +309,22 @@ def test_sigkilled_node_process_keeps_what_it_acknowledged(tmp_path: Path, broke
     cmd = node_run_cmd("cucm-sub2", broker_url)
     node = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(
-            lambda: json.loads(certsim("lab", "status", "--json", home=home).stdout)["nodes"]["cucm-sub2"] is not None,
-            "the node process answers",
-        )
+
+        def converged() -> bool:
+            nodes = json.loads(certsim("lab", "status", "--json", home=home).stdout)["nodes"]
+            return all(
+                nodes[n] is not None and nodes[n]["stores"]["tomcat-trust"] == 8 for n in ("cucm-pub", "cucm-sub2")
+            )
+
+        _wait_for(converged, "cucm-sub2 joins and converges", tries=150)
+        status = json.loads(certsim("lab", "status", "--json", home=home).stdout)
+        assert status["nodes"]["cucm-sub2"]["connected"] is True
+        # the node's front doors run in its own process, next to its agent
+        doors = status["front_doors"]
+        assert set(doors) == {"cucm-pub", "cucm-sub1", "cucm-sub2", "imp-pub"}
+        assert doors["cucm-sub2"]["https"]["host"] == "127.0.0.13"
+        assert https_get(doors["cucm-sub2"]["https"], "snapshot/server")["server"] == "cucm-sub2.lab.example"
+
         ca = LabCA(SimClock(dt.datetime.now(dt.UTC)))
         uploaded = []
         for i in range(5):
@@ -357,7 +334,7 @@ def test_sigkilled_node_process_keeps_what_it_acknowledged(tmp_path: Path, broke
             uploaded.append(f"KillCA{i}")
         node.send_signal(signal.SIGKILL)
         node.wait(timeout=10)
-        node = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        node = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
         def everywhere() -> bool:
             for name in ("cucm-pub", "cucm-sub2", "imp-pub"):
@@ -371,3 +348,4 @@ def test_sigkilled_node_process_keeps_what_it_acknowledged(tmp_path: Path, broke
         node.terminate()
         node.wait(timeout=30)
         certsim("lab", "down", home=home, check=False)
+    assert node.returncode == 0, node.stderr.read().decode() if node.stderr else ""
