@@ -34,6 +34,7 @@ from cluster.labfile import LabSpec, NodeSpec
 from node import certops
 from node.catalog import EC_KEY_SIZES, PARAMS, RSA_KEY_SIZES, UNITS, KeyAlgo, Role, stores_for, units_for
 from node.errors import BadInput, CertsimError, Unavailable
+from node.safetext import safe_text
 
 ROOT = "/cmplatform"
 SECURITY_HEADERS = {
@@ -435,7 +436,7 @@ class OsAdminPages:
         self.flash(
             request, "ok", Text.IMPORTED.format(unit=purpose), Text.RESTART_REMINDER.format(unit=purpose), *lines
         )
-        self.auth.log.info("web-upload", purpose=purpose, description=description[:128])
+        self.auth.log.info("web-upload", purpose=purpose, description=safe_text(description[:128]))
         raise self.back("certificateFindList.do")
 
     async def _csr_context(self, request: web.Request, *, self_signed: bool) -> dict[str, Any]:
