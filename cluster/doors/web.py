@@ -28,7 +28,7 @@ import jinja2
 from aiohttp import web
 
 from cluster.doors.auth import Credentials, RequestFn, Throttle
-from cluster.doors.platform_cli import Text, _advice, _details
+from cluster.doors.platform_cli import Text, _advice, _details, trust_description
 from cluster.doors.sessions import CSRF_FIELD, PageAuth, has_session
 from cluster.labfile import LabSpec, NodeSpec
 from node import certops
@@ -96,7 +96,9 @@ def list_rows(
         identity = r["usage"] == "identity"
         store = str(r["store"])
         name = store if identity else str(r["name"])
-        if r["self_signed"]:
+        if not identity:
+            description = trust_description(r)
+        elif r["self_signed"]:
             description = Text.LIST_SELF_SIGNED.format(path=f"{store}/{name}.pem").split(": ", 1)[1]
         else:
             description = Text.LIST_SIGNED_BY.format(path="", issuer=r["issuer_cn"] or r["issuer"]).split(": ", 1)[1]
