@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
+import markupsafe
 from aiohttp import web
 
 from cluster.doors.auth import Credentials, RequestFn, Throttle
@@ -34,7 +35,7 @@ from cluster.labfile import LabSpec, NodeSpec
 from node import certops
 from node.catalog import EC_KEY_SIZES, PARAMS, RSA_KEY_SIZES, UNITS, KeyAlgo, Role, stores_for, units_for
 from node.errors import BadInput, CertsimError, Unavailable
-from node.safetext import safe_text
+from node.safetext import safe_lines, safe_text
 
 ROOT = "/cmplatform"
 SECURITY_HEADERS = {
@@ -55,12 +56,18 @@ FIND_FIELDS = {  # the find bar's fields (R-OP-LIST) and the list column each on
 FIND_OPS = ("begins with", "contains", "ends with", "is exactly", "is empty", "is not empty")
 
 
+def _printable(value: Any) -> Any:
+    """Every ``{{ value }}`` of a page: text with its control characters escaped (markup left as it is)."""
+    return safe_lines(value) if isinstance(value, str) and not isinstance(value, markupsafe.Markup) else value
+
+
 def templates(package: str = "cluster.doors") -> jinja2.Environment:
     """The package's templates, autoescaped (certificate text is untrusted wherever it is shown)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader(package, "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
+        finalize=_printable,  # and never a control character raw: what a page echoes is escaped (node.safetext)
     )
     env.globals["csrf_field"] = CSRF_FIELD
     return env
