@@ -349,10 +349,11 @@ class NodeAgent:
         self.last_written = {}
         for put in puts:
             version = self.hlc.tick()
-            epoch = core.local_epoch(
-                self.store.index.get((put.store, put.name)), supersedes=put.supersedes, version=version
-            )
-            rec = Record(put.store, put.name, version, put.der, self.name, validity_start_ms(put.der), epoch)
+            slot = self.store.index.get((put.store, put.name))
+            floor = core.local_floor(slot, supersedes=put.supersedes)
+            rec = Record(put.store, put.name, version, put.der, self.name, validity_start_ms(put.der), replaces=floor)
+            if core.decide(slot, rec, self._tombstone_cutoff_ms()).put_tombstone:  # its own old copy, deleted
+                await self.store.put_tombstone(core.tombstone_of(rec))
             await self.store.put_entry(rec)
             self.last_written[f"{put.store}/{put.name}"] = rec.version
             if self.policies[put.store].replicate_add:
@@ -680,7 +681,7 @@ class NodeAgent:
         async with self.store.transaction():  # planned again inside: the index may have moved meanwhile
             for rec, decision in core.plan_merge(self.store.index, accepted, self._tombstone_cutoff_ms()):
                 if decision.put_tombstone:
-                    await self.store.put_tombstone(rec)
+                    await self.store.put_tombstone(core.tombstone_of(rec))
                 if decision.delete_entry:
                     await self.store.delete_entry(rec.store, rec.name)
                     changed += 1
@@ -719,7 +720,11 @@ class NodeAgent:
     async def replicated_view(self, stores: Iterable[str] | None = None) -> list[Record]:
         """What this node must agree on with its peers: replicated adds plus replicated deletions."""
         wanted = set(stores) if stores is not None else self.stores
-        view = [r for r in await self.store.entries() if r.store in wanted and self.policies[r.store].replicate_add]
+        view = [
+            core.with_floor(r, self.store.index.get(r.key))
+            for r in await self.store.entries()
+            if r.store in wanted and self.policies[r.store].replicate_add
+        ]
         view += [
             r for r in await self.store.tombstones() if r.store in wanted and self.policies[r.store].replicate_delete
         ]

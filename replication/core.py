@@ -15,35 +15,47 @@ crashes and clock jumps. Newcomers' two questions are answered here:
   ``admissible`` here: a record arrives from the bus only if its store's policy replicates it.
 
 Merge rule (R-REPL-8 with R-REPL-9): per (store, name) a node keeps the newest tombstone and
-at most one entry. Between two certificates of one name, the higher ``rank`` wins: first the
-epoch (a put that deliberately replaces its node's own previous certificate carries its own
-version as epoch), then the validity start (a later start wins, R-REPL-8), then the version.
-An entry lives only while its version is newer than the tombstone (a deletion removes every
-copy written before it, R-REPL-9). The rank is a total order and the tombstone only grows, so
-any order or number of deliveries, plus anti-entropy, ends with the same state on every node.
+at most one entry. Between two certificates of one name, the higher ``rank`` wins: the validity
+start first (a later start wins, R-REPL-8), then the version. An entry lives only while its
+version is newer than the tombstone (a deletion removes every copy written before it, R-REPL-9).
+A put may carry the latest deletion of its name its writer knows (``Record.replaces``): a node
+replacing its *own* certificate (a back-dated CA-signed tomcat, R-REPL-5) deletes its previous
+copy that way, in the same record, so the new one need not start later; the deletion is kept as
+a tombstone (on 10.5 too, where it is not an administrator's deletion and so is not in digests,
+but travels with every state transfer of the entry). The rank is a total order and tombstones
+only grow, so every node that has received the same records holds the same state; the order of
+arrival can matter on the way (a put dominated by a later-starting one is not kept, so a
+deletion of the later one does not bring it back), and anti-entropy repairs the rest.
 """
 
 from __future__ import annotations
 
 import collections
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Protocol
 
-from replication.hlc import ZERO, Version
+from replication.hlc import Version
 from replication.records import Record, digests_of
 
 
 class Rank(NamedTuple):
     """The order between two certificates of one name (R-REPL-8): higher wins."""
 
-    epoch: Version
     start_ms: int
     version: Version
 
 
 def rank_of(rec: Record) -> Rank:
-    return Rank(rec.epoch or ZERO, rec.start_ms, rec.version)
+    return Rank(rec.start_ms, rec.version)
+
+
+def tombstone_of(rec: Record) -> Record:
+    """The deletion a record makes: itself for a tombstone, its ``replaces`` for a put."""
+    if rec.der is None:
+        return rec
+    assert rec.replaces is not None
+    return Record(rec.store, rec.name, rec.replaces, None, rec.replaces.node)
 
 
 @dataclass
@@ -91,6 +103,12 @@ def decide(slot: Slot | None, rec: Record, cutoff_ms: int) -> Decision:
         if slot.tombstone is not None and rec.version <= slot.tombstone:
             return NOTHING
         return Decision(put_tombstone=True, delete_entry=kills)
+    if rec.replaces is not None:  # the deletion it carries first, then the put itself
+        deletion = decide(slot, tombstone_of(rec), cutoff_ms)
+        then = decide(after(slot, tombstone_of(rec), deletion), replace(rec, replaces=None), cutoff_ms)
+        return Decision(
+            put_entry=then.put_entry, put_tombstone=deletion.put_tombstone, delete_entry=deletion.delete_entry
+        )
     if slot.tombstone is not None and not entry_survives(rec.version, slot.tombstone):
         return NOTHING  # written before the deletion: never back (R-REPL-9)
     if slot.entry is not None and slot.entry_rank is not None and rank_of(rec) <= slot.entry_rank:
@@ -102,7 +120,7 @@ def after(slot: Slot | None, rec: Record, decision: Decision) -> Slot:
     """The slot once ``decision`` is carried out (what the store's index holds after the writes)."""
     new = Slot() if slot is None else Slot(slot.entry, slot.entry_sha, slot.tombstone, slot.entry_rank)
     if decision.put_tombstone:
-        new.tombstone = rec.version
+        new.tombstone = tombstone_of(rec).version
     if decision.delete_entry:
         new.entry, new.entry_sha, new.entry_rank = None, None, None
     if decision.put_entry:
@@ -131,14 +149,23 @@ def expired_tombstones(index: Mapping[tuple[str, str], Slot], cutoff_ms: int) ->
     return [key for key, slot in index.items() if slot.tombstone is not None and slot.tombstone.ms < cutoff_ms]
 
 
-def local_epoch(slot: Slot | None, *, supersedes: bool, version: Version) -> Version | None:
-    """The epoch of a local put: a deliberate replacement of the node's own certificate outranks
-    every earlier copy whatever its start; any other put keeps the epoch of what it replaces."""
-    if supersedes:
-        return version
-    if slot is not None and slot.entry_rank is not None and slot.entry_rank.epoch != ZERO:
-        return slot.entry_rank.epoch
-    return None
+def local_floor(slot: Slot | None, *, supersedes: bool) -> Version | None:
+    """The deletion a local put carries (``Record.replaces``): the latest one of its name this node
+    knows and, when the node replaces its own certificate (``supersedes``), its previous copy."""
+    floor = None if slot is None else slot.tombstone
+    if supersedes and slot is not None and slot.entry is not None and (floor is None or slot.entry > floor):
+        floor = slot.entry
+    return floor
+
+
+def with_floor(rec: Record, slot: Slot | None) -> Record:
+    """A held entry as sent in a state transfer: with the latest deletion of its name this node holds
+    (on 10.5 tombstones are not sent on their own, so a superseded copy could otherwise come back)."""
+    if rec.der is None or slot is None or slot.tombstone is None:
+        return rec
+    if rec.replaces is not None and rec.replaces >= slot.tombstone:
+        return rec
+    return replace(rec, replaces=slot.tombstone) if slot.tombstone < rec.version else rec
 
 
 # --- locality -------------------------------------------------------------------------------
@@ -159,6 +186,8 @@ def admissible(rec: Record, stores: Iterable[str], policies: Mapping[str, Policy
     what the store's policy replicates may arrive; a store this node lacks is skipped silently."""
     if rec.store not in stores:
         return ""
+    if rec.replaces is not None and (rec.der is None or rec.replaces >= rec.version):
+        return "bad-replaces"  # a deletion carried by a put is older than the put (never from the wire unchecked)
     policy = policies[rec.store]
     if (rec.der is None and not policy.replicate_delete) or (rec.der is not None and not policy.replicate_add):
         return "locality"

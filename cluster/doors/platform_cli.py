@@ -144,6 +144,9 @@ class Text:
     DRS_RESTORE = "Restore initiated successfully. {node} restored to the backup taken at {taken_at}."
     DRS_RESTORE_HINT = "Restart the services; phones holding a newer ITL may need utils itl reset (R-DRS-2)"  # certsim
     DRS_HISTORY_HEADER = "Tar Filename:           Backup Date:"
+    NO_CTL = "The cluster is in non-secure mode: there is no CTL file"  # certsim
+    TRUST_LIST = "{kind} file: serial {serial}, signed by {signer} ({role})"  # certsim (show itl/ctl)
+    TRUST_RECORD = "  {index:>2}  {role:<12} {host:<28} {cn}"  # certsim
     # services
     RESTART_WARNING = (
         "Do not press Ctrl+C while the service is restarting. "
@@ -251,6 +254,8 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(("set", "cli", "pagination", "off"), (), "_pagination_off", "turn pagination off"),
     Command(("utils", "ctl", "update", "CTLFile"), (), "_ctl_update", "update the CTL file"),
+    Command(("show", "itl"), (), "_show_itl", "the ITL file this node's TFTP serves"),
+    Command(("show", "ctl"), (), "_show_ctl", "the cluster's CTL file (mixed mode)"),
     Command(
         ("utils", "ctl", "set-cluster"),
         (Param("mixed-mode|non-secure-mode", ("mixed-mode", "non-secure-mode")),),
@@ -289,10 +294,21 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
-def trust_description(row: Mapping[str, Any]) -> str:
-    """How a trust entry is described in listings: the upload's description (escaped, node.safetext)
-    when the node keeps one, else the product's "Trust Certificate"."""
-    return safe_text(str(row.get("description") or "")) or Text.TRUST_DESCRIPTION
+def trust_description(description: str | None) -> str:
+    """How a trust entry is described in listings: the description given at upload (escaped,
+    node.safetext; ``cert_descriptions``), else the product's "Trust Certificate"."""
+    return safe_text(description or "") or Text.TRUST_DESCRIPTION
+
+
+def _trust_list_lines(shown: Mapping[str, Any]) -> list[str]:
+    """`show itl` / `show ctl`: the signer, then one line per record (certificate text is data)."""
+    signer = shown["signer"]
+    head = Text.TRUST_LIST.format(kind=shown["kind"], serial=shown["serial"], signer=signer["cn"], role=signer["role"])
+    rows = [
+        Text.TRUST_RECORD.format(index=i, role=r["role"], host=r["host"], cn=r["cn"])
+        for i, r in enumerate(shown["records"], start=1)
+    ]
+    return [head, *rows]
 
 
 def _lines(*lines: str) -> str:
@@ -492,12 +508,14 @@ class PlatformCli:
     async def _show_cert_list(self, args: list[str]) -> AsyncIterator[str]:
         usage = "identity" if args[0] == "own" else "trust"
         rows = await self._op("list", usage=usage)
+        described = await self._op("cert_descriptions") if usage == "trust" else {}
         out = []
         for row in sorted(rows, key=lambda r: (str(r["store"]).lower(), str(r["name"]).lower())):
             name = row["store"] if usage == "identity" else row["name"]
             path = f"{row['store']}/{name}.pem"
             if usage == "trust":
-                out.append(Text.LIST_TRUST.format(path=path, description=trust_description(row)))
+                description = trust_description(described.get(f"{row['store']}/{name}"))
+                out.append(Text.LIST_TRUST.format(path=path, description=description))
             elif row["self_signed"]:
                 out.append(Text.LIST_SELF_SIGNED.format(path=path))
             else:
@@ -616,6 +634,16 @@ class PlatformCli:
         await self._on_publisher()
         await self._lab_op("ctl", action="update")
         yield _lines(Text.CTL_UPDATED)
+
+    async def _show_itl(self, _args: list[str]) -> AsyncIterator[str]:
+        yield _lines(*_trust_list_lines(await self._lab_op("itl_show", node=self.node)))
+
+    async def _show_ctl(self, _args: list[str]) -> AsyncIterator[str]:
+        got = await self._lab_op("ctl_show")
+        if got.get("mode") != "mixed":
+            yield _lines(Text.NO_CTL)
+            return
+        yield _lines(*_trust_list_lines(got))
 
     async def _ctl_set_cluster(self, args: list[str]) -> AsyncIterator[str]:
         await self._on_publisher()

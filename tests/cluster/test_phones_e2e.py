@@ -54,6 +54,9 @@ async def test_phones_follow_a_callmanager_regen_then_lock_and_recover(make_lab:
     result = await f.itl_reset("localkey")
     assert result["states"] == {"registered": 6}, result
 
+    shown = await f.show_itl("cucm2")  # `show itl`: what cucm2's TFTP serves (R-PHONE-1)
+    assert shown["signer"]["role"] == "CCM+TFTP" and [r["role"] for r in shown["records"]].count("TVS") == 2
+
     # the phones survive the lab process: phones.json keeps each phone and each distinct file once
     again = PhoneFleet(lab)
     assert again.booted and again.phones == f.phones

@@ -1,7 +1,7 @@
 """replication.core: the merge (R-REPL-8 with R-REPL-9), screening and anti-entropy decisions.
 
 The stateful property test drives the production core (``decide``/``plan_merge``, ``Screen``,
-``digests``, ``answer_digest``/``answer_state``, ``admissible``, ``local_epoch``) with a simulated
+``digests``, ``answer_digest``/``answer_state``, ``admissible``, ``local_floor``, ``with_floor``) with a simulated
 cluster: random uploads and deletions on random nodes, dropped, duplicated and reordered
 messages, partitions, crashes and clock jumps. The simulation only carries messages and keeps
 each node's records; every decision comes from the core.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -30,9 +30,9 @@ V3 = Version(200, 0, "b")
 DAY_MS = 86_400_000
 
 
-def put(version: Version, *, start: int = 0, der: bytes | None = None, epoch: Version | None = None) -> Record:
+def put(version: Version, *, start: int = 0, der: bytes | None = None, replaces: Version | None = None) -> Record:
     der = der if der is not None else f"cert@{start}".encode()
-    return Record("tomcat-trust", "Lab_Root_CA", version, der, version.node, start, epoch)
+    return Record("tomcat-trust", "Lab_Root_CA", version, der, version.node, start, replaces)
 
 
 def tomb(version: Version) -> Record:
@@ -72,15 +72,36 @@ def test_repl8_same_start_falls_back_to_the_version() -> None:
     assert decide(slot_of(put(V2, start=5)), put(V1, start=5, der=b"other"), 0) is NOTHING
 
 
-def test_a_superseding_put_wins_whatever_its_start() -> None:
-    """A node replacing its own certificate (CA-signed identity back-dated by the CA) carries an epoch."""
+def test_a_superseding_put_deletes_its_own_old_copy_then_competes_by_start() -> None:
+    """R-REPL-5 with R-REPL-8: a node replacing its own certificate (a CA-signed tomcat back-dated by
+    the CA) deletes its previous copy in the same record; any other copy still wins by a later start."""
     self_signed = put(V1, start=10 * DAY_MS)
-    ca_signed = put(V3, start=9 * DAY_MS, epoch=V3)
-    assert decide(slot_of(self_signed), ca_signed, 0) == Decision(put_entry=True)
-    assert decide(slot_of(ca_signed), self_signed, 0) is NOTHING
-    assert core.local_epoch(slot_of(ca_signed), supersedes=False, version=Version(300, 0, "c")) == V3
-    assert core.local_epoch(slot_of(self_signed), supersedes=False, version=V3) is None
-    assert core.local_epoch(None, supersedes=True, version=V3) == V3
+    ca_signed = put(V3, start=9 * DAY_MS, replaces=V1)
+    assert decide(slot_of(self_signed), ca_signed, 0) == Decision(put_entry=True, put_tombstone=True, delete_entry=True)
+    assert decide(slot_of(ca_signed), self_signed, 0) is NOTHING  # the old copy never comes back
+    admin_later = put(V2, start=11 * DAY_MS, der=b"admin")  # written after V1: not covered by the deletion
+    assert decide(slot_of(admin_later), ca_signed, 0) == Decision(put_tombstone=True)
+    assert decide(slot_of(ca_signed), admin_later, 0) == Decision(put_entry=True)
+    assert core.local_floor(slot_of(self_signed), supersedes=True) == V1
+    assert core.local_floor(slot_of(self_signed), supersedes=False) is None
+    assert core.local_floor(None, supersedes=True) is None
+
+
+def test_a_carried_deletion_must_be_older_than_its_put() -> None:
+    """R-REPL-8: nothing from the wire can pin a certificate: a put whose carried deletion is not older
+    than itself is refused (the old epoch could be set to anything)."""
+    policies = {"tomcat-trust": store_policy("tomcat-trust", RELEASES["15"])}
+    assert core.admissible(put(V1, replaces=V3), policies, policies) == "bad-replaces"
+    assert core.admissible(put(V1, replaces=V1), policies, policies) == "bad-replaces"
+    assert core.admissible(put(V3, replaces=V1), policies, policies) is None
+
+
+def test_with_floor_sends_the_deletion_with_the_entry() -> None:
+    """10.5 sends no tombstones: a state transfer carries the superseding deletion in the entry."""
+    ca_signed = put(V3, start=9 * DAY_MS, replaces=V1)
+    slot = slot_of(put(V1, start=10 * DAY_MS), ca_signed)
+    assert core.with_floor(replace(ca_signed, replaces=None), slot).replaces == V1
+    assert core.with_floor(put(V1), Slot(tombstone=V2)).replaces is None  # covered: never sent anyway
 
 
 def test_repl9_a_copy_written_before_the_deletion_never_comes_back() -> None:
@@ -112,9 +133,9 @@ def test_plan_merge_folds_a_batch_in_order() -> None:
     ]
 
 
-def test_rank_orders_epoch_then_start_then_version() -> None:
-    assert rank_of(put(V1, start=9)) == Rank(ZERO, 9, V1)
-    assert Rank(V1, 0, V1) > Rank(ZERO, 10**12, V3) > Rank(ZERO, 5, V3) > Rank(ZERO, 5, V2)
+def test_rank_orders_start_then_version() -> None:
+    assert rank_of(put(V1, start=9)) == Rank(9, V1)
+    assert Rank(10**12, V1) > Rank(5, V3) > Rank(5, V2)
 
 
 # --- screening ------------------------------------------------------------------------------------
@@ -222,7 +243,7 @@ class SimNode:
     def write(self, rec: Record, decision: Decision) -> None:
         """Carry out one decision (what node/agent.py does with aiosqlite)."""
         if decision.put_tombstone:
-            self.tombs[rec.key] = rec
+            self.tombs[rec.key] = core.tombstone_of(rec)
         if decision.delete_entry:
             self.entries.pop(rec.key, None)
         if decision.put_entry:
@@ -239,10 +260,17 @@ class SimNode:
             return None  # R-REPL-8 on the direct path: refused
         if held is not None and held.der == der:
             return None  # unchanged
-        version = self.hlc.tick()
-        epoch = core.local_epoch(self.index.get((store, name)), supersedes=False, version=version)
-        rec = Record(store, name, version, der, self.name, start_ms, epoch)
-        self.write(rec, Decision(put_entry=True))
+        return self.put(store, name, der, start_ms, supersedes=False)
+
+    def put(self, store: str, name: str, der: bytes, start_ms: int, *, supersedes: bool) -> Record:
+        """A local write (node/agent.py ``_write_changes``): the put carries the deletion of its own
+        old copy when it supersedes it."""
+        slot = self.index.get((store, name))
+        rec = Record(
+            store, name, self.hlc.tick(), der, self.name, start_ms, core.local_floor(slot, supersedes=supersedes)
+        )
+        decision = decide(slot, rec, self.cluster.cutoff_ms)
+        self.write(rec, Decision(put_entry=True, put_tombstone=decision.put_tombstone, delete_entry=True))
         if self.cluster.policies[store].replicate_add:
             self.cluster.send(self, "change", records=[rec])
         return rec
@@ -294,7 +322,8 @@ class SimNode:
 
     def view(self, stores: list[str]) -> list[Record]:
         policies = self.cluster.policies
-        return [r for r in self.entries.values() if r.store in stores and policies[r.store].replicate_add] + [
+        entries = [r for r in self.entries.values() if r.store in stores and policies[r.store].replicate_add]
+        return [core.with_floor(r, self.index.get(r.key)) for r in entries] + [
             r for r in self.tombs.values() if r.store in stores and policies[r.store].replicate_delete
         ]
 
@@ -557,3 +586,58 @@ def test_regression_a_missed_deletion_is_repaired_before_its_tombstone_expires()
     for node in cluster.nodes.values():
         assert ("tomcat-trust", "B") not in node.entries, node.name
         assert ("tomcat-trust", "B") not in node.tombs, node.name  # forgotten everywhere, together
+
+
+@pytest.mark.parametrize("release", ["15", "10.5"])
+def test_repl8_a_superseding_put_does_not_beat_a_later_start_made_during_a_partition(release: str) -> None:
+    """R-REPL-8 with R-REPL-5 (review of issue 10, epoch_repro): n0 replaces its own tomcat by a
+    CA-signed one that starts earlier (day 3) while a partitioned n1 uploads a same-name certificate
+    starting day 9; after the heal every node holds the day-9 one, whatever the delivery order."""
+    cluster = Cluster(release, 3)
+    a, b, _c = cluster.nodes.values()
+    assert a.upload("tomcat-trust", "A", b"A-selfsigned-day5", 5 * DAY_MS) is not None
+    cluster.deliver_all()
+    b.partitioned = True
+    a.put("tomcat-trust", "A", b"A-casigned-day3", 3 * DAY_MS, supersedes=True)
+    assert b.upload("tomcat-trust", "A", b"A-admin-day9", 9 * DAY_MS) is not None
+    cluster.deliver_all()
+    cluster.heal(b.name)
+    cluster.deliver_all()
+    cluster.anti_entropy()
+    for node in cluster.nodes.values():
+        assert node.entries[("tomcat-trust", "A")].der == b"A-admin-day9", node.name
+
+
+def test_repl8_on_10_5_a_local_delete_of_a_superseding_put_then_a_later_upload_wins() -> None:
+    """R-REPL-8 on 10.5 (review of issue 10, epoch105): n1 deletes n0's superseding (day 3) copy
+    locally, then uploads a day-9 certificate of the name: every node ends with the day-9 one."""
+    cluster = Cluster("10.5", 3)
+    a, b, _c = cluster.nodes.values()
+    assert a.upload("tomcat-trust", "A", b"A-selfsigned-day5", 5 * DAY_MS) is not None
+    cluster.deliver_all()
+    a.put("tomcat-trust", "A", b"A-casigned-day3", 3 * DAY_MS, supersedes=True)
+    cluster.deliver_all()
+    assert all(n.entries[("tomcat-trust", "A")].der == b"A-casigned-day3" for n in cluster.nodes.values())
+    assert b.delete("tomcat-trust", "A") is not None  # 10.5: local only
+    assert b.upload("tomcat-trust", "A", b"A-admin-day9", 9 * DAY_MS) is not None
+    cluster.deliver_all()
+    cluster.anti_entropy()
+    for node in cluster.nodes.values():
+        assert node.entries[("tomcat-trust", "A")].der == b"A-admin-day9", node.name
+
+
+@pytest.mark.parametrize("release", ["15", "10.5"])
+def test_a_superseded_copy_never_comes_back_by_state_transfer(release: str) -> None:
+    """R-REPL-5 with R-REPL-9: a node that missed the superseding put and still holds the old
+    (later-starting) copy takes the new one by anti-entropy, and the old copy does not return."""
+    cluster = Cluster(release, 3)
+    a, b, _c = cluster.nodes.values()
+    assert a.upload("tomcat-trust", "A", b"A-selfsigned-day5", 5 * DAY_MS) is not None
+    cluster.deliver_all()
+    a.put("tomcat-trust", "A", b"A-casigned-day3", 3 * DAY_MS, supersedes=True)
+    cluster.in_flight = [(n, m) for n, m in cluster.in_flight if n != b.name]  # lost on its way to b
+    cluster.deliver_all()
+    for _ in range(2):
+        cluster.anti_entropy()
+    for node in cluster.nodes.values():
+        assert node.entries[("tomcat-trust", "A")].der == b"A-casigned-day3", node.name

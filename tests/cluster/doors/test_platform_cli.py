@@ -182,17 +182,12 @@ async def test_show_cert_list_lines_are_valid_show_arguments() -> None:
     ]
     trust_rows = [
         {"store": "tomcat-trust", "name": "Corp_CA", "self_signed": True, "issuer_cn": "Corp CA"},
-        {
-            "store": "tomcat-trust",
-            "name": "Lab_CA",
-            "self_signed": True,
-            "issuer_cn": "Lab",
-            "description": "lab\x1b[2J",
-        },
+        {"store": "tomcat-trust", "name": "Lab_CA", "self_signed": True, "issuer_cn": "Lab"},
     ]
     node = FakeNode(
         list=lambda a: own_rows if a["usage"] == "identity" else trust_rows,
         download=download_answer(leaf_pem, "cucm1.lab.example"),
+        cert_descriptions={"tomcat-trust/Lab_CA": "lab\x1b[2J"},  # as given at upload
     )
     cli = make_cli(node)
     assert await run(cli, "show cert list own") == (
