@@ -295,8 +295,24 @@ def digests(
 
 
 # --- anti-entropy -----------------------------------------------------------------------------
+#
+# O(N) by construction (issue 10): every node broadcasts one digest (per-store hashes) on
+# (re)connect, heal and its resync timer, but a differing digest is answered by one peer only,
+# the sender's *partner*: the first online node by name other than the sender (the hub, which in
+# turn has the second node as its partner). Partners then exchange what differs entry by entry:
+#
+#   A --digest (broadcast)--> everyone; only partner(A) = H (or A's own partner) acts:
+#   H --summary------------> A   per differing store: name -> tags of what H holds
+#   A --state + want-------> H   the records H lacks or holds older, and the names A lacks
+#   H --state--------------> A   the wanted records (never answered: no ping-pong)
+#
+# so two nodes that differ by one entry move that entry, not their stores. Both end with the
+# merge of both sides (``decide`` is a join). The hub re-broadcasts its digest once after a
+# reconciliation changed it, so what it learned from one node reaches those it reconciled before.
+# A rejoining node (away longer than the retention) takes its partner's whole view of the
+# differing stores instead (``_adopt_state`` drops what it must no longer hold), and answers none.
 
-MAX_STATE_HOPS = 2  # a state transfer may be answered by one more; this bounds any ping-pong
+MAX_STATE_HOPS = 2  # a rejoining peer's state is marked with it: never answered
 
 
 def differing(mine: Mapping[str, str], theirs: Mapping[str, str], among: Iterable[str] | None = None) -> list[str]:
@@ -305,25 +321,97 @@ def differing(mine: Mapping[str, str], theirs: Mapping[str, str], among: Iterabl
     return [s for s in stores if s in theirs and mine[s] != theirs[s]]
 
 
+def partner(node: str, online: Iterable[str]) -> str | None:
+    """The one peer that answers ``node``'s digests: the first online node by name other than itself."""
+    return min((n for n in online if n != node), default=None)
+
+
+class DigestAnswer(NamedTuple):
+    """What to send the sender of a digest: ``"summary"`` (start an entry-level exchange) or
+    ``"state"`` (a rejoining peer: our whole view of ``stores``, possibly none, so it knows it is in sync)."""
+
+    kind: str
+    stores: list[str]
+
+
 def answer_digest(
-    mine: Mapping[str, str], theirs: Mapping[str, str], *, rejoining: bool, peer_rejoining: bool
-) -> tuple[list[str], int] | None:
-    """What to do with a peer's digest: (stores to send, hops) or None. A rejoining node (away
-    longer than the retention) takes state and offers none; a rejoining peer gets ours, unanswered."""
-    stores = differing(mine, theirs)
-    if rejoining or not stores:
+    mine: Mapping[str, str],
+    theirs: Mapping[str, str],
+    *,
+    me: str,
+    sender: str,
+    online: Iterable[str],
+    rejoining: bool,
+    peer_rejoining: bool,
+) -> DigestAnswer | None:
+    """Whether (and how) this node answers a peer's digest: only partners answer (one reply per
+    digest, not N-1), a rejoining node answers nothing (it takes state), a rejoining peer gets our
+    view from its partner alone."""
+    if rejoining:
         return None
-    return stores, MAX_STATE_HOPS if peer_rejoining else 0
-
-
-def answer_state(
-    mine: Mapping[str, str], theirs: Mapping[str, str], sent: Iterable[str], hops: int
-) -> tuple[list[str], int] | None:
-    """After applying a peer's state: send ours back where we still differ, within the hop bound."""
-    stores = differing(mine, theirs, sent)
-    if stores and hops < MAX_STATE_HOPS:
-        return stores, hops + 1
+    online = set(online) | {me, sender}
+    stores = differing(mine, theirs)
+    if peer_rejoining:
+        return DigestAnswer("state", stores) if partner(sender, online) == me else None
+    if stores and (partner(sender, online) == me or partner(me, online) == sender):
+        return DigestAnswer("summary", stores)
     return None
+
+
+def partners(me: str, sender: str, online: Iterable[str]) -> bool:
+    """Whether ``me`` and ``sender`` reconcile with each other (either is the other's partner)."""
+    online = set(online) | {me, sender}
+    return partner(sender, online) == me or partner(me, online) == sender
+
+
+Summary = dict[str, dict[str, list[str]]]
+
+
+def slot_tags(store: str, slot: Slot, policies: Mapping[str, Policy]) -> list[str]:
+    """What a node holds for one (store, name), as compared between partners: the version (and
+    certificate hash) of its entry and the version of its tombstone, where the store replicates them."""
+    tags = []
+    if slot.entry is not None and policies[store].replicate_add:
+        tags.append(f"E{slot.entry}:{slot.entry_sha}")
+    if slot.tombstone is not None and replicated(store, tombstone=True, policies=policies):
+        tags.append(f"T{slot.tombstone}")  # (on 10.5: deletions puts carried, see ``replicated``)
+    return tags
+
+
+def summary(index: Mapping[tuple[str, str], Slot], stores: Iterable[str], policies: Mapping[str, Policy]) -> Summary:
+    """Per store in ``stores``, per name, the tags of what this node holds (a few dozen bytes an entry)."""
+    wanted = set(stores)
+    out: Summary = {s: {} for s in wanted}
+    for (store, name), slot in index.items():
+        if store in wanted:
+            tags = slot_tags(store, slot, policies)
+            if tags:
+                out[store][name] = tags
+    return out
+
+
+def reconcile(
+    index: Mapping[tuple[str, str], Slot],
+    theirs: Mapping[str, Mapping[str, Iterable[str]]],
+    policies: Mapping[str, Policy],
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Compare a partner's summary with what we hold: (keys whose records to send it, keys to ask it
+    for). Only names whose tags differ are listed; the merge on each side decides what wins."""
+    send: list[tuple[str, str]] = []
+    want: list[tuple[str, str]] = []
+    held_by_store: dict[str, dict[str, set[str]]] = {s: {} for s in theirs if s in policies}
+    for (store, name), slot in index.items():
+        if store in held_by_store:
+            held_by_store[store][name] = set(slot_tags(store, slot, policies))
+    for store, mine in held_by_store.items():
+        theirs_store = {name: set(tags) for name, tags in theirs[store].items()}
+        for name in sorted(mine.keys() | theirs_store.keys()):
+            held, other = mine.get(name, set()), theirs_store.get(name, set())
+            if held - other:
+                send.append((store, name))
+            if other - held:
+                want.append((store, name))
+    return send, want
 
 
 # --- screening ------------------------------------------------------------------------------

@@ -1,10 +1,14 @@
 """replication.core: the merge (R-REPL-8 with R-REPL-9), screening and anti-entropy decisions.
 
-The stateful property test drives the production core (``decide``/``plan_merge``, ``Screen``,
-``digests``, ``answer_digest``/``answer_state``, ``admissible``, ``local_floor``, ``with_floor``) with a simulated
-cluster: random uploads and deletions on random nodes, dropped, duplicated and reordered
-messages, partitions, crashes and clock jumps. The simulation only carries messages and keeps
-each node's records; every decision comes from the core.
+The stateful property test drives the production code (``decide``/``plan_merge``, ``local_put``,
+``local_delete``, ``Screen``/``keep_from_stale``, ``digests``, ``answer_digest``/``summary``/
+``reconcile``, ``admissible``, ``with_floor``, and ``node.ops.plan_trust_upload`` for the upload
+rule) with a simulated cluster on real certificates: random uploads (to replicated and to local
+stores), superseding puts and deletions on random nodes; dropped, duplicated, reordered and
+replayed messages, stale envelopes, partitions, crashes (with and without downtime) and clock
+jumps, also past the tombstone retention. The simulation only carries messages and keeps each
+node's records; the oracle (``check_end_state``) comes from the test's own history of operations.
+Run counts: ``CERTSIM_CORE_EXAMPLES`` examples (300 by default) of up to 40 steps each.
 """
 
 from __future__ import annotations
@@ -233,18 +237,44 @@ def test_rejoin_drops_what_was_learned_before_leaving_and_the_peer_lacks() -> No
 
 
 def test_anti_entropy_answers_only_differing_stores() -> None:
-    """R-REPL-6: a digest exchange moves the stores that differ, not all of them."""
+    """R-REPL-6: a digest exchange moves the stores that differ, not all of them, and only the
+    sender's partner answers it (one answer per digest, issue 10)."""
     mine = {"tomcat-trust": "a", "CallManager-trust": "b"}
     theirs = {"tomcat-trust": "a", "CallManager-trust": "x"}
-    assert core.answer_digest(mine, theirs, rejoining=False, peer_rejoining=False) == (["CallManager-trust"], 0)
-    assert core.answer_digest(mine, mine, rejoining=False, peer_rejoining=False) is None
-    assert core.answer_digest(mine, theirs, rejoining=True, peer_rejoining=False) is None
-    assert core.answer_digest(mine, theirs, rejoining=False, peer_rejoining=True) == (
-        ["CallManager-trust"],
-        core.MAX_STATE_HOPS,
+    online = ["n1", "n2", "n3", "n4"]
+
+    def answer(me: str, sender: str, **flags: bool) -> core.DigestAnswer | None:
+        kw = {"rejoining": False, "peer_rejoining": False, **flags}
+        return core.answer_digest(mine, theirs, me=me, sender=sender, online=online, **kw)
+
+    assert answer("n1", "n3") == ("summary", ["CallManager-trust"])  # the hub answers everyone
+    assert answer("n3", "n1") == ("summary", ["CallManager-trust"])  # everyone answers the hub
+    assert answer("n2", "n1") == ("summary", ["CallManager-trust"])
+    assert answer("n2", "n3") is None  # neither is the other's partner: the hub answers
+    assert (
+        core.answer_digest(mine, mine, me="n1", sender="n3", online=online, rejoining=False, peer_rejoining=False)
+        is None
     )
-    assert core.answer_state(mine, theirs, ["CallManager-trust"], 0) == (["CallManager-trust"], 1)
-    assert core.answer_state(mine, theirs, ["CallManager-trust"], core.MAX_STATE_HOPS) is None
+    assert answer("n1", "n3", rejoining=True) is None
+    assert answer("n1", "n3", peer_rejoining=True) == ("state", ["CallManager-trust"])
+    assert answer("n2", "n3", peer_rejoining=True) is None  # one peer answers a rejoining node
+    assert answer("n2", "n1", peer_rejoining=True) == ("state", ["CallManager-trust"])  # the hub's partner
+    assert [core.partner(n, online) for n in online] == ["n2", "n1", "n1", "n1"]
+
+
+def test_a_one_entry_difference_moves_that_entry() -> None:
+    """R-REPL-6 (issue 10): partners differing by one entry exchange that entry, not their stores."""
+    policies = {s: store_policy(s, RELEASES["15"]) for s in ("tomcat-trust",)}
+    shared = {("tomcat-trust", f"c{i}"): Slot(Version(i, 0, "a"), f"sha{i}", None, None) for i in range(50)}
+    mine = dict(shared)
+    theirs = dict(shared)
+    mine[("tomcat-trust", "extra")] = Slot(Version(99, 0, "a"), "shaX", None, None)
+    theirs[("tomcat-trust", "c7")] = Slot(Version(7, 0, "a"), "sha7", Version(98, 0, "b"), None)
+    summary = core.summary(theirs, ["tomcat-trust"], policies)
+    send, want = core.reconcile(mine, summary, policies)
+    assert send == [("tomcat-trust", "extra")]
+    assert want == [("tomcat-trust", "c7")]  # their tombstone of c7 we lack
+    assert core.reconcile(shared, core.summary(shared, ["tomcat-trust"], policies), policies) == ([], [])
 
 
 def test_locality_refuses_what_the_policy_keeps_local() -> None:
@@ -304,7 +334,7 @@ def cert_der(name: str, start_day: int, tag: str = "") -> bytes:
 
 @dataclass
 class Message:
-    kind: str  # change | digest | state
+    kind: str  # change | digest | summary | state
     sender: str
     to: str | None
     msg_id: str
@@ -313,6 +343,8 @@ class Message:
     digests: dict[str, str] = field(default_factory=dict)
     stores: list[str] = field(default_factory=list)
     hops: int = 0
+    summary: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    want: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -421,17 +453,32 @@ class SimNode:
         accepted = [r for r in records if core.admissible(r, STORES, self.cluster.policies) is None]
         for rec in accepted:
             self.hlc.observe(rec.version)
-        for rec, decision in plan_merge(self.index, accepted, self.cluster.cutoff_ms):
+        plan = plan_merge(self.index, accepted, self.cluster.cutoff_ms)
+        for rec, decision in plan:
             self.write(rec, decision)
-        mine = self.digests()
+        policies, online = self.cluster.policies, list(self.cluster.nodes)
         if msg.kind == "digest":
-            answer = core.answer_digest(mine, msg.digests, rejoining=False, peer_rejoining=False)
+            answer = core.answer_digest(
+                self.digests(),
+                msg.digests,
+                me=self.name,
+                sender=msg.sender,
+                online=online,
+                rejoining=False,
+                peer_rejoining=False,
+            )
+            if answer is not None:
+                summary = core.summary(self.index, answer.stores, policies)
+                self.cluster.send(self, "summary", to=msg.sender, summary=summary)
+        elif msg.kind == "summary":
+            send, want = core.reconcile(self.index, msg.summary, policies)
+            if send or want:
+                self.send_records(msg.sender, send, want)
         elif msg.kind == "state":
-            answer = core.answer_state(mine, msg.digests, msg.stores, msg.hops)
-        else:
-            answer = None
-        if answer is not None:
-            self.send_state(msg.sender, answer[0], answer[1])
+            if msg.want:
+                self.send_records(msg.sender, msg.want, [])
+            if plan and core.partner(msg.sender, online) == self.name:
+                self.cluster.rebroadcast.add(self.name)  # the hub tells its new digest after the burst
 
     def digests(self) -> dict[str, str]:
         return core.digests(self.index, STORES, self.cluster.policies)
@@ -450,8 +497,10 @@ class SimNode:
             if r.store in stores and core.replicated(r.store, tombstone=True, policies=policies)
         ]
 
-    def send_state(self, to: str, stores: list[str], hops: int) -> None:
-        self.cluster.send(self, "state", to=to, records=self.view(stores), stores=stores, hops=hops)
+    def send_records(self, to: str, keys: list[tuple[str, str]], want: list[tuple[str, str]]) -> None:
+        wanted = set(keys)
+        records = [r for r in self.view(STORES) if r.key in wanted]
+        self.cluster.send(self, "state", to=to, records=records, want=want)
 
 
 class Cluster:
@@ -467,6 +516,7 @@ class Cluster:
         self.captured: list[Message] = []  # the first changes and state transfers, replayed much later
         self.ids = itertools.count()
         self.screened: collections.Counter[str] = collections.Counter()
+        self.rebroadcast: set[str] = set()
 
     @property
     def now(self) -> dt.datetime:
@@ -506,6 +556,10 @@ class Cluster:
 
     def deliver_all(self, limit: int = 20_000) -> None:
         for _ in range(limit):
+            if not self.in_flight and self.rebroadcast:
+                for name in sorted(self.rebroadcast):
+                    self.send(self.nodes[name], "digest", digests=self.nodes[name].digests())
+                self.rebroadcast.clear()
             if not self.in_flight:
                 return
             name, msg = self.in_flight.pop(0)
@@ -773,7 +827,7 @@ ReplicationMachine.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-test_replication_properties = ReplicationMachine.TestCase
+test_replication_properties = pytest.mark.slow(ReplicationMachine.TestCase)
 
 
 # --- the checkers fail on broken states ------------------------------------------------------------
@@ -1060,7 +1114,7 @@ def test_regression_a_superseded_copy_older_than_the_retention_does_not_come_bac
     successor = supersede(n0, cert_der("A", 1, "ca-signed"))
     history.append(Op("put", "n0", successor, START_OF[successor.der or b""], deletes=own.version))
     cluster.in_flight.clear()  # lost on its way to n1
-    n1.send_state(n0.name, ["tomcat-trust"], 0)  # n1 offers its (old) state first
+    n1.send_records(n0.name, [("tomcat-trust", "A")], [])  # n1 offers its (old) copy first
     settle(cluster)
     assert holds(n0) == holds(n1) == cert_der("A", 1, "ca-signed")
     check_end_state(cluster, history)
