@@ -397,6 +397,10 @@ class SimNode:
         self.index[rec.key] = core.after(self.index.get(rec.key), rec, decision)
         self.saved_hlc = self.hlc.last
 
+    def own_tomcat(self) -> set[str]:
+        """Names of the tomcat-trust entries this node wrote itself (what it may supersede, R-REPL-5)."""
+        return {n for (s, n), rec in self.entries.items() if s == "tomcat-trust" and rec.origin == self.name}
+
     # local operations (the direct path: the production planner, then the core's local write)
 
     def upload(self, store: str, der: bytes) -> list[Record]:
@@ -607,10 +611,11 @@ class ReplicationMachine(RuleBasedStateMachine):
     def supersede(self, data: st.DataObject, name: str, day: int) -> None:
         """R-REPL-5: a node replaces its own tomcat-trust certificate by its successor (a CA-signed one,
         possibly back-dated: any start), deleting its old copy in the same record."""
-        node = self._node(data)
-        held = node.entries.get(("tomcat-trust", name))
-        if node.crashed or held is None or held.origin != node.name:
+        owners = [n for n, node in sorted(self.cluster.nodes.items()) if not node.crashed and name in node.own_tomcat()]
+        if not owners:
             return
+        node = self.cluster.nodes[data.draw(st.sampled_from(owners))]
+        held = node.entries[("tomcat-trust", name)]
         der = cert_der(name, day, f"ca-signed by {node.name} after {held.version}")
         for rec in node.commit([ops.Put("tomcat-trust", name, der, supersedes=True)]):
             self.ops.append(Op("put", node.name, rec, START_OF[der], deletes=held.version))
@@ -642,6 +647,8 @@ class ReplicationMachine(RuleBasedStateMachine):
     def replay(self, data: st.DataObject, copies: int, old: bool) -> None:
         """A captured envelope sent again, any time later, any number of times (a replay beyond what
         QoS 1 explains, or a stale one after a clock jump): it must change nothing it should not."""
+        if old and self.cluster.captured and not any(n.partitioned for n in self.cluster.nodes.values()):
+            self.beyond_retention()  # captured long ago: stale now
         msg = data.draw(st.sampled_from(self.cluster.captured if old and self.cluster.captured else self.cluster.log))
         node = self._node(data)
         if node.name == msg.sender or node.partitioned or msg.to not in (None, node.name):
