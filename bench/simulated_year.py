@@ -149,10 +149,15 @@ async def main(args: argparse.Namespace) -> None:
             runs.append(run)
             if not args.json:
                 print(f"run {i + 1}: {json.dumps(run)}", file=sys.stderr)
+        with_phones: list[dict[str, Any]] = []  # --phones: same runs, same broker
+        for i in range(args.repeat if args.phones else 0):
+            run = await one_run(args, broker_url, args.phones)
+            with_phones.append(run)
+            if not args.json:
+                print(f"run {i + 1} with phones: {json.dumps(run)}", file=sys.stderr)
     finally:
         if mosquitto is not None:
             await mosquitto.stop()
-    with_phones = [await one_run(args, broker_url, args.phones) for _ in range(args.repeat)] if args.phones else []
     wall = statistics.median(r["wall_s"] for r in runs)
     summary = {
         "broker": args.broker,
@@ -165,6 +170,7 @@ async def main(args: argparse.Namespace) -> None:
         "goal_wall_s": 30,
         "last_run": runs[-1],
         "with_phones": with_phones[-1] if with_phones else None,
+        "median_with_phones_wall_s": statistics.median(r["wall_s"] for r in with_phones) if with_phones else None,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -183,11 +189,14 @@ async def main(args: argparse.Namespace) -> None:
     print(f"  lab start (not timed): {last['lab_start_s']} s; converged after the jump: {last['converged_after']}")
     if with_phones:
         pw = statistics.median(r["wall_s"] for r in with_phones)
+        boot = statistics.median(r["phones_boot_s"] for r in with_phones)
+        auto = statistics.median(r["phones_auto_reset_s"] for r in with_phones)
         ph = with_phones[-1]
-        print(f"  with {args.phones} phones: jump {pw:.2f} s ({pw / wall:.2f}x the run without phones)")
+        n = len(with_phones)
+        print(f"  with {args.phones} phones: jump {pw:.2f} s ({pw / wall:.2f}x the run without phones, medians of {n})")
         print(
-            f"    power-on of every phone {ph['phones_boot_s']} s -> {ph['phone_states_before']}; "
-            f"CallManager regenerated, automatic reset {ph['phones_auto_reset_s']} s -> {ph['phone_states_after']}"
+            f"    power-on of every phone {boot:.2f} s -> {ph['phone_states_before']}; "
+            f"CallManager regenerated, automatic reset {auto:.2f} s -> {ph['phone_states_after']} (medians of {n})"
         )
 
 

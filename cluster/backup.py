@@ -88,7 +88,7 @@ async def restore(lab: Lab, name: str, nodes: list[str] | None = None) -> dict[s
         raise NotFound(f"backup {name!r} holds no part for {', '.join(missing)}")
     data = {n: base64.b64encode((where / f"{n}.drs").read_bytes()).decode() for n in chosen}
     for node in chosen:  # every part opens under this cluster's password before any node is written
-        await lab.request(node, "drs_restore", {"data": data[node], "dry_run": True}, timeout=60)
+        await lab.request(node, "drs_check", {"data": data[node]}, timeout=60)
     results = {}
     for node in chosen:
         results[node] = await lab.request(node, "drs_restore", {"data": data[node]}, timeout=60)

@@ -148,7 +148,7 @@ async def serve_class(
     from cluster.broker import EmbeddedBroker  # noqa: PLC0415 - the lab machinery only in the lab process
     from cluster.controller import LabController  # noqa: PLC0415
     from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
-    from cluster.lab import History, Lab  # noqa: PLC0415
+    from cluster.lab import LIVE_HISTORY_MAX_BYTES, History, Lab  # noqa: PLC0415
     from cluster.limits import ensure_fd_limit, fds_needed  # noqa: PLC0415
 
     number = worker or 0
@@ -185,7 +185,7 @@ async def serve_class(
                 broker_url=broker_url,
                 front_doors=spec.front_doors.enabled,
                 smtp_url=smtp_url,
-                history=History(cluster_dir(lab_dir, spec.name) / HISTORY_FILE),  # what 'lab ui' tails
+                history=History(cluster_dir(lab_dir, spec.name) / HISTORY_FILE, LIVE_HISTORY_MAX_BYTES),
             )
             for spec in mine
         ]

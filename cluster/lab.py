@@ -33,6 +33,7 @@ from replication.envelope import derive_key
 from replication.transport import BrokerAddress
 
 MAILS_FILE = "mails.jsonl"
+LIVE_HISTORY_MAX_BYTES = 16 * 1024 * 1024  # a serving lab's history.jsonl, before it moves to history.jsonl.1
 SAVE_OFFSET_EVERY = dt.timedelta(days=1)  # during a long jump, the clock is saved once a simulated day
 NETWORK_SETTLE_MAX_S = 2.0  # wall seconds a jump step waits for the messages its timers sent
 NETWORK_QUIET_S = 0.01  # no message sent or received for this long: the step's traffic is over
@@ -65,19 +66,41 @@ async def _quietly(what: str, step: Awaitable[None]) -> None:
 
 
 class History:
-    """``history.jsonl``: every operation and message event with simulated and wall time."""
+    """``history.jsonl``: every operation and message event with simulated and wall time.
 
-    def __init__(self, path: Path | None) -> None:
+    A run's history is its record (the checker and ``report.html`` read all of it): unbounded. A lab that
+    serves until stopped ('lab up', 'class up') passes ``max_bytes`` (``LIVE_HISTORY_MAX_BYTES``): past it
+    the file is moved to ``history.jsonl.1`` (replacing the one before) and a new one is started, so the
+    lab keeps at most twice that on disk; the dashboard's live feed follows the new file."""
+
+    def __init__(self, path: Path | None, max_bytes: int | None = None) -> None:
+        self._path = path
         self._file: IO[str] | None = open_log(path) if path is not None else None
+        self.max_bytes = max_bytes
+        self._written = path.stat().st_size if path is not None and path.exists() else 0
         self.events: list[dict[str, Any]] = []
         self.keep_in_memory = path is None
 
     def record(self, event: dict[str, Any]) -> None:
         line = {"wall": round(time.time(), 4), **event}
         if self._file is not None:
-            self._file.write(json.dumps(line, default=str) + "\n")
+            text = json.dumps(line, default=str) + "\n"
+            size = len(text.encode())
+            if self.max_bytes is not None and self._written and self._written + size > self.max_bytes:
+                self._rotate()
+            assert self._file is not None
+            self._file.write(text)
+            self._written += size
         if self.keep_in_memory:
             self.events.append(line)
+
+    def _rotate(self) -> None:
+        assert self._file is not None
+        assert self._path is not None
+        self._file.close()
+        self._path.replace(self._path.with_name(self._path.name + ".1"))
+        self._file = open_log(self._path)
+        self._written = 0
 
     def close(self) -> None:
         if self._file is not None:

@@ -15,6 +15,7 @@ from cluster.lab import Lab
 from cluster.labca import load_ca_dir
 from cluster.links import LinkSpec, check_link
 from cluster.phones import fleet
+from node.catalog import Role
 from node.errors import BadInput, NotFound
 
 
@@ -68,6 +69,19 @@ async def _itl_reset(lab: Lab, args: dict[str, Any]) -> dict[str, Any]:
     return await f.itl_reset(source)
 
 
+async def _itl_show(lab: Lab, args: dict[str, Any]) -> dict[str, Any]:
+    return await (await fleet(lab)).show_itl(str(args.get("node") or ""))
+
+
+async def _ctl_show(lab: Lab, _args: dict[str, Any]) -> dict[str, Any]:
+    """`show ctl`: the CTL the publisher keeps (mixed mode) or the non-secure mode."""
+    pub = next((n.name for n in lab.spec.nodes if n.publisher and n.role is Role.CUCM), None)
+    if pub is None:
+        raise NotFound("this lab has no Unified CM publisher")
+    got = await lab.request(pub, "ctl_get", {})
+    return {k: v for k, v in got.items() if k != "file"}
+
+
 async def _ctl(lab: Lab, args: dict[str, Any]) -> dict[str, Any]:
     return await (await fleet(lab)).ctl(str(args.get("action") or ""))
 
@@ -114,6 +128,8 @@ OPS: dict[str, Callable[[Lab, dict[str, Any]], Awaitable[Any]]] = {
     "phone_erase_itl": _phone_erase,
     "itl_reset": _itl_reset,
     "ctl": _ctl,
+    "itl_show": _itl_show,
+    "ctl_show": _ctl_show,
     "capf": _capf,
     "backup_create": _backup_create,
     "backup_list": _backup_list,

@@ -274,10 +274,12 @@ async def node_party(lab: Lab, node: str, unit: str, store: str, *, qualified: b
     agent = lab.agents.get(node)
     if agent is None or not agent.running:
         raise Unavailable(f"node '{node}' is not running in this lab process")
-    ident = (await agent.store.identities()).get(unit)
+    async with agent.store.transaction():  # one snapshot: never a half-written change of another request
+        ident = (await agent.store.identities()).get(unit)
+        entries = await agent.store.entries(store)
     if ident is None:
         raise NotFound(f"node '{node}' has no '{unit}' identity certificate")
-    trust = tuple(x509.load_der_x509_certificate(r.der) for r in await agent.store.entries(store) if r.der)
+    trust = tuple(x509.load_der_x509_certificate(r.der) for r in entries if r.der)
     cert = x509.load_der_x509_certificate(ident.cert_der)
     where = f"{lab.spec.name}/{node}" if qualified else node
     return Party(f"{where} ({unit})", (cert,), certs.load_key(ident.key_pem), trust, f"{store} on {where}")

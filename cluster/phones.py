@@ -32,7 +32,7 @@ from cluster.lab import Lab
 from cluster.phonespec import NamedPhone
 from node import certs, phone, trustlist
 from node.catalog import PARAMS, PHONE_INTERACTION, PHONE_RESET_UNITS, Role
-from node.errors import BadInput, CertsimError, NotFound, Refused
+from node.errors import BadInput, CertsimError, NotFound, Refused, Unavailable
 from node.phone import Phone, Registrar, State, TftpOffer, Tvs
 from node.trustlist import ClusterCerts
 
@@ -301,15 +301,7 @@ class PhoneFleet:
                         p, state=State.UNREGISTERED, reason=f"TFTP and Unified CM node {node} is not running"
                     )
                 continue
-            records = [
-                {"role": r.role.value, "host": r.host, "cert": base64.b64encode(r.cert_der).decode()}
-                for r in trustlist.itl_records(node, cluster)
-            ]
-            itl = base64.b64decode(
-                (await self.lab.request(node, "tftp_sign", {"kind": "ITL", "records": records, "serial": self.serial}))[
-                    "file"
-                ]
-            )
+            itl = await self._itl_of(node, cluster)
             configs: list[bytes] = []
             for start in range(0, len(members), CONFIG_BATCH):
                 batch = [self.phones[n] for n in members[start : start + CONFIG_BATCH]]
@@ -325,6 +317,26 @@ class PhoneFleet:
                 self.phones[name] = phone.boot(self.phones[name], offer, tvs, registrar)
         self.seen.update(self._shas(view))
         self.save()
+
+    async def _itl_of(self, node: str, cluster: ClusterCerts) -> bytes:
+        """The ITLFile.tlv ``node``'s TFTP serves now, signed by the node (R-PHONE-1)."""
+        records = [
+            {"role": r.role.value, "host": r.host, "cert": base64.b64encode(r.cert_der).decode()}
+            for r in trustlist.itl_records(node, cluster)
+        ]
+        got = await self.lab.request(node, "tftp_sign", {"kind": "ITL", "records": records, "serial": self.serial})
+        return base64.b64decode(got["file"])
+
+    async def show_itl(self, node: str) -> dict[str, Any]:
+        """`show itl` on ``node``: the ITL its TFTP serves, with its signer and records."""
+        if node not in self.lab.spec.node_names or self.lab.spec.node(node).role is not Role.CUCM:
+            raise NotFound(f"'{node}' is not a Unified CM node of this lab")
+        async with self.lock:
+            view = await self._view()
+            if not view[node].running:
+                raise Unavailable(f"node '{node}' is not running")
+            itl = await self._itl_of(node, self.cluster_certs(view))
+        return trustlist.describe(trustlist.parse(itl))
 
     async def _lsc_verdicts(self, node: str, phones: list[Phone]) -> dict[bytes | None, str | None]:
         """R-PHONE-6 / R-LINK-4: each distinct LSC judged against the node's CallManager-trust."""

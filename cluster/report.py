@@ -43,6 +43,7 @@ READ_ONLY_OPS = frozenset(
         "ocsp_get",
         "syslog",
         "cluster_nodes",
+        "cert_descriptions",
         "authz_status",
         "token_verify",
         "check_remote",

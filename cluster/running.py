@@ -173,10 +173,10 @@ async def serve(
         spec.node(name)
     from cluster.controller import LabController  # noqa: PLC0415 - the lab machinery only in the lab process
     from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
-    from cluster.lab import History, Lab  # noqa: PLC0415
+    from cluster.lab import LIVE_HISTORY_MAX_BYTES, History, Lab  # noqa: PLC0415
 
     pool = use_home_pool()  # identities of first-started nodes come from keys made ahead
-    history = History(lab_dir / HISTORY_FILE)  # what the lab dashboard's live feed tails (certsim lab ui)
+    history = History(lab_dir / HISTORY_FILE, LIVE_HISTORY_MAX_BYTES)  # the dashboard's live feed tails it
     lab = Lab(
         spec,
         lab_dir,

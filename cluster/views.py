@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape as markup_escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -99,6 +100,8 @@ def cert_table(rows: Sequence[Mapping[str, Any]], node: str) -> Table:
     for r in rows:
         source = r.get("origin") or r.get("source") or ""
         notes = [*r.get("flags", [])]
+        if r.get("description"):  # Description(friendly name) given at upload: untrusted text
+            notes.insert(0, "description: " + markup_escape(safe_text(str(r["description"]))))
         if r.get("restart_pending"):
             notes.append("restart pending: " + ", ".join(r["restart_pending"]))
         table.add_row(

@@ -56,6 +56,7 @@ Observer = Callable[[dict[str, Any]], None]
 T = TypeVar("T")
 BARRIER_MEMORY = 256
 CONNECT_DIGEST_DELAY_S = (0.05, 0.5)  # wall seconds: transport pacing, not simulated time
+REBROADCAST_DELAY_S = 0.1  # wall seconds the hub gathers reconciliations before telling its new digest
 REQUEST_MEMORY = 512  # answers kept so a resent request is answered, not run twice
 PRESENCE_TIMEOUT_S = 2.0  # wall seconds the offline flag may take at stop; the broker's will covers a miss
 STORE_STEP_TIMEOUT_S = 5.0  # wall seconds the last database write at stop may take
@@ -138,6 +139,8 @@ class NodeAgent:
         self.running = False
         self._jitter = random.Random(config.name)  # noqa: S311 - reproducible pacing per node, not security
         self.peer_digests: dict[str, dict[str, str]] = {}  # each peer's latest digest heard
+        self.online: set[str] = {config.name}  # nodes whose presence says online: who answers whose digest
+        self._rebroadcast: asyncio.Task[None] | None = None  # the hub's digest after a reconciliation changed it
         self._ext_digests: dict[str, str] = {}  # extensions' own digests (x:<name>), as last computed
         self._ext_generation = -1  # the store generation they were computed at
         self._forget_requests_due_ms = 0  # next time handled control-request ids past their keep are dropped
@@ -349,10 +352,11 @@ class NodeAgent:
         self.last_written = {}
         for put in puts:
             version = self.hlc.tick()
-            epoch = core.local_epoch(
-                self.store.index.get((put.store, put.name)), supersedes=put.supersedes, version=version
-            )
-            rec = Record(put.store, put.name, version, put.der, self.name, validity_start_ms(put.der), epoch)
+            slot = self.store.index.get((put.store, put.name))
+            floor = core.local_floor(slot, supersedes=put.supersedes)
+            rec = Record(put.store, put.name, version, put.der, self.name, validity_start_ms(put.der), replaces=floor)
+            if core.decide(slot, rec, self._tombstone_cutoff_ms()).put_tombstone:  # its own old copy, deleted
+                await self.store.put_tombstone(core.tombstone_of(rec))
             await self.store.put_entry(rec)
             self.last_written[f"{put.store}/{put.name}"] = rec.version
             if self.policies[put.store].replicate_add:
@@ -424,6 +428,7 @@ class NodeAgent:
             if self.stats["ephemeral-dropped"] == 1 or self.stats["ephemeral-dropped"] % REJECT_LOG_EVERY == 0:
                 self.log.warning("outgoing-queue-full", bound=MAX_EPHEMERAL, dropped=self.stats["ephemeral-dropped"])
         self._ephemeral.append((topic, env.seal(self._secret), done))
+        self.stats[f"sent:{env.kind}"] += 1
         self._wake.set()
         return done
 
@@ -458,8 +463,12 @@ class NodeAgent:
         if topic.startswith(self._presence_prefix):
             # a peer went away: what it last told us no longer counts (anti-entropy must not skip
             # for its sake); the flag is not sealed, so a forged one can only cause extra digests
+            peer = topic[len(self._presence_prefix) :]
             if payload != b"online":
-                self.peer_digests.pop(topic[len(self._presence_prefix) :], None)
+                self.peer_digests.pop(peer, None)
+                self.online.discard(peer)
+            elif peer:
+                self.online.add(peer)
             return
         try:
             env = open_envelope(payload, self._secret)
@@ -540,17 +549,57 @@ class NodeAgent:
             self.barriers.popitem(last=False)
 
     async def _handle_digest(self, env: Envelope) -> None:
+        """A peer's digest: only its partner answers (``core.answer_digest``), with a summary of the
+        differing stores (entry-level exchange), or a rejoining peer with its whole view."""
         theirs = _digest_map(env.body["digests"])
         self.peer_digests[env.sender] = theirs
         mine = self.digests()
         if self.rejoining and not core.differing(mine, theirs):
             self._rejoined(env.sender)
         answer = core.answer_digest(
-            mine, theirs, rejoining=self.rejoining, peer_rejoining=bool(env.body.get("rejoining"))
+            mine,
+            theirs,
+            me=self.name,
+            sender=env.sender,
+            online=self.online,
+            rejoining=self.rejoining,
+            peer_rejoining=bool(env.body.get("rejoining")),
         )
-        if answer is not None:
-            await self._send_state(env.sender, answer[0], mine, hops=answer[1])
-        await self._extension_anti_entropy(env.sender, env.body.get("x"))
+        if answer is not None and answer.kind == "state":
+            await self._send_state(env.sender, answer.stores, mine, hops=core.MAX_STATE_HOPS)
+        elif answer is not None:
+            body = {"stores": answer.stores, "summary": core.summary(self.store.index, answer.stores, self.policies)}
+            self._send(self.config.topics.node(env.sender), self._envelope("summary", body, to=env.sender))
+            self.stats["summaries-sent"] += 1
+        answer_x = core.partners(self.name, env.sender, self.online)
+        await self._extension_anti_entropy(env.sender, env.body.get("x"), answer=answer_x)
+
+    async def _handle_summary(self, env: Envelope) -> None:
+        """A partner's summary of the stores where our digests differ: send it exactly the records it
+        lacks (or holds older) and ask for the ones we lack, in one message."""
+        if self.rejoining:
+            return  # a rejoining node takes its partner's view, it offers none
+        raw = env.body["summary"]
+        if not isinstance(raw, dict):
+            raise TypeError("summary is not a mapping")
+        theirs = {
+            str(store): {str(n): [str(t) for t in tags] for n, tags in names.items() if isinstance(tags, list)}
+            for store, names in raw.items()
+            if isinstance(names, dict) and store in self.stores
+        }
+        send, want = core.reconcile(self.store.index, theirs, self.policies)
+        if send or want:
+            await self._send_records(env.sender, send, want=want)
+
+    async def _send_records(self, to: str, keys: list[tuple[str, str]], *, want: list[tuple[str, str]]) -> None:
+        """A state transfer of just these entries (and tombstones), asking for ``want`` in return."""
+        wanted = set(keys)
+        stores = sorted({s for s, _ in keys})
+        records = [r for r in await self.replicated_view(stores) if r.key in wanted]
+        body = {"stores": stores, "records": [r.to_json() for r in records], "want": [list(k) for k in want]}
+        self._send(self.config.topics.node(to), self._envelope("state", body, to=to))
+        self.stats["states-sent"] += 1
+        self._emit("state-out", to=to, stores=stores, records=len(records))
 
     async def _handle_state(self, env: Envelope) -> None:
         records = [Record.from_json(r) for r in env.body["records"]]
@@ -558,6 +607,8 @@ class NodeAgent:
             await self.apply_records(records, env.sender)
             return
         if self.rejoining:
+            if env.body.get("hops") != core.MAX_STATE_HOPS:
+                return  # only a partner's whole view may replace what a rejoining node holds
             dropped = await self._adopt_state([str(s) for s in env.body["stores"]], records)
             changed = await self.apply_records(records, env.sender)
             self._emit("state-adopted", sender=env.sender, records=len(records), dropped=dropped, changed=changed)
@@ -565,12 +616,26 @@ class NodeAgent:
             return
         changed = await self.apply_records(records, env.sender)
         self._emit("state-in", sender=env.sender, records=len(records), changed=changed)
-        theirs = _digest_map(env.body["digests"])
-        self.peer_digests[env.sender] = theirs
-        mine = self.digests()
-        answer = core.answer_state(mine, theirs, [str(s) for s in env.body["stores"]], int(env.body.get("hops", 0)))
-        if answer is not None:
-            await self._send_state(env.sender, answer[0], mine, hops=answer[1])
+        want = [(str(k[0]), str(k[1])) for k in env.body.get("want") or [] if isinstance(k, list) and len(k) == 2]
+        if want:
+            await self._send_records(env.sender, want, want=[])
+        if changed and core.partner(env.sender, self.online) == self.name:
+            self._rebroadcast_soon()
+
+    def _rebroadcast_soon(self) -> None:
+        """The hub learned something in a reconciliation: tell everyone its digest once the burst is over,
+        so nodes it reconciled with earlier catch up (one broadcast per burst, not per message)."""
+        if self._rebroadcast is not None and not self._rebroadcast.done():
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(REBROADCAST_DELAY_S)
+            if self.store.generation != self._broadcast_generation:
+                await self._broadcast_digest("reconciled")
+
+        self._rebroadcast = asyncio.create_task(later(), name=f"rebroadcast:{self.name}")
+        self._control_tasks.add(self._rebroadcast)
+        self._rebroadcast.add_done_callback(self._control_tasks.discard)
 
     async def _handle_control(self, env: Envelope) -> None:
         """Run a request once; a resent copy (same id) gets the same answer again, never a second run.
@@ -622,6 +687,7 @@ class NodeAgent:
         "barrier": _handle_barrier,
         "digest": _handle_digest,
         "state": _handle_state,
+        "summary": _handle_summary,
         "ctl": _handle_control,
     }
 
@@ -680,7 +746,7 @@ class NodeAgent:
         async with self.store.transaction():  # planned again inside: the index may have moved meanwhile
             for rec, decision in core.plan_merge(self.store.index, accepted, self._tombstone_cutoff_ms()):
                 if decision.put_tombstone:
-                    await self.store.put_tombstone(rec)
+                    await self.store.put_tombstone(core.tombstone_of(rec))
                 if decision.delete_entry:
                     await self.store.delete_entry(rec.store, rec.name)
                     changed += 1
@@ -719,7 +785,11 @@ class NodeAgent:
     async def replicated_view(self, stores: Iterable[str] | None = None) -> list[Record]:
         """What this node must agree on with its peers: replicated adds plus replicated deletions."""
         wanted = set(stores) if stores is not None else self.stores
-        view = [r for r in await self.store.entries() if r.store in wanted and self.policies[r.store].replicate_add]
+        view = [
+            core.with_floor(r, self.store.index.get(r.key))
+            for r in await self.store.entries()
+            if r.store in wanted and self.policies[r.store].replicate_add
+        ]
         view += [
             r for r in await self.store.tombstones() if r.store in wanted and self.policies[r.store].replicate_delete
         ]
@@ -750,13 +820,16 @@ class NodeAgent:
             self._ext_generation = generation
         return dict(self._ext_digests)
 
-    async def _extension_anti_entropy(self, sender: str, theirs: object) -> None:
+    async def _extension_anti_entropy(self, sender: str, theirs: object, *, answer: bool = True) -> None:
         """A peer's extension digests: where one differs from ours, send that extension's state
-        and ask for the peer's (both sides end with the newer of each value)."""
+        and ask for the peer's (both sides end with the newer of each value). Only partners answer
+        (``core.partners``), as for trust stores."""
         if not isinstance(theirs, dict):
             return
         peer = {k: v for k, v in theirs.items() if isinstance(k, str) and isinstance(v, str)}
         self.peer_digests.setdefault(sender, {}).update(peer)
+        if not answer:
+            return
         mine = await self._extension_digests()
         for extension in EXTENSIONS:
             key = f"x:{extension.name}"

@@ -2,7 +2,8 @@
 
 Operations (``register_op``): csr_gen, csr_get, csr_list, csr_delete, identity_upload,
 identity_list, regen, service_list, service_restart, service_cert, param_set, param_get,
-authz_regen, authz_status, token_issue, token_verify, check_remote, cluster_nodes.
+authz_regen, authz_status, token_issue, token_verify, check_remote, cluster_nodes, cert_describe,
+cert_descriptions.
 Bus messages (``register_message``): certops-hello (who is in the cluster), identity-install
 (a multi-server certificate the publisher shares, durable), authz-keys and param
 (cluster-wide OAuth keys and enterprise parameters, durable, last writer wins by HLC
@@ -934,6 +935,61 @@ async def _on_serving(agent: NodeAgent, env: Envelope) -> None:
         fut.set_result(dict(env.body))
 
 
+DESCRIPTIONS_META = "descriptions"  # meta key: {"store/name": {"sha256", "text"}}, this node's only
+
+
+async def _held_shas(agent: NodeAgent) -> dict[str, str]:
+    """``store/name`` (an identity: ``unit/unit``) -> what is held there now: the SHA-256 of the certificate
+    (and, for a trust entry, its version: deleted and uploaded again is another certificate)."""
+    held = {f"{u}/{u}": certs.der_sha256(i.cert_der) for u, i in (await agent.store.identities()).items()}
+    held.update(
+        {f"{r.store}/{r.name}": f"{certs.der_sha256(r.der or b'')}@{r.version}" for r in await agent.store.entries()}
+    )
+    return held
+
+
+async def _descriptions(agent: NodeAgent) -> dict[str, str]:
+    """The descriptions that still describe the certificate held under their name (a certificate
+    replaced or deleted since loses its description)."""
+    raw = json.loads(await agent.store.get_meta(DESCRIPTIONS_META) or "{}")
+    held = await _held_shas(agent)
+    return {k: str(v["text"]) for k, v in raw.items() if held.get(k) == v.get("sha256")}
+
+
+async def op_cert_describe(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]:
+    """A certificate's Description(friendly name), as the upload dialog sets it: ``store`` (a trust store
+    or an identity unit), ``names`` (trust certificates; none for a unit) and ``description``. Kept by
+    this node (the list of every door shows it); an empty description goes back to the default."""
+    text = certops.check_description(args.get("description"))
+    store = str(args.get("store") or "")
+    names = [store] if store in UNITS else [certs.normalize_name(str(n)) for n in args.get("names") or []]
+    if not store or not names:
+        raise BadInput("give the store and the names of the certificates to describe")
+    held = await _held_shas(agent)
+    keys = [f"{store}/{n}" for n in names]
+    missing = [k for k in keys if k not in held]
+    if missing:
+        raise NotFound(f"no certificate {', '.join(missing)} on this node")
+    raw = json.loads(await agent.store.get_meta(DESCRIPTIONS_META) or "{}")
+    kept = {k: v for k, v in raw.items() if held.get(k) == v.get("sha256")}  # forget the stale ones
+    for k in keys:
+        if text:
+            kept[k] = {"sha256": held[k], "text": text}
+        else:
+            kept.pop(k, None)
+
+    async def write(s: NodeStore) -> None:
+        await s.set_meta(DESCRIPTIONS_META, json.dumps(kept, sort_keys=True))
+
+    await agent.commit(extra=write)
+    return {"store": store, "described": sorted(names), "description": text}
+
+
+async def op_cert_descriptions(agent: NodeAgent, _args: dict[str, Any]) -> dict[str, str]:
+    """``store/name`` -> description of the certificates this node holds that have one."""
+    return await _descriptions(agent)
+
+
 async def op_cluster_nodes(agent: NodeAgent, _args: dict[str, Any]) -> list[dict[str, str]]:
     return [{"name": p.name, "fqdn": p.fqdn, "role": p.role} for p in await _roster(agent)]
 
@@ -959,6 +1015,8 @@ EXTENSION = Extension(
         "token_verify": op_token_verify,
         "check_remote": op_check_remote,
         "cluster_nodes": op_cluster_nodes,
+        "cert_describe": op_cert_describe,
+        "cert_descriptions": op_cert_descriptions,
     },
     messages={
         "certops-hello": _on_hello,

@@ -1,13 +1,13 @@
 """Disaster Recovery System on a node (R-DRS-1/2): export and restore what a backup captures.
 
 A node's backup holds its identity certificates and private keys, its trust stores, its CTL
-file and the enterprise parameters. It leaves the node encrypted (AES-GCM) under a key derived
+file and the enterprise parameters. It leaves the node encrypted (AES-GCM, ``seal_secret``) under a key derived
 from the cluster secret, itself derived from the cluster security password: private keys never
 cross the bus in the clear, and a restore under another security password fails with a clear
 error and changes nothing (R-DRS-1). A restore brings back what the backup held, old keys
 included (R-DRS-2: phones that already took a newer ITL may reject the restored signer).
 
-Operations (``register_op``): drs_export, drs_restore, drs_itl_reset (`utils itl reset
+Operations (``register_op``): drs_export, drs_restore, drs_check, drs_itl_reset (`utils itl reset
 remotekey`: a reset file signed with the ITLRecovery key kept in a backup, R-PHONE-3).
 """
 
@@ -15,14 +15,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from node import certs, ops, trustlist
 from node.agent import NodeAgent, _b64_arg, register_op
@@ -30,6 +25,7 @@ from node.agent_phones import CTL_META
 from node.errors import BadInput, Refused
 from node.store import Identity, NodeStore
 from node.trustlist import FileKind, Role
+from replication.envelope import EnvelopeError, open_secret, seal_secret
 
 FORMAT = "certsim-drs-1"
 MISMATCH_TEXT = (
@@ -38,13 +34,9 @@ MISMATCH_TEXT = (
 )
 
 
-def _key(agent: NodeAgent) -> bytes:
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"certsim drs backup")
-    return hkdf.derive(agent._secret)  # the cluster secret: the one key a backup may be sealed with
-
-
-def _aad(agent: NodeAgent) -> bytes:
-    return f"{FORMAT}|{agent.config.lab}|{agent.name}".encode()
+def _context(agent: NodeAgent) -> str:
+    """What a node's backup part is bound to: opened only as this node's part of this lab's backup."""
+    return f"{FORMAT}|{agent.config.lab}|{agent.name}"
 
 
 async def _settings(store: NodeStore) -> list[list[str]]:
@@ -68,13 +60,13 @@ async def op_drs_export(agent: NodeAgent, _args: dict[str, Any]) -> dict[str, An
         "settings": await _settings(agent.store),
         "ctl": await agent.store.get_meta(CTL_META),
     }
-    nonce = os.urandom(12)
-    sealed = nonce + AESGCM(_key(agent)).encrypt(nonce, json.dumps(body).encode(), _aad(agent))
+    # sealed with the cluster secret (replication.envelope.seal_secret, as keys on the bus are)
+    sealed = seal_secret(agent._secret, json.dumps(body).encode(), _context(agent))
     agent.log.info("drs-backup", identities=len(identities), entries=len(body["entries"]))
     return {
         "node": agent.name,
         "taken_at": body["taken_at"],
-        "data": _b64(sealed),
+        "data": sealed,
         "units": sorted(ids),
         "fingerprints": {u: certs.der_sha256(i.cert_der) for u, i in ids.items()},
     }
@@ -85,12 +77,11 @@ def _b64(data: bytes) -> str:
 
 
 def _open(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]:
-    sealed = _b64_arg(args, "data")
-    if len(sealed) < 28:
+    if len(_b64_arg(args, "data")) < 28:
         raise BadInput("the backup file is truncated")
     try:
-        plain = AESGCM(_key(agent)).decrypt(sealed[:12], sealed[12:], _aad(agent))
-    except InvalidTag:
+        plain = open_secret(agent._secret, args["data"], _context(agent))
+    except EnvelopeError:
         raise Refused(MISMATCH_TEXT) from None
     body = json.loads(plain)
     if not isinstance(body, dict) or body.get("format") != FORMAT or body.get("node") != agent.name:
@@ -102,8 +93,6 @@ async def op_drs_restore(agent: NodeAgent, args: dict[str, Any]) -> dict[str, An
     """Put the node back to the backup: identities and keys, trust stores, CTL file, parameters
     (R-DRS-1). Trust entries the backup holds come back (replicated stores spread them again)."""
     body = _open(agent, args)
-    if args.get("dry_run"):  # only check that this node can open it (the security password matches)
-        return {"node": agent.name, "taken_at": body["taken_at"], "dry_run": True}
     idents = [
         Identity(str(i["unit"]), base64.b64decode(i["cert"]), base64.b64decode(i["key"]), str(i["source"]))
         for i in body["identities"]
@@ -141,6 +130,12 @@ async def op_drs_restore(agent: NodeAgent, args: dict[str, Any]) -> dict[str, An
     }
 
 
+async def op_drs_check(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]:
+    """Whether this node can open its part of a backup (the security password matches); changes nothing."""
+    body = _open(agent, args)
+    return {"node": agent.name, "taken_at": body["taken_at"]}
+
+
 async def op_drs_itl_reset(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]:
     """`utils itl reset remotekey`: the bulk ITL reset file signed with the ITLRecovery key of a backup."""
     body = _open(agent, args)
@@ -156,6 +151,7 @@ async def op_drs_itl_reset(agent: NodeAgent, args: dict[str, Any]) -> dict[str, 
 for _name, _handler in (
     ("drs_export", op_drs_export),
     ("drs_restore", op_drs_restore),
+    ("drs_check", op_drs_check),
     ("drs_itl_reset", op_drs_itl_reset),
 ):
     register_op(_name, _handler)

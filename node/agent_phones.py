@@ -54,8 +54,11 @@ async def _identity(agent: NodeAgent, unit: str) -> Identity:
 async def op_phone_material(agent: NodeAgent, _args: dict[str, Any]) -> dict[str, Any]:
     """The node's phone-facing certificates (public parts only) and, on the publisher, its CTL."""
     _require_cucm(agent)
-    ids = await agent.store.identities()
-    ctl = await agent.store.get_meta(CTL_META)
+    # inside the store's transaction lock: one connection serves every request, so a plain read could
+    # see a concurrent restore's identities half written (CallManager restored, TVS not yet)
+    async with agent.store.transaction():
+        ids = await agent.store.identities()
+        ctl = await agent.store.get_meta(CTL_META)
     return {
         "node": agent.name,
         "fqdn": agent.config.fqdn,

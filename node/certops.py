@@ -468,6 +468,24 @@ def param_item(name: str) -> str:
     return f"param:{name}"
 
 
+MAX_DESCRIPTION = 255  # characters of a certificate's Description(friendly name), as the product's field
+
+
+def check_description(raw: Any) -> str:
+    """A certificate's Description(friendly name): text of at most 255 characters on one line (no control
+    characters), surrounding blanks removed; the same refusal for every door, before anything is changed."""
+    if raw is None:
+        return ""
+    if not isinstance(raw, str):
+        raise BadInput("the description must be text")
+    text = raw.strip()
+    if len(text) > MAX_DESCRIPTION:
+        raise BadInput(f"the description is {len(text)} characters; the limit is {MAX_DESCRIPTION}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise BadInput("the description must be one line of text without control characters")
+    return text
+
+
 def check_param(name: Any, value: Any) -> tuple[str, str]:
     spec = PARAMS.get(str(name))
     if spec is None:

@@ -441,7 +441,7 @@ def unit_cn(unit: UnitSpec, fqdn: str) -> str:
 def unit_extensions(unit: UnitSpec, san: Sequence[str]) -> list[tuple[x509.ExtensionType, bool]]:
     """The extensions (value, critical) a unit's certificate or CSR carries (DOMAIN.md key usage table)."""
     exts: list[tuple[x509.ExtensionType, bool]] = [
-        (x509.BasicConstraints(ca=unit.is_ca, path_length=None), True),
+        (x509.BasicConstraints(ca=unit.is_ca, path_length=0 if unit.is_ca else None), True),  # CAPF: pathlen:0 (14SU2)
         (key_usage(unit.ku), True),
         (x509.ExtendedKeyUsage([EKU_OIDS[e] for e in unit.eku]), False),
     ]

@@ -97,14 +97,16 @@ def _record(row: aiosqlite.Row | tuple[object, ...], *, tombstone: bool) -> Reco
     store, name, der, ms, counter, node, origin, start, e_ms, e_counter, e_node = row
     data = bytes(cast(bytes, der))
     start_ms = int(str(start))
+    version = Version(int(str(ms)), int(str(counter)), str(node))
+    replaces = None if e_ms is None else Version(int(str(e_ms)), int(str(e_counter)), str(e_node))
     return Record(
         store=str(store),
         name=str(name),
-        version=Version(int(str(ms)), int(str(counter)), str(node)),
+        version=version,
         der=data,
         origin=str(origin),
         start_ms=validity_start_ms(data) if start_ms < 0 else start_ms,
-        epoch=None if e_ms is None else Version(int(str(e_ms)), int(str(e_counter)), str(e_node)),
+        replaces=replaces if replaces is not None and replaces < version else None,  # (older files: an epoch)
     )
 
 
@@ -271,7 +273,7 @@ class NodeStore:
     async def put_entry(self, rec: Record) -> None:
         assert rec.der is not None
         v = rec.version
-        e = rec.epoch
+        e = rec.replaces
         await self.db.execute(
             f"INSERT OR REPLACE INTO entry({ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608 - constant
             (

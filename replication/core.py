@@ -15,35 +15,47 @@ crashes and clock jumps. Newcomers' two questions are answered here:
   ``admissible`` here: a record arrives from the bus only if its store's policy replicates it.
 
 Merge rule (R-REPL-8 with R-REPL-9): per (store, name) a node keeps the newest tombstone and
-at most one entry. Between two certificates of one name, the higher ``rank`` wins: first the
-epoch (a put that deliberately replaces its node's own previous certificate carries its own
-version as epoch), then the validity start (a later start wins, R-REPL-8), then the version.
-An entry lives only while its version is newer than the tombstone (a deletion removes every
-copy written before it, R-REPL-9). The rank is a total order and the tombstone only grows, so
-any order or number of deliveries, plus anti-entropy, ends with the same state on every node.
+at most one entry. Between two certificates of one name, the higher ``rank`` wins: the validity
+start first (a later start wins, R-REPL-8), then the version. An entry lives only while its
+version is newer than the tombstone (a deletion removes every copy written before it, R-REPL-9).
+A put may carry the latest deletion of its name its writer knows (``Record.replaces``): a node
+replacing its *own* certificate (a back-dated CA-signed tomcat, R-REPL-5) deletes its previous
+copy that way, in the same record, so the new one need not start later; the deletion is kept as
+a tombstone (on 10.5 too, where it is not an administrator's deletion and so is not in digests,
+but travels with every state transfer of the entry). The rank is a total order and tombstones
+only grow, so every node that has received the same records holds the same state; the order of
+arrival can matter on the way (a put dominated by a later-starting one is not kept, so a
+deletion of the later one does not bring it back), and anti-entropy repairs the rest.
 """
 
 from __future__ import annotations
 
 import collections
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Protocol
 
-from replication.hlc import ZERO, Version
+from replication.hlc import Version
 from replication.records import Record, digests_of
 
 
 class Rank(NamedTuple):
     """The order between two certificates of one name (R-REPL-8): higher wins."""
 
-    epoch: Version
     start_ms: int
     version: Version
 
 
 def rank_of(rec: Record) -> Rank:
-    return Rank(rec.epoch or ZERO, rec.start_ms, rec.version)
+    return Rank(rec.start_ms, rec.version)
+
+
+def tombstone_of(rec: Record) -> Record:
+    """The deletion a record makes: itself for a tombstone, its ``replaces`` for a put."""
+    if rec.der is None:
+        return rec
+    assert rec.replaces is not None
+    return Record(rec.store, rec.name, rec.replaces, None, rec.replaces.node)
 
 
 @dataclass
@@ -91,6 +103,12 @@ def decide(slot: Slot | None, rec: Record, cutoff_ms: int) -> Decision:
         if slot.tombstone is not None and rec.version <= slot.tombstone:
             return NOTHING
         return Decision(put_tombstone=True, delete_entry=kills)
+    if rec.replaces is not None:  # the deletion it carries first, then the put itself
+        deletion = decide(slot, tombstone_of(rec), cutoff_ms)
+        then = decide(after(slot, tombstone_of(rec), deletion), replace(rec, replaces=None), cutoff_ms)
+        return Decision(
+            put_entry=then.put_entry, put_tombstone=deletion.put_tombstone, delete_entry=deletion.delete_entry
+        )
     if slot.tombstone is not None and not entry_survives(rec.version, slot.tombstone):
         return NOTHING  # written before the deletion: never back (R-REPL-9)
     if slot.entry is not None and slot.entry_rank is not None and rank_of(rec) <= slot.entry_rank:
@@ -102,7 +120,7 @@ def after(slot: Slot | None, rec: Record, decision: Decision) -> Slot:
     """The slot once ``decision`` is carried out (what the store's index holds after the writes)."""
     new = Slot() if slot is None else Slot(slot.entry, slot.entry_sha, slot.tombstone, slot.entry_rank)
     if decision.put_tombstone:
-        new.tombstone = rec.version
+        new.tombstone = tombstone_of(rec).version
     if decision.delete_entry:
         new.entry, new.entry_sha, new.entry_rank = None, None, None
     if decision.put_entry:
@@ -131,14 +149,23 @@ def expired_tombstones(index: Mapping[tuple[str, str], Slot], cutoff_ms: int) ->
     return [key for key, slot in index.items() if slot.tombstone is not None and slot.tombstone.ms < cutoff_ms]
 
 
-def local_epoch(slot: Slot | None, *, supersedes: bool, version: Version) -> Version | None:
-    """The epoch of a local put: a deliberate replacement of the node's own certificate outranks
-    every earlier copy whatever its start; any other put keeps the epoch of what it replaces."""
-    if supersedes:
-        return version
-    if slot is not None and slot.entry_rank is not None and slot.entry_rank.epoch != ZERO:
-        return slot.entry_rank.epoch
-    return None
+def local_floor(slot: Slot | None, *, supersedes: bool) -> Version | None:
+    """The deletion a local put carries (``Record.replaces``): the latest one of its name this node
+    knows and, when the node replaces its own certificate (``supersedes``), its previous copy."""
+    floor = None if slot is None else slot.tombstone
+    if supersedes and slot is not None and slot.entry is not None and (floor is None or slot.entry > floor):
+        floor = slot.entry
+    return floor
+
+
+def with_floor(rec: Record, slot: Slot | None) -> Record:
+    """A held entry as sent in a state transfer: with the latest deletion of its name this node holds
+    (on 10.5 tombstones are not sent on their own, so a superseded copy could otherwise come back)."""
+    if rec.der is None or slot is None or slot.tombstone is None:
+        return rec
+    if rec.replaces is not None and rec.replaces >= slot.tombstone:
+        return rec
+    return replace(rec, replaces=slot.tombstone) if slot.tombstone < rec.version else rec
 
 
 # --- locality -------------------------------------------------------------------------------
@@ -159,6 +186,8 @@ def admissible(rec: Record, stores: Iterable[str], policies: Mapping[str, Policy
     what the store's policy replicates may arrive; a store this node lacks is skipped silently."""
     if rec.store not in stores:
         return ""
+    if rec.replaces is not None and (rec.der is None or rec.replaces >= rec.version):
+        return "bad-replaces"  # a deletion carried by a put is older than the put (never from the wire unchecked)
     policy = policies[rec.store]
     if (rec.der is None and not policy.replicate_delete) or (rec.der is not None and not policy.replicate_add):
         return "locality"
@@ -189,8 +218,24 @@ def digests(
 
 
 # --- anti-entropy -----------------------------------------------------------------------------
+#
+# O(N) by construction (issue 10): every node broadcasts one digest (per-store hashes) on
+# (re)connect, heal and its resync timer, but a differing digest is answered by one peer only,
+# the sender's *partner*: the first online node by name other than the sender (the hub, which in
+# turn has the second node as its partner). Partners then exchange what differs entry by entry:
+#
+#   A --digest (broadcast)--> everyone; only partner(A) = H (or A's own partner) acts:
+#   H --summary------------> A   per differing store: name -> tags of what H holds
+#   A --state + want-------> H   the records H lacks or holds older, and the names A lacks
+#   H --state--------------> A   the wanted records (never answered: no ping-pong)
+#
+# so two nodes that differ by one entry move that entry, not their stores. Both end with the
+# merge of both sides (``decide`` is a join). The hub re-broadcasts its digest once after a
+# reconciliation changed it, so what it learned from one node reaches those it reconciled before.
+# A rejoining node (away longer than the retention) takes its partner's whole view of the
+# differing stores instead (``_adopt_state`` drops what it must no longer hold), and answers none.
 
-MAX_STATE_HOPS = 2  # a state transfer may be answered by one more; this bounds any ping-pong
+MAX_STATE_HOPS = 2  # a rejoining peer's state is marked with it: never answered
 
 
 def differing(mine: Mapping[str, str], theirs: Mapping[str, str], among: Iterable[str] | None = None) -> list[str]:
@@ -199,25 +244,97 @@ def differing(mine: Mapping[str, str], theirs: Mapping[str, str], among: Iterabl
     return [s for s in stores if s in theirs and mine[s] != theirs[s]]
 
 
+def partner(node: str, online: Iterable[str]) -> str | None:
+    """The one peer that answers ``node``'s digests: the first online node by name other than itself."""
+    return min((n for n in online if n != node), default=None)
+
+
+class DigestAnswer(NamedTuple):
+    """What to send the sender of a digest: ``"summary"`` (start an entry-level exchange) or
+    ``"state"`` (a rejoining peer: our whole view of ``stores``, possibly none, so it knows it is in sync)."""
+
+    kind: str
+    stores: list[str]
+
+
 def answer_digest(
-    mine: Mapping[str, str], theirs: Mapping[str, str], *, rejoining: bool, peer_rejoining: bool
-) -> tuple[list[str], int] | None:
-    """What to do with a peer's digest: (stores to send, hops) or None. A rejoining node (away
-    longer than the retention) takes state and offers none; a rejoining peer gets ours, unanswered."""
-    stores = differing(mine, theirs)
-    if rejoining or not stores:
+    mine: Mapping[str, str],
+    theirs: Mapping[str, str],
+    *,
+    me: str,
+    sender: str,
+    online: Iterable[str],
+    rejoining: bool,
+    peer_rejoining: bool,
+) -> DigestAnswer | None:
+    """Whether (and how) this node answers a peer's digest: only partners answer (one reply per
+    digest, not N-1), a rejoining node answers nothing (it takes state), a rejoining peer gets our
+    view from its partner alone."""
+    if rejoining:
         return None
-    return stores, MAX_STATE_HOPS if peer_rejoining else 0
-
-
-def answer_state(
-    mine: Mapping[str, str], theirs: Mapping[str, str], sent: Iterable[str], hops: int
-) -> tuple[list[str], int] | None:
-    """After applying a peer's state: send ours back where we still differ, within the hop bound."""
-    stores = differing(mine, theirs, sent)
-    if stores and hops < MAX_STATE_HOPS:
-        return stores, hops + 1
+    online = set(online) | {me, sender}
+    stores = differing(mine, theirs)
+    if peer_rejoining:
+        return DigestAnswer("state", stores) if partner(sender, online) == me else None
+    if stores and (partner(sender, online) == me or partner(me, online) == sender):
+        return DigestAnswer("summary", stores)
     return None
+
+
+def partners(me: str, sender: str, online: Iterable[str]) -> bool:
+    """Whether ``me`` and ``sender`` reconcile with each other (either is the other's partner)."""
+    online = set(online) | {me, sender}
+    return partner(sender, online) == me or partner(me, online) == sender
+
+
+Summary = dict[str, dict[str, list[str]]]
+
+
+def slot_tags(store: str, slot: Slot, policies: Mapping[str, Policy]) -> list[str]:
+    """What a node holds for one (store, name), as compared between partners: the version (and
+    certificate hash) of its entry and the version of its tombstone, where the store replicates them."""
+    tags = []
+    if slot.entry is not None and policies[store].replicate_add:
+        tags.append(f"E{slot.entry}:{slot.entry_sha}")
+    if slot.tombstone is not None and policies[store].replicate_delete:
+        tags.append(f"T{slot.tombstone}")
+    return tags
+
+
+def summary(index: Mapping[tuple[str, str], Slot], stores: Iterable[str], policies: Mapping[str, Policy]) -> Summary:
+    """Per store in ``stores``, per name, the tags of what this node holds (a few dozen bytes an entry)."""
+    wanted = set(stores)
+    out: Summary = {s: {} for s in wanted}
+    for (store, name), slot in index.items():
+        if store in wanted:
+            tags = slot_tags(store, slot, policies)
+            if tags:
+                out[store][name] = tags
+    return out
+
+
+def reconcile(
+    index: Mapping[tuple[str, str], Slot],
+    theirs: Mapping[str, Mapping[str, Iterable[str]]],
+    policies: Mapping[str, Policy],
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Compare a partner's summary with what we hold: (keys whose records to send it, keys to ask it
+    for). Only names whose tags differ are listed; the merge on each side decides what wins."""
+    send: list[tuple[str, str]] = []
+    want: list[tuple[str, str]] = []
+    held_by_store: dict[str, dict[str, set[str]]] = {s: {} for s in theirs if s in policies}
+    for (store, name), slot in index.items():
+        if store in held_by_store:
+            held_by_store[store][name] = set(slot_tags(store, slot, policies))
+    for store, mine in held_by_store.items():
+        theirs_store = {name: set(tags) for name, tags in theirs[store].items()}
+        for name in sorted(mine.keys() | theirs_store.keys()):
+            held, other = mine.get(name, set()), theirs_store.get(name, set())
+            if held - other:
+                send.append((store, name))
+            if other - held:
+                want.append((store, name))
+    return send, want
 
 
 # --- screening ------------------------------------------------------------------------------

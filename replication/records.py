@@ -25,7 +25,7 @@ class Record:
     der: bytes | None
     origin: str
     start_ms: int = 0  # the certificate's validity start (R-REPL-8 orders same-name entries by it)
-    epoch: Version | None = None  # set on a put that replaces its node's own certificate (replication.core)
+    replaces: Version | None = None  # on a put: the latest deletion of its name it carries (replication.core)
 
     @property
     def is_tombstone(self) -> bool:
@@ -48,8 +48,8 @@ class Record:
             "d": None if self.der is None else base64.b64encode(self.der).decode(),
             "o": self.origin,
         }
-        if self.epoch is not None:
-            raw["e"] = self.epoch.to_json()
+        if self.replaces is not None:
+            raw["r"] = self.replaces.to_json()
         return raw
 
     @classmethod
@@ -59,14 +59,14 @@ class Record:
             raise TypeError("record lacks store, name or origin")
         if der is not None and not isinstance(der, str):
             raise TypeError("record certificate is not base64 text")
-        epoch = raw.get("e")
+        replaces = raw.get("r")
         return cls(
             store=store,
             name=name,
             version=Version.from_json(raw.get("v")),
             der=None if der is None else base64.b64decode(der, validate=True),
             origin=origin,
-            epoch=None if epoch is None else Version.from_json(epoch),
+            replaces=None if replaces is None else Version.from_json(replaces),
         )
 
 

@@ -68,6 +68,11 @@ def cert_list(
     async def go() -> list[dict[str, Any]]:
         async with rl.connect(running) as client:
             found: list[dict[str, Any]] = await client.request(node, "list", {k: v for k, v in args.items() if v})
+            described = await client.request(node, "cert_descriptions")  # Description(friendly name)
+            for r in found:
+                name = r["store"] if r["usage"] == "identity" else r["name"]
+                if f"{r['store']}/{name}" in described:
+                    r["description"] = described[f"{r['store']}/{name}"]
             if any(r["usage"] == "identity" for r in found):
                 # R-OP-UPLOAD-4 / R-KU-1: which services still use an older certificate, and flags
                 extra = {i["unit"]: i for i in await client.request(node, "identity_list")}
@@ -173,12 +178,16 @@ def _advice(result: dict[str, Any]) -> None:
 @click.option(
     "--purpose", default=None, metavar="UNIT", help="Identity unit for a CA-signed certificate (e.g. tomcat)."
 )
+@click.option(
+    "--description", default="", metavar="TEXT", help="Description(friendly name) shown in the certificate list."
+)
 @click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False, allow_dash=True))
 @running_lab_options(json=True)
 def cert_upload_any(
     node: str,
     store: str | None,
     purpose: str | None,
+    description: str,
     file: Path,
     lab_name: str | None,
     lab_dir: Path | None,
@@ -186,18 +195,23 @@ def cert_upload_any(
 ) -> None:
     """Upload FILE (PEM, DER or PKCS#7; '-' for stdin): to a trust store (--store) or, with
     --purpose UNIT, as NODE's CA-signed identity certificate for UNIT (R-OP-UPLOAD-1..3)."""
-    from node import certs  # noqa: PLC0415
+    from cluster.doors.descriptions import describe_args  # noqa: PLC0415
+    from node import certops, certs  # noqa: PLC0415
 
     if (store is None) == (purpose is None):
         raise BadInput("give --store STORE for a trust certificate or --purpose UNIT for an identity certificate")
+    description = certops.check_description(description)  # refused before anything changes, as every door
     data = read_user_bytes(file, "certificate")  # '-' reads standard input; bounded either way
     if len(data) > certs.MAX_UPLOAD_BYTES:  # refused here: a bus envelope that big would never reach the node
         raise BadInput(f"{file} is {len(data):,} bytes; the limit is {certs.MAX_UPLOAD_BYTES:,} bytes")
     if store is not None:
-        _trust_upload(node, store, data, lab_name, lab_dir, as_json)
+        _trust_upload(node, store, data, lab_name, lab_dir, as_json, description)
         return
+    assert purpose is not None
     args = {"unit": purpose, "data": base64.b64encode(data).decode()}
     result = certops_request(lab_name, lab_dir, node, "identity_upload", args)
+    if (describe := describe_args(purpose, result, description)) is not None:
+        certops_request(lab_name, lab_dir, node, "cert_describe", describe)
     if as_json:
         emit_json(result)
         return
@@ -210,12 +224,16 @@ def cert_upload_any(
 
 
 def _trust_upload(
-    node: str, store: str, data: bytes, lab_name: str | None, lab_dir: Path | None, as_json: bool
+    node: str, store: str, data: bytes, lab_name: str | None, lab_dir: Path | None, as_json: bool, description: str
 ) -> None:
     """The trust upload of ``cert upload --store`` (same request and output as before --purpose existed)."""
+    from cluster.doors.descriptions import describe_args  # noqa: PLC0415
+
     result = certops_request(
         lab_name, lab_dir, node, "upload", {"store": store, "data": base64.b64encode(data).decode()}
     )
+    if (describe := describe_args(store, result, description)) is not None:
+        certops_request(lab_name, lab_dir, node, "cert_describe", describe)
     if as_json:
         emit_json(result)
         return

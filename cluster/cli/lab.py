@@ -38,7 +38,7 @@ def _doors_table(spec: LabSpec, doors: dict[str, dict[str, Any]]) -> Table:
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=f"front doors of {spec.name} (OS administrator: {spec.os_admin.user})", title_justify="left")
-    for column in ("node", "fqdn", "SSH", "HTTPS (certmgr REST)", "note"):
+    for column in ("node", "fqdn", "SSH", "HTTPS (pages /cmplatform, certmgr REST)", "note"):
         table.add_column(column)
     for node in spec.nodes:
         info = doors.get(node.name)

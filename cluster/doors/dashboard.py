@@ -32,9 +32,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cluster.control import LAB_TARGET, ControlClient
-from cluster.doors.auth import Throttle
+from cluster.doors.auth import Credentials, Throttle
 from cluster.doors.rest import TlsIdentity, TlsMaterial
-from cluster.doors.sessions import PageAuth, has_session
+from cluster.doors.sessions import Handler, PageAuth, has_session
 from cluster.doors.web import SECURITY_HEADERS, static_file, templates
 from cluster.labdir import HISTORY_FILE
 from cluster.labfile import LabSpec
@@ -47,6 +47,8 @@ ROOT = "/lab"
 POLL_S = 0.5  # how often the event stream looks for new history lines
 STATUS_EVERY_S = 2.0  # how often it asks the nodes whether one came or went
 FEED_BACKLOG = 50  # history lines a new page is shown first
+MAX_EVENT_LINE = 64 * 1024  # bytes of one history line the event stream holds; a longer one is skipped
+MAX_STREAMS = 32  # event streams open at once (browser tabs); more are refused (503) until one closes
 FAULTS = {"stop", "start", "crash", "partition", "heal", "broker_restart"}
 _CHANGES = {"apply", "state-in", "state-adopted", "crash", "rejoin", "install", "service-started", "monitor-alarms"}
 
@@ -83,6 +85,19 @@ def feed_line(event: Mapping[str, Any]) -> str:
     )
     line = f"{event.get('sim', '')} {event.get('node', '')} {event.get('event', '')} {rest}"
     return " ".join(line.split())[:400]  # one line: an SSE data field ends at a newline
+
+
+def split_lines(pending: bytes, chunk: bytes, limit: int = MAX_EVENT_LINE) -> tuple[list[bytes], bytes]:
+    """The whole lines of ``pending + chunk`` and what is left of an unfinished one. What is held never
+    exceeds ``limit`` bytes: a line longer than that is dropped (its rest up to its newline too)."""
+    *lines, rest = (pending + chunk).split(b"\n")
+    kept = [line for line in lines if len(line) <= limit and not line.startswith(_SKIPPED)]
+    if len(rest) > limit:
+        rest = _SKIPPED  # remember to drop the rest of this line when its newline comes
+    return kept, rest
+
+
+_SKIPPED = b"\x00skip"  # a marker no JSON line starts with
 
 
 def is_shown(event: Mapping[str, Any]) -> bool:
@@ -131,6 +146,7 @@ class Dashboard:
         self.client = client
         self.auth = auth or PageAuth(ROOT, spec.os_admin, throttle or Throttle(), _Log())
         self.base = base  # where this cluster's pages live: /lab, or /lab/c/<cluster> in a class
+        self.streams = [0]  # live feeds open now (MAX_STREAMS); a list: the boards of a class share one
         self.env = templates()
 
     # -- what the page shows --------------------------------------------------------------------
@@ -326,15 +342,23 @@ class Dashboard:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: ``history`` per new line of the lab's history, ``changed`` when the page
-        should refresh its live part (a change in the history, a node that came or went)."""
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
-        await response.prepare(request)
-        async for kind, data in self._stream():
-            try:
-                await response.write(f"event: {kind}\ndata: {data}\n\n".encode())
-            except (ConnectionResetError, RuntimeError):
-                break
-        return response
+        should refresh its live part (a change in the history, a node that came or went). Bounded: at
+        most ``MAX_STREAMS`` streams, each holding at most one history line of ``MAX_EVENT_LINE`` bytes
+        (a line is sent as soon as it is read; nothing queues for a slow browser but the socket's buffer)."""
+        if self.streams[0] >= MAX_STREAMS:
+            raise web.HTTPServiceUnavailable(text=f"{MAX_STREAMS} live feeds are open; close one and reload")
+        self.streams[0] += 1
+        try:
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+            await response.prepare(request)
+            async for kind, data in self._stream():
+                try:
+                    await response.write(f"event: {kind}\ndata: {data}\n\n".encode())
+                except (ConnectionResetError, RuntimeError):
+                    break
+            return response
+        finally:
+            self.streams[0] -= 1
 
     async def _stream(self) -> AsyncIterator[tuple[str, str]]:
         path = self.lab_dir / HISTORY_FILE
@@ -345,13 +369,15 @@ class Dashboard:
         buffer = b""
         while True:
             changed = False
-            if path.exists() and path.stat().st_size > offset:
+            size = path.stat().st_size if path.exists() else 0
+            if size < offset:  # the lab moved a full history aside (cluster.lab.History): read the new one
+                offset, buffer = 0, b""
+            if size > offset:
                 with path.open("rb") as f:
                     f.seek(offset)
                     chunk = f.read(1 << 20)
                 offset += len(chunk)
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
+                lines, buffer = split_lines(buffer, chunk)
                 for raw in lines:
                     with contextlib.suppress(ValueError):
                         event = json.loads(raw)
@@ -398,23 +424,63 @@ class Dashboard:
         return app
 
 
+@dataclass(frozen=True, repr=False)  # the inherited repr, which never shows a password
+class ClassCredentials(Credentials):
+    """The OS administrators of every cluster of a class: a login is any cluster's, and sees the clusters
+    whose administrator it is (one shared account, as ``certsim class up`` makes them: the whole class)."""
+
+    clusters: tuple[tuple[str, Credentials], ...] = ()
+
+    @classmethod
+    def of(cls, clusters: list[tuple[str, Credentials]]) -> ClassCredentials:
+        return cls(clusters[0][1].user, clusters[0][1].password, tuple(clusters))
+
+    def scope(self, user: str, password: str) -> frozenset[str]:
+        return frozenset(name for name, c in self.clusters if c.check(user, password))
+
+    def check(self, user: str, password: str) -> bool:
+        return bool(self.scope(user, password))  # every cluster compared: the time tells nothing
+
+
+class ClassAuth(PageAuth):
+    """``PageAuth`` whose sessions remember which clusters their login may see."""
+
+    credentials: ClassCredentials
+
+    async def login(self, request: web.Request, username: str, password: str, token: str) -> tuple[str | None, str]:
+        key, error = await super().login(request, username, password, token)
+        session = self.sessions.get(key)
+        if session is not None:
+            session.scope = self.credentials.scope(username, password)
+        return key, error
+
+
 class ClassDashboard:
-    """Several clusters of one lab (a classroom, ``clusters:``): an overview of every cluster at /lab and
-    each cluster's own dashboard at /lab/c/<cluster>, behind one login (the first cluster's OS administrator)."""
+    """Several clusters of one lab (a classroom, ``clusters:``): an overview of every cluster and every
+    node at /lab and each cluster's own dashboard at /lab/c/<cluster>. A login with a cluster's OS
+    administrator sees that cluster; a login that is the administrator of several sees them all."""
 
     def __init__(self, clusters: list[tuple[LabSpec, Path, ControlClient]]) -> None:
         if not clusters:
             raise BadInput("no running cluster to show")
-        self.auth = PageAuth(ROOT, clusters[0][0].os_admin, Throttle(), _Log())
+        credentials = ClassCredentials.of([(spec.name, spec.os_admin) for spec, _, _ in clusters])
+        self.auth = ClassAuth(ROOT, credentials, Throttle(), _Log())
         self.boards = [
             Dashboard(spec, lab_dir, client, auth=self.auth, base=f"{ROOT}/c/{spec.name}")
             for spec, lab_dir, client in clusters
         ]
+        for board in self.boards:
+            board.streams = self.boards[0].streams  # MAX_STREAMS for the whole class
+
+    def visible(self, request: web.Request) -> list[Dashboard]:
+        scope = self.auth.session(request).scope
+        return [b for b in self.boards if scope is None or b.spec.name in scope]
 
     async def overview(self, request: web.Request) -> web.Response:
-        snaps = await asyncio.gather(*(b.snapshot() for b in self.boards))
+        boards = self.visible(request)
+        snaps = await asyncio.gather(*(b.snapshot() for b in boards))
         rows = []
-        for board, snap in zip(self.boards, snaps, strict=True):
+        for board, snap in zip(boards, snaps, strict=True):
             nodes = snap["nodes"]
             rows.append(
                 {
@@ -426,13 +492,33 @@ class ClassDashboard:
                     "alarms": sum(n.alarms for n in nodes),
                     "differences": snap["matrix"].differences,
                     "down": [n.name for n in nodes if not n.up],
+                    "nodes": nodes,
+                    "labinfo": snap["labinfo"],
                 }
             )
         first = self.boards[0]
-        return await first.render(request, "lab_class.html", title=f"certsim class of {len(rows)} clusters", rows=rows)
+        hidden = len(self.boards) - len(boards)
+        return await first.render(
+            request, "lab_class.html", title=f"certsim class of {len(rows)} clusters", rows=rows, hidden=hidden
+        )
+
+    def _scope_check(self) -> Any:
+        """A cluster's pages only for a login that may see that cluster (404 otherwise: nothing said of it)."""
+
+        @web.middleware
+        async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+            prefix = f"{ROOT}/c/"
+            if request.path.startswith(prefix) and has_session(request):
+                name = request.path[len(prefix) :].split("/", 1)[0]
+                scope = self.auth.session(request).scope
+                if scope is not None and name not in scope:
+                    raise web.HTTPNotFound(text="no such cluster")
+            return await handler(request)
+
+        return check
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024, middlewares=[self.auth.middleware()])
+        app = web.Application(client_max_size=64 * 1024, middlewares=[self.auth.middleware(), self._scope_check()])
         self.boards[0].add_login(app)
         app.router.add_get(ROOT, self.overview)
         for board in self.boards:

@@ -6,11 +6,12 @@ Endpoints, under ``/platformcom/api/v1/certmgr/config/`` (DOMAIN.md "Real-produc
 POST      ``csr``                    ``{"service", "distribution", "commonName", "keyType",
                                      "keyLength", "hashAlgorithm", "altNames"}`` -> ``{"csr"}``
                                      (op ``csr_gen``, R-OP-CSR-1)
-POST      ``identity/certificates``  ``{"service", "certificates": [leaf, chain...]}`` (op
+POST      ``identity/certificates``  ``{"service", "certificates": [...], "description"}`` (op
                                      ``identity_upload``; 400 while the issuer is not trusted or
                                      the key matches no CSR, R-OP-UPLOAD-3)
 POST      ``trust/certificates``     ``{"service": [...], "certificates": [...], "description"}``
-                                     (op ``upload`` into each service's trust store)
+                                     (op ``upload`` into each service's trust store; the
+                                     description by ``cert_describe``, as every door)
 GET       ``trust/certificate``      ``?service=`` (a unit such as ``tomcat`` or a store such as
                                      ``tomcat-trust``; none: every trust store)
 GET       ``identity/certificate``   ``?service=`` (none: every identity unit)
@@ -47,10 +48,12 @@ from typing import Any
 from aiohttp import web
 
 from cluster.doors.auth import Credentials, RequestFn, Throttle
+from cluster.doors.descriptions import describe_upload
 from cluster.labfile import LabSpec, NodeSpec
 from node import certops, certs
 from node.catalog import STORES, UNITS, KeyAlgo, stores_for
 from node.errors import BadInput, CertsimError, NotFound
+from node.safetext import safe_text
 
 API_ROOT = "/platformcom/api/v1/certmgr/config/"
 PAGES_ROOT = "/cmplatform"  # the OS Administration pages on the same listener (cluster.doors.web)
@@ -212,6 +215,7 @@ class CertmgrApi:
         downloads = await asyncio.gather(
             *(self.call("download", {"store": r["store"], "name": r["name"], "format": "pem"}) for r in rows)
         )
+        described: dict[str, str] = await self.call("cert_descriptions")
         return [
             {
                 "service": r["store"],
@@ -224,6 +228,7 @@ class CertmgrApi:
                 "notAfter": r["not_after"],
                 "keyType": r["key_type"],
                 "sha256": r["sha256"],
+                "description": described.get(f"{r['store']}/{r['name']}", ""),
             }
             for r, d in zip(rows, downloads, strict=True)
         ]
@@ -308,8 +313,10 @@ class CertmgrApi:
         in the unit's trust store or the key matches no pending CSR; R-OP-UPLOAD-4: restart to use it."""
         body = await _json_object(request)
         service = _text(body, "service")
+        description = certops.check_description(body.get("description", ""))
         data = _pem_data(_pem_list(body))
         result = await self.call("identity_upload", {"unit": service, "data": data})
+        await describe_upload(self.call, service, result, description)
         return web.json_response(
             {
                 "service": result["unit"],
@@ -334,22 +341,21 @@ class CertmgrApi:
         services = [raw_services] if isinstance(raw_services, str) else raw_services
         if not isinstance(services, list) or not services or not all(isinstance(s, str) for s in services):
             raise BadInput("'service' must be an array of services such as [\"tomcat\"]")
-        description = body.get("description", "")
-        if not isinstance(description, str):
-            raise BadInput("'description' must be a string")
+        description = certops.check_description(body.get("description", ""))
         stores = list(dict.fromkeys(self._trust_store(s) for s in services))
         data = _pem_data(_pem_list(body))
         done: list[dict[str, Any]] = []
         for store in stores:
             try:
                 result = await self.call("upload", {"store": store, "data": data})
+                await describe_upload(self.call, store, result, description)
             except CertsimError as exc:
                 if not done:
                     raise
                 return _node_error(exc, completed=done)
             done.append({k: result[k] for k in ("store", "added", "replaced", "unchanged", "notes", "replicated")})
         return web.json_response(
-            {"message": "Trust certificates uploaded", "description": description, "results": done}
+            {"message": "Trust certificates uploaded", "description": safe_text(description), "results": done}
         )
 
     async def get_trust(self, request: web.Request) -> web.Response:

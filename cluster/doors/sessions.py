@@ -38,6 +38,7 @@ class Session:
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     last_seen: float = 0.0
     flash: list[tuple[str, str]] = field(default_factory=list)  # (level, text) shown once on the next page
+    scope: frozenset[str] | None = None  # what this login may see where a site serves several labs (None: all)
 
     def check_csrf(self, token: object) -> bool:
         return isinstance(token, str) and hmac.compare_digest(token.encode(), self.csrf.encode())

@@ -25,15 +25,18 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
+import markupsafe
 from aiohttp import web
 
 from cluster.doors.auth import Credentials, RequestFn, Throttle
-from cluster.doors.platform_cli import Text, _advice, _details
+from cluster.doors.descriptions import describe_upload
+from cluster.doors.platform_cli import Text, _advice, _details, trust_description
 from cluster.doors.sessions import CSRF_FIELD, PageAuth, has_session
 from cluster.labfile import LabSpec, NodeSpec
 from node import certops
 from node.catalog import EC_KEY_SIZES, PARAMS, RSA_KEY_SIZES, UNITS, KeyAlgo, Role, stores_for, units_for
 from node.errors import BadInput, CertsimError, Unavailable
+from node.safetext import safe_lines
 
 ROOT = "/cmplatform"
 SECURITY_HEADERS = {
@@ -54,12 +57,18 @@ FIND_FIELDS = {  # the find bar's fields (R-OP-LIST) and the list column each on
 FIND_OPS = ("begins with", "contains", "ends with", "is exactly", "is empty", "is not empty")
 
 
+def _printable(value: Any) -> Any:
+    """Every ``{{ value }}`` of a page: text with its control characters escaped (markup left as it is)."""
+    return safe_lines(value) if isinstance(value, str) and not isinstance(value, markupsafe.Markup) else value
+
+
 def templates(package: str = "cluster.doors") -> jinja2.Environment:
     """The package's templates, autoescaped (certificate text is untrusted wherever it is shown)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader(package, "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
+        finalize=_printable,  # and never a control character raw: what a page echoes is escaped (node.safetext)
     )
     env.globals["csrf_field"] = CSRF_FIELD
     return env
@@ -87,18 +96,25 @@ def find_match(op: str, value: str, text: str) -> bool:
 
 
 def list_rows(
-    rows: list[Mapping[str, Any]], fqdn: str, identities: Mapping[str, Mapping[str, Any]]
+    rows: list[Mapping[str, Any]],
+    fqdn: str,
+    identities: Mapping[str, Mapping[str, Any]],
+    descriptions: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The Certificate List's rows from the node's ``list`` answer, in the product's columns."""
+    """The Certificate List's rows from the node's ``list`` answer, in the product's columns; the
+    Description is the one given at upload (``cert_descriptions``), else the product's default."""
     out = []
     for r in rows:
         identity = r["usage"] == "identity"
         store = str(r["store"])
         name = store if identity else str(r["name"])
-        if r["self_signed"]:
+        if not identity:
+            description = trust_description(None)
+        elif r["self_signed"]:
             description = Text.LIST_SELF_SIGNED.format(path=f"{store}/{name}.pem").split(": ", 1)[1]
         else:
             description = Text.LIST_SIGNED_BY.format(path="", issuer=r["issuer_cn"] or r["issuer"]).split(": ", 1)[1]
+        description = (descriptions or {}).get(f"{store}/{name}") or description
         multi = identity and str(r.get("source")) == "ca-signed" and len(identities.get(store, {}).get("san") or []) > 1
         out.append(
             {
@@ -251,7 +267,7 @@ class OsAdminPages:
         try:
             listed, identities = await self.call("list", args), await self.call("identity_list")
             by_unit = {str(i["unit"]): i for i in identities}
-            rows = list_rows(listed, self.node.fqdn, by_unit)
+            rows = list_rows(listed, self.node.fqdn, by_unit, await self.call("cert_descriptions"))
         except CertsimError as exc:
             error = exc.message
         if text.strip() or op in ("is empty", "is not empty"):
@@ -293,7 +309,8 @@ class OsAdminPages:
         ident: dict[str, Any] = {}
         if identity:
             ident = next((i for i in await self.call("identity_list") if i["unit"] == store), {})
-        listed = list_rows([row], self.node.fqdn, {store: ident} if ident else {})[0] if row else None
+        described = await self.call("cert_descriptions")
+        listed = list_rows([row], self.node.fqdn, {store: ident} if ident else {}, described)[0] if row else None
         return await self.render(
             request,
             "cert_details.html",
@@ -416,9 +433,9 @@ class OsAdminPages:
         purpose = str(form.get("purpose", ""))
         upload = form.get("file")
         data = upload.file.read() if isinstance(upload, web.FileField) else b""
-        description = str(form.get("description", ""))
         lines: list[str] = []
         try:
+            description = certops.check_description(str(form.get("description", "")))
             if not data:
                 raise BadInput(Text.NOTHING_PASTED.replace("pasted", "uploaded"))
             b64 = base64.b64encode(data).decode()
@@ -429,13 +446,13 @@ class OsAdminPages:
             else:
                 result = await self.call("upload", {"store": purpose, "data": b64})
             lines += [str(n) for n in result.get("notes", [])]
+            await describe_upload(self._request, purpose, result, description)
         except CertsimError as exc:
             self.flash(request, "error", exc.message)
             raise self.back("certificateUpload.do", purpose=purpose) from None
         self.flash(
             request, "ok", Text.IMPORTED.format(unit=purpose), Text.RESTART_REMINDER.format(unit=purpose), *lines
         )
-        self.auth.log.info("web-upload", purpose=purpose, description=description[:128])
         raise self.back("certificateFindList.do")
 
     async def _csr_context(self, request: web.Request, *, self_signed: bool) -> dict[str, Any]:

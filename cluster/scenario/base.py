@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,8 @@ class StepKind:
     check: bool = False  # an expectation: an AssertionError from ``run`` fails the step (verdict invalid)
     defines: tuple[str, ...] = ()  # argument keys whose values name new lab CA certificates
     uses: tuple[str, ...] = ()  # argument keys whose values name lab CA certificates (or ``unit@node``)
+    # lab CA references anywhere else in the arguments: (field path, reference) pairs, checked like ``uses``
+    refs: Callable[[Any, LabSpec], Iterable[tuple[str, Any]]] | None = None
 
 
 def parse_duration(raw: Any) -> dt.timedelta:
@@ -84,18 +86,21 @@ def need_args(args: Any, keys: Sequence[str], label: str, optional: Sequence[str
     return args
 
 
-def check_node(lab: LabSpec, name: Any, label: str) -> None:
+def check_node(lab: LabSpec, name: Any, label: str, key: str = "") -> None:
+    """A node of the lab; the message names the field's path (``steps[3].upload.node``) when ``key`` is given."""
     if name not in lab.node_names:
-        raise ScenarioError(f"{label}: unknown node '{name}'; nodes: {', '.join(lab.node_names)}")
+        where = f"{label}.{key}" if key else label
+        raise ScenarioError(f"{where}: unknown node '{name}'; nodes: {', '.join(lab.node_names)}")
 
 
 def check_step_nodes(a: Mapping[str, Any], lab: LabSpec, label: str, *, one_of: bool = False) -> None:
     """Validate a step's ``node:`` / ``nodes:`` (names or ``all``); ``one_of``: exactly one of the two."""
     if one_of and ("node" in a) == ("nodes" in a):
         raise ScenarioError(f"{label}: give one of 'node' or 'nodes'")
-    for name in as_list(a.get("nodes")) + as_list(a.get("node")):
-        if name != "all":
-            check_node(lab, name, label)
+    for key in ("nodes", "node"):
+        for name in as_list(a.get(key)):
+            if name != "all":
+                check_node(lab, name, label, key)
 
 
 def step_nodes(runner: Runner, a: Mapping[str, Any]) -> list[str]:
@@ -151,6 +156,19 @@ def check_ref(ref: Any, known: set[str], lab: LabSpec, label: str) -> None:
     if ref not in known:
         defined = ", ".join(sorted(known)) or "none yet"
         raise ScenarioError(f"{label}: unknown certificate '{ref}'; earlier ca/sign steps define: {defined}")
+
+
+def pem_refs(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """The ``{pem: NAME}`` placeholders inside a request body or input (``json.certificate.pem``)."""
+    if isinstance(value, Mapping):
+        if "pem" in value:
+            yield f"{path}.pem", value["pem"]
+            return
+        for k, v in value.items():
+            yield from pem_refs(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from pem_refs(v, f"{path}[{i}]")
 
 
 def as_list(value: Any) -> list[Any]:

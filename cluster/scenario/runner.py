@@ -182,14 +182,20 @@ def _check_names(steps: Sequence[Step], lab: LabSpec, where: str) -> None:
     """Every lab CA name a step uses is defined by an earlier step (``ca``, ``sign``...), before the lab starts."""
     known: set[str] = set()
     for step in steps:
-        if step.kind in EXTRA_STEPS:
-            defines, uses = EXTRA_STEPS[step.kind].defines, EXTRA_STEPS[step.kind].uses
+        kind = _expect_delegate(step.args) if step.kind == "expect" else None
+        kind = kind or step.kind
+        refs = None
+        if kind in EXTRA_STEPS:
+            defines, uses, refs = EXTRA_STEPS[kind].defines, EXTRA_STEPS[kind].uses, EXTRA_STEPS[kind].refs
         else:
-            defines, uses = _BUILTIN_NAMES.get(step.kind, ((), ()))
+            defines, uses = _BUILTIN_NAMES.get(kind, ((), ()))
         a = step.args if isinstance(step.args, Mapping) else {}
+        label = _label(where, step.index, step.kind)
         for key in uses:
             for ref in as_list(a.get(key)):
-                check_ref(ref, known, lab, f"{_label(where, step.index, step.kind)}.{key}")
+                check_ref(ref, known, lab, f"{label}.{key}")
+        for path, ref in refs(step.args, lab) if refs is not None else ():
+            check_ref(ref, known, lab, f"{label}.{path}")
         known.update(str(n) for key in defines for n in as_list(a.get(key)))
 
 
@@ -232,7 +238,7 @@ def _v_ca(args: Any, _lab: LabSpec, label: str) -> None:
 
 def _v_upload(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["node", "store"], label, ["cert", "certs", "chain", "format", "pem", "raw", "raw_b64"])
-    check_node(lab, a["node"], label)
+    check_node(lab, a["node"], label, "node")
     check_store(a["store"], label)
     if sum(k in a for k in ("cert", "certs", "pem", "raw", "raw_b64")) != 1:
         raise ScenarioError(f"{label}: give one of cert, certs, pem, raw or raw_b64")
@@ -245,7 +251,7 @@ def _v_upload(args: Any, lab: LabSpec, label: str) -> None:
 
 def _v_delete(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["node", "store"], label, ["name", "cert"])
-    check_node(lab, a["node"], label)
+    check_node(lab, a["node"], label, "node")
     check_store(a["store"], label)
     if ("name" in a) == ("cert" in a):
         raise ScenarioError(f"{label}: give one of 'name' or 'cert'")
@@ -260,7 +266,7 @@ def _v_wait(args: Any, _lab: LabSpec, label: str) -> None:
 
 def _v_list(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["node"], label, ["store", "usage", "cn", "key_type", "expires_before", "expires_after"])
-    check_node(lab, a["node"], label)
+    check_node(lab, a["node"], label, "node")
     if "store" in a:
         check_store(a["store"], label)
 
@@ -270,6 +276,9 @@ def _v_expect(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["store"], label, ["rule", "nodes", "node", "has", "lacks", "count", "settle"])
     if not any(k in a for k in ("has", "lacks", "count")):
         raise ScenarioError(f"{label}: an expectation needs has, lacks or count")
+    for key in ("has", "lacks"):
+        if key in a and not as_list(a[key]):
+            raise ScenarioError(f"{label}.{key}: names no certificate, so it would check nothing")
     check_store(a["store"], label)
     store = str(a["store"])
     number(a, "count", label, 0, MAX_COUNT, integer=True)
@@ -278,7 +287,7 @@ def _v_expect(args: Any, lab: LabSpec, label: str) -> None:
     named = as_list(a.get("nodes", [])) + ([a["node"]] if "node" in a else [])
     for n in named:
         if n != "all":
-            check_node(lab, n, label)
+            check_node(lab, n, label, "node" if "node" in a else "nodes")
             if n not in _holders(lab, store):
                 raise ScenarioError(f"{label}.node: '{n}' has no '{store}' (not on a {lab.node(n).role.value} node)")
     if (not named or "all" in named) and not _holders(lab, store):

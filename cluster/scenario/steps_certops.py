@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from cluster.labfile import LabSpec
@@ -22,9 +22,18 @@ if TYPE_CHECKING:
     from cluster.scenario.runner import Runner
 
 
-def _unit(a: Mapping[str, Any], label: str, key: str = "unit") -> None:
-    if a.get(key) not in UNITS:
-        raise ScenarioError(f"{label}: unknown unit '{a.get(key)}'; known: {', '.join(sorted(UNITS))}")
+def _unit(a: Mapping[str, Any], label: str, key: str = "unit", known: Collection[str] = tuple(UNITS)) -> None:
+    if a.get(key) not in known:
+        raise ScenarioError(f"{label}.{key}: unknown unit '{a.get(key)}'; known: {', '.join(sorted(known))}")
+
+
+def _some_nodes(a: Mapping[str, Any], lab: LabSpec, label: str) -> None:
+    """``node:`` or ``nodes:`` naming at least one node of the lab: a check on no node would check nothing."""
+    if not as_list(a.get("nodes")) + as_list(a.get("node")):
+        raise ScenarioError(f"{label}: name the node(s) to check with 'node' or 'nodes'")
+    for key in ("nodes", "node"):
+        for n in as_list(a.get(key)):
+            check_node(lab, n, label, key)
 
 
 def _csrs(runner: Runner) -> dict[tuple[str, str], str]:
@@ -40,7 +49,7 @@ def _tokens(runner: Runner) -> dict[str, str]:
 
 def _v_csr(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["node", "unit"], label, ["multi_server", "key_size", "include_ou"])
-    check_node(lab, a["node"], label)
+    check_node(lab, a["node"], label, "node")
     _unit(a, label)
 
 
@@ -58,7 +67,7 @@ async def _csr(runner: Runner, step: Step) -> Any:
 def _v_sign(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["csr_of", "issuer", "as"], label, ["drop_data_encipherment", "days", "starts_in_days", "ocsp"])
     of = need_args(a["csr_of"], ["node", "unit"], f"{label} csr_of")
-    check_node(lab, of["node"], label)
+    check_node(lab, of["node"], label, "csr_of.node")
     _unit(of, label)
 
 
@@ -92,7 +101,7 @@ async def _sign(runner: Runner, step: Step) -> Any:
 
 def _v_upload_identity(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["node", "unit"], label, ["cert", "certs", "chain", "format", "pem", "raw", "raw_b64"])
-    check_node(lab, a["node"], label)
+    check_node(lab, a["node"], label, "node")
     _unit(a, label)
     if sum(k in a for k in ("cert", "certs", "pem", "raw", "raw_b64")) != 1:
         raise ScenarioError(f"{label}: give one of cert, certs, pem, raw or raw_b64")
@@ -112,7 +121,7 @@ async def _upload_identity(runner: Runner, step: Step) -> Any:
 
 def _v_regen(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["node", "unit"], label, ["key_size"])
-    check_node(lab, a["node"], label)
+    check_node(lab, a["node"], label, "node")
     _unit(a, label)
 
 
@@ -126,7 +135,7 @@ async def _regen(runner: Runner, step: Step) -> Any:
 
 def _v_restart(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["node", "service"], label, ["seconds"])
-    check_node(lab, a["node"], label)
+    check_node(lab, a["node"], label, "node")
     if a["service"] not in SERVICES:
         raise ScenarioError(f"{label}: unknown service '{a['service']}'; known: {', '.join(sorted(SERVICES))}")
 
@@ -140,7 +149,7 @@ async def _restart(runner: Runner, step: Step) -> Any:
 
 def _v_param(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["node", "name", "value"], label)
-    check_node(lab, a["node"], label)
+    check_node(lab, a["node"], label, "node")
     if a["name"] not in PARAMS:
         raise ScenarioError(f"{label}: unknown enterprise parameter '{a['name']}'; known: {', '.join(PARAMS)}")
 
@@ -152,7 +161,7 @@ async def _param(runner: Runner, step: Step) -> Any:
 
 def _v_authz(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["node", "kind"], label)
-    check_node(lab, a["node"], label)
+    check_node(lab, a["node"], label, "node")
     if a["kind"] not in ("encryption", "signing"):
         raise ScenarioError(f"{label}: kind is encryption or signing")
 
@@ -165,7 +174,7 @@ async def _authz(runner: Runner, step: Step) -> Any:
 
 def _v_token(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["node"], label, ["issue", "verify", "type", "user"])
-    check_node(lab, a["node"], label)
+    check_node(lab, a["node"], label, "node")
     if ("issue" in a) == ("verify" in a):
         raise ScenarioError(f"{label}: give one of 'issue: NAME' or 'verify: NAME'")
 
@@ -189,8 +198,8 @@ async def _token(runner: Runner, step: Step) -> Any:
 
 def _v_check_remote(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["node", "peer", "expect"], label)
-    check_node(lab, a["node"], label)
-    check_node(lab, a["peer"], label)
+    check_node(lab, a["node"], label, "node")
+    check_node(lab, a["peer"], label, "peer")
     if a["expect"] not in ("connects", "fails"):
         raise ScenarioError(f"{label}: expect is 'connects' or 'fails'")
 
@@ -209,8 +218,10 @@ async def _check_remote(runner: Runner, step: Step) -> Any:
 
 def _v_exchange(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["from", "to"], label, ["unit"])
-    check_node(lab, a["from"], label)
-    check_node(lab, a["to"], label)
+    check_node(lab, a["from"], label, "from")
+    check_node(lab, a["to"], label, "to")
+    if "unit" in a:
+        _unit(a, label, known=("tomcat", "tomcat-ECDSA"))
 
 
 async def _exchange(runner: Runner, step: Step) -> Any:
@@ -244,10 +255,9 @@ def _v_expect_identity(args: Any, lab: LabSpec, label: str) -> None:
         ],
     )
     _unit(a, label)
-    for n in as_list(a.get("nodes")) + ([a["node"]] if "node" in a else []):
-        check_node(lab, n, label)
+    _some_nodes(a, lab, label)
     if "same_as" in a:
-        check_node(lab, a["same_as"], label)
+        check_node(lab, a["same_as"], label, "same_as")
 
 
 async def _identity_row(runner: Runner, node: str, unit: str) -> dict[str, Any]:
@@ -293,14 +303,14 @@ async def _expect_identity(runner: Runner, step: Step) -> Any:
 
 def _v_expect_service(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["service"], label, ["node", "nodes", "restart_pending", "serves"])
-    for n in as_list(a.get("nodes")) + ([a["node"]] if "node" in a else []):
-        check_node(lab, n, label)
+    _some_nodes(a, lab, label)
     if a["service"] not in SERVICES:
         raise ScenarioError(f"{label}: unknown service '{a['service']}'")
     if "serves" in a:
         serves = need_args(a["serves"], ["unit", "of"], f"{label} serves")
         if serves["of"] not in ("current", "cached"):
             raise ScenarioError(f"{label}: serves.of is 'current' or 'cached'")
+        _unit(serves, f"{label}.serves")
 
 
 async def _expect_service(runner: Runner, step: Step) -> Any:
@@ -333,7 +343,7 @@ async def _expect_service(runner: Runner, step: Step) -> Any:
 
 def _v_expect_csr(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["node", "unit"], label, ["present", "san_includes", "key_type"])
-    check_node(lab, a["node"], label)
+    check_node(lab, a["node"], label, "node")
     _unit(a, label)
 
 

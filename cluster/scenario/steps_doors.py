@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -27,7 +27,7 @@ import aiohttp
 from cluster.doors.frontdoors import FrontDoors, enable_front_doors, served_certificate
 from cluster.doors.rest import API_ROOT, basic_auth_header
 from cluster.labfile import LabSpec
-from cluster.scenario.base import ScenarioError, Step, StepKind, as_list, check_node, need_args
+from cluster.scenario.base import ScenarioError, Step, StepKind, as_list, check_node, need_args, pem_refs
 from node import certs
 from node.errors import Unavailable
 
@@ -83,7 +83,7 @@ def _check_expect(a: Mapping[str, Any], known: set[str], label: str) -> Mapping[
 
 def _v_rest(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["node", "path"], label, ["method", "json", "auth", "expect"])
-    check_node(lab, a["node"], label)
+    check_node(lab, a["node"], label, "node")
     _check_doors(lab, label)
     if str(a.get("method", "GET")).upper() not in ("GET", "POST", "PUT", "DELETE"):
         raise ScenarioError(f"{label}: method is GET or POST (PUT and DELETE to see them refused)")
@@ -100,7 +100,7 @@ def _v_rest(args: Any, lab: LabSpec, label: str) -> None:
 
 def _v_ssh(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["node", "command"], label, ["input", "auth", "expect"])
-    check_node(lab, a["node"], label)
+    check_node(lab, a["node"], label, "node")
     _check_doors(lab, label)
     if not isinstance(a["command"], str) or not a["command"].strip():
         raise ScenarioError(f"{label}: command is one platform command such as 'show cert list own'")
@@ -316,7 +316,23 @@ async def _ssh(runner: Runner, step: Step) -> Any:
     return {"command": command, "exit": done.exit_status, "last_line": last[:200]}
 
 
+def _rest_refs(args: Any, _lab: LabSpec) -> Iterator[tuple[str, Any]]:
+    """Lab CA names a ``rest:`` step uses: ``{pem: NAME}`` in its body and the certificates it expects."""
+    if not isinstance(args, Mapping):
+        return
+    yield from pem_refs(args.get("json"), "json")
+    expect = args.get("expect")
+    if isinstance(expect, Mapping):
+        for key in ("has_cert", "lacks_cert", "served", "not_served"):
+            yield from ((f"expect.{key}", ref) for ref in as_list(expect.get(key)))
+
+
+def _ssh_refs(args: Any, _lab: LabSpec) -> Iterator[tuple[str, Any]]:
+    if isinstance(args, Mapping):
+        yield from pem_refs(as_list(args.get("input")), "input")
+
+
 STEPS: Mapping[str, StepKind] = {
-    "rest": StepKind(_v_rest, _rest, may_fail=False, check=True),
-    "ssh": StepKind(_v_ssh, _ssh, may_fail=False, check=True),
+    "rest": StepKind(_v_rest, _rest, may_fail=False, check=True, refs=_rest_refs),
+    "ssh": StepKind(_v_ssh, _ssh, may_fail=False, check=True, refs=_ssh_refs),
 }

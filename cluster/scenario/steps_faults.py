@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cluster.labfile import LabSpec
 from cluster.rogue import KINDS, RogueClient
-from cluster.scenario.base import ScenarioError, Step, StepKind, as_list, check_node, need_args
+from cluster.scenario.base import ScenarioError, Step, StepKind, as_list, check_node, check_store, need_args
 from node.catalog import KeyAlgo
 from node.errors import CertsimError
 
@@ -22,13 +22,13 @@ if TYPE_CHECKING:
 BURST_IN_FLIGHT = 64
 
 
-def _nodes_arg(args: Any, lab: LabSpec, label: str, *, allow_all: bool = False) -> None:
+def _nodes_arg(args: Any, lab: LabSpec, label: str, *, allow_all: bool = False, key: str = "") -> None:
     names = as_list(args)
     if not names:
         raise ScenarioError(f"{label}: name at least one node")
     for name in names:
         if not (allow_all and name == "all"):
-            check_node(lab, name, label)
+            check_node(lab, name, label, key)
 
 
 def _nodes(runner: Runner, args: Any) -> list[str]:
@@ -55,6 +55,8 @@ async def _heal(runner: Runner, step: Step) -> Any:
 
 def _validate_faults(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, [], label, ["node", "nodes", "delay_ms", "duplicate", "reorder", "seed", "clear", "drop"])
+    for key in ("node", "nodes"):
+        _nodes_arg(as_list(a.get(key)) or ["all"], lab, label, allow_all=True, key=key)
     _nodes_arg(as_list(a.get("nodes")) + as_list(a.get("node")), lab, label, allow_all=True)
     for key in ("duplicate", "reorder"):
         if not 0 <= float(a.get(key, 0)) <= 1:
@@ -92,7 +94,8 @@ async def _broker(runner: Runner, step: Step) -> Any:
 
 def _validate_burst(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["node", "store", "count", "issuer", "as"], label, ["crash_after"])
-    check_node(lab, a["node"], label)
+    check_node(lab, a["node"], label, "node")
+    check_store(a["store"], label, units=False)
     if not 1 <= int(a["count"]) <= 5000:
         raise ScenarioError(f"{label}: count must be 1..5000")
 
@@ -146,7 +149,8 @@ async def _burst(runner: Runner, step: Step) -> Any:
 
 def _validate_expect_acked(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["burst", "store"], label, ["nodes", "rule"])
-    _nodes_arg(as_list(a.get("nodes", "all")), lab, label, allow_all=True)
+    _nodes_arg(as_list(a.get("nodes", "all")), lab, label, allow_all=True, key="nodes")
+    check_store(a["store"], label, units=False)
 
 
 async def _expect_acked(runner: Runner, step: Step) -> Any:
@@ -155,6 +159,8 @@ async def _expect_acked(runner: Runner, step: Step) -> Any:
     acked = runner.memory.get(str(a["burst"]))
     if acked is None:
         raise ScenarioError(f"{step.label}: no burst named '{a['burst']}' ran before")
+    if not acked:
+        raise ScenarioError(f"{step.label}: burst '{a['burst']}' had no upload acknowledged, so this checks nothing")
     conv = await runner.lab.converge(timeout=runner.scenario.settle_timeout)
     missing: dict[str, int] = {}
     for node in _nodes(runner, a.get("nodes", "all")):
@@ -198,7 +204,7 @@ async def _rogue(runner: Runner, step: Step) -> Any:
 
 def _validate_expect_rejected(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["at_least"], label, ["nodes", "reasons", "rule"])
-    _nodes_arg(as_list(a.get("nodes", "all")), lab, label, allow_all=True)
+    _nodes_arg(as_list(a.get("nodes", "all")), lab, label, allow_all=True, key="nodes")
 
 
 async def _expect_rejected(runner: Runner, step: Step) -> Any:

@@ -34,6 +34,7 @@ from cluster.scenario.base import (
     StepKind,
     check_node,
     check_step_nodes,
+    check_store,
     need_args,
     parse_duration,
     step_nodes,
@@ -169,6 +170,8 @@ async def _ocsp_check(runner: Runner, step: Step) -> Any:
 def _v_expect_ocsp(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["cert", "status"], label, ["node", "nodes", "store", "within"])
     check_step_nodes(a, lab, label, one_of=True)
+    if "store" in a:
+        check_store(a["store"], label)
     if a["status"] not in STATUSES:
         raise ScenarioError(f"{label}: status is one of {', '.join(STATUSES)}")
     within = a.get("within", DEFAULT_WITHIN_S)
@@ -207,7 +210,7 @@ async def _expect_ocsp(runner: Runner, step: Step) -> Any:
 STEPS: Mapping[str, StepKind] = {
     "ocsp": StepKind(_v_ocsp, _ocsp),
     "revoke": StepKind(_v_revoke, _revoke, uses=("cert",)),
-    "ocsp_responder": StepKind(_v_responder, _responder, defines=("as",), uses=("ca",)),
+    "ocsp_responder": StepKind(_v_responder, _responder, defines=("as",), uses=("ca", "forget")),
     "ocsp_check": StepKind(_v_ocsp_check, _ocsp_check),
     "expect_ocsp": StepKind(_v_expect_ocsp, _expect_ocsp, may_fail=False, check=True, uses=("cert",)),
 }

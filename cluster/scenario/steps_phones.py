@@ -16,12 +16,12 @@ Checks, written as ``expect:`` with these keys (``cluster.scenario.runner`` hand
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from cluster.labfile import LabSpec
-from cluster.scenario.base import ScenarioError, Step, StepKind, as_list, check_node, need_args
-from node.catalog import STORES, UNITS, Role
+from cluster.scenario.base import ScenarioError, Step, StepKind, as_list, check_node, check_store, need_args
+from node.catalog import UNITS, Role
 from node.phone import State
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def _check_selection(sel: Any, lab: LabSpec, label: str) -> None:
         return
     if isinstance(sel, Mapping):
         need_args(sel, ["node"], label)
-        check_node(lab, sel["node"], label)
+        check_node(lab, sel["node"], label, "node")
         return
     names = _phone_names(lab)
     unknown = [str(n) for n in as_list(sel) if n not in names]
@@ -110,6 +110,8 @@ async def _ctl(runner: Runner, step: Step) -> Any:
 
 def _v_expect_phones(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["phones"], label, ["rule", "state", "count", "counts", "reason"])
+    if not _phone_names(lab):
+        raise ScenarioError(f"{label}.phones: the lab has no phones, so this would check nothing")
     _check_selection(a["phones"], lab, label)
     if "state" not in a and "counts" not in a:
         raise ScenarioError(f"{label}: a phone expectation needs state (and count) or counts")
@@ -122,8 +124,11 @@ async def _expect_phones(runner: Runner, step: Step) -> Any:
     a = step.args
     f = await _fleet(runner)
     await f.settle()
-    names = _select(runner, f, a["phones"]) or list(f.phones)
+    names = _select(runner, f, a["phones"])
+    names = list(f.phones) if names is None else names
     phones = [f.phones[n] for n in names]
+    if not phones:
+        raise ScenarioError(f"{step.label}: no phone matches {a['phones']!r}, so this would check nothing")
     problems: list[str] = []
     if "state" in a:
         want = STATE_NAMES[a["state"]]
@@ -152,10 +157,11 @@ async def _expect_phones(runner: Runner, step: Step) -> Any:
 
 def _v_trust_identity(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["from", "unit", "node", "store"], label)
-    check_node(lab, a["from"], label)
-    check_node(lab, a["node"], label)
-    if a["unit"] not in UNITS or a["store"] not in STORES:
-        raise ScenarioError(f"{label}: unit must be an identity unit and store a trust store")
+    check_node(lab, a["from"], label, "from")
+    check_node(lab, a["node"], label, "node")
+    if a["unit"] not in UNITS:
+        raise ScenarioError(f"{label}.unit: unknown unit {a['unit']!r}; known: {', '.join(sorted(UNITS))}")
+    check_store(a["store"], label, units=False)
 
 
 async def _trust_identity(runner: Runner, step: Step) -> Any:
@@ -170,7 +176,7 @@ def _v_backup(args: Any, lab: LabSpec, label: str) -> None:
     if ("create" in a) == ("restore" in a):
         raise ScenarioError(f"{label}: give one of create or restore")
     for n in as_list(a.get("nodes")):
-        check_node(lab, n, label)
+        check_node(lab, n, label, "nodes")
 
 
 async def _backup(runner: Runner, step: Step) -> Any:
@@ -190,12 +196,28 @@ async def _backup(runner: Runner, step: Step) -> Any:
 def _v_link_spec(raw: Any, lab: LabSpec, label: str) -> None:
     a = need_args(raw, ["kind", "from", "to"], label, ["trusts"])
     if a["kind"] not in ("tomcat", "sip", "ldap", "imp"):
-        raise ScenarioError(f"{label}: link kind is tomcat, sip, ldap or imp")
+        raise ScenarioError(f"{label}.kind: link kind is tomcat, sip, ldap or imp (got {a['kind']!r})")
     for n in as_list(a["from"]):
         if n != "all":
-            check_node(lab, n, label)
+            check_node(lab, n, label, "from")
     if a["kind"] in ("tomcat", "imp"):
-        check_node(lab, a["to"], label)
+        check_node(lab, a["to"], label, "to")
+    if not isinstance(a["to"], str) or not a["to"]:
+        raise ScenarioError(f"{label}.to: names a node, <cluster>/<node> (sip) or a lab CA certificate")
+    if not isinstance(a.get("trusts", []), list):
+        raise ScenarioError(f"{label}.trusts: a list of lab CA names or <unit>@<node>")
+
+
+def _link_refs(raw: Any, lab: LabSpec, path: str) -> Iterator[tuple[str, Any]]:
+    """Lab CA names a link uses: ``to`` of an LDAP server or SIP gateway (not a node), and ``trusts``."""
+    if not isinstance(raw, Mapping):
+        return
+    to = raw.get("to")
+    if raw.get("kind") in ("sip", "ldap") and isinstance(to, str) and "/" not in to and to not in lab.node_names:
+        yield f"{path}to", to
+    trusts = raw.get("trusts")
+    for ref in trusts if isinstance(trusts, list) else []:
+        yield f"{path}trusts", ref
 
 
 def _link_sources(runner: Runner, raw: Mapping[str, Any]) -> list[str]:
@@ -237,7 +259,7 @@ async def _expect_link(runner: Runner, step: Step) -> Any:
     a = step.args
     results = await _links(runner, a["link"])
     if not results:
-        raise AssertionError("no running node matched the link's 'from'")
+        raise ScenarioError(f"{step.label}: no running node matched the link's 'from', so this would check nothing")
     problems = []
     for r in results:
         if r.ok != a["ok"]:
@@ -254,9 +276,15 @@ STEPS: dict[str, StepKind] = {
     "ctl": StepKind(_v_ctl, _ctl),
     "trust_identity": StepKind(_v_trust_identity, _trust_identity),
     "backup": StepKind(_v_backup, _backup),
-    "link": StepKind(_v_link, _link, may_fail=False),
+    "link": StepKind(_v_link, _link, may_fail=False, refs=lambda a, lab: _link_refs(a, lab, "")),
     "expect_phones": StepKind(_v_expect_phones, _expect_phones, may_fail=False, check=True),
-    "expect_link": StepKind(_v_expect_link, _expect_link, may_fail=False, check=True),
+    "expect_link": StepKind(
+        _v_expect_link,
+        _expect_link,
+        may_fail=False,
+        check=True,
+        refs=lambda a, lab: _link_refs(a.get("link") if isinstance(a, Mapping) else None, lab, "link."),
+    ),
 }
 # ``expect:`` steps whose arguments carry one of these keys are checks of this module
 EXPECT_KEYS = {"phones": "expect_phones", "link": "expect_link"}

@@ -86,7 +86,9 @@ async def _monitor(runner: Runner, step: Step) -> Any:
 
 def _v_expect_times(args: Any, lab: LabSpec, label: str, extra: tuple[str, ...] = ()) -> None:
     a = need_args(args, ["node", "cert"], label, ["count", "first", "every", *extra])
-    check_node(lab, a["node"], label)
+    check_node(lab, a["node"], label, "node")
+    if not any(k in a for k in ("count", "first", "every")):
+        raise ScenarioError(f"{label}: give count, first or every, or this would check nothing")
     _durations(a, label, ("first", "every"))
 
 
@@ -152,7 +154,7 @@ async def _expect_mails(runner: Runner, step: Step) -> Any:
 
 def _v_expect_monitor(args: Any, lab: LabSpec, label: str) -> None:
     a = need_args(args, ["node", "cadence"], label, ["over"])
-    check_node(lab, a["node"], label)
+    check_node(lab, a["node"], label, "node")
     _durations(a, label, ("cadence", "over"))
 
 

@@ -61,9 +61,17 @@ def test_third_party_flow_regen_services_and_check_from_the_cli(lab_home: Path, 
     )
     assert refused.returncode == 1
     assert "not trusted" in refused.stderr
-    certsim("cert", "upload", "--node", "cucm-sub1", "--store", "tomcat-trust", str(ca_dir / "CliRoot.pem"), home=home)
-    out = certsim("cert", "upload", "--node", "cucm-sub1", "--purpose", "tomcat", str(signed), "--json", home=home)
+    certsim(
+        "cert", "upload", "--node", "cucm-sub1", "--store", "tomcat-trust", str(ca_dir / "CliRoot.pem"),
+        "--description", "root from the CLI", home=home,
+    )  # fmt: skip
+    out = certsim(
+        "cert", "upload", "--node", "cucm-sub1", "--purpose", "tomcat", str(signed), "--json",
+        "--description", "tomcat from the CLI", home=home,
+    )  # fmt: skip
     result = json.loads(out.stdout)
+    trust = json.loads(certsim("cert", "list", "--node", "cucm-sub1", "--cn", "CliRoot", "--json", home=home).stdout)
+    assert [r.get("description") for r in trust] == ["root from the CLI"]  # the dialog's Description, CLI side
     assert result["source"] == "ca-signed"
     assert "Cisco Tomcat" in result["restart"]
 
@@ -72,6 +80,7 @@ def test_third_party_flow_regen_services_and_check_from_the_cli(lab_home: Path, 
     assert tomcat["restart_pending"] is True
     listed = certsim("cert", "list", "--node", "cucm-sub1", "--store", "tomcat", "--json", home=home).stdout
     assert "Cisco Tomcat" in json.loads(listed)[0]["restart_pending"]  # R-OP-UPLOAD-4 in cert list
+    assert json.loads(listed)[0]["description"] == "tomcat from the CLI"
     table = certsim("cert", "list", "--node", "cucm-sub1", "--usage", "identity", home=home).stdout
     assert "restart pending" in table
     certsim("service", "restart", "--node", "cucm-sub1", "Cisco Tomcat", home=home)

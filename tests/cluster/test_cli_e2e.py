@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from cluster.labca import LabCA
 from node.catalog import KeyAlgo
 from node.clock import SimClock
 from scenarios import shipped_dir
+from tests.cluster.doors.test_hostile_text import _bad_uploads, _hostile, _pem_of
 from tests.conftest import stock_home
 
 DEMO_LAB = shipped_dir() / "labs" / "demo.yaml"
@@ -232,6 +234,29 @@ def test_lab_status_cert_verbs_and_down(running_lab: Path, tmp_path: Path) -> No
         "cert", "delete", "--node", "cucm-sub1", "--store", "tomcat-trust", "CliRootCA.pem", home=home
     ).stdout
     assert "from every node" in deleted
+
+    # issue 14 on the CLI door: hostile certificate text escaped in the upload, table and JSON output;
+    # the expired upload's warning printed; a chain whose issuers loop refused on one line, nothing changed
+    hostile = tmp_path / "hostile.pem"
+    hostile.write_text(_pem_of(_hostile("cli", dt.datetime.now(dt.UTC), starts=-400, days=30)))
+    up_text = certsim("cert", "upload", "--node", "cucm-pub", "--store", "tomcat-trust", str(hostile), home=home)
+    assert "warning: " in up_text.stdout and "expired on" in up_text.stdout, up_text.stdout
+    listed = certsim("cert", "list", "--node", "cucm-pub", "--store", "tomcat-trust", home=home).stdout
+    listed_json = certsim("cert", "list", "--node", "cucm-pub", "--store", "tomcat-trust", "--json", home=home).stdout
+    for shown in (up_text.stdout, listed, listed_json):
+        assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown, shown
+        assert not re.search(r"^forged: line", shown, re.MULTILINE), shown
+    assert "evil\\x1b[2J" in listed and "evil\\\\x1b[2J" in listed_json
+    loop = tmp_path / "loop.pem"
+    loop.write_text(_bad_uploads()["issuers loop"])
+    before = listed_json
+    refused = certsim(
+        "cert", "upload", "--node", "cucm-pub", "--store", "tomcat-trust", str(loop), home=home, check=False
+    )
+    assert refused.returncode == 1 and "issuers loop" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert (
+        certsim("cert", "list", "--node", "cucm-pub", "--store", "tomcat-trust", "--json", home=home).stdout == before
+    )
 
     down = certsim("lab", "down", home=home)
     assert "stopped" in down.stdout

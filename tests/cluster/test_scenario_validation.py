@@ -57,7 +57,7 @@ def test_a_good_scenario_parses() -> None:
         ([{"expect": {"store": "tomcat-trust", "has": "tomcatt@cucm-pub"}}], r"unknown unit 'tomcatt'"),
         ([{"expect": {"store": "cup-trust", "count": 0}}], r"expect\.store: no node of this lab has 'cup-trust'"),
         ([{"expect": {"store": "cup-trust", "node": "cucm-pub", "count": 0}}], r"'cucm-pub' has no 'cup-trust'"),
-        ([{"regen": {"node": "cucm-pub", "unit": "tomcatt"}}], r"steps\[1\]\.regen: unknown unit 'tomcatt'"),
+        ([{"regen": {"node": "cucm-pub", "unit": "tomcatt"}}], r"steps\[1\]\.regen\.unit: unknown unit 'tomcatt'"),
         (
             [{"burst": {"node": "cucm-pub", "store": "tomcat-trust", "count": "many", "issuer": "R", "as": "b"}}],
             r"burst: a value has the wrong type",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from cryptography import x509
+
 from node import certs
 from node.phone import Phone, State, boot, issue_lsc, lsc_problem, phone_key
 from tests.node.phone_fixtures import NOW, MiniCluster
@@ -139,6 +141,18 @@ def test_secure_phone_needs_mixed_mode_and_a_trusted_lsc() -> None:
     assert lsc_problem(p.lsc, [c.capf.cert], NOW, "CallManager-trust") is None
     ok = boot(p, c.offer(mixed=True), c.tvs_services()[:1], c.registrar())
     assert ok.state is State.REGISTERED
+
+
+def test_capf_certificate_is_a_ca_limited_to_leaf_certificates() -> None:
+    """R-PHONE-6: the CAPF certificate carries CA:TRUE, pathlen:0 and keyCertSign (the 14SU2 security
+    guide: without them TLS fails), and the LSC it issues chains to it."""
+    c = MiniCluster()
+    assert c.capf is not None
+    bc = c.capf.cert.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert (bc.critical, bc.value.ca, bc.value.path_length) == (True, True, 0)
+    assert c.capf.cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    lsc = issue_lsc("SEP1", phone_key().public_key(), c.capf.cert, c.capf.key, NOW)
+    assert lsc_problem(certs.der_of(lsc), [c.capf.cert], NOW, "CallManager-trust") is None
 
 
 def test_lsc_checks_validity_and_presence() -> None:

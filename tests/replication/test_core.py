@@ -1,7 +1,8 @@
 """replication.core: the merge (R-REPL-8 with R-REPL-9), screening and anti-entropy decisions.
 
 The stateful property test drives the production core (``decide``/``plan_merge``, ``Screen``,
-``digests``, ``answer_digest``/``answer_state``, ``admissible``, ``local_epoch``) with a simulated
+``digests``, ``answer_digest``/``summary``/``reconcile``, ``admissible``, ``local_floor``, ``with_floor``)
+with a simulated
 cluster: random uploads and deletions on random nodes, dropped, duplicated and reordered
 messages, partitions, crashes and clock jumps. The simulation only carries messages and keeps
 each node's records; every decision comes from the core.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -30,9 +31,9 @@ V3 = Version(200, 0, "b")
 DAY_MS = 86_400_000
 
 
-def put(version: Version, *, start: int = 0, der: bytes | None = None, epoch: Version | None = None) -> Record:
+def put(version: Version, *, start: int = 0, der: bytes | None = None, replaces: Version | None = None) -> Record:
     der = der if der is not None else f"cert@{start}".encode()
-    return Record("tomcat-trust", "Lab_Root_CA", version, der, version.node, start, epoch)
+    return Record("tomcat-trust", "Lab_Root_CA", version, der, version.node, start, replaces)
 
 
 def tomb(version: Version) -> Record:
@@ -72,15 +73,36 @@ def test_repl8_same_start_falls_back_to_the_version() -> None:
     assert decide(slot_of(put(V2, start=5)), put(V1, start=5, der=b"other"), 0) is NOTHING
 
 
-def test_a_superseding_put_wins_whatever_its_start() -> None:
-    """A node replacing its own certificate (CA-signed identity back-dated by the CA) carries an epoch."""
+def test_a_superseding_put_deletes_its_own_old_copy_then_competes_by_start() -> None:
+    """R-REPL-5 with R-REPL-8: a node replacing its own certificate (a CA-signed tomcat back-dated by
+    the CA) deletes its previous copy in the same record; any other copy still wins by a later start."""
     self_signed = put(V1, start=10 * DAY_MS)
-    ca_signed = put(V3, start=9 * DAY_MS, epoch=V3)
-    assert decide(slot_of(self_signed), ca_signed, 0) == Decision(put_entry=True)
-    assert decide(slot_of(ca_signed), self_signed, 0) is NOTHING
-    assert core.local_epoch(slot_of(ca_signed), supersedes=False, version=Version(300, 0, "c")) == V3
-    assert core.local_epoch(slot_of(self_signed), supersedes=False, version=V3) is None
-    assert core.local_epoch(None, supersedes=True, version=V3) == V3
+    ca_signed = put(V3, start=9 * DAY_MS, replaces=V1)
+    assert decide(slot_of(self_signed), ca_signed, 0) == Decision(put_entry=True, put_tombstone=True, delete_entry=True)
+    assert decide(slot_of(ca_signed), self_signed, 0) is NOTHING  # the old copy never comes back
+    admin_later = put(V2, start=11 * DAY_MS, der=b"admin")  # written after V1: not covered by the deletion
+    assert decide(slot_of(admin_later), ca_signed, 0) == Decision(put_tombstone=True)
+    assert decide(slot_of(ca_signed), admin_later, 0) == Decision(put_entry=True)
+    assert core.local_floor(slot_of(self_signed), supersedes=True) == V1
+    assert core.local_floor(slot_of(self_signed), supersedes=False) is None
+    assert core.local_floor(None, supersedes=True) is None
+
+
+def test_a_carried_deletion_must_be_older_than_its_put() -> None:
+    """R-REPL-8: nothing from the wire can pin a certificate: a put whose carried deletion is not older
+    than itself is refused (the old epoch could be set to anything)."""
+    policies = {"tomcat-trust": store_policy("tomcat-trust", RELEASES["15"])}
+    assert core.admissible(put(V1, replaces=V3), policies, policies) == "bad-replaces"
+    assert core.admissible(put(V1, replaces=V1), policies, policies) == "bad-replaces"
+    assert core.admissible(put(V3, replaces=V1), policies, policies) is None
+
+
+def test_with_floor_sends_the_deletion_with_the_entry() -> None:
+    """10.5 sends no tombstones: a state transfer carries the superseding deletion in the entry."""
+    ca_signed = put(V3, start=9 * DAY_MS, replaces=V1)
+    slot = slot_of(put(V1, start=10 * DAY_MS), ca_signed)
+    assert core.with_floor(replace(ca_signed, replaces=None), slot).replaces == V1
+    assert core.with_floor(put(V1), Slot(tombstone=V2)).replaces is None  # covered: never sent anyway
 
 
 def test_repl9_a_copy_written_before_the_deletion_never_comes_back() -> None:
@@ -112,9 +134,9 @@ def test_plan_merge_folds_a_batch_in_order() -> None:
     ]
 
 
-def test_rank_orders_epoch_then_start_then_version() -> None:
-    assert rank_of(put(V1, start=9)) == Rank(ZERO, 9, V1)
-    assert Rank(V1, 0, V1) > Rank(ZERO, 10**12, V3) > Rank(ZERO, 5, V3) > Rank(ZERO, 5, V2)
+def test_rank_orders_start_then_version() -> None:
+    assert rank_of(put(V1, start=9)) == Rank(9, V1)
+    assert Rank(10**12, V1) > Rank(5, V3) > Rank(5, V2)
 
 
 # --- screening ------------------------------------------------------------------------------------
@@ -147,18 +169,44 @@ def test_screen_memory_is_bounded() -> None:
 
 
 def test_anti_entropy_answers_only_differing_stores() -> None:
-    """R-REPL-6: a digest exchange moves the stores that differ, not all of them."""
+    """R-REPL-6: a digest exchange moves the stores that differ, not all of them, and only the
+    sender's partner answers it (one answer per digest, issue 10)."""
     mine = {"tomcat-trust": "a", "CallManager-trust": "b"}
     theirs = {"tomcat-trust": "a", "CallManager-trust": "x"}
-    assert core.answer_digest(mine, theirs, rejoining=False, peer_rejoining=False) == (["CallManager-trust"], 0)
-    assert core.answer_digest(mine, mine, rejoining=False, peer_rejoining=False) is None
-    assert core.answer_digest(mine, theirs, rejoining=True, peer_rejoining=False) is None
-    assert core.answer_digest(mine, theirs, rejoining=False, peer_rejoining=True) == (
-        ["CallManager-trust"],
-        core.MAX_STATE_HOPS,
+    online = ["n1", "n2", "n3", "n4"]
+
+    def answer(me: str, sender: str, **flags: bool) -> core.DigestAnswer | None:
+        kw = {"rejoining": False, "peer_rejoining": False, **flags}
+        return core.answer_digest(mine, theirs, me=me, sender=sender, online=online, **kw)
+
+    assert answer("n1", "n3") == ("summary", ["CallManager-trust"])  # the hub answers everyone
+    assert answer("n3", "n1") == ("summary", ["CallManager-trust"])  # everyone answers the hub
+    assert answer("n2", "n1") == ("summary", ["CallManager-trust"])
+    assert answer("n2", "n3") is None  # neither is the other's partner: the hub answers
+    assert (
+        core.answer_digest(mine, mine, me="n1", sender="n3", online=online, rejoining=False, peer_rejoining=False)
+        is None
     )
-    assert core.answer_state(mine, theirs, ["CallManager-trust"], 0) == (["CallManager-trust"], 1)
-    assert core.answer_state(mine, theirs, ["CallManager-trust"], core.MAX_STATE_HOPS) is None
+    assert answer("n1", "n3", rejoining=True) is None
+    assert answer("n1", "n3", peer_rejoining=True) == ("state", ["CallManager-trust"])
+    assert answer("n2", "n3", peer_rejoining=True) is None  # one peer answers a rejoining node
+    assert answer("n2", "n1", peer_rejoining=True) == ("state", ["CallManager-trust"])  # the hub's partner
+    assert [core.partner(n, online) for n in online] == ["n2", "n1", "n1", "n1"]
+
+
+def test_a_one_entry_difference_moves_that_entry() -> None:
+    """R-REPL-6 (issue 10): partners differing by one entry exchange that entry, not their stores."""
+    policies = {s: store_policy(s, RELEASES["15"]) for s in ("tomcat-trust",)}
+    shared = {("tomcat-trust", f"c{i}"): Slot(Version(i, 0, "a"), f"sha{i}", None, None) for i in range(50)}
+    mine = dict(shared)
+    theirs = dict(shared)
+    mine[("tomcat-trust", "extra")] = Slot(Version(99, 0, "a"), "shaX", None, None)
+    theirs[("tomcat-trust", "c7")] = Slot(Version(7, 0, "a"), "sha7", Version(98, 0, "b"), None)
+    summary = core.summary(theirs, ["tomcat-trust"], policies)
+    send, want = core.reconcile(mine, summary, policies)
+    assert send == [("tomcat-trust", "extra")]
+    assert want == [("tomcat-trust", "c7")]  # their tombstone of c7 we lack
+    assert core.reconcile(shared, core.summary(shared, ["tomcat-trust"], policies), policies) == ([], [])
 
 
 def test_locality_refuses_what_the_policy_keeps_local() -> None:
@@ -181,7 +229,7 @@ CERTS = {  # a few certificates per name with their validity starts (in days): s
 
 @dataclass
 class Message:
-    kind: str  # change | digest | state
+    kind: str  # change | digest | summary | state
     sender: str
     to: str | None
     msg_id: str
@@ -190,6 +238,8 @@ class Message:
     digests: dict[str, str] = field(default_factory=dict)
     stores: list[str] = field(default_factory=list)
     hops: int = 0
+    summary: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    want: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -222,7 +272,7 @@ class SimNode:
     def write(self, rec: Record, decision: Decision) -> None:
         """Carry out one decision (what node/agent.py does with aiosqlite)."""
         if decision.put_tombstone:
-            self.tombs[rec.key] = rec
+            self.tombs[rec.key] = core.tombstone_of(rec)
         if decision.delete_entry:
             self.entries.pop(rec.key, None)
         if decision.put_entry:
@@ -239,10 +289,17 @@ class SimNode:
             return None  # R-REPL-8 on the direct path: refused
         if held is not None and held.der == der:
             return None  # unchanged
-        version = self.hlc.tick()
-        epoch = core.local_epoch(self.index.get((store, name)), supersedes=False, version=version)
-        rec = Record(store, name, version, der, self.name, start_ms, epoch)
-        self.write(rec, Decision(put_entry=True))
+        return self.put(store, name, der, start_ms, supersedes=False)
+
+    def put(self, store: str, name: str, der: bytes, start_ms: int, *, supersedes: bool) -> Record:
+        """A local write (node/agent.py ``_write_changes``): the put carries the deletion of its own
+        old copy when it supersedes it."""
+        slot = self.index.get((store, name))
+        rec = Record(
+            store, name, self.hlc.tick(), der, self.name, start_ms, core.local_floor(slot, supersedes=supersedes)
+        )
+        decision = decide(slot, rec, self.cluster.cutoff_ms)
+        self.write(rec, Decision(put_entry=True, put_tombstone=decision.put_tombstone, delete_entry=True))
         if self.cluster.policies[store].replicate_add:
             self.cluster.send(self, "change", records=[rec])
         return rec
@@ -272,17 +329,32 @@ class SimNode:
         accepted = [r for r in records if core.admissible(r, STORES, self.cluster.policies) is None]
         for rec in accepted:
             self.hlc.observe(rec.version)
-        for rec, decision in plan_merge(self.index, accepted, self.cluster.cutoff_ms):
+        plan = plan_merge(self.index, accepted, self.cluster.cutoff_ms)
+        for rec, decision in plan:
             self.write(rec, decision)
-        mine = self.digests()
+        policies, online = self.cluster.policies, list(self.cluster.nodes)
         if msg.kind == "digest":
-            answer = core.answer_digest(mine, msg.digests, rejoining=False, peer_rejoining=False)
+            answer = core.answer_digest(
+                self.digests(),
+                msg.digests,
+                me=self.name,
+                sender=msg.sender,
+                online=online,
+                rejoining=False,
+                peer_rejoining=False,
+            )
+            if answer is not None:
+                summary = core.summary(self.index, answer.stores, policies)
+                self.cluster.send(self, "summary", to=msg.sender, summary=summary)
+        elif msg.kind == "summary":
+            send, want = core.reconcile(self.index, msg.summary, policies)
+            if send or want:
+                self.send_records(msg.sender, send, want)
         elif msg.kind == "state":
-            answer = core.answer_state(mine, msg.digests, msg.stores, msg.hops)
-        else:
-            answer = None
-        if answer is not None:
-            self.send_state(msg.sender, answer[0], answer[1])
+            if msg.want:
+                self.send_records(msg.sender, msg.want, [])
+            if plan and core.partner(msg.sender, online) == self.name:
+                self.cluster.rebroadcast.add(self.name)  # the hub tells its new digest after the burst
 
     def digests(self) -> dict[str, str]:
         return core.digests(self.index, STORES, self.cluster.policies)
@@ -294,12 +366,15 @@ class SimNode:
 
     def view(self, stores: list[str]) -> list[Record]:
         policies = self.cluster.policies
-        return [r for r in self.entries.values() if r.store in stores and policies[r.store].replicate_add] + [
+        entries = [r for r in self.entries.values() if r.store in stores and policies[r.store].replicate_add]
+        return [core.with_floor(r, self.index.get(r.key)) for r in entries] + [
             r for r in self.tombs.values() if r.store in stores and policies[r.store].replicate_delete
         ]
 
-    def send_state(self, to: str, stores: list[str], hops: int) -> None:
-        self.cluster.send(self, "state", to=to, records=self.view(stores), stores=stores, hops=hops)
+    def send_records(self, to: str, keys: list[tuple[str, str]], want: list[tuple[str, str]]) -> None:
+        wanted = set(keys)
+        records = [r for r in self.view(list(STORES)) if r.key in wanted]
+        self.cluster.send(self, "state", to=to, records=records, want=want)
 
 
 class Cluster:
@@ -313,6 +388,7 @@ class Cluster:
         self.held_back: dict[str, list[Message]] = {}  # outgoing messages of a partitioned node
         self.ids = itertools.count()
         self.duplicates = 0
+        self.rebroadcast: set[str] = set()
 
     @property
     def cutoff_ms(self) -> int:
@@ -340,6 +416,10 @@ class Cluster:
 
     def deliver_all(self, limit: int = 20_000) -> None:
         for _ in range(limit):
+            if not self.in_flight and self.rebroadcast:
+                for name in sorted(self.rebroadcast):
+                    self.send(self.nodes[name], "digest", digests=self.nodes[name].digests())
+                self.rebroadcast.clear()
             if not self.in_flight:
                 return
             name, msg = self.in_flight.pop(0)
@@ -557,3 +637,58 @@ def test_regression_a_missed_deletion_is_repaired_before_its_tombstone_expires()
     for node in cluster.nodes.values():
         assert ("tomcat-trust", "B") not in node.entries, node.name
         assert ("tomcat-trust", "B") not in node.tombs, node.name  # forgotten everywhere, together
+
+
+@pytest.mark.parametrize("release", ["15", "10.5"])
+def test_repl8_a_superseding_put_does_not_beat_a_later_start_made_during_a_partition(release: str) -> None:
+    """R-REPL-8 with R-REPL-5 (review of issue 10, epoch_repro): n0 replaces its own tomcat by a
+    CA-signed one that starts earlier (day 3) while a partitioned n1 uploads a same-name certificate
+    starting day 9; after the heal every node holds the day-9 one, whatever the delivery order."""
+    cluster = Cluster(release, 3)
+    a, b, _c = cluster.nodes.values()
+    assert a.upload("tomcat-trust", "A", b"A-selfsigned-day5", 5 * DAY_MS) is not None
+    cluster.deliver_all()
+    b.partitioned = True
+    a.put("tomcat-trust", "A", b"A-casigned-day3", 3 * DAY_MS, supersedes=True)
+    assert b.upload("tomcat-trust", "A", b"A-admin-day9", 9 * DAY_MS) is not None
+    cluster.deliver_all()
+    cluster.heal(b.name)
+    cluster.deliver_all()
+    cluster.anti_entropy()
+    for node in cluster.nodes.values():
+        assert node.entries[("tomcat-trust", "A")].der == b"A-admin-day9", node.name
+
+
+def test_repl8_on_10_5_a_local_delete_of_a_superseding_put_then_a_later_upload_wins() -> None:
+    """R-REPL-8 on 10.5 (review of issue 10, epoch105): n1 deletes n0's superseding (day 3) copy
+    locally, then uploads a day-9 certificate of the name: every node ends with the day-9 one."""
+    cluster = Cluster("10.5", 3)
+    a, b, _c = cluster.nodes.values()
+    assert a.upload("tomcat-trust", "A", b"A-selfsigned-day5", 5 * DAY_MS) is not None
+    cluster.deliver_all()
+    a.put("tomcat-trust", "A", b"A-casigned-day3", 3 * DAY_MS, supersedes=True)
+    cluster.deliver_all()
+    assert all(n.entries[("tomcat-trust", "A")].der == b"A-casigned-day3" for n in cluster.nodes.values())
+    assert b.delete("tomcat-trust", "A") is not None  # 10.5: local only
+    assert b.upload("tomcat-trust", "A", b"A-admin-day9", 9 * DAY_MS) is not None
+    cluster.deliver_all()
+    cluster.anti_entropy()
+    for node in cluster.nodes.values():
+        assert node.entries[("tomcat-trust", "A")].der == b"A-admin-day9", node.name
+
+
+@pytest.mark.parametrize("release", ["15", "10.5"])
+def test_a_superseded_copy_never_comes_back_by_state_transfer(release: str) -> None:
+    """R-REPL-5 with R-REPL-9: a node that missed the superseding put and still holds the old
+    (later-starting) copy takes the new one by anti-entropy, and the old copy does not return."""
+    cluster = Cluster(release, 3)
+    a, b, _c = cluster.nodes.values()
+    assert a.upload("tomcat-trust", "A", b"A-selfsigned-day5", 5 * DAY_MS) is not None
+    cluster.deliver_all()
+    a.put("tomcat-trust", "A", b"A-casigned-day3", 3 * DAY_MS, supersedes=True)
+    cluster.in_flight = [(n, m) for n, m in cluster.in_flight if n != b.name]  # lost on its way to b
+    cluster.deliver_all()
+    for _ in range(2):
+        cluster.anti_entropy()
+    for node in cluster.nodes.values():
+        assert node.entries[("tomcat-trust", "A")].der == b"A-casigned-day3", node.name

@@ -241,6 +241,9 @@ def test_third_party_ca_flow_done_only_in_pages(lab: LabThread, browser: Any, tm
     p.open(base + "/certificateFindList.do?field=Certificate&op=is+exactly&text=tomcat", "list-tomcat-ca-signed")
     row = p.el('tr[data-store="tomcat"]').text
     assert "CA-signed" in row and "certsim Browser Root CA" in row and "restart pending" in row
+    assert "tomcat from the lab CA" in row  # the dialog's Description(friendly name)
+    p.open(base + "/certificateFindList.do?field=Common+Name&op=contains&text=Browser_Root", "list-root")
+    assert "tomcat-trust from the lab CA" in p.el('tr[data-store="tomcat-trust"]').text
     still = lab.run(served_certificate(lab.lab.doors["cucm1"].https.host, lab.lab.doors["cucm1"].https.port))
     assert certs.fingerprint(still) == certs.fingerprint(before)  # R-OP-UPLOAD-4: not before the restart
 
@@ -285,6 +288,42 @@ def test_a_deletion_disappears_from_every_nodes_page(lab: LabThread, browser: An
         p.open(lab.pages(node) + find, f"{node}-after-delete")
         p.wait(lambda d: not d.find_elements(p.by.CSS_SELECTOR, "#cert-list tbody tr") or d.refresh())
         assert "0 records found" in p.el(".count").text
+
+
+def test_forms_work_with_javascript_disabled(lab: LabThread, browser: Any, tmp_path: Path) -> None:
+    """Issue 12 item 11, R-MON-1, R-OP-UPLOAD-1: with scripts disabled in the browser the pages still work
+    where the product's do: login, the Upload dialog (with its Description) and Certificate Monitor's Save
+    are plain forms; only the dialog's reload-on-change (forms.js) is gone."""
+    p = Pages(browser, tmp_path)
+    base = lab.pages("cucm3")
+    browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
+    try:
+        p.login(base, "nojs-cucm3")
+        p.open(base + "/certificateGenerateCsr.do", "nojs-csr-dialog")
+        url = p.d.current_url
+        p.select("#purpose", "ipsec")
+        p.shot("nojs-csr-purpose-changed")
+        assert p.d.current_url == url  # no script ran: the dialog did not reload (it would with JavaScript)
+
+        root = LabCA(lab.lab.clock).create_ca("NoScript", cn="certsim NoScript CA")
+        (tmp_path / "noscript.pem").write_bytes(root.pem())
+        p.open(base + "/certificateUpload.do", "nojs-upload-dialog")
+        p.select("#purpose", "tomcat-trust")
+        p.el("#description").send_keys("uploaded <without> scripts")
+        p.el("#file").send_keys(str(tmp_path / "noscript.pem"))
+        p.click("#upload", "nojs-uploaded")
+        assert "Successfully imported certificate for tomcat-trust." in p.status(), p.status()
+        p.open(base + "/certificateFindList.do?field=Common+Name&op=contains&text=NoScript", "nojs-list")
+        assert "uploaded <without> scripts" in p.el('tr[data-store="tomcat-trust"]').text  # shown as text
+
+        p.open(base + "/certificateMonitor.do", "nojs-monitor")
+        p.el("#start_days").clear()
+        p.el("#start_days").send_keys("21")
+        p.click("#save", "nojs-monitor-saved")
+        assert "Update successful" in p.status(), p.status()
+        assert lab.request("cucm3", "monitor_get")["settings"]["notification_start_days"] == 21
+    finally:
+        browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
 
 
 def test_the_dashboard_updates_live_when_a_node_stops(lab: LabThread, browser: Any, tmp_path: Path) -> None:

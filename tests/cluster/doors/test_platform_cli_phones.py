@@ -14,6 +14,13 @@ async def test_itl_reset_ctl_mode_and_drs_commands() -> None:
             "@lab:backup_create": {"name": "b1", "taken_at": "2026-01-01T00:00:00Z", "nodes": ["cucm1", "cucm2"]},
             "@lab:backup_restore": {"restored": {"cucm2": {"taken_at": "2026-01-01T00:00:00Z"}}},
             "@lab:backup_list": {"backups": [{"name": "b1", "taken_at": "2026-01-01T00:00:00Z"}]},
+            "@lab:itl_show": {
+                "kind": "ITL",
+                "serial": 3,
+                "signer": {"cn": "cucm1.lab.example", "role": "CCM+TFTP"},
+                "records": [{"role": "TVS", "host": "cucm1", "cn": "TVS-cucm1.lab.example"}],
+            },
+            "@lab:ctl_show": {"mode": "non-secure"},
         }
     )
     cli = make_cli(node)
@@ -29,6 +36,13 @@ async def test_itl_reset_ctl_mode_and_drs_commands() -> None:
     assert node.calls[-1] == ("@lab:backup_restore", {"name": "b1", "nodes": ["cucm2"]})
     assert "cucm2 restored to the backup taken at 2026-01-01T00:00:00Z" in out
     assert "b1" in await run(cli, "utils disaster_recovery history backup")
+    out = await run(cli, "show itl")
+    assert out == (
+        "ITL file: serial 3, signed by cucm1.lab.example (CCM+TFTP)\n"
+        "   1  TVS          cucm1                        TVS-cucm1.lab.example\n"
+    )
+    assert node.calls[-1] == ("@lab:itl_show", {"node": "cucm1"})
+    assert await run(cli, "show ctl") == "The cluster is in non-secure mode: there is no CTL file\n"
     out = await run(cli, "utils itl reset sideways")
     assert out.endswith("Executed command unsuccessfully\n")
     node.answers["status"] = {"publisher": False, "role": "cucm"}

@@ -3,6 +3,7 @@ sessions, CSRF, the shared throttle, escaping, and actions that are the node's o
 
 from __future__ import annotations
 
+import base64
 import re
 import ssl
 from typing import Any
@@ -16,6 +17,7 @@ from cluster.doors.sessions import COOKIE, SessionStore
 from cluster.doors.web import find_match
 from cluster.lab import Lab
 from cluster.labca import LabCA
+from node.catalog import HTTPS_CIPHERS
 from tests.conftest import LabFactory, small_lab
 
 EMBEDDED = pytest.mark.parametrize("broker", ["embedded"], indirect=True)  # the pages use the bus like the CLI
@@ -318,5 +320,128 @@ async def test_uploads_over_the_doors_limit_are_refused(make_lab: LabFactory) ->
         status, _, _ = await b.post("/certificateUpload.do", form)
         assert status == 413
         assert len(await lab.request("cucm1", "list", {"store": "tomcat-trust"})) == before
+    finally:
+        await b.close()
+
+
+@EMBEDDED
+async def test_upload_description_is_the_same_from_every_door(make_lab: LabFactory) -> None:
+    """R-OP-UPLOAD-1: the Upload dialog's Description(friendly name) and the REST API's "description" are
+    kept by the node (``cert_describe``) and shown, escaped, in the Certificate List and the Certificate
+    Details of the pages and in the REST trust list; a description the node refuses (control characters,
+    over 255 characters) is refused before the upload: nothing changed."""
+    lab = await lab_with_pages(make_lab)
+    ca = LabCA(lab.clock)
+    page_ca = ca.create_ca("PageCA", cn="certsim Page CA")
+    rest_ca = ca.create_ca("RestCA", cn="certsim Rest CA")
+    refused_ca = ca.create_ca("RefusedCA", cn="certsim Refused CA")
+    doors = lab.doors["cucm1"]
+    b = Browser(doors)
+    try:
+        await b.login()
+
+        async def upload(cert: bytes, description: str) -> str:
+            form = aiohttp.FormData()
+            form.add_field("token", await b.token("/certificateUpload.do"))
+            form.add_field("purpose", "tomcat-trust")
+            form.add_field("description", description)
+            form.add_field("file", cert, filename="ca.pem", content_type="application/x-pem-file")
+            _, html, _ = await b.post("/certificateUpload.do", form)
+            return html
+
+        html = await upload(page_ca.pem(), "  <i>Lab</i> root from the page  ")
+        assert "Successfully imported certificate for tomcat-trust." in status_lines(html)
+        html = await upload(refused_ca.pem(), "two\nlines")
+        assert "the description must be one line of text without control characters" in status_lines(html)
+        html = await upload(refused_ca.pem(), "x" * 256)
+        assert "the description is 256 characters; the limit is 255" in status_lines(html)
+        held = [r["cn"] for r in await lab.request("cucm1", "list", {"store": "tomcat-trust"})]
+        assert "certsim Refused CA" not in held  # refused before the upload
+
+        url = f"https://{doors.https.host}:{doors.https.port}{API_ROOT}trust/certificates"
+        body = {"service": ["tomcat"], "certificates": [rest_ca.pem().decode()], "description": "root from REST"}
+        auth = {"Authorization": basic_auth_header("admin", "certsim-admin")}
+        async with b.session.post(url, json=body, headers=auth) as r:
+            assert r.status == 200, await r.text()
+        async with b.session.post(url, json={**body, "description": "\x07"}, headers=auth) as r:
+            assert r.status == 400
+
+        described = await lab.request("cucm1", "cert_descriptions")
+        assert sorted(described.values()) == ["<i>Lab</i> root from the page", "root from REST"]
+        _, html, _ = await b.get("/certificateFindList.do?field=Common+Name&op=contains&text=certsim")
+        assert "&lt;i&gt;Lab&lt;/i&gt; root from the page" in html and "<i>Lab</i>" not in html
+        assert "root from REST" in html
+        page_name = next(k for k, v in described.items() if v.startswith("<i>")).split("/", 1)[1]
+        _, html, _ = await b.get(f"/certificateEdit.do?store=tomcat-trust&name={page_name}")
+        assert "<th>Description(friendly name)</th><td>&lt;i&gt;Lab&lt;/i&gt; root from the page</td>" in html
+        api = f"https://{doors.https.host}:{doors.https.port}{API_ROOT}trust/certificate?service=tomcat"
+        async with b.session.get(api, headers=auth) as r:
+            shown = {e["filename"]: e["description"] for e in await r.json()}
+        assert shown[f"{page_name}.pem"] == "<i>Lab</i> root from the page"
+        assert "root from REST" in shown.values()
+    finally:
+        await b.close()
+
+
+@EMBEDDED
+async def test_a_description_goes_with_the_certificate_it_was_given_to(make_lab: LabFactory) -> None:
+    """R-OP-DELETE-1: ``cert_describe`` names certificates the node holds (else not found, nothing kept); a
+    deleted certificate loses its description, and one uploaded again under its name starts without it."""
+    lab = await make_lab(small_lab(nodes=1, imp=0))
+    ca = LabCA(lab.clock)
+    root = ca.create_ca("DescRoot", cn="certsim Desc Root")
+    data = base64.b64encode(root.pem()).decode()
+    name = (await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": data}))["added"][0]
+    with pytest.raises(Exception, match="no certificate tomcat-trust/nope on this node"):
+        await lab.request("cucm1", "cert_describe", {"store": "tomcat-trust", "names": ["nope"], "description": "x"})
+    await lab.request("cucm1", "cert_describe", {"store": "tomcat-trust", "names": [name], "description": "kept"})
+    await lab.request("cucm1", "cert_describe", {"store": "tomcat", "description": "the web identity"})
+    assert await lab.request("cucm1", "cert_descriptions") == {
+        f"tomcat-trust/{name}": "kept",
+        "tomcat/tomcat": "the web identity",
+    }
+    await lab.request("cucm1", "delete", {"store": "tomcat-trust", "name": name})
+    await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": data})
+    await lab.request("cucm1", "regen", {"unit": "tomcat"})
+    assert await lab.request("cucm1", "cert_descriptions") == {}  # both certificates changed since
+
+
+@EMBEDDED
+async def test_certificate_details_buttons_follow_the_product(make_lab: LabFactory) -> None:
+    """R-OP-REGEN-1, R-OP-DELETE-1, R-OP-DOWNLOAD: an identity's details offer Regenerate and Generate CSR
+    but no Delete; Regenerate asks first with the product's warning, then regenerates through the node with
+    the restart advice; a trust certificate offers Delete and no Regenerate; Download .PEM File is the node's
+    download; the Navigation list reaches Serviceability and, on the publisher, CM Administration."""
+    lab = await lab_with_pages(make_lab)
+    b = Browser(lab.doors["cucm1"])
+    try:
+        await b.login()
+        _, html, _ = await b.get("/certificateEdit.do?store=tomcat&name=tomcat")
+        assert 'id="btn-regenerate"' in html and 'id="btn-generate-csr"' in html and 'id="btn-delete"' not in html
+        for field in ("File Name", "Certificate Purpose", "Certificate Type", "Certificate Group", "Description"):
+            assert f"<th>{field}" in html
+        before = (await lab.request("cucm1", "download", {"store": "tomcat", "format": "pem"}))["data"]
+        _, html, _ = await b.get("/certificateRegenerate.do?store=tomcat&name=tomcat")
+        assert "WARNING: This operation will overwrite any CA signed certificate previously imported for tomcat" in html
+        assert (await lab.request("cucm1", "download", {"store": "tomcat", "format": "pem"}))["data"] == before
+        token = re.search(r'name="token" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+        _, html, _ = await b.post("/certificateRegenerate.do", {"token": token, "store": "tomcat", "name": "tomcat"})
+        lines = status_lines(html)
+        assert "Successfully regenerated certificate for tomcat." in lines
+        assert "Please restart services related to tomcat for the new certificate to become active." in lines
+        after = await lab.request("cucm1", "download", {"store": "tomcat", "format": "pem"})
+        assert after["data"] != before
+        status, pem, _ = await b.get("/certificateDownload.do?store=tomcat&name=tomcat&format=pem")
+        assert status == 200 and pem.encode() == base64.b64decode(after["data"])
+
+        trust = (await lab.request("cucm1", "list", {"store": "tomcat-trust"}))[0]["name"]
+        _, html, _ = await b.get(f"/certificateEdit.do?store=tomcat-trust&name={trust}")
+        assert 'id="btn-delete"' in html and 'id="btn-regenerate"' not in html
+
+        _, html, r = await b.get("/navigate?to=serviceability")
+        assert r.url.path.endswith("/serviceability/controlCenter.do") and "Cisco Unified Serviceability" in html
+        _, html, r = await b.get("/navigate?to=ccmadmin")
+        assert r.url.path.endswith("/ccmadmin/enterpriseParameters.do")
+        assert "Phone Interaction on Certificate Update" in html and HTTPS_CIPHERS in html  # R-OP-ECDSA
     finally:
         await b.close()
