@@ -55,7 +55,7 @@ from replication.transport import BrokerAddress, Bus, NotConnected
 Observer = Callable[[dict[str, Any]], None]
 T = TypeVar("T")
 BARRIER_MEMORY = 256
-CONNECT_DIGEST_DELAY_S = (0.05, 0.5)  # wall seconds: transport pacing, not simulated time
+CONNECT_DIGEST_DELAY_S = (0.02, 0.2)  # wall seconds: transport pacing, not simulated time
 REBROADCAST_DELAY_S = 0.1  # wall seconds the hub gathers reconciliations before telling its new digest
 REQUEST_MEMORY = 512  # answers kept so a resent request is answered, not run twice
 PRESENCE_TIMEOUT_S = 2.0  # wall seconds the offline flag may take at stop; the broker's will covers a miss
