@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import random
@@ -208,6 +209,32 @@ async def run_chaos(
         return await _run(cfg, results_dir, broker_url, None, progress)
     except Exception as exc:  # before or after the lab ran (broker, template): still a verdict, exit 2
         return _undecided(cfg, results_dir, f"the run could not start or end: {_reason(exc)}", started)
+
+
+async def run_seeds(
+    cfgs: list[ChaosConfig],
+    base: Path,
+    *,
+    broker_url: str | None = None,
+    jobs: int = 1,
+    done: Callable[[ChaosReport], None] | None = None,
+) -> list[ChaosReport]:
+    """Several seeds, ``jobs`` of them at a time in this event loop (each its own lab, and its own broker
+    unless ``broker_url`` names one), results under ``base/seed-N``; reports in the order of ``cfgs``.
+    Seeds spend most of their time waiting on the bus, so running them side by side overlaps the waits."""
+    for cfg in {(c.nodes, c.release): c for c in cfgs}.values():  # each template once, before seeds share it
+        with contextlib.suppress(Exception):  # if it cannot be made, every seed reports why (exit 2)
+            await _template(cfg)
+    gate = asyncio.Semaphore(max(1, jobs))
+
+    async def one(cfg: ChaosConfig) -> ChaosReport:
+        async with gate:
+            report = await run_chaos(cfg, base / f"seed-{cfg.seed}", broker_url=broker_url)
+        if done is not None:
+            done(report)
+        return report
+
+    return list(await asyncio.gather(*(one(c) for c in cfgs)))
 
 
 def _reason(exc: Exception) -> str:

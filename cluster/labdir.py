@@ -8,9 +8,10 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from node.clock import SimClock
 from node.errors import NotFound
@@ -24,6 +25,7 @@ CLOCK_FILE = "clock.json"  # the offset jumps added to the lab clock, so a resta
 RUNNING_FILE = "running.json"
 LAB_COPY = "lab.yaml"
 HISTORY_FILE = "history.jsonl"  # every event of a running lab: what 'certsim lab ui' shows live
+DOORS_DIR = "doors"  # <node>.json per node whose front doors are open (cluster.doors.frontdoors writes them)
 
 
 def certsim_home() -> Path:
@@ -33,6 +35,19 @@ def certsim_home() -> Path:
 
 def default_lab_dir(name: str) -> Path:
     return certsim_home() / "labs" / name
+
+
+def read_door_files(lab_dir: Path, alive: Callable[[int], bool]) -> dict[str, dict[str, Any]]:
+    """What ``doors/<node>.json`` say about nodes whose hosting process is alive."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted((lab_dir / DOORS_DIR).glob("*.json")):
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and isinstance(info.get("pid"), int) and alive(info["pid"]):
+            found[str(info.get("node", path.stem))] = info
+    return found
 
 
 @dataclass(frozen=True)

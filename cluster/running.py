@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cluster.control import ControlClient
-from cluster.labdir import HISTORY_FILE, LAB_COPY, RUNNING_FILE, LabState, certsim_home, default_lab_dir
+from cluster.labdir import (
+    HISTORY_FILE,
+    LAB_COPY,
+    RUNNING_FILE,
+    LabState,
+    certsim_home,
+    default_lab_dir,
+    read_door_files,
+)
 from cluster.labfile import LabSpec, load_lab
 from node.errors import NotFound, Unavailable
 from replication.envelope import derive_key
@@ -269,8 +277,6 @@ async def statuses(client: ControlClient, timeout: float = 5.0) -> dict[str, dic
 def front_doors(lab_dir: Path) -> dict[str, dict[str, Any]]:
     """Where each node of the lab in ``lab_dir`` listens (SSH, HTTPS), for nodes whose front doors are
     open in a live process (``lab up`` or ``node run``); see ``cluster.doors.frontdoors``."""
-    from cluster.doors.frontdoors import read_door_files  # noqa: PLC0415 - keeps aiohttp/asyncssh off the CLI's start
-
     return read_door_files(lab_dir, pid_alive)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from node.safetext import safe_lines
+
 
 class CertsimError(Exception):
     """Base of every error that is reported to a user rather than crashing a node."""
@@ -9,6 +11,7 @@ class CertsimError(Exception):
     code = "error"
 
     def __init__(self, message: str) -> None:
+        message = safe_lines(message)  # an error may quote what it was given: shown escaped (node.safetext)
         super().__init__(message)
         self.message = message
 

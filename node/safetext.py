@@ -8,7 +8,9 @@ as a visible escape (``\\n``, ``\\x1b``, ``\\u202e``). Backslashes are left alon
 idempotent: text escaped by the node and shown again by a door is not escaped twice (a CN that
 literally contains ``\\n`` reads like an escaped newline; it can never be one).
 Printable text, accents and CJK included, is left as it is.
-Every door uses it: CLI tables and JSON, the SSH platform CLI, the REST API, logs.
+Every door uses it: CLI tables and JSON, the SSH platform CLI, the REST API, logs. Messages of
+node errors (:mod:`node.errors`) and everything the web pages render go through :func:`safe_lines`,
+so input an error quotes back (an unknown store named ``\x1b[2J``) is shown escaped too.
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ def safe_text(text: str | None) -> str:
     if text.isascii() and text.isprintable():
         return text  # the common case: nothing to escape
     return "".join(_escape(ch) if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text)
+
+
+def safe_lines(text: str | None) -> str:
+    """Like :func:`safe_text`, but the line breaks of a text made of lines (a help text, a PEM block, an
+    error that shows a command's syntax) are kept; every other control character is shown escaped."""
+    if not text:
+        return ""
+    return "\n".join(safe_text(line) for line in text.split("\n"))
 
 
 def is_safe(text: str) -> bool:

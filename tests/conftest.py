@@ -100,6 +100,12 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("CERTSIM_KEYPOOL_TARGET", "0")  # CLI processes of the tests start no background filler
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests (marked ``slow``) first: xdist hands out the rest around them, and no worker is left with a
+    long test at the end while the other one idles (the suite's wall time is its longest worker's)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     path = os.environ.get(DECK_ENV)
     if path and not hasattr(config, "workerinput"):  # the process that made the deck removes it

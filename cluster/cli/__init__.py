@@ -1,6 +1,7 @@
 """The ``certsim`` command line (click + rich): one module per verb group, each registering onto
 :data:`cluster.cli.app.main`. Every verb goes through the one control path; the lab, the bus and the
-scenario runner load inside the verbs that use them, so ``certsim --help`` costs only click and rich."""
+scenario runner load inside the verbs that use them, and rich on the first print, so ``certsim --help`` costs
+only click."""
 
 from __future__ import annotations
 

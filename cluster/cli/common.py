@@ -1,9 +1,9 @@
 """What every CLI module shares: consoles, error handling, JSON output, the option stacks, the request
 to a running lab.
 
-Kept light on purpose: importing this module (and every verb module) pulls in click and rich only, so
-``certsim --help`` answers at once; each verb imports the lab, broker and scenario machinery it needs
-when it runs.
+Kept light on purpose: importing this module (and every verb module) pulls in click only (rich loads on
+the first print), so ``certsim --help`` answers at once; each verb imports the lab, broker and scenario
+machinery it needs when it runs.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import sys
 from collections.abc import Callable, Coroutine
 from functools import wraps
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import click
-from rich.console import Console
 
 from node.errors import CertsimError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 NOT_A_TERMINAL_WIDTH = 10_000  # scripts read our output: no wrapping, no truncated table values
 
@@ -27,6 +29,8 @@ def _console(*, stderr: bool) -> Console:
     """A console that never interprets text as markup (certificate text is untrusted: '[/]' in a CN
     must print as it is, not style or crash the output) and, when the stream is not a terminal,
     never wraps a line or truncates a table value at 80 columns."""
+    from rich.console import Console  # noqa: PLC0415 - rich loads on the first print, not for --help/--version
+
     stream = sys.stderr if stderr else sys.stdout
     try:
         terminal = stream.isatty()
@@ -35,8 +39,31 @@ def _console(*, stderr: bool) -> Console:
     return Console(stderr=stderr, markup=False, width=None if terminal else NOT_A_TERMINAL_WIDTH)
 
 
-console = _console(stderr=False)
-err = _console(stderr=True)
+class _OnFirstUse:
+    """A console made when first used: ``certsim --help`` and ``--version`` never import rich."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._made: Console | None = None
+
+    def made(self) -> Console:
+        if self._made is None:
+            self._made = _console(stderr=self._stderr)
+        return self._made
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.made(), name)
+
+    # dunders skip __getattr__: rich's Progress and Live enter the console as a context manager
+    def __enter__(self) -> Console:
+        return self.made().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.made().__exit__(*exc)
+
+
+console = cast("Console", _OnFirstUse(stderr=False))
+err = cast("Console", _OnFirstUse(stderr=True))
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.text import Text
 
 from cluster.cli.app import main
 from cluster.cli.common import (
@@ -40,6 +39,7 @@ def _run(
     smtp: str | None = None,
 ) -> int:
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
 
     from cluster import running as rl  # noqa: PLC0415
     from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
@@ -154,6 +154,8 @@ def run_cmd(
 @main.command("scenarios")
 def scenarios_cmd() -> None:
     """List the shipped scenarios."""
+    from rich.text import Text  # noqa: PLC0415
+
     from cluster.scenario import ScenarioError, load_scenario  # noqa: PLC0415
     from scenarios import shipped  # noqa: PLC0415
 
@@ -172,6 +174,13 @@ def scenarios_cmd() -> None:
 @click.option("--ops", type=click.IntRange(1, 100_000), default=30, show_default=True, help="Operations per seed.")
 @click.option("--faults", default=",".join(FAULTS), show_default=True, help="Comma-separated faults to inject.")
 @click.option("--release", default="15", show_default=True, help="Release profile (10.5 resurrects deletions).")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Seeds run side by side in this process, each with its own lab (and broker).",
+)
 @broker_option
 @click.option("--results", type=click.Path(path_type=Path, file_okay=False), help="Results folder.")
 @json_option
@@ -183,6 +192,7 @@ def chaos_cmd(
     ops: int,
     faults: str,
     release: str,
+    jobs: int,
     broker: str | None,
     results: Path | None,
     as_json: bool,
@@ -191,38 +201,52 @@ def chaos_cmd(
 
     Exit 0 when every seed is valid, 1 when a property failed, 2 when a run could not decide.
     """
-    from cluster.chaos import ChaosConfig, run_chaos, summarize  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
+    from cluster.chaos import ChaosConfig, ChaosReport, run_seeds, summarize  # noqa: PLC0415
+    from cluster.keys import use_home_pool  # noqa: PLC0415
     from cluster.views import VERDICT_STYLE  # noqa: PLC0415
 
     if seeds:
         first, _, last = seeds.partition("-")
-        seed_list = list(range(int(first), int(last or first) + 1))
+        try:
+            seed_list = list(range(int(first), int(last or first) + 1))
+        except ValueError:
+            fail("--seeds takes A-B: two whole numbers, A <= B", code=2)
+        if not seed_list:
+            fail("--seeds A-B: the first seed is after the last", code=2)
     else:
         seed_list = [seed if seed is not None else secrets.randbelow(1_000_000)]
     fault_list = tuple(f.strip() for f in faults.split(",") if f.strip())
+    try:
+        cfgs = [ChaosConfig(seed=s, nodes=nodes, ops=ops, faults=fault_list, release=release) for s in seed_list]
+    except ValueError as exc:
+        fail(str(exc), code=2)
     base = results or Path("certsim-results") / f"chaos-{seed_list[0]}-{int(time.time())}"
-    reports = []
-    for s in seed_list:
-        try:
-            cfg = ChaosConfig(seed=s, nodes=nodes, ops=ops, faults=fault_list, release=release)
-        except ValueError as exc:
-            fail(str(exc), code=2)
-        if not as_json:
-            err.print(f"seed {s}: {nodes} nodes, {ops} operations, faults {','.join(fault_list) or 'none'}")
-        report = run_async(run_chaos(cfg, base / f"seed-{s}", broker_url=broker))
-        reports.append(report)
-        if not as_json:
-            style = VERDICT_STYLE.get(report.verdict, "")
-            console.print(
-                Text.assemble(f"seed {s}: ", (report.verdict, style)),
-                f" acknowledged {report.counts['acknowledged']}"
-                f"/{report.counts['attempted']}  faults {report.counts['faults']}  lost {report.counts.get('lost')}"
-                f"  resurrected {report.counts.get('resurrected')}  divergent {report.counts.get('divergent')}"
-                f"  converged in {report.convergence_s} s  ({report.wall_s} s)",
-                highlight=False,
-            )
-            for v in report.violations[:5]:
-                console.print(f"  {v['prop']}: {v['node']} {v['store']}/{v['entry']}: {v['detail']}", highlight=False)
+    use_home_pool()  # the template lab's RSA keys come from the key pool when it has them
+
+    def show(report: ChaosReport) -> None:
+        if as_json:
+            return
+        style = VERDICT_STYLE.get(report.verdict, "")
+        console.print(
+            Text.assemble(f"seed {report.seed}: ", (report.verdict, style)),
+            f" acknowledged {report.counts['acknowledged']}"
+            f"/{report.counts['attempted']}  faults {report.counts['faults']}  lost {report.counts.get('lost')}"
+            f"  resurrected {report.counts.get('resurrected')}  divergent {report.counts.get('divergent')}"
+            f"  converged in {report.convergence_s} s  ({report.wall_s} s)",
+            highlight=False,
+        )
+        for v in report.violations[:5]:
+            console.print(f"  {v['prop']}: {v['node']} {v['store']}/{v['entry']}: {v['detail']}", highlight=False)
+
+    if not as_json:
+        side = f", {jobs} at a time" if jobs > 1 and len(cfgs) > 1 else ""
+        err.print(
+            f"{len(cfgs)} seed(s) {seed_list[0]}..{seed_list[-1]}{side}: {nodes} nodes, {ops} operations, "
+            f"faults {','.join(fault_list) or 'none'}"
+        )
+    reports = run_async(run_seeds(cfgs, base, broker_url=broker, jobs=jobs, done=show))
     summary = summarize(reports)
     (base / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if as_json:

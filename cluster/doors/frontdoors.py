@@ -48,6 +48,7 @@ from cryptography import x509
 from cluster.doors.auth import LAB_OP_PREFIX, PEER_OP_PREFIX, PEER_OPS, Credentials, RequestFn, Throttle
 from cluster.doors.rest import RestDoor, TlsIdentity, TlsMaterial, start_rest_server
 from cluster.doors.ssh import SshDoor, start_ssh_server
+from cluster.labdir import DOORS_DIR
 from cluster.labfile import LabSpec, NodeSpec
 from node import certops, certs
 from node.agent import NodeAgent
@@ -61,7 +62,6 @@ TOMCAT = "Cisco Tomcat"
 TLS_UNIT = "tomcat"
 TLS_TRUST = "tomcat-trust"  # where the served chain's intermediates come from
 KEYS_KEPT = 8  # tomcat key pairs remembered per node (current and recent ones)
-DOORS_DIR = "doors"
 OP_TIMEOUTS = {"csr_gen": 30.0, "regen": 30.0, "identity_upload": 30.0, "service_restart": 120.0}
 DEFAULT_TIMEOUT = 15.0
 PEER_TIMEOUT = 3.0  # a peer that does not answer this fast is shown as not connected
@@ -472,16 +472,3 @@ async def served_certificate(host: str, port: int, timeout: float = 10.0) -> x50
         with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()
     return x509.load_der_x509_certificate(der)
-
-
-def read_door_files(lab_dir: Path, alive: Callable[[int], bool]) -> dict[str, dict[str, Any]]:
-    """What ``doors/<node>.json`` say about nodes whose hosting process is alive."""
-    found: dict[str, dict[str, Any]] = {}
-    for path in sorted((lab_dir / DOORS_DIR).glob("*.json")):
-        try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(info, dict) and isinstance(info.get("pid"), int) and alive(info["pid"]):
-            found[str(info.get("node", path.stem))] = info
-    return found

@@ -53,6 +53,7 @@ from cluster.labfile import LabSpec, NodeSpec
 from node import certops, certs
 from node.catalog import STORES, UNITS, KeyAlgo, stores_for
 from node.errors import BadInput, CertsimError, NotFound
+from node.safetext import safe_text
 
 API_ROOT = "/platformcom/api/v1/certmgr/config/"
 PAGES_ROOT = "/cmplatform"  # the OS Administration pages on the same listener (cluster.doors.web)
@@ -354,7 +355,7 @@ class CertmgrApi:
                 return _node_error(exc, completed=done)
             done.append({k: result[k] for k in ("store", "added", "replaced", "unchanged", "notes", "replicated")})
         return web.json_response(
-            {"message": "Trust certificates uploaded", "description": description, "results": done}
+            {"message": "Trust certificates uploaded", "description": safe_text(description), "results": done}
         )
 
     async def get_trust(self, request: web.Request) -> web.Response:

@@ -25,16 +25,18 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
+import markupsafe
 from aiohttp import web
 
 from cluster.doors.auth import Credentials, RequestFn, Throttle
 from cluster.doors.descriptions import describe_upload
-from cluster.doors.platform_cli import Text, _advice, _details
+from cluster.doors.platform_cli import Text, _advice, _details, trust_description
 from cluster.doors.sessions import CSRF_FIELD, PageAuth, has_session
 from cluster.labfile import LabSpec, NodeSpec
 from node import certops
 from node.catalog import EC_KEY_SIZES, PARAMS, RSA_KEY_SIZES, UNITS, KeyAlgo, Role, stores_for, units_for
 from node.errors import BadInput, CertsimError, Unavailable
+from node.safetext import safe_lines
 
 ROOT = "/cmplatform"
 SECURITY_HEADERS = {
@@ -55,12 +57,18 @@ FIND_FIELDS = {  # the find bar's fields (R-OP-LIST) and the list column each on
 FIND_OPS = ("begins with", "contains", "ends with", "is exactly", "is empty", "is not empty")
 
 
+def _printable(value: Any) -> Any:
+    """Every ``{{ value }}`` of a page: text with its control characters escaped (markup left as it is)."""
+    return safe_lines(value) if isinstance(value, str) and not isinstance(value, markupsafe.Markup) else value
+
+
 def templates(package: str = "cluster.doors") -> jinja2.Environment:
     """The package's templates, autoescaped (certificate text is untrusted wherever it is shown)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader(package, "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
+        finalize=_printable,  # and never a control character raw: what a page echoes is escaped (node.safetext)
     )
     env.globals["csrf_field"] = CSRF_FIELD
     return env
@@ -100,7 +108,9 @@ def list_rows(
         identity = r["usage"] == "identity"
         store = str(r["store"])
         name = store if identity else str(r["name"])
-        if r["self_signed"]:
+        if not identity:
+            description = trust_description(None)
+        elif r["self_signed"]:
             description = Text.LIST_SELF_SIGNED.format(path=f"{store}/{name}.pem").split(": ", 1)[1]
         else:
             description = Text.LIST_SIGNED_BY.format(path="", issuer=r["issuer_cn"] or r["issuer"]).split(": ", 1)[1]

@@ -98,6 +98,8 @@ def _validate_burst(args: Any, lab: LabSpec, label: str) -> None:
     check_store(a["store"], label, units=False)
     if not 1 <= int(a["count"]) <= 5000:
         raise ScenarioError(f"{label}: count must be 1..5000")
+    if "crash_after" in a and not 1 <= int(a["crash_after"]) <= int(a["count"]):
+        raise ScenarioError(f"{label}: crash_after must be 1..count")
 
 
 async def _burst(runner: Runner, step: Step) -> Any:
@@ -135,10 +137,22 @@ async def _burst(runner: Runner, step: Step) -> Any:
             if crash_after is not None and len(acked) >= crash_after and not crashed.is_set():
                 crashed.set()
                 await runner.lab.crash_node(node)
+                for other in tasks:  # uploads still in flight died with the node: unacknowledged, no 5 s wait
+                    if other is not asyncio.current_task():
+                        other.cancel()
 
-    await asyncio.gather(*(one(p) for p in pems))
+    tasks = [asyncio.create_task(one(p)) for p in pems]
+    for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+            raise outcome
+    late = crash_after is not None and not crashed.is_set()
+    if late:  # uploads timed out (a loaded machine) before crash_after were acknowledged: crash it now
+        await runner.lab.crash_node(node)
     runner.memory[prefix] = acked
-    return {"sent": count, "acknowledged": len(acked), "crashed": crashed.is_set()}
+    result: dict[str, Any] = {"sent": count, "acknowledged": len(acked), "crashed": crash_after is not None}
+    if late:
+        result["note"] = f"crashed after the burst: only {len(acked)} of {crash_after} acknowledgements came in time"
+    return result
 
 
 def _validate_expect_acked(args: Any, lab: LabSpec, label: str) -> None:

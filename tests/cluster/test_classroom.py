@@ -126,6 +126,7 @@ async def test_clusters_on_one_broker_never_see_each_others_traffic_or_stores(
         await east.stop()
 
 
+@pytest.mark.slow
 def test_class_up_status_down_with_workers(tmp_path: Path, broker_url: str | None) -> None:
     """certsim class up: 3 student clusters over 2 worker processes on one broker; every certsim verb
     reaches a cluster with --lab; class status has one line per cluster; class down stops every process."""

@@ -37,6 +37,7 @@ def test_verbs_are_registered(tmp_path: Path) -> None:
     assert "--purpose" in certsim("cert", "upload", "--help", home=tmp_path).stdout
 
 
+@pytest.mark.slow
 def test_third_party_flow_regen_services_and_check_from_the_cli(lab_home: Path, tmp_path: Path) -> None:
     """R-OP-CSR-1, R-OP-UPLOAD-1..4, R-OP-REGEN-1, R-SVC-1, R-OP-AUTHZ, R-TS-1 through the CLI verbs."""
     home = lab_home

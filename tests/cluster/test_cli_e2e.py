@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from cluster.labca import LabCA
 from node.catalog import KeyAlgo
 from node.clock import SimClock
 from scenarios import shipped_dir
+from tests.cluster.doors.test_hostile_text import _bad_uploads, _hostile, _pem_of
 from tests.conftest import stock_home
 
 DEMO_LAB = shipped_dir() / "labs" / "demo.yaml"
@@ -233,51 +235,34 @@ def test_lab_status_cert_verbs_and_down(running_lab: Path, tmp_path: Path) -> No
     ).stdout
     assert "from every node" in deleted
 
+    # issue 14 on the CLI door: hostile certificate text escaped in the upload, table and JSON output;
+    # the expired upload's warning printed; a chain whose issuers loop refused on one line, nothing changed
+    hostile = tmp_path / "hostile.pem"
+    hostile.write_text(_pem_of(_hostile("cli", dt.datetime.now(dt.UTC), starts=-400, days=30)))
+    up_text = certsim("cert", "upload", "--node", "cucm-pub", "--store", "tomcat-trust", str(hostile), home=home)
+    assert "warning: " in up_text.stdout and "expired on" in up_text.stdout, up_text.stdout
+    listed = certsim("cert", "list", "--node", "cucm-pub", "--store", "tomcat-trust", home=home).stdout
+    listed_json = certsim("cert", "list", "--node", "cucm-pub", "--store", "tomcat-trust", "--json", home=home).stdout
+    for shown in (up_text.stdout, listed, listed_json):
+        assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown, shown
+        assert not re.search(r"^forged: line", shown, re.MULTILINE), shown
+    assert "evil\\x1b[2J" in listed and "evil\\\\x1b[2J" in listed_json
+    loop = tmp_path / "loop.pem"
+    loop.write_text(_bad_uploads()["issuers loop"])
+    before = listed_json
+    refused = certsim(
+        "cert", "upload", "--node", "cucm-pub", "--store", "tomcat-trust", str(loop), home=home, check=False
+    )
+    assert refused.returncode == 1 and "issuers loop" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert (
+        certsim("cert", "list", "--node", "cucm-pub", "--store", "tomcat-trust", "--json", home=home).stdout == before
+    )
+
     down = certsim("lab", "down", home=home)
     assert "stopped" in down.stdout
     assert not list((home / "labs" / "demo" / "doors").glob("*.json"))  # the doors closed with the lab
     again = certsim("lab", "status", home=home, check=False)
     assert again.returncode != 0 and "no lab is running" in again.stderr
-
-
-def test_lab_spans_processes(tmp_path: Path, broker_url: str | None) -> None:
-    """node run: one node in its own process joins a lab whose other nodes run in the background lab."""
-    if broker_url is None:
-        pytest.skip(
-            "a node in another process needs an external broker URL (the embedded one lives in the lab process)"
-        )
-    home = tmp_path / "home"
-    certsim("lab", "up", str(DEMO_LAB), "--broker", broker_url, "--skip", "cucm-sub2", home=home)
-    env = {**os.environ, "CERTSIM_HOME": str(home)}
-    node = subprocess.Popen(
-        node_run_cmd("cucm-sub2", broker_url),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        for _ in range(150):
-            status = json.loads(certsim("lab", "status", "--json", home=home).stdout)
-            sub2 = status["nodes"]["cucm-sub2"]
-            if (
-                sub2 is not None
-                and sub2["stores"]["tomcat-trust"] == 8
-                and status["nodes"]["cucm-pub"]["stores"]["tomcat-trust"] == 8
-            ):
-                break
-        else:
-            raise AssertionError(f"cucm-sub2 never converged: {status}")
-        assert sub2["connected"] is True
-        # the node's front doors run in its own process, next to its agent
-        doors = json.loads(certsim("lab", "status", "--json", home=home).stdout)["front_doors"]
-        assert set(doors) == {"cucm-pub", "cucm-sub1", "cucm-sub2", "imp-pub"}
-        assert doors["cucm-sub2"]["https"]["host"] == "127.0.0.13"
-        assert https_get(doors["cucm-sub2"]["https"], "snapshot/server")["server"] == "cucm-sub2.lab.example"
-    finally:
-        node.terminate()
-        node.wait(timeout=30)
-        certsim("lab", "down", home=home, check=False)
-    assert node.returncode == 0, node.stderr.read().decode() if node.stderr else ""
 
 
 def _wait_for(predicate, what: str, tries: int = 100) -> None:  # type: ignore[no-untyped-def]
@@ -290,6 +275,7 @@ def _wait_for(predicate, what: str, tries: int = 100) -> None:  # type: ignore[n
     raise AssertionError(f"never happened: {what}")
 
 
+@pytest.mark.slow
 @pytest.mark.both_brokers
 def test_fault_verbs_on_a_running_lab(running_lab: Path, tmp_path: Path, broker_url: str | None) -> None:
     """certsim fault: partition and heal (R-REPL-6 catch-up), crash and restart, broker restart."""
@@ -331,11 +317,15 @@ def test_fault_verbs_on_a_running_lab(running_lab: Path, tmp_path: Path, broker_
     assert bad.returncode == 1 and "unknown node 'cucm-nine'" in bad.stderr
 
 
-def test_sigkilled_node_process_keeps_what_it_acknowledged(tmp_path: Path, broker_url: str | None) -> None:
-    """Nothing lost: a node running as its own process is killed with SIGKILL right after acknowledging
-    uploads; restarted, it still has them and the cluster converges on them."""
+@pytest.mark.slow
+def test_lab_spans_processes_and_a_sigkilled_node_keeps_what_it_acknowledged(
+    tmp_path: Path, broker_url: str | None
+) -> None:
+    """node run: one node in its own process joins a lab whose other nodes run in the background lab, and
+    serves its front doors from there. Nothing lost: killed with SIGKILL right after acknowledging uploads,
+    restarted, it still has them and the cluster converges on them; SIGTERM then stops it cleanly."""
     if broker_url is None:
-        pytest.skip("a node in its own process needs an external broker")
+        pytest.skip("a node in another process needs an external broker URL (the embedded one lives in the lab)")
     import signal
 
     home = tmp_path / "home"
@@ -344,10 +334,22 @@ def test_sigkilled_node_process_keeps_what_it_acknowledged(tmp_path: Path, broke
     cmd = node_run_cmd("cucm-sub2", broker_url)
     node = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(
-            lambda: json.loads(certsim("lab", "status", "--json", home=home).stdout)["nodes"]["cucm-sub2"] is not None,
-            "the node process answers",
-        )
+
+        def converged() -> bool:
+            nodes = json.loads(certsim("lab", "status", "--json", home=home).stdout)["nodes"]
+            return all(
+                nodes[n] is not None and nodes[n]["stores"]["tomcat-trust"] == 8 for n in ("cucm-pub", "cucm-sub2")
+            )
+
+        _wait_for(converged, "cucm-sub2 joins and converges", tries=150)
+        status = json.loads(certsim("lab", "status", "--json", home=home).stdout)
+        assert status["nodes"]["cucm-sub2"]["connected"] is True
+        # the node's front doors run in its own process, next to its agent
+        doors = status["front_doors"]
+        assert set(doors) == {"cucm-pub", "cucm-sub1", "cucm-sub2", "imp-pub"}
+        assert doors["cucm-sub2"]["https"]["host"] == "127.0.0.13"
+        assert https_get(doors["cucm-sub2"]["https"], "snapshot/server")["server"] == "cucm-sub2.lab.example"
+
         ca = LabCA(SimClock(dt.datetime.now(dt.UTC)))
         uploaded = []
         for i in range(5):
@@ -357,7 +359,7 @@ def test_sigkilled_node_process_keeps_what_it_acknowledged(tmp_path: Path, broke
             uploaded.append(f"KillCA{i}")
         node.send_signal(signal.SIGKILL)
         node.wait(timeout=10)
-        node = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        node = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
         def everywhere() -> bool:
             for name in ("cucm-pub", "cucm-sub2", "imp-pub"):
@@ -371,3 +373,4 @@ def test_sigkilled_node_process_keeps_what_it_acknowledged(tmp_path: Path, broke
         node.terminate()
         node.wait(timeout=30)
         certsim("lab", "down", home=home, check=False)
+    assert node.returncode == 0, node.stderr.read().decode() if node.stderr else ""

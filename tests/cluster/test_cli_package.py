@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,7 @@ from cluster.cli import scenarios as cli_scenarios
 from cluster.control import LAB_TARGET
 
 HEAVY = (
+    "rich",
     "aiomqtt",
     "amqtt",
     "aiohttp",
@@ -34,7 +38,8 @@ def test_constants_spelled_in_the_cli_match_their_home() -> None:
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["cert", "list", "--help"], ["lab", "up", "--help"]])
 def test_help_and_version_import_nothing_heavy(argv: list[str]) -> None:
-    """certsim --help, --version and VERB --help load click and rich: no event loop, crypto, bus, HTTP or SSH."""
+    """certsim --help, --version and VERB --help load click only: no rich (it loads on the first print), event
+    loop, crypto, bus, HTTP or SSH."""
     code = (
         "import sys\nfrom cluster.cli import main\n"
         f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
@@ -42,3 +47,23 @@ def test_help_and_version_import_nothing_heavy(argv: list[str]) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert proc.stdout.strip().splitlines()[-1] == "LOADED []", proc.stdout[-500:]
+
+
+def test_lab_status_reads_door_files_without_the_front_doors(tmp_path: Path) -> None:
+    """certsim lab status shows every node's doors from doors/<node>.json: reading them loads no HTTP or SSH
+    server (aiohttp and asyncssh alone cost about a second per call)."""
+    doors = tmp_path / "doors"
+    doors.mkdir()
+    (doors / "cucm1.json").write_text(json.dumps({"node": "cucm1", "pid": os.getpid(), "ssh": {"port": 22}}))
+    (doors / "gone.json").write_text(json.dumps({"node": "gone", "pid": 2**22 + 7}))
+    code = (
+        "import sys, json\nfrom cluster import running\n"
+        f"found = running.front_doors(__import__('pathlib').Path({str(tmp_path)!r}))\n"
+        "print(json.dumps(sorted(found)))\n"
+        "heavy = ('aiohttp', 'asyncssh', 'node.agent', 'cluster.doors.frontdoors')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    found, loaded = proc.stdout.strip().splitlines()[-2:]
+    assert json.loads(found) == ["cucm1"]  # a door file whose process is gone is not shown
+    assert loaded == "[]", proc.stdout

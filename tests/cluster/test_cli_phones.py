@@ -19,6 +19,7 @@ def _json(*args: str, home: Path) -> dict[str, object]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("broker", ["embedded"], indirect=True)
 def test_phone_backup_and_link_verbs(tmp_path: Path, broker: object) -> None:
     """R-PHONE-1/3, R-DRS-1, R-LINK-1 through the CLI: phones boot on `lab up`'s first phone verb;

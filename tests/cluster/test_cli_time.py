@@ -28,6 +28,7 @@ def _json(*args: str, home: Path) -> object:
     return json.loads(certsim(*args, "--json", home=home).stdout)
 
 
+@pytest.mark.slow
 def test_clock_advance_fires_the_monitor_on_a_node_in_another_process(tmp_path: Path, broker_url: str | None) -> None:
     """R-TIME, R-MON-2, R-MON-3: `certsim clock advance` moves the whole lab, including a node run as its
     own process (the clock travels on the bus); that node's monitor warns at its simulated times and its

@@ -321,6 +321,7 @@ def _certsim(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+@pytest.mark.slow
 def test_revoke_from_the_cli_on_a_running_lab(tmp_path: Path) -> None:
     """R-OCSP-1, R-OCSP-3: `certsim lab up` serves the lab CA's responder; `certsim ca revoke` revokes a
     certificate signed with `certsim ca sign`; `ocsp check`, `ocsp show` and `cert list` show revoked."""

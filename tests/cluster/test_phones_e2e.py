@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from cluster.labops_phones import OPS
 from cluster.phones import PhoneFleet, fleet
 from node import certs
 from node.phone import State
@@ -24,7 +25,8 @@ def _states(summary: dict[str, object]) -> dict[str, int]:
 async def test_phones_follow_a_callmanager_regen_then_lock_and_recover(make_lab: LabFactory) -> None:
     """R-PHONE-1/2/3/4: TOFU at first boot; CallManager regenerated with automatic reset: every phone
     registered on the new ITL; CallManager and TVS together with manual reset: locked; bulk ITL reset
-    with the unchanged ITLRecovery key: registered again."""
+    with the unchanged ITLRecovery key: registered again. R-PHONE-5: `show ctl` before and after
+    `utils ctl set-cluster mixed-mode`."""
     spec = small_lab("ph", nodes=2, imp=0, phones={"count": 6, "model": "8845"})
     lab = await make_lab(spec)
     f = await fleet(lab)
@@ -62,3 +64,11 @@ async def test_phones_follow_a_callmanager_regen_then_lock_and_recover(make_lab:
     assert again.booted and again.phones == f.phones
     saved = json.loads((lab.lab_dir / "phones.json").read_text())
     assert len(saved["files"]) == 2  # one ITL per TFTP node, shared by its phones
+
+    # `show ctl` (R-PHONE-5): none in non-secure mode; after set-cluster mixed-mode, the tokenless CTL
+    # signed with ITLRecovery, listing every node's CallManager, CAPF and ITLRecovery, no TVS
+    assert await OPS["ctl_show"](lab, {}) == {"mode": "non-secure"}
+    await f.ctl("mixed-mode")
+    ctl = await OPS["ctl_show"](lab, {})
+    assert ctl["mode"] == "mixed" and ctl["kind"] == "CTL" and ctl["signer"]["role"] == "ITLRecovery"
+    assert sorted(r["role"] for r in ctl["records"]) == ["CAPF", "CCM+TFTP", "CCM+TFTP", "ITLRecovery"]

@@ -13,7 +13,7 @@ from cryptography.x509.oid import NameOID
 
 from node import certs
 from node.errors import BadInput
-from node.safetext import is_safe, safe_text
+from node.safetext import is_safe, safe_lines, safe_text
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 KEYS = [ec.generate_private_key(ec.SECP256R1()) for _ in range(12)]
@@ -157,3 +157,12 @@ def test_served_chain_is_the_intermediates_up_to_the_root() -> None:
     assert served_chain(leaf, [leaf, impostor, root, mid1, mid2]) == [mid2, mid1]
     assert served_chain(root, [root]) == []
     assert served_chain(leaf, [root]) == []
+
+
+def test_node_errors_show_quoted_input_escaped_and_keep_their_lines() -> None:
+    """An error that quotes what it was given (an unknown store named with an escape sequence) is shown
+    escaped at every door; a help text's own line breaks stay (node.errors through safe_lines)."""
+    error = BadInput("unknown trust store '\x1b[2J\x07'")
+    assert error.message == "unknown trust store '\\x1b[2J\\x07'" == str(error)
+    assert BadInput("Syntax:\n  show cert list own|trust").message == "Syntax:\n  show cert list own|trust"
+    assert safe_lines("a\x1b\nb\r") == "a\\x1b\nb\\r"

@@ -583,7 +583,7 @@ ReplicationMachine.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-test_replication_properties = ReplicationMachine.TestCase
+test_replication_properties = pytest.mark.slow(ReplicationMachine.TestCase)
 
 
 @pytest.mark.parametrize("release", ["15", "10.5"])

@@ -20,9 +20,10 @@ import pytest
 
 from cluster.controller import OPS
 from cluster.doors.auth import STALE_RESERVATION_S, Throttle
-from cluster.doors.frontdoors import DOORS_DIR, FrontDoors, bind_tcp, node_request, read_door_files
+from cluster.doors.frontdoors import DOORS_DIR, FrontDoors, bind_tcp, node_request
 from cluster.doors.rest import API_ROOT, basic_auth_header
 from cluster.lab import Lab
+from cluster.labdir import read_door_files
 from cluster.labfile import LabSpec, hosts_lines, parse_lab
 from cluster.running import pid_alive
 from tests.conftest import small_lab
