@@ -49,8 +49,8 @@ from cluster.broker import MosquittoBroker
 from cluster.classroom import CLASS_STATE, cluster_dir
 from cluster.keys import rsa_keys_to_install
 from cluster.labca import LabCA
-from cluster.labfile import parse_clusters
 from cluster.labdir import HISTORY_FILE
+from cluster.labfile import parse_clusters
 from node.keypool import KeyPool
 from replication.transport import BrokerAddress
 
