@@ -49,13 +49,16 @@ from cluster.broker import MosquittoBroker
 from cluster.classroom import CLASS_STATE, cluster_dir
 from cluster.keys import rsa_keys_to_install
 from cluster.labca import LabCA
+from cluster.labdir import HISTORY_FILE
 from cluster.labfile import parse_clusters
-from cluster.running import HISTORY_FILE
 from node.keypool import KeyPool
 from replication.transport import BrokerAddress
 
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-TARGETS = "targets: 1,000 nodes under 1 GiB in total and converged within 60 s; 200-node upload p99 under 80 ms"
+TARGETS = (
+    "targets: 1,000 nodes under 1 GiB in total and converged within 60 s; 200-node upload p99 under 80 ms; "
+    "21 nodes cold under 5 s, warm under 1 s (here through `certsim lab up`: process start and imports included)"
+)
 
 
 def lab_mapping(nodes: int) -> dict[str, Any]:
@@ -262,6 +265,7 @@ async def one_size(nodes: int, broker: MosquittoBroker, workers: int, uploads: i
             result["upload_ms"] = {"p50": round(pct(lat, 50), 2), "p99": round(pct(lat, 99), 2)}
             result["raw_fanout_ms"] = {"p50": round(pct(fan, 50), 2), "p99": round(pct(fan, 99), 2)}
             result["upload_over_raw_p50"] = round(pct(lat, 50) / pct(fan, 50), 1)
+            result["upload_over_raw_p99"] = round(pct(lat, 99) / pct(fan, 99), 1)
         certsim("class", "down", "--lab", multi.name, env=env)
     return result
 
@@ -288,7 +292,8 @@ def print_row(r: dict[str, Any]) -> None:
         f"cold start {r['cold_start_s']} s (converged {r['cold_converged_s']} s), "
         f"warm start {r['warm_start_s']} s (converged {r['warm_converged_s']} s); "
         f"upload p50/p99 {r['upload_ms']['p50']}/{r['upload_ms']['p99']} ms vs raw fan-out "
-        f"{r['raw_fanout_ms']['p50']}/{r['raw_fanout_ms']['p99']} ms (x{r['upload_over_raw_p50']} at p50); "
+        f"{r['raw_fanout_ms']['p50']}/{r['raw_fanout_ms']['p99']} ms (x{r['upload_over_raw_p50']} at p50, "
+        f"x{r['upload_over_raw_p99']} at p99); "
         f"key pool filled ahead in {r['key_pool_fill_s']} s",
         flush=True,
     )

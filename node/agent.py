@@ -55,7 +55,7 @@ from replication.transport import BrokerAddress, Bus, NotConnected
 Observer = Callable[[dict[str, Any]], None]
 T = TypeVar("T")
 BARRIER_MEMORY = 256
-CONNECT_DIGEST_DELAY_S = (0.05, 0.5)  # wall seconds: transport pacing, not simulated time
+CONNECT_DIGEST_DELAY_S = (0.02, 0.2)  # wall seconds: transport pacing, not simulated time
 REBROADCAST_DELAY_S = 0.1  # wall seconds the hub gathers reconciliations before telling its new digest
 REQUEST_MEMORY = 512  # answers kept so a resent request is answered, not run twice
 PRESENCE_TIMEOUT_S = 2.0  # wall seconds the offline flag may take at stop; the broker's will covers a miss
@@ -140,6 +140,9 @@ class NodeAgent:
         self.running = False
         self._jitter = random.Random(config.name)  # noqa: S311 - reproducible pacing per node, not security
         self.peer_digests: dict[str, dict[str, str]] = {}  # each peer's latest digest heard
+        self._peers_heard = 0  # bumped whenever peer_digests changes (the resync tick caches on it)
+        self._redundant_cache: tuple[tuple[int, int, int], bool] | None = None
+        self._tomb_floor: tuple[int, int | float] | None = None  # (store generation, earliest tombstone ms)
         self.online: set[str] = {config.name}  # nodes whose presence says online: who answers whose digest
         self._rebroadcast: asyncio.Task[None] | None = None  # the hub's digest after a reconciliation changed it
         self._ext_digests: dict[str, str] = {}  # extensions' own digests (x:<name>), as last computed
@@ -274,8 +277,15 @@ class NodeAgent:
             self._emit("rejoin", last_contact_ms=self.last_contact_ms)
 
     async def _purge_tombstones(self) -> None:
-        """Forget deletions older than the retention period (DESIGN.md: tombstones with a retention)."""
-        old = core.expired_tombstones(self.store.index, self._tombstone_cutoff_ms())
+        """Forget deletions older than the retention period (DESIGN.md: tombstones with a retention).
+        The index is scanned once per store change, not at every resync tick (a year has 17,520)."""
+        cutoff = self._tombstone_cutoff_ms()
+        generation = self.store.generation
+        if self._tomb_floor is None or self._tomb_floor[0] != generation:
+            self._tomb_floor = (generation, core.earliest_tombstone_ms(self.store.index))
+        if self._tomb_floor[1] >= cutoff:
+            return  # no tombstone is old enough yet
+        old = core.expired_tombstones(self.store.index, cutoff)
         if old:
             async with self.store.transaction():
                 for store, name in old:
@@ -462,6 +472,7 @@ class NodeAgent:
             peer = topic[len(self._presence_prefix) :]
             if payload != b"online":
                 self.peer_digests.pop(peer, None)
+                self._peers_heard += 1
                 self.online.discard(peer)
             elif peer:
                 self.online.add(peer)
@@ -547,6 +558,7 @@ class NodeAgent:
         differing stores (entry-level exchange), or a rejoining peer with its whole view."""
         theirs = _digest_map(env.body["digests"])
         self.peer_digests[env.sender] = theirs
+        self._peers_heard += 1
         mine = self.digests()
         if self.rejoining and not core.differing(mine, theirs):
             self._rejoined(env.sender)
@@ -844,6 +856,7 @@ class NodeAgent:
             return
         peer = {k: v for k, v in theirs.items() if isinstance(k, str) and isinstance(v, str)}
         self.peer_digests.setdefault(sender, {}).update(peer)
+        self._peers_heard += 1
         if not answer:
             return
         mine = await self._extension_digests()
@@ -903,8 +916,13 @@ class NodeAgent:
     def _digest_redundant(self) -> bool:
         if self.rejoining or self.store.generation != self._broadcast_generation:
             return False  # (no peer heard from yet: our last broadcast already told them everything)
+        key = (self.store.generation, self._ext_generation, self._peers_heard)
+        if self._redundant_cache is not None and self._redundant_cache[0] == key:
+            return self._redundant_cache[1]  # nothing heard or changed since the last tick: same answer
         mine = {**self.digests(), **self._ext_digests}
-        return all(mine[s] == d for theirs in self.peer_digests.values() for s, d in theirs.items() if s in mine)
+        same = all(mine[s] == d for theirs in self.peer_digests.values() for s, d in theirs.items() if s in mine)
+        self._redundant_cache = (key, same)
+        return same
 
     async def resync(self) -> None:
         """Force anti-entropy now (a restart of the Intercluster Sync Agent does this, R-REPL-6)."""

@@ -172,6 +172,11 @@ def expired_tombstones(index: Mapping[tuple[str, str], Slot], cutoff_ms: int) ->
     return [key for key, slot in index.items() if slot.tombstone is not None and slot.tombstone.ms < cutoff_ms]
 
 
+def earliest_tombstone_ms(index: Mapping[tuple[str, str], Slot]) -> int | float:
+    """The simulated ms of the oldest tombstone held (infinity when none): nothing expires before it."""
+    return min((slot.tombstone.ms for slot in index.values() if slot.tombstone is not None), default=float("inf"))
+
+
 def local_floor(slot: Slot | None, *, supersedes: bool) -> Version | None:
     """The deletion a local put carries (``Record.replaces``): the latest one of its name this node
     knows and, when the node replaces its own certificate (``supersedes``), its previous copy."""
