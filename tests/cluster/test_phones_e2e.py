@@ -124,3 +124,25 @@ async def test_from_release_12_the_itl_is_signed_by_itlrecovery_and_callmanager_
     locked = [p for p in f.phones.values() if p.state is State.LOCKED]
     assert {p.node for p in locked} == {"cucm1"} and len(locked) == 3, f.summary()
     assert all("Trust List Update Failed" in p.reason for p in locked)
+
+
+async def test_from_release_12_a_subscriber_serves_its_last_itl_while_the_publisher_is_down(
+    make_lab: LabFactory,
+) -> None:
+    """R-PHONE-1 on release 15: the ITLRecovery key that signs every ITL is the publisher's. With the
+    publisher down a subscriber's TFTP serves the last ITL it was given (its phones stay registered);
+    with none to serve, its phones are unregistered and the reason names the missing signer."""
+    # Cisco TAC 214231: from 12.0 the ITL is signed by the ITLRecovery certificate (Security Guide 15)
+    spec = small_lab("phdown", nodes=2, imp=0, release="15", phones={"count": 4, "model": "8845"})
+    lab = await make_lab(spec)
+    f = await fleet(lab)
+    assert _states(f.summary()) == {"registered": 4}
+    await lab.stop_node("cucm1")
+    sub_phones = [n for n, p in f.phones.items() if p.node == "cucm2"]
+    await f.reset(sub_phones)
+    assert {f.phones[n].state for n in sub_phones} == {State.REGISTERED}, f.summary()
+
+    fresh = PhoneFleet(lab)  # a new lab process: no ITL was handed to cucm2's TFTP yet
+    await fresh.reset(sub_phones)
+    assert {fresh.phones[n].state for n in sub_phones} == {State.UNREGISTERED}
+    assert all("ITLRecovery key" in fresh.phones[n].reason for n in sub_phones), fresh.summary()
