@@ -46,12 +46,21 @@ def node_run(lab_file: Path, node_name: str, broker: str, lab_dir: Path | None, 
     node shares its topic root and clock; start the rest with 'certsim lab up --skip NODE'.
     """
     from cluster import running as rl  # noqa: PLC0415
-    from cluster.labdir import default_lab_dir  # noqa: PLC0415
+    from cluster.labdir import STATE_FILE, default_lab_dir  # noqa: PLC0415
     from cluster.labfile import load_lab  # noqa: PLC0415
 
     spec = load_lab(lab_file)
     spec.node(node_name)
     directory = lab_dir or default_lab_dir(spec.name)
+    if not (directory / STATE_FILE).exists():
+        # the instance id in lab.json names the lab's topics: a node that makes its own never meets the others
+        err.print(
+            f"note: {directory} has no {STATE_FILE}, so {node_name} starts a new instance of lab {spec.name}. "
+            f"To join nodes of this lab running elsewhere (another machine, another --lab-dir), stop it and copy "
+            f"{STATE_FILE} from their lab directory into {directory} first.",
+            highlight=False,
+            soft_wrap=True,
+        )
     run_async(_serve_node(spec, directory, node_name, broker, smtp or rl.running_smtp(directory)))
 
 
@@ -62,6 +71,7 @@ async def _serve_node(spec: LabSpec, directory: Path, node_name: str, broker: st
 
     from cluster.keys import use_home_pool  # noqa: PLC0415
     from cluster.lab import Lab  # noqa: PLC0415
+    from cluster.labdir import STATE_FILE  # noqa: PLC0415
 
     use_home_pool()
     lab = Lab(spec, directory, broker_url=broker, front_doors=spec.front_doors.enabled, smtp_url=smtp)
@@ -70,7 +80,11 @@ async def _serve_node(spec: LabSpec, directory: Path, node_name: str, broker: st
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await lab.start(nodes=[node_name])
-    console.print(f"node {node_name} of lab {spec.name} running on {lab.broker_url}; Ctrl+C to stop")
+    console.print(
+        f"node {node_name} of lab {spec.name} (instance {lab.state.instance} from {lab.lab_dir / STATE_FILE}) "
+        f"running on {lab.broker_url}; Ctrl+C to stop",
+        highlight=False,
+    )
     if node_name in lab.doors:
         info = lab.doors[node_name].describe()
         console.print(f"  ssh {door_address(info, 'ssh')}  https {door_address(info, 'https')}", highlight=False)

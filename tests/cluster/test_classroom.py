@@ -213,3 +213,47 @@ def test_a_scenario_on_several_clusters_must_name_a_known_one(
     with pytest.raises(ScenarioError) as info:
         load_scenario(_scenario(tmp_path, cluster))
     assert message in str(info.value)
+
+
+def test_node_run_in_a_lab_directory_without_lab_json_says_it_starts_a_new_instance(tmp_path: Path) -> None:
+    """Beyond one machine: a node's topics are named by the instance id in lab.json, so ``node run`` in a
+    directory without one (another machine, nothing copied) says, before it starts, that it will not meet
+    nodes running elsewhere and what to copy."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:  # a port nothing listens on: the note comes before any connection
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    fresh = tmp_path / "elsewhere"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cluster.cli",
+            "node",
+            "run",
+            "--lab-file",
+            str(DEMO_LAB),
+            "--node",
+            "cucm-sub2",
+            "--broker",
+            f"mqtt://127.0.0.1:{port}",
+            "--lab-dir",
+            str(fresh),
+        ],
+        env={**os.environ, "CERTSIM_HOME": str(tmp_path / "home"), "COLUMNS": "200"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert first.startswith(f"note: {fresh} has no lab.json"), first
+    assert "starts a new instance of lab demo" in first and "copy lab.json from their lab directory" in first

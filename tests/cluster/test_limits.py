@@ -102,3 +102,23 @@ def test_the_check_refuses_in_process_too() -> None:
     with pytest.raises(Unavailable, match=f"needs about {budget.needed} file descriptors"):
         ensure_fd_limit(budget)
     assert resource.getrlimit(resource.RLIMIT_NOFILE) == (soft, hard)
+
+
+def test_class_up_refuses_a_classroom_too_big_for_the_limit_before_anything_starts(tmp_path: Path) -> None:
+    """class up --clusters 30 of the demo template (120 nodes with front doors, embedded broker) under
+    ulimit -n 150: the same clear error with the number needed; no lab directory or process is made."""
+    demo = Path(__file__).resolve().parents[2] / "scenarios" / "labs" / "demo.yaml"
+    proc = run_limited(
+        f"""
+        from cluster.cli import main
+        main(["class", "up", "--clusters", "30", "--template", {str(demo)!r}])
+        """,
+        soft=150,
+        hard=150,
+        cwd=tmp_path,
+    )
+    needed = fds_needed(120, embedded_broker=True, front_doors=True).needed
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"needs about {needed} file descriptors" in proc.stderr
+    assert f"ulimit -n {needed}" in proc.stderr and "allows 150" in proc.stderr
+    assert not (tmp_path / "home" / "labs").exists(), "refused before any lab directory was made"
