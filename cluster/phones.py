@@ -129,6 +129,7 @@ class PhoneFleet:
         self.events: collections.deque[str] = collections.deque(maxlen=200)
         self._attached: weakref.WeakSet[Any] = weakref.WeakSet()
         self._material: dict[str, NodeView] = {}
+        self._itl_served: dict[str, bytes] = {}  # node -> the last ITL its TFTP was given
         self.booted = False
         self._load()
 
@@ -301,7 +302,14 @@ class PhoneFleet:
                         p, state=State.UNREGISTERED, reason=f"TFTP and Unified CM node {node} is not running"
                     )
                 continue
-            itl = await self._itl_of(node, cluster)
+            itl = await self._itl_of(node, cluster, view)
+            if itl is None:
+                for name in members:
+                    p = self.phones[name]
+                    self.phones[name] = replace(
+                        p, state=State.UNREGISTERED, reason=f"TFTP on {node} has no ITL: {self._itl_signer_down()}"
+                    )
+                continue
             configs: list[bytes] = []
             for start in range(0, len(members), CONFIG_BATCH):
                 batch = [self.phones[n] for n in members[start : start + CONFIG_BATCH]]
@@ -318,14 +326,31 @@ class PhoneFleet:
         self.seen.update(self._shas(view))
         self.save()
 
-    async def _itl_of(self, node: str, cluster: ClusterCerts) -> bytes:
-        """The ITLFile.tlv ``node``'s TFTP serves now, signed by the node (R-PHONE-1)."""
+    def _itl_signer_node(self, node: str) -> str:
+        """The node whose key signs ``node``'s ITL: ``node`` itself (its CallManager key, before
+        12.0) or the publisher (the ITLRecovery key, from 12.0), as ``ReleaseProfile.itl_signer`` says."""
+        if trustlist.signer_unit(trustlist.FileKind.ITL, self.lab.spec.release) != "ITLRecovery":
+            return node
+        pub = next((n.name for n in self.lab.spec.nodes if n.publisher and n.role is Role.CUCM), None)
+        return pub or node
+
+    def _itl_signer_down(self) -> str:
+        return "the publisher, whose ITLRecovery key signs it (release 12.0 and later), is not running"
+
+    async def _itl_of(self, node: str, cluster: ClusterCerts, view: Mapping[str, NodeView]) -> bytes | None:
+        """The ITLFile.tlv ``node``'s TFTP serves now (R-PHONE-1): signed by the node's CallManager
+        key before release 12.0, by the publisher's ITLRecovery key from 12.0 (Cisco TAC 214231).
+        While the signer is down the TFTP serves the last ITL it was given (None if there is none)."""
+        signer = self._itl_signer_node(node)
+        if not (signer in view and view[signer].running):
+            return self._itl_served.get(node)
         records = [
             {"role": r.role.value, "host": r.host, "cert": base64.b64encode(r.cert_der).decode()}
             for r in trustlist.itl_records(node, cluster)
         ]
-        got = await self.lab.request(node, "tftp_sign", {"kind": "ITL", "records": records, "serial": self.serial})
-        return base64.b64decode(got["file"])
+        got = await self.lab.request(signer, "tftp_sign", {"kind": "ITL", "records": records, "serial": self.serial})
+        itl = self._itl_served[node] = base64.b64decode(got["file"])
+        return itl
 
     async def show_itl(self, node: str) -> dict[str, Any]:
         """`show itl` on ``node``: the ITL its TFTP serves, with its signer and records."""
@@ -335,7 +360,9 @@ class PhoneFleet:
             view = await self._view()
             if not view[node].running:
                 raise Unavailable(f"node '{node}' is not running")
-            itl = await self._itl_of(node, self.cluster_certs(view))
+            itl = await self._itl_of(node, self.cluster_certs(view), view)
+        if itl is None:
+            raise Unavailable(f"TFTP on '{node}' has no ITL: {self._itl_signer_down()}")
         return trustlist.describe(trustlist.parse(itl))
 
     async def _lsc_verdicts(self, node: str, phones: list[Phone]) -> dict[bytes | None, str | None]:

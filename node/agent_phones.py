@@ -1,8 +1,9 @@
 """What a Unified CM node does for phones: its TFTP signs files, its CAPF issues LSCs, its CTL.
 
 The I/O half of ``node.trustlist`` and ``node.phone``: private keys never leave the node.
-The lab asks a node to sign a file (the ITL and configuration files with the TFTP node's
-CallManager key; the CTL and the bulk ITL reset file with the publisher's ITLRecovery key)
+The lab asks a node to sign a file (configuration files with the TFTP node's CallManager key;
+the ITL with that key before release 12.0 and with the publisher's ITLRecovery key from 12.0, as
+the release profile says; the CTL and the bulk ITL reset file with the ITLRecovery key)
 and gets the signed bytes back; what goes into each list is the pure core's rule
 (``trustlist.itl_records`` / ``ctl_records``), fed with the cluster's current certificates.
 
@@ -89,14 +90,13 @@ Signer = tuple[Role, x509.Certificate, certs.PrivateKey]
 
 
 async def _signer(agent: NodeAgent, kind: FileKind) -> Signer:
-    """The TFTP node's CallManager key for ITL and configuration files; the publisher's ITLRecovery
-    key for the CTL and the bulk reset file. (Loading an RSA key costs milliseconds: once per request.)"""
-    if kind in (FileKind.ITL, FileKind.CONFIG):
-        ident, role = await _identity(agent, "CallManager"), Role.TFTP
-    else:
+    """The key ``trustlist.signer_unit`` names; ITLRecovery is the publisher's. (Loading an RSA key costs
+    milliseconds: once per request.)"""
+    unit = trustlist.signer_unit(kind, agent.config.release)
+    if unit == "ITLRecovery":
         _require_publisher(agent, f"signing the {kind.value} file")
-        ident, role = await _identity(agent, "ITLRecovery"), Role.ITL_RECOVERY
-    return role, x509.load_der_x509_certificate(ident.cert_der), _load_key(ident.key_pem)
+    ident = await _identity(agent, unit)
+    return trustlist.SIGNER_ROLES[unit], x509.load_der_x509_certificate(ident.cert_der), _load_key(ident.key_pem)
 
 
 _KEYS: collections.OrderedDict[str, certs.PrivateKey] = collections.OrderedDict()
@@ -119,8 +119,8 @@ async def _sign(agent: NodeAgent, kind: FileKind, records: list[TrustRecord], bo
 
 
 async def op_tftp_sign(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]:
-    """Sign an ITL (records) or configuration files (bodies) with this TFTP node's CallManager key,
-    or a bulk ITL reset file with the publisher's ITLRecovery key (R-PHONE-1, R-PHONE-3)."""
+    """Sign an ITL (records), configuration files (bodies) or a bulk ITL reset file with the key
+    ``trustlist.signer_unit`` names for the lab's release (R-PHONE-1, R-PHONE-3)."""
     _require_cucm(agent)
     try:
         kind = FileKind(str(args.get("kind")))

@@ -218,6 +218,10 @@ class ReleaseProfile:
     resync_interval_s: int = 1800  # R-REPL-6
     tombstone_retention_s: int = 30 * 86400
     description: str = ""
+    # R-PHONE-1: the identity whose key signs the ITL. Up to 11.5 the TFTP node's CallManager
+    # certificate; from 12.0 the ITLRecovery certificate (Cisco TAC 214231 "Certificate
+    # Regeneration Process for CUCM"; Security Guide release 15, "ITL file").
+    itl_signer: str = "ITLRecovery"
 
 
 RELEASES: dict[str, ReleaseProfile] = {
@@ -229,7 +233,9 @@ RELEASES: dict[str, ReleaseProfile] = {
         ReleaseProfile(
             "10.5",
             DeleteMode.LOCAL,
-            description="pre-11.0: deletions apply to one node and resync resurrects them",
+            description="pre-11.0: deletions apply to one node and resync resurrects them;"
+            " the ITL is signed by the TFTP node's CallManager certificate",
+            itl_signer="CallManager",
         ),
     )
 }

@@ -26,7 +26,10 @@ from node import certs
 from node.catalog import KU
 from node.trustlist import FileKind, Role, SignedFile, parse
 
-HISTORY_KEPT = 20  # the events a phone remembers (what `phone show` prints)
+HISTORY_KEPT = 20
+# R-PHONE-1/2: who may sign a new ITL. The phone does not know the release: it accepts a signer its
+# ITL (or CTL) holds in either role, and asks TVS otherwise (Cisco TAC 214231; Security Guide 15).
+ITL_SIGNER_ROLES = (Role.TFTP, Role.ITL_RECOVERY)  # the events a phone remembers (what `phone show` prints)
 
 
 class State(StrEnum):
@@ -164,7 +167,8 @@ def boot(phone: Phone, offer: TftpOffer, tvs: Sequence[Tvs], registrar: Registra
         itl, itl_raw = new_itl, offer.itl
         notes.append(f"ITL from {offer.host} accepted on first use")
     elif itl is None or new_itl.sha256 != itl.sha256:
-        itl_problem, how = _trust_problem(new_itl, [Role.TFTP], itl, ctl, tvs)
+        # signed by the TFTP node's CallManager (before 12.0) or by ITLRecovery (from 12.0, Cisco TAC 214231)
+        itl_problem, how = _trust_problem(new_itl, ITL_SIGNER_ROLES, itl, ctl, tvs)
         if itl_problem is None:
             itl, itl_raw = new_itl, offer.itl
             notes.append(f"new ITL from {offer.host} accepted ({how})")

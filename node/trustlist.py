@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from node import certs
+from node.catalog import ReleaseProfile
 from node.errors import BadInput
 
 FORMAT_VERSION = 1
@@ -272,6 +273,21 @@ class ClusterCerts:
         ders = [*self.callmanager.values(), *self.tvs.values()]
         ders += [pair[1] for pair in (self.capf, self.itl_recovery) if pair is not None]
         return frozenset(certs.der_sha256(d) for d in ders)
+
+
+SIGNER_ROLES = {"CallManager": Role.TFTP, "ITLRecovery": Role.ITL_RECOVERY}  # identity unit -> signer role
+
+
+def signer_unit(kind: FileKind, release: ReleaseProfile) -> str:
+    """The identity whose key signs ``kind`` under ``release`` (R-PHONE-1, R-PHONE-3, R-PHONE-5):
+    configuration files the TFTP node's CallManager; the ITL what ``ReleaseProfile.itl_signer`` says
+    (CallManager before 12.0, ITLRecovery from 12.0: Cisco TAC 214231, Security Guide 15); the CTL
+    and the bulk ITL reset file ITLRecovery."""
+    if kind is FileKind.CONFIG:
+        return "CallManager"
+    if kind is FileKind.ITL:
+        return release.itl_signer
+    return "ITLRecovery"
 
 
 def itl_records(tftp_host: str, cluster: ClusterCerts) -> list[TrustRecord]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 
 from node import certs, trustlist
-from node.catalog import UNITS, KeyAlgo
+from node.catalog import RELEASES, UNITS, KeyAlgo, ReleaseProfile
 from node.phone import Registrar, TftpOffer, Tvs
 from node.trustlist import ClusterCerts, FileKind, Role
 
@@ -39,9 +39,11 @@ def ident(unit: str, host: str, serial_hint: int = 0) -> Ident:
 
 @dataclass
 class MiniCluster:
-    """Two Unified CM nodes: pub (CAPF, ITLRecovery) and sub."""
+    """Two Unified CM nodes: pub (CAPF, ITLRecovery) and sub. The ITL signer follows ``release``
+    (10.5 by default: the TFTP node's CallManager; 12.5 and later: ITLRecovery)."""
 
     hosts: tuple[str, ...] = ("pub", "sub")
+    release: ReleaseProfile = RELEASES["10.5"]
     cm: dict[str, Ident] = field(default_factory=dict)
     tvs: dict[str, Ident] = field(default_factory=dict)
     capf: Ident | None = None
@@ -77,9 +79,11 @@ class MiniCluster:
         )
 
     def itl(self, host: str = "pub") -> bytes:
-        signer = self.cm[host]
+        unit = trustlist.signer_unit(FileKind.ITL, self.release)
+        signer = self.cm[host] if unit == "CallManager" else self.itlr
+        assert signer is not None
         recs = trustlist.itl_records(host, self.certs())
-        return trustlist.build(FileKind.ITL, Role.TFTP, signer.cert, signer.key, records=recs)
+        return trustlist.build(FileKind.ITL, trustlist.SIGNER_ROLES[unit], signer.cert, signer.key, records=recs)
 
     def ctl(self) -> bytes:
         assert self.itlr

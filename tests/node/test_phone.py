@@ -7,6 +7,7 @@ import datetime as dt
 from cryptography import x509
 
 from node import certs
+from node.catalog import RELEASES
 from node.phone import Phone, State, boot, issue_lsc, lsc_problem, phone_key
 from tests.node.phone_fixtures import NOW, MiniCluster
 
@@ -52,7 +53,8 @@ def test_unreachable_tvs_rejects_the_new_signer_and_keeps_the_old_itl() -> None:
 
 
 def test_callmanager_and_tvs_together_lock_the_phone() -> None:
-    """R-PHONE-3/4: CallManager and TVS regenerated together: the TVS is no longer one the ITL knows; locked."""
+    """R-PHONE-3/4 on release 10.5 (ITL signed by CallManager): CallManager and TVS regenerated together:
+    the TVS is no longer one the ITL knows; locked."""
     c = MiniCluster()
     p = booted(c)
     c.regen("CallManager")
@@ -61,6 +63,33 @@ def test_callmanager_and_tvs_together_lock_the_phone() -> None:
     assert p2.state is State.LOCKED
     assert p2.config_sha == p.config_sha  # keeps running its old configuration
     assert "Trust List Update Failed" in p2.reason
+
+
+def test_from_release_12_callmanager_and_tvs_together_do_not_lock_the_phone() -> None:
+    """R-PHONE-1/2/4 on release 15: the new ITL is signed by the ITLRecovery certificate the phone's ITL
+    holds, so CallManager and TVS regenerated together leave it registered on the new ITL."""
+    # Cisco TAC 214231: "release 12.0+ the ITL is signed by the ITLRecovery Certificate" (Security Guide 15)
+    c = MiniCluster(release=RELEASES["15"])
+    p = booted(c)
+    c.regen("CallManager")
+    c.regen("TVS")
+    p2 = booted(c, p)
+    assert p2.state is State.REGISTERED, p2.reason
+    assert p2.itl_file is not None and p2.itl_file.holds(c.cm["pub"].sha)
+    assert c.itlr is not None and p2.itl_file.signed_by == c.itlr.sha
+
+
+def test_from_release_12_itlrecovery_callmanager_and_tvs_together_lock_the_phone() -> None:
+    """R-PHONE-2/3 on release 15: with ITLRecovery, CallManager and TVS all new, neither the ITL nor a TVS
+    it knows vouches for the new signer: locked, running its old configuration."""
+    # Cisco TAC 214231 / Security Guide 15: the 12.0+ ITL signer is ITLRecovery
+    c = MiniCluster(release=RELEASES["15"])
+    p = booted(c)
+    for unit in ("ITLRecovery", "CallManager", "TVS"):
+        c.regen(unit)
+    p2 = booted(c, p)
+    assert p2.state is State.LOCKED and "Trust List Update Failed" in p2.reason
+    assert p2.config_sha == p.config_sha
 
 
 def test_one_at_a_time_with_a_reset_between_is_safe() -> None:

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node import trustlist
+from node.catalog import RELEASES
 from node.errors import BadInput
 from node.trustlist import FileKind, Role
 from tests.node.phone_fixtures import MiniCluster, ident
@@ -26,6 +27,27 @@ def test_itl_lists_tftp_signer_every_tvs_capf_and_itlrecovery() -> None:
     assert [r.sha256 for r in f.certs_of(Role.CAPF)] == [CLUSTER.capf.sha]
     assert [r.sha256 for r in f.certs_of(Role.ITL_RECOVERY)] == [CLUSTER.itlr.sha]
     assert not f.holds(CLUSTER.cm["pub"].sha)  # another node's CallManager is not in this node's ITL
+
+
+@pytest.mark.parametrize("release", sorted(RELEASES))
+def test_the_itl_signer_follows_the_release_profile(release: str) -> None:
+    """R-PHONE-1: before 12.0 (10.5) the ITL is signed by the TFTP node's CallManager certificate, from
+    12.0 (12.5, 14, 15) by ITLRecovery; configuration files always by CallManager, the CTL and bulk reset
+    by ITLRecovery. One table holds it: ReleaseProfile.itl_signer."""
+    # Cisco TAC 214231 "Certificate Regeneration Process for CUCM": "8.X - 11.5.X the ITL is signed by the
+    # Call Manager Certificate ... 12.0+ the ITL is signed by the ITLRecovery Certificate" (Security Guide 15)
+    profile = RELEASES[release]
+    major = int(release.split(".", maxsplit=1)[0])
+    expected = "CallManager" if major < 12 else "ITLRecovery"
+    assert trustlist.signer_unit(FileKind.ITL, profile) == expected
+    assert trustlist.signer_unit(FileKind.CONFIG, profile) == "CallManager"
+    assert trustlist.signer_unit(FileKind.CTL, profile) == "ITLRecovery"
+    assert trustlist.signer_unit(FileKind.ITL_RESET, profile) == "ITLRecovery"
+    c = MiniCluster(release=profile)
+    itl = trustlist.parse(c.itl("sub"), expect=FileKind.ITL)
+    signer = c.cm["sub"] if major < 12 else c.itlr
+    assert signer is not None and itl.signed_by == signer.sha
+    assert itl.signer_role is trustlist.SIGNER_ROLES[expected]
 
 
 def test_ctl_lists_callmanagers_capf_itlrecovery_and_is_signed_by_itlrecovery() -> None:
