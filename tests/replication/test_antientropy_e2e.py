@@ -104,6 +104,8 @@ async def test_one_missed_entry_is_repaired_by_moving_that_entry(make_lab: LabFa
     to_healed = [s for s in states if s["to"] == "cucm3"]
     assert to_healed, states
     assert all(s["records"] <= 1 for s in states), states
-    assert sum(s["records"] for s in to_healed) == 1, states
+    # the resync's digest and a digest already in flight may each be answered (seen on a loaded
+    # machine): that sends the one entry twice, never the store
+    assert 1 <= sum(s["records"] for s in to_healed) <= 2, states
     held = await lab.request("cucm3", "list", {"store": "tomcat-trust"})
     assert any("MissedOne" in str(row) for row in held)
