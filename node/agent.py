@@ -796,7 +796,7 @@ class NodeAgent:
         if rec.der is None:
             return rec
         slot = self.store.index.get(rec.key)
-        if slot is not None and slot.entry == rec.version:
+        if slot is not None and slot.entry == rec.version and slot.entry_sha == rec.sha256:  # the same copy again
             return rec if slot.entry_rank is None else replace(rec, start_ms=slot.entry_rank.start_ms)
         try:
             cert = x509.load_der_x509_certificate(rec.der)

@@ -157,13 +157,27 @@ def plan_merge(
     """The writes that merging a batch of records makes (in order; several may touch one name)."""
     overlay: dict[tuple[str, str], Slot] = {}
     plan: list[tuple[Record, Decision]] = []
-    for rec in records:
-        slot = overlay.get(rec.key) or index.get(rec.key)
-        decision = decide(slot, rec, cutoff_ms)
+    for incoming in records:
+        slot = overlay.get(incoming.key) or index.get(incoming.key)
+        decision = decide(slot, incoming, cutoff_ms)
+        rec = keep_floor(slot, incoming) if decision.put_entry else incoming
         if decision.changes:
             plan.append((rec, decision))
             overlay[rec.key] = after(slot, rec, decision)
     return plan
+
+
+def keep_floor(slot: Slot | None, rec: Record) -> Record:
+    """A put that displaces a held entry by rank (R-REPL-8) keeps the deletion that entry carried:
+    a node's knowledge of deletions only grows, so a copy that deletion removed (a node's replaced
+    certificate, past the tombstone retention) cannot come back through it (R-REPL-9). The put is
+    newer than that deletion (``decide`` checked it against ``Slot.floor``), so ``replaces`` stays
+    older than the put. The record is written and sent so: it survives restarts and state transfers."""
+    if slot is None or slot.entry is None or slot.entry_replaces is None:
+        return rec
+    if rec.replaces is not None and rec.replaces >= slot.entry_replaces:
+        return rec
+    return replace(rec, replaces=slot.entry_replaces)
 
 
 def expired_tombstones(index: Mapping[tuple[str, str], Slot], cutoff_ms: int) -> list[tuple[str, str]]:

@@ -806,7 +806,15 @@ def check_end_state(cluster: Cluster, ops_done: list[Op]) -> None:
             counted = [
                 o.rec.version for o in deletes if policy.tombstone or (not policy.replicate_add and o.node == node.name)
             ]
-            counted += [o.deletes for o in puts if o.deletes is not None]
+            local_only = policy.replicate_add and not policy.tombstone  # 10.5: deletions are local
+            counted += [
+                o.deletes
+                for o in puts
+                if o.deletes is not None
+                # 10.5: once the replacing put is itself deleted (locally), a node that never got it may
+                # still hold the replaced copy and bring it back: the documented 10.5 resurrection
+                and not (local_only and any(d.rec.version > o.rec.version for d in deletes))
+            ]
             floor = max(counted, default=ZERO)
             alive = [o for o in puts if o.rec.version > floor]
             dead = [o for o in puts if o.rec.version <= floor]
@@ -820,11 +828,7 @@ def check_end_state(cluster: Cluster, ops_done: list[Op]) -> None:
                     continue
                 displaced = any(_rank(d) > _rank(op) for d in dead)
                 # 10.5: deletions are local (R-REPL-9): one on every holder removes it for good
-                local_deleted = (
-                    policy.replicate_add
-                    and not policy.tombstone
-                    and any(d.rec.version > op.rec.version for d in deletes)
-                )
+                local_deleted = local_only and any(d.rec.version > op.rec.version for d in deletes)
                 assert displaced or local_deleted, f"R-REPL-8: {node.name} holds {held}, not the acked {op.rec}"
 
 
@@ -1060,7 +1064,9 @@ def test_regression_on_10_5_nodes_may_differ_in_carried_deletions_only() -> None
     history.append(Op("delete", "n0", deletion))
     history += [Op("put", "n0", r, START_OF[r.der or b""]) for r in n0.upload("tomcat-trust", cert_der("B", 1))]
     settle(cluster)
-    assert n0.entries[("tomcat-trust", "B")] == n1.entries[("tomcat-trust", "B")]
+    # the same entry; n1's keeps the deletion its displaced successor carried (core.keep_floor)
+    assert n0.entries[("tomcat-trust", "B")] == replace(n1.entries[("tomcat-trust", "B")], replaces=None)
+    assert n1.entries[("tomcat-trust", "B")].replaces == old.version
     assert n0.entries[("tomcat-trust", "B")].origin == "n0"
     assert ("tomcat-trust", "B") in n1.tombs and ("tomcat-trust", "B") not in n0.tombs
     check_end_state(cluster, history)
@@ -1124,4 +1130,48 @@ def test_regression_a_superseded_copy_older_than_the_retention_does_not_come_bac
     n1.send_records(n0.name, [("tomcat-trust", "A")], [])  # n1 offers its (old) copy first
     settle(cluster)
     assert holds(n0) == holds(n1) == cert_der("A", 1, "ca-signed")
+    check_end_state(cluster, history)
+
+
+def test_regression_on_10_5_a_displacing_put_keeps_the_deletion_the_displaced_entry_carried() -> None:
+    """R-REPL-8 with R-REPL-9 and R-REPL-5, found by a second reader (10.5): n0 supersedes its day-5
+    certificate X (older than the retention) by a day-3 one, P; the change is lost. n1 deletes X
+    locally (10.5: no tombstone) and uploads a day-4 one, Q, which displaces P on n0 by its later
+    start. The deletion of X that P carried must outlive P there, or n2's X (day 5, the latest start)
+    comes back on every node through anti-entropy."""
+    cluster = Cluster("10.5", 3)
+    n0, n1, _n2 = cluster.nodes.values()
+    history = [Op("put", "n0", r, START_OF[r.der or b""]) for r in n0.upload("tomcat-trust", cert_der("A", 5))]
+    cluster.deliver_all()
+    cluster.now_ms += cluster.retention_ms + DAY_MS
+    x = n0.entries[("tomcat-trust", "A")]
+    p = supersede(n0, cert_der("A", 3, "ca-signed"))
+    history.append(Op("put", "n0", p, START_OF[p.der or b""], deletes=x.version))
+    cluster.in_flight.clear()  # lost on its way to n1 and n2
+    history.append(Op("delete", "n1", n1.delete("tomcat-trust", "A")))
+    history += [Op("put", "n1", r, START_OF[r.der or b""]) for r in n1.upload("tomcat-trust", cert_der("A", 4))]
+    cluster.deliver_all()
+    assert n0.index[("tomcat-trust", "A")].floor == x.version  # Q holds there, and still carries X's deletion
+    settle(cluster)
+    assert all(holds(node) == cert_der("A", 4) for node in cluster.nodes.values())
+    check_end_state(cluster, history)
+
+
+def test_regression_on_10_5_a_replaced_copy_may_come_back_once_its_replacement_is_deleted() -> None:
+    """R-REPL-9 on 10.5 (deletions are local), shrunk from the stateful test: n0 replaces its X (older
+    than the retention) by P; the change to n1 is lost; n0 deletes P locally. n1 still holds X, its
+    only live copy, and anti-entropy brings it back to n0: the 10.5 resurrection the product shows
+    (scenarios/release-10.5-resurrection.yaml); nodes agree."""
+    cluster = Cluster("10.5", 2)
+    n0, n1 = cluster.nodes.values()
+    history = [Op("put", "n0", r, START_OF[r.der or b""]) for r in n0.upload("tomcat-trust", cert_der("A", 1))]
+    cluster.deliver_all()
+    cluster.now_ms += cluster.retention_ms + DAY_MS
+    x = n0.entries[("tomcat-trust", "A")]
+    p = supersede(n0, cert_der("A", 1, "ca-signed"))
+    history.append(Op("put", "n0", p, START_OF[p.der or b""], deletes=x.version))
+    cluster.in_flight.clear()  # lost on its way to n1
+    history.append(Op("delete", "n0", n0.delete("tomcat-trust", "A")))
+    settle(cluster)
+    assert holds(n0) == holds(n1) == x.der
     check_end_state(cluster, history)
