@@ -1039,11 +1039,16 @@ class NodeAgent:
                 f"'{store}' is an identity unit; uploading identity certificates comes with the certificate "
                 f"operations (CSR and CA-signed flow); to trust a certificate upload it to '{UNITS[store].trust_store}'"
             )
-        ops.check_store(self.config.role, store)
+        spec = ops.check_store(self.config.role, store)
         uploaded = certs.load_certificates(data)
         replicated: list[Record] = []
         async with self.store.transaction():  # the same-name check and the write, atomically (R-REPL-8)
-            existing = {(r.store, r.name): r.der or b"" for r in await self.store.entries()}
+            # only the names this upload can touch (a whole-store read grew with the store: the p99 tail)
+            existing: dict[tuple[str, str], bytes] = {}
+            for target in (store, *spec.ca_also_into):
+                for name in {certs.entry_name(cert) for cert in uploaded}:
+                    if (held := await self.store.get_entry(target, name)) is not None:
+                        existing[(target, name)] = held.der or b""
             plan = ops.plan_trust_upload(self.config.role, store, uploaded, existing, self.clock.now())
             if plan.puts:
                 replicated = await self._write_changes(plan.puts, [])
