@@ -31,6 +31,7 @@ import yaml
 
 from cluster.labdir import HISTORY_FILE, LAB_COPY, RUNNING_FILE, LabState
 from cluster.labfile import ClustersSpec, LabSpec, load_lab, parse_clusters
+from cluster.running import pid_alive
 from node.errors import Unavailable
 
 CLASS_FILE = "class.yaml"
@@ -67,7 +68,7 @@ def prepare_class_dir(raw: Mapping[str, Any], lab_dir: Path) -> ClustersSpec:
     """Validate, keep the lab file and one ordinary lab directory per cluster (state, lab.yaml copy)."""
     multi = parse_clusters(raw, source=CLASS_FILE)
     existing = read_class(lab_dir)
-    if existing is not None and _alive(int(existing["pid"])):
+    if existing is not None and pid_alive(int(existing["pid"])):
         raise Unavailable(f"lab '{multi.name}' is already running (pid {existing['pid']}); 'certsim class down' first")
     lab_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(lab_dir, 0o700)
@@ -89,16 +90,6 @@ def read_class(lab_dir: Path) -> dict[str, Any] | None:
         return None
     raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return raw
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def spawn_class(
