@@ -743,12 +743,14 @@ class NodeAgent:
         """Private key material for a message body: encrypted for cluster members (AEAD), not only MAC'd."""
         return seal_secret(self._secret, plaintext, context)
 
-    def open_secret(self, text: object, context: str) -> bytes:
-        """The inverse of ``seal_secret``; raises ``ValueError`` when it does not decrypt."""
+    def open_secret(self, text: object, context: str, *, from_bus: bool = True) -> bytes:
+        """The inverse of ``seal_secret``; raises ``ValueError`` when it does not decrypt (logged as a
+        rejected message when it came from the bus; a user's file, e.g. a backup, is the caller's error)."""
         try:
             return open_secret(self._secret, text, context)
         except EnvelopeError as exc:
-            self._reject("secret", context)
+            if from_bus:
+                self._reject("secret", context)
             raise ValueError(str(exc)) from None
 
     def send(self, to: str | None, kind: str, body: dict[str, Any]) -> asyncio.Future[None]:
@@ -1209,11 +1211,14 @@ _b64_arg = extension_api.b64_arg
 _sleep_until = extension_api.sleep_until
 
 # The extensions every node runs: one explicit table (node/extension.py says how they plug in).
-from node import agent_certops, agent_monitor, agent_ocsp  # noqa: E402 - the table follows the agent it extends
+from node import agent_certops, agent_drs, agent_monitor, agent_ocsp, agent_phones  # noqa: E402 - the table follows the agent
 
-EXTENSIONS: tuple[Extension, ...] = (agent_certops.EXTENSION, agent_monitor.EXTENSION, agent_ocsp.EXTENSION)
+EXTENSIONS: tuple[Extension, ...] = (
+    agent_certops.EXTENSION,
+    agent_monitor.EXTENSION,
+    agent_ocsp.EXTENSION,
+    agent_phones.EXTENSION,
+    agent_drs.EXTENSION,
+)
 for _extension in EXTENSIONS:
     install_extension(_extension)
-
-# Modules written against register_op (not yet an Extension): they register themselves on import.
-from node import agent_drs, agent_phones  # noqa: E402, F401

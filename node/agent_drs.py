@@ -7,7 +7,7 @@ cross the bus in the clear, and a restore under another security password fails 
 error and changes nothing (R-DRS-1). A restore brings back what the backup held, old keys
 included (R-DRS-2: phones that already took a newer ITL may reject the restored signer).
 
-Operations (``register_op``): drs_export, drs_restore, drs_check, drs_itl_reset (`utils itl reset
+Operations (its ``EXTENSION``): drs_export, drs_restore, drs_check, drs_itl_reset (`utils itl reset
 remotekey`: a reset file signed with the ITLRecovery key kept in a backup, R-PHONE-3).
 """
 
@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
 from node import certs, ops, trustlist
-from node.agent import NodeAgent, _b64_arg, register_op
 from node.agent_phones import CTL_META
 from node.errors import BadInput, Refused
+from node.extension import Extension, b64_arg
 from node.store import Identity, NodeStore
 from node.trustlist import FileKind, Role
-from replication.envelope import EnvelopeError, open_secret, seal_secret
+
+if TYPE_CHECKING:
+    from node.agent import NodeAgent
+
 
 FORMAT = "certsim-drs-1"
 MISMATCH_TEXT = (
@@ -61,7 +64,7 @@ async def op_drs_export(agent: NodeAgent, _args: dict[str, Any]) -> dict[str, An
         "ctl": await agent.store.get_meta(CTL_META),
     }
     # sealed with the cluster secret (replication.envelope.seal_secret, as keys on the bus are)
-    sealed = seal_secret(agent._secret, json.dumps(body).encode(), _context(agent))
+    sealed = agent.seal_secret(json.dumps(body).encode(), _context(agent))
     agent.log.info("drs-backup", identities=len(identities), entries=len(body["entries"]))
     return {
         "node": agent.name,
@@ -77,11 +80,11 @@ def _b64(data: bytes) -> str:
 
 
 def _open(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]:
-    if len(_b64_arg(args, "data")) < 28:
+    if len(b64_arg(args, "data")) < 28:
         raise BadInput("the backup file is truncated")
     try:
-        plain = open_secret(agent._secret, args["data"], _context(agent))
-    except EnvelopeError:
+        plain = agent.open_secret(args["data"], _context(agent), from_bus=False)
+    except ValueError:
         raise Refused(MISMATCH_TEXT) from None
     body = json.loads(plain)
     if not isinstance(body, dict) or body.get("format") != FORMAT or body.get("node") != agent.name:
@@ -148,10 +151,12 @@ async def op_drs_itl_reset(agent: NodeAgent, args: dict[str, Any]) -> dict[str, 
     return {"file": base64.b64encode(signed).decode(), "taken_at": body["taken_at"]}
 
 
-for _name, _handler in (
-    ("drs_export", op_drs_export),
-    ("drs_restore", op_drs_restore),
-    ("drs_check", op_drs_check),
-    ("drs_itl_reset", op_drs_itl_reset),
-):
-    register_op(_name, _handler)
+EXTENSION = Extension(
+    name="drs",
+    ops={
+        "drs_export": op_drs_export,
+        "drs_restore": op_drs_restore,
+        "drs_check": op_drs_check,
+        "drs_itl_reset": op_drs_itl_reset,
+    },
+)

@@ -7,7 +7,7 @@ the release profile says; the CTL and the bulk ITL reset file with the ITLRecove
 and gets the signed bytes back; what goes into each list is the pure core's rule
 (``trustlist.itl_records`` / ``ctl_records``), fed with the cluster's current certificates.
 
-Operations (``register_op``): phone_material, tftp_sign, ctl_update, ctl_set_mode, ctl_get,
+Operations (its ``EXTENSION``): phone_material, tftp_sign, ctl_update, ctl_set_mode, ctl_get,
 capf_issue. Rule IDs refer to DOMAIN.md (R-PHONE-1, R-PHONE-3, R-PHONE-5, R-PHONE-6).
 """
 
@@ -17,18 +17,22 @@ import asyncio
 import base64
 import collections
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from node import certs, phone, trustlist
-from node.agent import NodeAgent, _b64_arg, register_op
 from node.catalog import Role as NodeRole
 from node.errors import BadInput, NotFound, Refused
+from node.extension import Extension, b64_arg
 from node.store import Identity, NodeStore
 from node.trustlist import FileKind, Role, TrustRecord
+
+if TYPE_CHECKING:
+    from node.agent import NodeAgent
+
 
 PHONE_UNITS = ("CallManager", "TVS", "CAPF", "ITLRecovery")
 CTL_META = "ctl_file"  # the CTL file the cluster serves in mixed mode (publisher), base64
@@ -199,7 +203,7 @@ async def op_capf_issue(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any
     given = args.get("auth_string")
     if expected is not None and str(given) != str(expected):
         raise Refused(f"CAPF refused {name}: the authentication string does not match the one configured")
-    pem = _b64_arg(args, "public_key")
+    pem = b64_arg(args, "public_key")
     try:
         public = serialization.load_pem_public_key(pem)
     except ValueError:
@@ -213,12 +217,14 @@ async def op_capf_issue(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any
     return {"phone": name, "lsc": base64.b64encode(certs.der_of(lsc)).decode(), "issuer": certs.fingerprint(cert)}
 
 
-for _name, _handler in (
-    ("phone_material", op_phone_material),
-    ("tftp_sign", op_tftp_sign),
-    ("ctl_update", op_ctl_update),
-    ("ctl_set_mode", op_ctl_set_mode),
-    ("ctl_get", op_ctl_get),
-    ("capf_issue", op_capf_issue),
-):
-    register_op(_name, _handler)
+EXTENSION = Extension(
+    name="phones",
+    ops={
+        "phone_material": op_phone_material,
+        "tftp_sign": op_tftp_sign,
+        "ctl_update": op_ctl_update,
+        "ctl_set_mode": op_ctl_set_mode,
+        "ctl_get": op_ctl_get,
+        "capf_issue": op_capf_issue,
+    },
+)
