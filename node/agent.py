@@ -1047,8 +1047,9 @@ class NodeAgent:
         async with self.store.transaction():  # the same-name check and the write, atomically (R-REPL-8)
             # only the names this upload can touch (a whole-store read grew with the store: the p99 tail)
             existing: dict[tuple[str, str], bytes] = {}
+            names = {certs.entry_name(cert) for cert in uploaded}
             for target in (store, *spec.ca_also_into):
-                for name in {certs.entry_name(cert) for cert in uploaded}:
+                for name in names:
                     if (held := await self.store.get_entry(target, name)) is not None:
                         existing[(target, name)] = held.der or b""
             plan = ops.plan_trust_upload(self.config.role, store, uploaded, existing, self.clock.now())

@@ -167,6 +167,19 @@ class PageAuth:
             self.log.warning("web-login-failed", user=username[:64], peer=peer, failures=self.throttle.failures(peer))
         return None, "Invalid user name or password."  # never says which of the two
 
+    async def sign_in(self, request: web.Request, landing: str) -> tuple[web.HTTPSeeOther | None, str]:
+        """The login form's post (``j_username``, ``j_password``, ``login_token``) checked by ``login``: a
+        redirect to ``landing`` carrying the new session's cookie (the caller raises it), or None and why."""
+        form = await request.post()
+        key, error = await self.login(
+            request, str(form.get("j_username", "")), str(form.get("j_password", "")), str(form.get("login_token", ""))
+        )
+        if key is None:
+            return None, error
+        response = web.HTTPSeeOther(landing)
+        self.set_cookie(response, key)
+        return response, ""
+
     def logout(self, request: web.Request) -> web.HTTPSeeOther:
         """End the session; the caller raises the answer (a redirect to the login page)."""
         self.sessions.end(request.cookies.get(COOKIE))

@@ -226,15 +226,10 @@ class OsAdminPages:
         return await self.auth.login_page(page)
 
     async def login_post(self, request: web.Request) -> web.StreamResponse:
-        form = await request.post()
-        key, error = await self.auth.login(
-            request, str(form.get("j_username", "")), str(form.get("j_password", "")), str(form.get("login_token", ""))
-        )
-        if key is None:
+        signed_in, error = await self.auth.sign_in(request, f"{ROOT}/showHome.do")
+        if signed_in is None:
             return await self.login_form(request, error)
-        response = web.HTTPSeeOther(f"{ROOT}/showHome.do")
-        self.auth.set_cookie(response, key)
-        raise response
+        raise signed_in
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         raise self.auth.logout(request)
