@@ -1113,6 +1113,21 @@ def test_regression_on_10_5_a_carried_deletion_reaches_a_node_after_its_put_is_g
     check_end_state(cluster, history)
 
 
+def replaced_past_retention(cluster: Cluster, first_day: int, successor_day: int) -> tuple[list[Op], Record, Record]:
+    """The setting of the regressions below: n0 uploads A (``first_day``), every node gets it, time passes
+    the tombstone retention, and n0 replaces it by a CA-signed one (``successor_day``) whose change is lost.
+    Returns the history, the replaced copy and its successor."""
+    n0 = cluster.nodes["n0"]
+    history = [Op("put", "n0", r, START_OF[r.der or b""]) for r in n0.upload("tomcat-trust", cert_der("A", first_day))]
+    cluster.deliver_all()
+    cluster.now_ms += cluster.retention_ms + DAY_MS
+    replaced = n0.entries[("tomcat-trust", "A")]
+    successor = supersede(n0, cert_der("A", successor_day, "ca-signed"))
+    history.append(Op("put", "n0", successor, START_OF[successor.der or b""], deletes=replaced.version))
+    cluster.in_flight.clear()  # lost on its way to every other node
+    return history, replaced, successor
+
+
 def test_regression_a_superseded_copy_older_than_the_retention_does_not_come_back() -> None:
     """R-REPL-5 with R-REPL-9, shrunk from the stateful test: n0's tomcat (day 2) is older than the
     tombstone retention when n0 supersedes it by a CA-signed day-1 one; the change to n1 is lost. The
@@ -1120,13 +1135,7 @@ def test_regression_a_superseded_copy_older_than_the_retention_does_not_come_bac
     carrying it, so n1's state (the day-2 copy, later start) does not push it back on n0."""
     cluster = Cluster("15", 2)
     n0, n1 = cluster.nodes.values()
-    history = [Op("put", "n0", r, START_OF[r.der or b""]) for r in n0.upload("tomcat-trust", cert_der("A", 2))]
-    cluster.deliver_all()
-    cluster.now_ms += cluster.retention_ms + DAY_MS
-    own = n0.entries[("tomcat-trust", "A")]
-    successor = supersede(n0, cert_der("A", 1, "ca-signed"))
-    history.append(Op("put", "n0", successor, START_OF[successor.der or b""], deletes=own.version))
-    cluster.in_flight.clear()  # lost on its way to n1
+    history, _own, _successor = replaced_past_retention(cluster, 2, 1)
     n1.send_records(n0.name, [("tomcat-trust", "A")], [])  # n1 offers its (old) copy first
     settle(cluster)
     assert holds(n0) == holds(n1) == cert_der("A", 1, "ca-signed")
@@ -1141,13 +1150,7 @@ def test_regression_on_10_5_a_displacing_put_keeps_the_deletion_the_displaced_en
     comes back on every node through anti-entropy."""
     cluster = Cluster("10.5", 3)
     n0, n1, _n2 = cluster.nodes.values()
-    history = [Op("put", "n0", r, START_OF[r.der or b""]) for r in n0.upload("tomcat-trust", cert_der("A", 5))]
-    cluster.deliver_all()
-    cluster.now_ms += cluster.retention_ms + DAY_MS
-    x = n0.entries[("tomcat-trust", "A")]
-    p = supersede(n0, cert_der("A", 3, "ca-signed"))
-    history.append(Op("put", "n0", p, START_OF[p.der or b""], deletes=x.version))
-    cluster.in_flight.clear()  # lost on its way to n1 and n2
+    history, x, _p = replaced_past_retention(cluster, 5, 3)
     history.append(Op("delete", "n1", n1.delete("tomcat-trust", "A")))
     history += [Op("put", "n1", r, START_OF[r.der or b""]) for r in n1.upload("tomcat-trust", cert_der("A", 4))]
     cluster.deliver_all()
@@ -1164,13 +1167,7 @@ def test_regression_on_10_5_a_replaced_copy_may_come_back_once_its_replacement_i
     (scenarios/release-10.5-resurrection.yaml); nodes agree."""
     cluster = Cluster("10.5", 2)
     n0, n1 = cluster.nodes.values()
-    history = [Op("put", "n0", r, START_OF[r.der or b""]) for r in n0.upload("tomcat-trust", cert_der("A", 1))]
-    cluster.deliver_all()
-    cluster.now_ms += cluster.retention_ms + DAY_MS
-    x = n0.entries[("tomcat-trust", "A")]
-    p = supersede(n0, cert_der("A", 1, "ca-signed"))
-    history.append(Op("put", "n0", p, START_OF[p.der or b""], deletes=x.version))
-    cluster.in_flight.clear()  # lost on its way to n1
+    history, x, _p = replaced_past_retention(cluster, 1, 1)
     history.append(Op("delete", "n0", n0.delete("tomcat-trust", "A")))
     settle(cluster)
     assert holds(n0) == holds(n1) == x.der
