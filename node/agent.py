@@ -1155,23 +1155,23 @@ _OPS: dict[str, OpHandler] = {
 _TIMERS: dict[str, TimerFactory] = {}
 
 
-def register_op(name: str, handler: OpHandler) -> None:
-    """Add an administrative request outside the extension table (prefer an ``Extension``)."""
+def _register_op(name: str, handler: OpHandler) -> None:
+    """One extension's administrative request (each name once across extensions)."""
     if name in _OPS:
         raise ValueError(f"operation '{name}' is already defined")
     _OPS[name] = handler
 
 
-def register_timer(label: str, timer: TimerFactory) -> None:
-    """Add a task every node runs from start to stop (prefer an ``Extension``); it should sleep with
+def _register_timer(label: str, timer: TimerFactory) -> None:
+    """One extension's task every node runs from start to stop; it should sleep with
     ``node.extension.sleep_until`` so clock jumps wake it in order."""
     if label in _TIMERS:
         raise ValueError(f"timer '{label}' is already defined")
     _TIMERS[label] = timer
 
 
-def register_message(kind: str, handler: MessageHandler) -> None:
-    """Add a bus message kind (sealed like every envelope) and its handler (prefer an ``Extension``)."""
+def _register_message(kind: str, handler: MessageHandler) -> None:
+    """One extension's bus message kind (sealed like every envelope) and its handler."""
     if kind in NodeAgent._handlers:
         raise ValueError(f"message kind '{kind}' is already defined")
     NodeAgent._handlers[kind] = handler
@@ -1180,11 +1180,11 @@ def register_message(kind: str, handler: MessageHandler) -> None:
 def install_extension(extension: Extension) -> None:
     """Plug one extension's operations, message kinds and timers in (each name once)."""
     for name, op in extension.ops.items():
-        register_op(name, op)
+        _register_op(name, op)
     for kind, handler in extension.messages.items():
-        register_message(kind, handler)
+        _register_message(kind, handler)
     for label, timer in extension.timers.items():
-        register_timer(label, timer)
+        _register_timer(label, timer)
 
 
 def _timers() -> dict[str, TimerFactory]:

@@ -1,10 +1,10 @@
 """Certificate operations on a running node: the I/O half of ``node.certops``.
 
-Operations (``register_op``): csr_gen, csr_get, csr_list, csr_delete, identity_upload,
+Operations (its ``EXTENSION``): csr_gen, csr_get, csr_list, csr_delete, identity_upload,
 identity_list, regen, service_list, service_restart, service_cert, param_set, param_get,
 authz_regen, authz_status, token_issue, token_verify, check_remote, cluster_nodes, cert_describe,
 cert_descriptions.
-Bus messages (``register_message``): certops-hello (who is in the cluster), identity-install
+Bus messages (its ``EXTENSION``): certops-hello (who is in the cluster), identity-install
 (a multi-server certificate the publisher shares, durable), authz-keys and param
 (cluster-wide OAuth keys and enterprise parameters, durable, last writer wins by HLC
 version), tomcat-serving-req / tomcat-serving (what a peer's Tomcat serves, for R-TS-1).

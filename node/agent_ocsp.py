@@ -4,7 +4,7 @@
 decision); this module is the agent's half: settings in the node's database, a timer on the
 lab clock, real HTTP to the responder, and a status kept per certificate.
 
-Operations (``register_op``):
+Operations (its ``EXTENSION``):
 
 - ``ocsp_set {enabled, url, interval, cc_mode}``, any subset. ``url`` is the configured
   responder URI; null, ``""`` or ``"certificate"`` take the URI from each certificate's AIA
@@ -31,7 +31,7 @@ When (R-OCSP-1):
   makes *connections* fail on revoked (and, in Common Criteria mode, unknown), R-OCSP-3. So
   the certificate is stored, its status shows in listings, and a connection that presents it
   fails;
-- every check interval of the lab clock (the ``ocsp`` timer, ``register_timer``). Due times
+- every check interval of the lab clock (the ``ocsp`` timer of its ``EXTENSION``). Due times
   follow one another (``due + interval``), so a clock jump runs each check inside it in
   order, at its own simulated time. A check reuses a certificate's last response, without a
   request, while that response's nextUpdate lies beyond the following check (a 1 h interval
@@ -648,7 +648,7 @@ async def _schedule(agent: NodeAgent, rt: _Runtime, settings: OcspSettings, anch
 
 
 async def _timer(agent: NodeAgent) -> None:
-    """The node's OCSP timer (R-OCSP-1), run from node start to stop (``register_timer``): it (re)starts
+    """The node's OCSP timer (R-OCSP-1), run from node start to stop (a timer of its ``EXTENSION``): it (re)starts
     the schedule whenever the settings change, and runs none while OCSP is off."""
     rt = await _ensure(agent)
     schedule: asyncio.Task[None] | None = None
