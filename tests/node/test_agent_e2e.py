@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cluster.labca import LabCA
 from node import certs
 from node.catalog import UNITS, KeyAlgo, Role, units_for
 from node.errors import BadInput, NotFound, Refused, Unavailable
+from replication.core import Slot
 from replication.envelope import Envelope
 from replication.hlc import Version
 from replication.records import Record
@@ -237,6 +241,30 @@ async def test_applying_a_change_twice_changes_nothing(make_lab: LabFactory) -> 
     fresh = Record("tomcat-trust", "Twice2", Version(lab.clock.now_ms() + 1, 0, "cucm1"), root.der(), "cucm1")
     assert await lab.agents["cucm3"].apply_records([fresh], "cucm1") == 1
     assert await lab.agents["cucm3"].apply_records([fresh], "cucm1") == 0
+    # R-REPL-8: another certificate under the held copy's version (a buggy peer reusing a version) is
+    # parsed, not taken for the held copy: its later start wins, so every node can settle on it
+    other = _self_signed("Twice", held_start=lab.agents["cucm3"].store.index[("tomcat-trust", "Twice")])
+    assert await lab.agents["cucm3"].apply_records([replace(held, der=other)], "cucm1") == 1
+    assert (await lab.agents["cucm3"].store.get_entry("tomcat-trust", "Twice")).der == other  # type: ignore[union-attr]
+
+
+def _self_signed(cn: str, held_start: Slot) -> bytes:
+    """A self-signed certificate named ``cn`` that starts a day after the held entry's certificate."""
+    assert held_start.entry_rank is not None
+    start = dt.datetime.fromtimestamp(held_start.entry_rank.start_ms / 1000 + 86_400, tz=dt.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    return certs.der_of(cert)
 
 
 @pytest.mark.both_brokers
