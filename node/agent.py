@@ -1112,7 +1112,8 @@ class NodeAgent:
 
     async def op_digest(self, _args: dict[str, Any]) -> dict[str, Any]:
         digests = {**self.digests(), **await self._extension_digests()}
-        return {"digests": digests, "outbox": await self.store.outbox_count()}
+        rebroadcast = self._rebroadcast is not None and not self._rebroadcast.done()  # a digest still to come
+        return {"digests": digests, "outbox": await self.store.outbox_count(), "rebroadcast": rebroadcast}
 
     async def op_barrier(self, args: dict[str, Any]) -> dict[str, Any]:
         token = str(args.get("token") or "")
