@@ -12,7 +12,7 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 
-from replication.envelope import Envelope, derive_key
+from replication.envelope import Envelope, derive_key, lay_out, signed_part
 from replication.topics import Topics
 from replication.transport import BrokerAddress, Bus
 
@@ -65,7 +65,7 @@ class RogueClient:
         self._attacking = True
         sent = 0
         for topic, payload in list(self.captured_control):
-            if op is None or json.loads(payload).get("b", {}).get("op") == op:
+            if op is None or signed_part(payload)[1].get("b", {}).get("op") == op:
                 await self._bus.publish(topic, payload, qos=1)
                 sent += 1
         self.sent["replayed-control"] += sent
@@ -87,9 +87,9 @@ class RogueClient:
         """A captured genuine envelope with its body changed (its MAC no longer matches)."""
         if not self.captured:
             return self._forged()
-        raw = json.loads(self._rng.choice(self.captured))
+        mac, raw = signed_part(self._rng.choice(self.captured))
         raw["b"]["records"] = [dict(r, v=[r["v"][0] + 10**9, 0, r["v"][2]]) for r in raw["b"]["records"]]
-        return json.dumps(raw).encode()
+        return lay_out(mac, json.dumps(raw).encode())
 
     def _replayed(self) -> bytes:
         """A captured genuine envelope, sent again unchanged."""

@@ -40,11 +40,12 @@ from node.catalog import (
     stores_for,
     units_for,
 )
+from node.certs import validity_start_ms
 from node.clock import Clock
 from node.errors import BadInput, CertsimError, NotFound
 from node.extension import Extension, MessageHandler, OpHandler, TimerFactory
 from node.logs import node_logger
-from node.store import CONTROL_REQUEST, Identity, NodeStore, validity_start_ms
+from node.store import CONTROL_REQUEST, Identity, NodeStore
 from replication import core
 from replication.envelope import Envelope, EnvelopeError, open_envelope, open_secret, seal_secret
 from replication.hlc import HybridClock, Version
@@ -768,11 +769,17 @@ class NodeAgent:
         accepted = [r for r in (self._admit(r, sender) for r in records) if r is not None]
         for rec in accepted:
             self.hlc.observe(rec.version)
-        if not core.plan_merge(self.store.index, accepted, self._tombstone_cutoff_ms()):
+        cutoff_ms = self._tombstone_cutoff_ms()
+        plan, generation = core.plan_merge(self.store.index, accepted, cutoff_ms), self.store.generation
+        if not plan:
             return 0
         changed = 0
-        async with self.store.transaction():  # planned again inside: the index may have moved meanwhile
-            for rec, decision in core.plan_merge(self.store.index, accepted, self._tombstone_cutoff_ms()):
+        async with self.store.transaction():
+            if self.store.generation != generation or self._tombstone_cutoff_ms() != cutoff_ms:
+                # the index (or the clock) moved while this waited for the transaction: plan again
+                cutoff_ms = self._tombstone_cutoff_ms()
+                plan = core.plan_merge(self.store.index, accepted, cutoff_ms)
+            for rec, decision in plan:
                 if decision.put_tombstone:
                     await self.store.put_tombstone(core.tombstone_of(rec))
                 if decision.delete_entry:
@@ -800,12 +807,11 @@ class NodeAgent:
         slot = self.store.index.get(rec.key)
         if slot is not None and slot.entry == rec.version and slot.entry_sha == rec.sha256:  # the same copy again
             return rec if slot.entry_rank is None else replace(rec, start_ms=slot.entry_rank.start_ms)
-        try:
-            cert = x509.load_der_x509_certificate(rec.der)
-        except ValueError:
+        start_ms = certs.parsed_validity_start_ms(rec.der)
+        if start_ms is None:
             self._reject("bad-certificate", f"{rec.store}/{rec.name}", detail=f"from {sender}")
             return None
-        return replace(rec, start_ms=int(cert.not_valid_before_utc.timestamp() * 1000))
+        return replace(rec, start_ms=start_ms)
 
     # ---------------------------------------------------------------------------------------
     # anti-entropy

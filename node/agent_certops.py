@@ -73,8 +73,7 @@ _rt = PerAgent(_NodeRuntime)
 
 
 async def _csrs(store: NodeStore) -> dict[str, PendingCSR]:
-    async with store.db.execute("SELECT unit, csr_pem, key_pem, multi_server, nodes FROM csr") as cur:
-        rows = await cur.fetchall()
+    rows = await store.fetchall("SELECT unit, csr_pem, key_pem, multi_server, nodes FROM csr")
     return {
         str(r[0]): PendingCSR(str(r[0]), bytes(r[1]), bytes(r[2]), bool(r[3]), tuple(json.loads(str(r[4]))))
         for r in rows
@@ -82,44 +81,41 @@ async def _csrs(store: NodeStore) -> dict[str, PendingCSR]:
 
 
 async def _put_csr(store: NodeStore, csr: PendingCSR, now_ms: int) -> None:
-    await store.db.execute(
+    await store.execute(
         "INSERT OR REPLACE INTO csr(unit, csr_pem, key_pem, multi_server, nodes, created_ms) VALUES (?,?,?,?,?,?)",
         (csr.unit, csr.csr_pem, csr.key_pem, int(csr.multi_server), json.dumps(list(csr.nodes)), now_ms),
     )
 
 
 async def _delete_csr(store: NodeStore, unit: str) -> None:
-    await store.db.execute("DELETE FROM csr WHERE unit=?", (unit,))
+    await store.execute("DELETE FROM csr WHERE unit=?", (unit,))
 
 
 async def _services(store: NodeStore) -> dict[str, ServiceState]:
-    async with store.db.execute("SELECT name, state, loaded, started_ms FROM service") as cur:
-        rows = await cur.fetchall()
+    rows = await store.fetchall("SELECT name, state, loaded, started_ms FROM service")
     return {str(r[0]): ServiceState(str(r[0]), str(r[1]), json.loads(str(r[2])), int(r[3])) for r in rows}
 
 
 async def _put_service(store: NodeStore, state: ServiceState) -> None:
-    await store.db.execute(
+    await store.execute(
         "INSERT OR REPLACE INTO service(name, state, loaded, started_ms) VALUES (?,?,?,?)",
         (state.name, state.state, json.dumps(dict(state.loaded), sort_keys=True), state.started_ms),
     )
 
 
 async def _put_loaded_cert(store: NodeStore, der: bytes) -> None:
-    await store.db.execute(
+    await store.execute(
         "INSERT OR IGNORE INTO loaded_cert(sha256, cert_der) VALUES (?, ?)", (certs.der_sha256(der), der)
     )
 
 
 async def _loaded_cert(store: NodeStore, sha: str) -> bytes | None:
-    async with store.db.execute("SELECT cert_der FROM loaded_cert WHERE sha256=?", (sha,)) as cur:
-        row = await cur.fetchone()
+    row = await store.fetchone("SELECT cert_der FROM loaded_cert WHERE sha256=?", (sha,))
     return None if row is None else bytes(row[0])
 
 
 async def _settings(store: NodeStore) -> dict[str, tuple[str, Version]]:
-    async with store.db.execute("SELECT name, value, version FROM setting") as cur:
-        rows = await cur.fetchall()
+    rows = await store.fetchall("SELECT name, value, version FROM setting")
     return {str(r[0]): (str(r[1]), Version.from_json(json.loads(str(r[2])))) for r in rows}
 
 
@@ -130,29 +126,27 @@ async def _params(store: NodeStore) -> dict[str, str]:
 
 async def _put_setting(store: NodeStore, name: str, value: str, version: Version) -> None:
     store.generation += 1  # anti-entropy: something replicated changed here
-    await store.db.execute(
+    await store.execute(
         "INSERT OR REPLACE INTO setting(name, value, version) VALUES (?,?,?)",
         (name, value, json.dumps(version.to_json())),
     )
 
 
 async def _authz_keys(store: NodeStore) -> dict[str, AuthzKey]:
-    async with store.db.execute("SELECT kind, material, version FROM authz_key") as cur:
-        rows = await cur.fetchall()
+    rows = await store.fetchall("SELECT kind, material, version FROM authz_key")
     return {str(r[0]): AuthzKey(str(r[0]), bytes(r[1]), str(r[2])) for r in rows}
 
 
 async def _put_authz_key(store: NodeStore, key: AuthzKey) -> None:
     store.generation += 1  # anti-entropy: something replicated changed here
-    await store.db.execute(
+    await store.execute(
         "INSERT OR REPLACE INTO authz_key(kind, material, version) VALUES (?,?,?)",
         (key.kind, key.material, key.version),
     )
 
 
 async def _peers(store: NodeStore) -> dict[str, NodeInfo]:
-    async with store.db.execute("SELECT name, fqdn, role FROM peer") as cur:
-        rows = await cur.fetchall()
+    rows = await store.fetchall("SELECT name, fqdn, role FROM peer")
     return {str(r[0]): NodeInfo(str(r[0]), str(r[1]), str(r[2])) for r in rows}
 
 
@@ -228,7 +222,7 @@ async def _record_peer(agent: NodeAgent, info: NodeInfo) -> None:
         return
 
     async def write(store: NodeStore) -> None:
-        await store.db.execute(
+        await store.execute(
             "INSERT OR REPLACE INTO peer(name, fqdn, role) VALUES (?,?,?)", (info.name, info.fqdn, info.role)
         )
 

@@ -43,8 +43,7 @@ def _context(agent: NodeAgent) -> str:
 
 
 async def _settings(store: NodeStore) -> list[list[str]]:
-    async with store.db.execute("SELECT name, value, version FROM setting ORDER BY name") as cur:
-        rows = await cur.fetchall()
+    rows = await store.fetchall("SELECT name, value, version FROM setting ORDER BY name")
     return [[str(r[0]), str(r[1]), str(r[2])] for r in rows]
 
 
@@ -113,13 +112,13 @@ async def op_drs_restore(agent: NodeAgent, args: dict[str, Any]) -> dict[str, An
         for ident in idents:
             await store.put_identity(ident, now_ms)
         for name, value, version in body["settings"]:
-            await store.db.execute(
+            await store.execute(
                 "INSERT OR REPLACE INTO setting(name, value, version) VALUES (?,?,?)", (name, value, version)
             )
         if ctl:
             await store.set_meta(CTL_META, str(ctl))
         else:
-            await store.db.execute("DELETE FROM meta WHERE key=?", (CTL_META,))
+            await store.execute("DELETE FROM meta WHERE key=?", (CTL_META,))
 
     await agent.commit(puts=puts, removes=removes, extra=write)
     agent.log.warning("drs-restored", taken_at=body["taken_at"], puts=len(puts), removes=len(removes))

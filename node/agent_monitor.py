@@ -132,7 +132,7 @@ async def _run_once(agent: NodeAgent, state: MonitorState) -> MonitorState:
     if result.warnings:
         async with agent.store.transaction():
             for alarm in result.alarms:
-                await agent.store.db.execute(
+                await agent.store.execute(
                     "INSERT INTO syslog(sim_ms, app, text) VALUES (?,?,?)",
                     (int(at.timestamp() * 1000), monitor.APP_ID, alarm),
                 )
@@ -211,10 +211,9 @@ async def op_syslog(agent: NodeAgent, args: dict[str, Any]) -> list[dict[str, An
     limit = args.get("limit", SYSLOG_LIMIT)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= SYSLOG_LIMIT:
         raise BadInput(f"limit must be a whole number from 1 to {SYSLOG_LIMIT}")
-    async with agent.store.db.execute(
+    rows = await agent.store.fetchall(
         "SELECT sim_ms, app, text FROM syslog WHERE instr(text, ?) > 0 ORDER BY id DESC LIMIT ?", (grep, limit)
-    ) as cur:
-        rows = await cur.fetchall()
+    )
     return [
         {
             "sim_time": certs.iso(dt.datetime.fromtimestamp(int(r[0]) / 1000, dt.UTC)),

@@ -289,16 +289,14 @@ async def _ensure(agent: NodeAgent) -> _Runtime:
     async with rt.load_lock:
         if rt.loaded:
             return rt
-        db = agent.store.db
-        async with agent.store.transaction():
+        store = agent.store
+        async with store.transaction():
             for statement in SCHEMA:
-                await db.execute(statement)
-        async with db.execute("SELECT settings FROM ocsp_config WHERE id = 1") as cur:
-            row = await cur.fetchone()
+                await store.execute(statement)
+        row = await store.fetchone("SELECT settings FROM ocsp_config WHERE id = 1")
         if row is not None:
             rt.settings = OcspSettings.from_json(json.loads(str(row[0])))
-        async with db.execute("SELECT sha256, row FROM ocsp_status") as cur:
-            rows = await cur.fetchall()
+        rows = await store.fetchall("SELECT sha256, row FROM ocsp_status")
         rt.statuses = {str(r[0]): CertStatus.from_json(json.loads(str(r[1]))) for r in rows}
         rt.anchor = agent.clock.now()  # after a (re)start the next check is one interval away
         rt.loaded = True
@@ -495,12 +493,12 @@ async def _save(agent: NodeAgent, rt: _Runtime, results: Mapping[str, CertStatus
     if changed or drop:
         async with agent.store.transaction():
             for sha, status in changed.items():
-                await agent.store.db.execute(
+                await agent.store.execute(
                     "INSERT OR REPLACE INTO ocsp_status(sha256, row) VALUES (?, ?)",
                     (sha, json.dumps(status.to_json())),
                 )
             for sha in drop:
-                await agent.store.db.execute("DELETE FROM ocsp_status WHERE sha256 = ?", (sha,))
+                await agent.store.execute("DELETE FROM ocsp_status WHERE sha256 = ?", (sha,))
     for sha, status in results.items():
         before = rt.statuses.get(sha)
         rt.statuses[sha] = status
@@ -681,7 +679,7 @@ async def op_ocsp_set(agent: NodeAgent, args: dict[str, Any]) -> dict[str, Any]:
     old = rt.settings
     new = parse_settings(args, old)
     async with agent.store.transaction():
-        await agent.store.db.execute(
+        await agent.store.execute(
             "INSERT OR REPLACE INTO ocsp_config(id, settings) VALUES (1, ?)", (json.dumps(new.to_json()),)
         )
     rt.settings = new

@@ -177,7 +177,7 @@ async def op_ctl_set_mode(agent: NodeAgent, args: dict[str, Any]) -> dict[str, A
     _require_publisher(agent, "utils ctl")
 
     async def write(store: NodeStore) -> None:
-        await store.db.execute("DELETE FROM meta WHERE key=?", (CTL_META,))
+        await store.execute("DELETE FROM meta WHERE key=?", (CTL_META,))
 
     await agent.commit(extra=write)
     return {"mode": "non-secure"}

@@ -1,4 +1,5 @@
-"""A node's SQLite database (aiosqlite): identities, trust entries, tombstones, outbox, metadata.
+"""A node's SQLite database (in the shared database thread, node.dbthread): identities, trust entries,
+tombstones, outbox, metadata.
 
 A change and the message that announces it are written in one transaction; the message is
 published afterwards and removed from the outbox only once the broker acknowledged it, so
@@ -8,16 +9,18 @@ an acknowledged change survives a crash of the node (DESIGN.md property 4).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
-from collections.abc import AsyncIterator
+import functools
+import sqlite3
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-import aiosqlite
-from cryptography import x509
-
+from node.certs import validity_start_ms
+from node.dbthread import DbThread, db_thread
 from replication.core import Slot
 from replication.hlc import Version
 from replication.records import Record
@@ -72,6 +75,9 @@ class Identity:
 CONTROL_REQUEST: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
     "certsim_control_request", default=None
 )
+T = TypeVar("T")
+Statement = tuple[str, tuple[object, ...]]  # SQL and its parameters
+REQUESTS_REMEMBERED = 4096  # control ids this process committed, answered from memory
 ENTRY_COLUMNS = "store, name, cert_der, v_ms, v_counter, v_node, origin, start_ms, e_ms, e_counter, e_node"
 MIGRATIONS = {  # columns added after the first release, so an older lab directory opens as it is
     "start_ms": "ALTER TABLE entry ADD COLUMN start_ms INTEGER NOT NULL DEFAULT -1",
@@ -81,15 +87,24 @@ MIGRATIONS = {  # columns added after the first release, so an older lab directo
 }
 
 
-def validity_start_ms(der: bytes) -> int:
-    """A certificate's validity start in ms (R-REPL-8 orders same-name entries by it); 0 if unreadable."""
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open (and make or migrate) a node's database; runs in the database thread."""
+    conn = sqlite3.connect(path, isolation_level=None)
     try:
-        return int(x509.load_der_x509_certificate(der).not_valid_before_utc.timestamp() * 1000)
-    except ValueError:
-        return 0
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes, which is our fault model
+        conn.executescript(SCHEMA)
+        columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(entry)")}
+        for column, ddl in MIGRATIONS.items():
+            if column not in columns:
+                conn.execute(ddl)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
-def _record(row: aiosqlite.Row | tuple[object, ...], *, tombstone: bool) -> Record:
+def _record(row: tuple[object, ...], *, tombstone: bool) -> Record:
     if tombstone:
         store, name, ms, counter, node, origin = row
         return Record(str(store), str(name), Version(int(str(ms)), int(str(counter)), str(node)), None, str(origin))
@@ -114,28 +129,26 @@ class NodeStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db: aiosqlite.Connection | None = None
+        self._conn: sqlite3.Connection | None = None  # made, used and closed in the database thread only
+        self._thread: DbThread | None = None
         self._lock = asyncio.Lock()
         self._owner: asyncio.Task[object] | None = None  # the task whose transaction is open
+        self._pending: list[Statement] | None = None  # that transaction's writes not yet sent to SQLite
+        self._sent = False  # part of it was sent (a read inside it flushed the writes before it)
+        self._requests: collections.OrderedDict[str, None] = collections.OrderedDict()  # control ids committed
         self.index: dict[tuple[str, str], Slot] = {}  # mirrors the entry and tombstone tables
         self.generation = 0  # bumped on every change of entries, tombstones or identities (cheap "changed since?")
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        pending = aiosqlite.connect(self.path, isolation_level=None)
-        # aiosqlite's worker thread is not a daemon: one connection left open by a failed shutdown
-        # would keep the whole process from exiting. Every close below is still explicit.
-        pending._thread.daemon = True
-        db = await pending
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes, which is our fault model
-        await db.executescript(SCHEMA)
-        async with db.execute("PRAGMA table_info(entry)") as cur:
-            columns = {str(row[1]) for row in await cur.fetchall()}
-        for column, ddl in MIGRATIONS.items():
-            if column not in columns:
-                await db.execute(ddl)
-        self._db = db
+        thread = db_thread()
+        await thread.acquire()
+        try:
+            self._conn = await thread.call(functools.partial(_connect, self.path))
+        except BaseException:
+            await thread.release()
+            raise
+        self._thread = thread
         await self._reload_index()
 
     def _slot(self, store: str, name: str) -> Slot:
@@ -148,60 +161,119 @@ class NodeStore:
         return max(versions) if versions else None
 
     async def close(self) -> None:
-        """Close the connection; aiosqlite ends its worker thread even when the close itself fails."""
-        db, self._db = self._db, None
-        if db is not None:
-            await db.close()
+        """Close the database; the shared thread ends with the last database of its loop, also
+        when this close itself fails."""
+        conn, self._conn = self._conn, None
+        thread, self._thread = self._thread, None
+        if thread is None or conn is None:
+            return
+        try:
+            await thread.call(conn.close)
+        finally:
+            await thread.release()
 
     @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        conn, thread = self._conn, self._thread
+        if conn is None or thread is None:
             raise RuntimeError(f"database {self.path} is not open")
-        return self._db
+        return thread.call(functools.partial(fn, conn))
+
+    async def _run(
+        self, statements: list[Statement], query: Statement | None = None, *, one: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """Run ``statements``, then ``query``, in the database thread as ONE call.
+
+        Each call into the thread is a hop (a thread wake-up and an event-loop wake-up, about
+        0.2 ms here); a transaction sent as one call costs one hop instead of one per statement,
+        and the calls of many nodes in one loop turn share a hop (``node.dbthread``).
+        """
+
+        def work(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            for sql, args in statements:
+                conn.execute(sql, args)
+            if query is None:
+                return []
+            cur = conn.execute(*query)
+            rows = cur.fetchmany(1) if one else cur.fetchall()
+            return [tuple(r) for r in rows]
+
+        return await self._call(work)
+
+    def _in_transaction(self) -> bool:
+        return self._pending is not None and self._owner is asyncio.current_task()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[NodeStore]:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; serialised per node.
 
+        Writes inside are queued and sent with the COMMIT in one call (a read inside the
+        transaction sends what is queued first, so it sees the transaction's own writes).
         The in-memory index is restored from the database after a rollback.
         """
         async with self._lock:
             self._owner = asyncio.current_task()
+            self._pending, self._sent = [("BEGIN IMMEDIATE", ())], False
             generation = self.generation
             try:
-                await self.db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self
-                except BaseException:
-                    await self.db.execute("ROLLBACK")
-                    if self.generation != generation:  # only a transaction that wrote moved the index
-                        await self._reload_index()
-                    raise
+                yield self
                 request = CONTROL_REQUEST.get()
                 if request is not None:
-                    await self.db.execute("INSERT OR IGNORE INTO control_request(id, seen_ms) VALUES (?, ?)", request)
-                await self.db.execute("COMMIT")
+                    self._pending.append(("INSERT OR IGNORE INTO control_request(id, seen_ms) VALUES (?, ?)", request))
+                statements, self._pending, self._sent = [*self._pending, ("COMMIT", ())], [], True
+                await self._run(statements)
+                if request is not None:
+                    self._remember_request(request[0])
+            except BaseException:
+                if self._sent:  # (a failed COMMIT leaves the transaction open too)
+                    await self._rollback()
+                if self.generation != generation:  # only a transaction that wrote moved the index
+                    await self._reload_index()
+                raise
             finally:
-                self._owner = None
+                self._owner, self._pending, self._sent = None, None, False
 
-    @asynccontextmanager
-    async def _committed(self) -> AsyncIterator[None]:
-        """Reads wait for an open transaction of another task to end, so they never see its
-        uncommitted rows (one shared connection); inside the caller's own transaction they run at once."""
-        if self._owner is not None and self._owner is asyncio.current_task():
-            yield
+    async def _rollback(self) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+        await self._call(work)
+
+    async def execute(self, sql: str, args: tuple[object, ...] = ()) -> None:
+        """A write: queued in the caller's open transaction, or else run on its own (serialised)."""
+        if self._in_transaction():
+            assert self._pending is not None
+            self._pending.append((sql, args))
             return
         async with self._lock:
-            yield
+            await self._run([(sql, args)])
 
-    async def _fetchall(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        async with self._committed(), self.db.execute(sql, args) as cur:
-            return [tuple(r) for r in await cur.fetchall()]
+    async def fetchall(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        """A read; it waits for another task's open transaction to end, so it never sees its
+        uncommitted rows (one shared connection); inside the caller's own transaction it runs at
+        once, after the writes queued so far."""
+        if self._in_transaction():
+            assert self._pending is not None
+            statements, self._pending = self._pending, []
+            self._sent = self._sent or bool(statements)
+            return await self._run(statements, (sql, args))
+        async with self._lock:
+            return await self._run([], (sql, args))
 
-    async def _fetchone(self, sql: str, args: tuple[object, ...] = ()) -> tuple[Any, ...] | None:
-        async with self._committed(), self.db.execute(sql, args) as cur:
-            row = await cur.fetchone()
-        return None if row is None else tuple(row)
+    async def fetchone(self, sql: str, args: tuple[object, ...] = ()) -> tuple[Any, ...] | None:
+        if self._in_transaction():
+            assert self._pending is not None
+            statements, self._pending = self._pending, []
+            self._sent = self._sent or bool(statements)
+            rows = await self._run(statements, (sql, args), one=True)
+        else:
+            async with self._lock:
+                rows = await self._run([], (sql, args), one=True)
+        return rows[0] if rows else None
 
     async def _reload_index(self) -> None:
         self.index = {}
@@ -214,21 +286,21 @@ class NodeStore:
     # -- metadata -------------------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
-        row = await self._fetchone("SELECT value FROM meta WHERE key=?", (key,))
+        row = await self.fetchone("SELECT value FROM meta WHERE key=?", (key,))
         return None if row is None else str(row[0])
 
     async def set_meta(self, key: str, value: str) -> None:
-        await self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+        await self.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     # -- identities -----------------------------------------------------------------------
 
     async def identities(self) -> dict[str, Identity]:
-        rows = await self._fetchall("SELECT unit, cert_der, key_pem, source FROM identity")
+        rows = await self.fetchall("SELECT unit, cert_der, key_pem, source FROM identity")
         return {str(r[0]): Identity(str(r[0]), bytes(r[1]), bytes(r[2]), str(r[3])) for r in rows}
 
     async def put_identity(self, ident: Identity, now_ms: int) -> None:
         self.generation += 1
-        await self.db.execute(
+        await self.execute(
             "INSERT OR REPLACE INTO identity(unit, cert_der, key_pem, source, updated_ms) VALUES (?,?,?,?,?)",
             (ident.unit, ident.cert_der, ident.key_pem, ident.source, now_ms),
         )
@@ -236,14 +308,14 @@ class NodeStore:
     # -- trust entries and tombstones -----------------------------------------------------
 
     async def get_entry(self, store: str, name: str) -> Record | None:
-        row = await self._fetchone(
+        row = await self.fetchone(
             f"SELECT {ENTRY_COLUMNS} FROM entry WHERE store=? AND name=?",  # noqa: S608 - constant columns
             (store, name),
         )
         return None if row is None else _record(row, tombstone=False)
 
     async def get_tombstone(self, store: str, name: str) -> Record | None:
-        row = await self._fetchone(
+        row = await self.fetchone(
             "SELECT store, name, v_ms, v_counter, v_node, origin FROM tombstone WHERE store=? AND name=?", (store, name)
         )
         return None if row is None else _record(row, tombstone=True)
@@ -254,24 +326,24 @@ class NodeStore:
         if store is not None:
             sql += " WHERE store=?"
             args = (store,)
-        rows = await self._fetchall(sql + " ORDER BY store, name", args)
+        rows = await self.fetchall(sql + " ORDER BY store, name", args)
         return [_record(r, tombstone=False) for r in rows]
 
     async def tombstones(self) -> list[Record]:
-        rows = await self._fetchall(
+        rows = await self.fetchall(
             "SELECT store, name, v_ms, v_counter, v_node, origin FROM tombstone ORDER BY store, name"
         )
         return [_record(r, tombstone=True) for r in rows]
 
     async def store_counts(self) -> dict[str, int]:
-        rows = await self._fetchall("SELECT store, COUNT(*) FROM entry GROUP BY store")
+        rows = await self.fetchall("SELECT store, COUNT(*) FROM entry GROUP BY store")
         return {str(r[0]): int(r[1]) for r in rows}
 
     async def put_entry(self, rec: Record) -> None:
         assert rec.der is not None
         v = rec.version
         e = rec.replaces
-        await self.db.execute(
+        await self.execute(
             f"INSERT OR REPLACE INTO entry({ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608 - constant
             (
                 *(rec.store, rec.name, rec.der, v.ms, v.counter, v.node, rec.origin, rec.start_ms),
@@ -281,12 +353,12 @@ class NodeStore:
         self._slot(rec.store, rec.name).hold(rec)
 
     async def delete_entry(self, store: str, name: str) -> None:
-        await self.db.execute("DELETE FROM entry WHERE store=? AND name=?", (store, name))
+        await self.execute("DELETE FROM entry WHERE store=? AND name=?", (store, name))
         self._slot(store, name).drop()
 
     async def put_tombstone(self, rec: Record) -> None:
         v = rec.version
-        await self.db.execute(
+        await self.execute(
             "INSERT OR REPLACE INTO tombstone(store, name, v_ms, v_counter, v_node, origin) VALUES (?,?,?,?,?,?)",
             (rec.store, rec.name, v.ms, v.counter, v.node, rec.origin),
         )
@@ -294,40 +366,45 @@ class NodeStore:
 
     async def drop_tombstone(self, store: str, name: str) -> None:
         """Forget a deletion (retention expired, or a rejoining node adopting a peer's state)."""
-        await self.db.execute("DELETE FROM tombstone WHERE store=? AND name=?", (store, name))
+        await self.execute("DELETE FROM tombstone WHERE store=? AND name=?", (store, name))
         self._slot(store, name).tombstone = None
 
     # -- control requests handled ----------------------------------------------------------
 
+    def _remember_request(self, request_id: str) -> None:
+        self._requests[request_id] = None
+        while len(self._requests) > REQUESTS_REMEMBERED:
+            self._requests.popitem(last=False)
+
     async def control_handled(self, request_id: str) -> bool:
-        return await self._fetchone("SELECT 1 FROM control_request WHERE id=?", (request_id,)) is not None
+        if request_id in self._requests:  # committed by this process: no need to ask the database
+            return True
+        return await self.fetchone("SELECT 1 FROM control_request WHERE id=?", (request_id,)) is not None
 
     async def note_control_request(self, request_id: str, seen_ms: int) -> None:
         """Remember a handled control request that committed nothing (it failed, was refused or
         only read): a copy replayed later, even after a restart, is refused as well."""
-        async with self.transaction():
-            await self.db.execute(
-                "INSERT OR IGNORE INTO control_request(id, seen_ms) VALUES (?, ?)", (request_id, seen_ms)
-            )
+        await self.execute("INSERT OR IGNORE INTO control_request(id, seen_ms) VALUES (?, ?)", (request_id, seen_ms))
+        self._remember_request(request_id)
 
     async def forget_control_requests(self, before_ms: int) -> None:
-        async with self._lock:
-            await self.db.execute("DELETE FROM control_request WHERE seen_ms < ?", (before_ms,))
+        await self.execute("DELETE FROM control_request WHERE seen_ms < ?", (before_ms,))
+        self._requests.clear()  # (kept for this process only to spare a read; the table decides)
 
     # -- outbox ---------------------------------------------------------------------------
 
     async def outbox_add(self, topic: str, payload: bytes) -> None:
-        await self.db.execute("INSERT INTO outbox(topic, payload) VALUES (?, ?)", (topic, payload))
+        await self.execute("INSERT INTO outbox(topic, payload) VALUES (?, ?)", (topic, payload))
 
     async def outbox_peek(self, limit: int = 100) -> list[tuple[int, str, bytes]]:
-        rows = await self._fetchall("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", (limit,))
+        rows = await self.fetchall("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", (limit,))
         return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
     async def outbox_remove(self, ids: list[int]) -> None:
         if ids:
             async with self._lock:
-                await self.db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
+                await self._run([("DELETE FROM outbox WHERE id=?", (i,)) for i in ids])
 
     async def outbox_count(self) -> int:
-        row = await self._fetchone("SELECT COUNT(*) FROM outbox")
+        row = await self.fetchone("SELECT COUNT(*) FROM outbox")
         return 0 if row is None else int(row[0])

@@ -6,9 +6,10 @@ being tested. Partitions and crashes cut the connection itself (``Bus.cut``, ``B
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
+
+from replication.envelope import EnvelopeError, signed_part
 
 
 @dataclass
@@ -49,8 +50,8 @@ class LinkFaults:
 
 def _kind_of(payload: bytes) -> str | None:
     try:
-        raw = json.loads(payload)
-    except ValueError:
+        _mac, raw = signed_part(payload)
+    except (ValueError, EnvelopeError):
         return None
-    kind = raw.get("k") if isinstance(raw, dict) else None
+    kind = raw.get("k")
     return kind if isinstance(kind, str) else None

@@ -12,6 +12,7 @@ import cluster.chaos
 from cluster.broker import EmbeddedBroker
 from cluster.chaos import ChaosConfig, run_chaos
 from cluster.lab import Lab
+from node.dbthread import db_thread
 from replication.transport import Bus, NotConnected
 from tests.conftest import small_lab
 
@@ -22,7 +23,8 @@ async def test_lab_stop_closes_every_database_although_nodes_fail_to_stop(tmp_pa
     lab = Lab(small_lab("stop", nodes=3, imp=0), tmp_path / "lab")
     await lab.start()
     agents = list(lab.agents.values())
-    connections = [a.store.db for a in agents]
+    threads = db_thread().threads()
+    assert len(threads) == 1 and all(a.store.is_open for a in agents)  # one database thread for the whole lab
 
     async def broken_publish(*_args: Any, **_kwargs: Any) -> None:
         raise NotConnected("injected: presence publish timed out")
@@ -40,10 +42,10 @@ async def test_lab_stop_closes_every_database_although_nodes_fail_to_stop(tmp_pa
     await asyncio.wait_for(lab.stop(), timeout=30)
 
     assert all(not a.running for a in agents)
-    for agent, conn in zip(agents, connections, strict=True):
-        assert agent.store._db is None, agent.name
-        conn._thread.join(timeout=5)
-        assert not conn._thread.is_alive(), f"{agent.name}: SQLite worker thread still running"
+    for agent in agents:
+        assert not agent.store.is_open, agent.name
+    threads[0].join(timeout=5)
+    assert not threads[0].is_alive(), "the SQLite thread still runs after every database was closed"
 
 
 async def test_bus_survives_a_failing_connect_handler_and_stops_quietly() -> None:

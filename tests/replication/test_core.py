@@ -34,8 +34,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from node import ops
 from node.catalog import RELEASES, Role, StorePolicy, store_policy
+from node.certs import validity_start_ms
 from node.errors import Refused
-from node.store import validity_start_ms
 from replication import core
 from replication.core import NOTHING, Decision, Rank, Screen, Slot, decide, plan_merge, rank_of
 from replication.hlc import ZERO, HybridClock, Version

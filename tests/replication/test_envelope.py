@@ -48,11 +48,21 @@ def _canonical(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+def wire(mac: str, signed: bytes) -> bytes:
+    """The sealed layout, written out here independently of the production code."""
+    return b'{"m":"' + mac.encode() + b'","s":' + signed + b"}"
+
+
 def seal_raw(fields: dict[str, Any], key: bytes) -> bytes:
     """Seal arbitrary fields with a valid MAC, to reach the checks that follow authentication."""
     h = HMAC(key, hashes.SHA256())
     h.update(_canonical(fields))
-    return _canonical({**fields, "m": h.finalize().hex()})
+    return wire(h.finalize().hex(), _canonical(fields))
+
+
+def opened_raw(payload: bytes) -> tuple[str, dict[str, Any]]:
+    raw = json.loads(payload)
+    return raw["m"], raw["s"]
 
 
 def reason_of(payload: bytes, key: bytes) -> str:
@@ -78,9 +88,9 @@ def test_broadcast_round_trip(key: bytes) -> None:
     assert Envelope(kind="hello", sender="imp-pub", body={}).msg_id != env.msg_id
 
 
-def test_sealed_payload_is_canonical_json(envelope: Envelope, key: bytes) -> None:
+def test_sealed_payload_is_json_with_the_mac_over_the_signed_part(envelope: Envelope, key: bytes) -> None:
     payload = envelope.seal(key)
-    raw = json.loads(payload)
+    mac, raw = opened_raw(payload)
     assert raw["v"] == PROTOCOL_VERSION
     assert (raw["k"], raw["f"], raw["t"], raw["i"], raw["ts"]) == (
         "records",
@@ -89,8 +99,8 @@ def test_sealed_payload_is_canonical_json(envelope: Envelope, key: bytes) -> Non
         "0123456789abcdef",
         1_767_225_600_000,
     )
-    assert len(raw["m"]) == 64
-    assert payload == _canonical(raw)
+    assert len(mac) == 64
+    assert payload == seal_raw(raw, key)  # MAC = HMAC-SHA256 over the canonical signed part, as laid out
     assert envelope.seal(key) == payload  # deterministic
 
 
@@ -126,21 +136,35 @@ def test_property_round_trip(body: dict[str, Any], kind: str, sender: str, to: s
 
 
 def test_altered_body_fails_the_mac(envelope: Envelope, key: bytes) -> None:
-    raw = json.loads(envelope.seal(key))
+    mac, raw = opened_raw(envelope.seal(key))
     raw["b"]["n"] = 2
-    assert reason_of(_canonical(raw), key) == "bad-mac"
+    assert reason_of(wire(mac, _canonical(raw)), key) == "bad-mac"
 
 
 def test_altered_header_fails_the_mac(envelope: Envelope, key: bytes) -> None:
-    raw = json.loads(envelope.seal(key))
+    mac, raw = opened_raw(envelope.seal(key))
     raw["f"] = "intruder"
-    assert reason_of(_canonical(raw), key) == "bad-mac"
+    assert reason_of(wire(mac, _canonical(raw)), key) == "bad-mac"
 
 
 def test_altered_mac_fails(envelope: Envelope, key: bytes) -> None:
-    raw = json.loads(envelope.seal(key))
-    raw["m"] = ("0" if raw["m"][0] != "0" else "1") + raw["m"][1:]
-    assert reason_of(_canonical(raw), key) == "bad-mac"
+    mac, raw = opened_raw(envelope.seal(key))
+    mac = ("0" if mac[0] != "0" else "1") + mac[1:]
+    assert reason_of(wire(mac, _canonical(raw)), key) == "bad-mac"
+
+
+def test_the_mac_is_checked_before_the_signed_part_is_parsed(envelope: Envelope, key: bytes) -> None:
+    """An unauthenticated signed part is never parsed: garbage under a wrong MAC is 'bad-mac', not 'malformed'."""
+    assert reason_of(wire("0" * 64, b"{not json"), key) == "bad-mac"
+
+
+def test_the_same_json_laid_out_otherwise_is_refused(envelope: Envelope, key: bytes) -> None:
+    """The MAC covers the bytes as sent: an equivalent JSON text with other spacing or key order is refused."""
+    mac, raw = opened_raw(envelope.seal(key))
+    spaced = json.dumps({"m": mac, "s": raw}).encode()
+    reordered = json.dumps({"s": raw, "m": mac}, separators=(",", ":")).encode()
+    assert reason_of(spaced, key) == "malformed"
+    assert reason_of(reordered, key) == "malformed"
 
 
 def test_wrong_key_fails(envelope: Envelope, key: bytes) -> None:
@@ -159,11 +183,10 @@ def test_json_that_is_not_an_object_is_malformed(payload: bytes, key: bytes) -> 
 
 
 def test_missing_mac_is_unsigned(envelope: Envelope, key: bytes) -> None:
-    raw = json.loads(envelope.seal(key))
-    del raw["m"]
-    assert reason_of(_canonical(raw), key) == "unsigned"
-    raw["m"] = 1234
-    assert reason_of(_canonical(raw), key) == "unsigned"
+    _mac, raw = opened_raw(envelope.seal(key))
+    assert reason_of(_canonical({"s": raw}), key) == "unsigned"
+    assert reason_of(_canonical({"m": 1234, "s": raw}), key) == "unsigned"
+    assert reason_of(_canonical(raw), key) == "unsigned"  # the version-1 layout (fields and MAC side by side)
 
 
 def test_oversize_is_refused_before_parsing(key: bytes) -> None:
@@ -195,13 +218,13 @@ def test_authentic_but_malformed_fields(change: dict[str, Any], key: bytes) -> N
 def test_each_kind_of_refusal_has_its_own_reason(envelope: Envelope, key: bytes) -> None:
     """A tampered/forged envelope (body, MAC or key), non-JSON, a missing MAC and an oversize payload
     are told apart in the logs. Tampering cases share 'bad-mac': a MAC cannot tell which part changed."""
-    sealed = json.loads(envelope.seal(key))
-    altered_body = {**sealed, "b": {"n": 99}}
-    altered_mac = {**sealed, "m": "f" * 64}
-    unsigned = {k: v for k, v in sealed.items() if k != "m"}
+    mac, sealed = opened_raw(envelope.seal(key))
+    altered_body = wire(mac, _canonical({**sealed, "b": {"n": 99}}))
+    altered_mac = wire("f" * 64, _canonical(sealed))
+    unsigned = {"s": sealed}
     reasons = {
-        "altered-body": reason_of(_canonical(altered_body), key),
-        "altered-mac": reason_of(_canonical(altered_mac), key),
+        "altered-body": reason_of(altered_body, key),
+        "altered-mac": reason_of(altered_mac, key),
         "wrong-key": reason_of(envelope.seal(derive_key("wrong-password", LAB)), key),
         "non-json": reason_of(b"<xml/>", key),
         "missing-mac": reason_of(_canonical(unsigned), key),
@@ -213,9 +236,9 @@ def test_each_kind_of_refusal_has_its_own_reason(envelope: Envelope, key: bytes)
 
 
 def test_non_ascii_mac_is_refused_not_crashing(envelope: Envelope, key: bytes) -> None:
-    raw = json.loads(envelope.seal(key))
-    raw["m"] = "\u00e9" * 64
-    assert reason_of(_canonical(raw), key) == "bad-mac"
+    mac, raw = opened_raw(envelope.seal(key))
+    assert reason_of(wire("\u00e9" * 64, _canonical(raw)), key) == "malformed"  # not 64 bytes where the MAC goes
+    assert reason_of(envelope.seal(key).replace(mac.encode(), b"\xe9" * 64), key) == "bad-mac"
 
 
 # --- key derivation --------------------------------------------------------------------------

@@ -1,0 +1,129 @@
+"""One database thread per event loop (so one per process), shared by every node's SQLite database.
+
+aiosqlite runs the thread and its queue: a connection to an in-memory database is the thread's
+handle, and every node's ``sqlite3`` connection is made, used and closed in that thread only
+(``node.store``). Calls made within one turn of the event loop reach the thread as ONE batch, so
+twenty nodes of a process applying the same change cost one thread wake-up and one event-loop
+wake-up instead of twenty, and a process hosting a thousand nodes runs one database thread, not a
+thousand (issue 11 item 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aiosqlite
+
+_THREADS: dict[asyncio.AbstractEventLoop, DbThread] = {}
+
+
+def db_thread() -> DbThread:
+    """The database thread of the running event loop (made on first use)."""
+    loop = asyncio.get_running_loop()
+    thread = _THREADS.get(loop)
+    if thread is None:
+        thread = _THREADS[loop] = DbThread(loop)
+    return thread
+
+
+class DbThread:
+    """The shared thread: ``acquire`` before a database is opened, ``release`` after it is closed;
+    the thread ends when the last database of its loop is closed."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._hub: aiosqlite.Connection | None = None
+        self._users = 0
+        self._lock = asyncio.Lock()
+        self._batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self.batches = 0  # thread calls made (each one wake-up of the thread and of the loop)
+        self.calls = 0  # database calls they carried
+
+    @property
+    def running(self) -> bool:
+        return self._hub is not None
+
+    @property
+    def users(self) -> int:
+        """Databases open on this thread."""
+        return self._users
+
+    def threads(self) -> list[Any]:
+        """The OS thread behind it (for tests that check it ends)."""
+        return [] if self._hub is None else [self._hub._thread]
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            if self._hub is None:
+                pending = aiosqlite.connect(":memory:")
+                # aiosqlite's thread is not a daemon: a database left open by a failed shutdown would
+                # keep the whole process from exiting. Every close is still explicit.
+                pending._thread.daemon = True
+                self._hub = await pending
+            self._users += 1
+
+    async def release(self) -> None:
+        async with self._lock:
+            self._users -= 1
+            if self._users <= 0:
+                self._users = 0
+                hub, self._hub = self._hub, None
+                _THREADS.pop(self._loop, None)
+                if hub is not None:
+                    await hub.close()  # after every call queued before it
+
+    def call(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Run ``fn`` in the thread with the other calls of this loop turn; its result or exception."""
+        if self._hub is None:
+            raise RuntimeError("the database thread is not running (no database is open)")
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._batch.append((fn, future))
+        if len(self._batch) == 1:
+            self._loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        self.batches += 1
+        self.calls += len(batch)
+        hub = self._hub
+        if hub is None:
+            _fail(batch, RuntimeError("the database thread stopped"))
+            return
+
+        def run() -> list[tuple[Any, BaseException | None]]:
+            results: list[tuple[Any, BaseException | None]] = []
+            for fn, _future in batch:
+                try:
+                    results.append((fn(), None))
+                except Exception as exc:  # one node's failure is that node's answer, not the batch's
+                    results.append((None, exc))
+            return results
+
+        # aiosqlite's one call that runs a function in its thread (private; the version is pinned)
+        task = self._loop.create_task(hub._execute(run))  # type: ignore[no-untyped-call]
+        task.add_done_callback(lambda done: _deliver(batch, done))
+
+
+def _deliver(batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]], done: asyncio.Task[Any]) -> None:
+    if done.cancelled():
+        _fail(batch, RuntimeError("the database thread call was cancelled"))
+        return
+    if (exc := done.exception()) is not None:
+        _fail(batch, exc)
+        return
+    for (_fn, future), (result, error) in zip(batch, done.result(), strict=True):
+        if future.done():  # its caller was cancelled meanwhile (the work itself was done)
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
+def _fail(batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]], exc: BaseException) -> None:
+    for _fn, future in batch:
+        if not future.done():
+            future.set_exception(exc)

@@ -1,0 +1,139 @@
+"""node.store and node.dbthread: every node's database on one shared thread, one call per transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import sqlite3
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from node.dbthread import db_thread
+from node.store import NodeStore
+from replication.hlc import Version
+from replication.records import Record
+
+
+@functools.cache
+def shared_cert_der() -> bytes:
+    """One small self-signed certificate (EC: no RSA key generation in a unit test)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "store-test")])
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _record(i: int, der: bytes) -> Record:
+    return Record("tomcat-trust", f"cert-{i}", Version(1_000 + i, 0, "n"), der, "n", 1)
+
+
+async def _open(tmp_path: Path, count: int) -> list[NodeStore]:
+    stores = [NodeStore(tmp_path / f"node{i}" / "node.sqlite") for i in range(count)]
+    for store in stores:
+        await store.open()
+    return stores
+
+
+async def test_many_databases_share_one_thread_and_one_call_per_loop_turn(tmp_path: Path) -> None:
+    """Issue 11 item 2: ten nodes' databases run on one thread; ten transactions committed in the
+    same loop turn reach it as one call (one thread wake-up), and each is committed."""
+    stores = await _open(tmp_path, 10)
+    thread = db_thread()
+    try:
+        assert thread.users == 10 and len(thread.threads()) == 1
+        der = shared_cert_der()
+        before = thread.batches
+
+        async def put(i: int, store: NodeStore) -> None:
+            async with store.transaction():
+                await store.put_entry(_record(i, der))
+                await store.set_meta("hlc", str(i))
+
+        await asyncio.gather(*(put(i, s) for i, s in enumerate(stores)))
+        assert thread.batches - before == 1, thread.batches - before
+        for i, store in enumerate(stores):
+            held = await store.get_entry("tomcat-trust", f"cert-{i}")
+            assert held is not None and held.der == der
+    finally:
+        for store in stores:
+            await store.close()
+    assert not thread.running and thread.users == 0
+
+
+async def test_one_nodes_failure_in_a_shared_call_is_that_nodes_alone(tmp_path: Path) -> None:
+    """A failing transaction in a batch raises for its node, is rolled back there, and the others commit."""
+    good, bad = await _open(tmp_path, 2)
+    der = shared_cert_der()
+    try:
+
+        async def broken() -> None:
+            async with bad.transaction():
+                await bad.put_entry(_record(1, der))
+                await bad.execute("INSERT INTO no_such_table VALUES (1)")
+
+        async def fine() -> None:
+            async with good.transaction():
+                await good.put_entry(_record(2, der))
+
+        results = await asyncio.gather(broken(), fine(), return_exceptions=True)
+        assert isinstance(results[0], sqlite3.OperationalError) and "no_such_table" in str(results[0])
+        assert results[1] is None
+        assert await bad.get_entry("tomcat-trust", "cert-1") is None
+        assert ("tomcat-trust", "cert-1") not in bad.index  # the index follows the rollback
+        assert await good.get_entry("tomcat-trust", "cert-2") is not None
+    finally:
+        await good.close()
+        await bad.close()
+
+
+async def test_a_read_inside_a_transaction_sees_its_own_queued_writes(tmp_path: Path) -> None:
+    """Writes are queued until COMMIT; a read in the same transaction sends them first."""
+    (store,) = await _open(tmp_path, 1)
+    der = shared_cert_der()
+    try:
+        async with store.transaction():
+            await store.put_entry(_record(7, der))
+            held = await store.get_entry("tomcat-trust", "cert-7")
+            assert held is not None
+            await store.set_meta("after-read", "1")
+        assert await store.get_meta("after-read") == "1"
+    finally:
+        await store.close()
+
+
+async def test_committed_work_survives_a_reopen_and_the_thread_comes_back(tmp_path: Path) -> None:
+    """The thread ends with the last database and starts again with the next; what was committed is on disk."""
+    (store,) = await _open(tmp_path, 1)
+    async with store.transaction():
+        await store.set_meta("kept", "yes")
+    await store.close()
+    assert not db_thread().running
+    again = NodeStore(store.path)
+    await again.open()
+    try:
+        assert await again.get_meta("kept") == "yes"
+    finally:
+        await again.close()
+
+
+async def test_a_closed_database_says_so(tmp_path: Path) -> None:
+    (store,) = await _open(tmp_path, 1)
+    await store.close()
+    with pytest.raises(RuntimeError, match="is not open"):
+        await store.get_meta("x")
