@@ -29,9 +29,8 @@ from typing import Any
 
 import yaml
 
-from cluster.labdir import HISTORY_FILE, LAB_COPY, RUNNING_FILE, LabState
+from cluster.labdir import HISTORY_FILE, LAB_COPY, RUNNING_FILE, LabState, pid_alive
 from cluster.labfile import ClustersSpec, LabSpec, load_lab, parse_clusters
-from cluster.running import pid_alive
 from node.errors import Unavailable
 
 CLASS_FILE = "class.yaml"

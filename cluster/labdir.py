@@ -37,6 +37,17 @@ def default_lab_dir(name: str) -> Path:
     return certsim_home() / "labs" / name
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process of that id exists (the lab process named by running.json or class.json)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def read_door_files(lab_dir: Path, alive: Callable[[int], bool]) -> dict[str, dict[str, Any]]:
     """What ``doors/<node>.json`` say about nodes whose hosting process is alive."""
     found: dict[str, dict[str, Any]] = {}

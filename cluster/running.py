@@ -29,6 +29,7 @@ from cluster.labdir import (
     LabState,
     certsim_home,
     default_lab_dir,
+    pid_alive,
     read_door_files,
 )
 from cluster.labfile import LabSpec, load_lab
@@ -55,16 +56,6 @@ class RunningLab:
     @property
     def alive(self) -> bool:
         return pid_alive(self.pid)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_running(lab_dir: Path) -> RunningLab | None:

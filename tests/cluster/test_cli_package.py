@@ -82,3 +82,15 @@ def test_the_lab_process_loads_no_scenario_runner_http_or_ssh_before_its_nodes_s
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-500:]
+
+
+def test_lab_up_of_several_clusters_loads_no_bus_client_before_it_starts_the_lab_process() -> None:
+    """What 'lab up' of a multi-cluster lab file runs before it spawns the lab process (cluster.classroom:
+    validate, prepare the lab directory) loads no MQTT client, lab or spinner: the lab process waits for it."""
+    code = (
+        "import sys\nimport cluster.cli, cluster.cli.classroom, cluster.classroom\n"
+        "heavy = ('aiomqtt', 'paho', 'cluster.running', 'cluster.control', 'cluster.lab', 'rich')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-500:]
