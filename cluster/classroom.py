@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from cluster.labdir import HISTORY_FILE, LAB_COPY, RUNNING_FILE, LabState, pid_alive
+from cluster.labdir import HISTORY_FILE, LAB_COPY, READY_POLL_S, RUNNING_FILE, LabState, pid_alive
 from cluster.labfile import ClustersSpec, LabSpec, load_lab, parse_clusters
 from node.errors import Unavailable
 
@@ -118,7 +118,7 @@ async def wait_class_up(lab_dir: Path, proc: subprocess.Popen[bytes], timeout: f
         state = read_class(lab_dir)
         if state is not None and state.get("ready"):
             return state
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(READY_POLL_S)
     raise Unavailable(f"the class did not come up within {timeout:g} s; see {lab_dir / 'serve.log'}")
 
 
@@ -255,7 +255,7 @@ async def _wait_workers(multi: ClustersSpec, lab_dir: Path, children: list[subpr
         for child in children:
             if child.poll() is not None:
                 raise Unavailable(f"worker pid {child.pid} exited with code {child.returncode}; see {lab_dir}")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(READY_POLL_S)
 
 
 def _write_running(lab: Any, owner: int) -> None:

@@ -25,6 +25,7 @@ CLOCK_FILE = "clock.json"  # the offset jumps added to the lab clock, so a resta
 RUNNING_FILE = "running.json"
 LAB_COPY = "lab.yaml"
 HISTORY_FILE = "history.jsonl"  # every event of a running lab: what 'certsim lab ui' shows live
+READY_POLL_S = 0.02  # wall seconds between looks at running.json / class.json while 'lab up' waits for the lab
 DOORS_DIR = "doors"  # <node>.json per node whose front doors are open (cluster.doors.frontdoors writes them)
 
 

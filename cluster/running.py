@@ -25,6 +25,7 @@ from cluster.control import ControlClient
 from cluster.labdir import (
     HISTORY_FILE,
     LAB_COPY,
+    READY_POLL_S,
     RUNNING_FILE,
     LabState,
     certsim_home,
@@ -237,7 +238,7 @@ async def wait_up(
             return running
         if tick is not None:
             tick(0)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(READY_POLL_S)
     raise Unavailable(f"the lab did not come up within {timeout:g} s; see {lab_dir / 'serve.log'}")
 
 
