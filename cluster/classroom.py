@@ -135,14 +135,16 @@ async def serve_class(
     """Run the clusters of ``multi`` until SIGTERM/SIGINT. The main process (``worker`` None) owns the
     broker and ``class.json`` and spawns ``workers - 1`` worker processes; each process serves the
     clusters whose index is its number modulo ``workers`` and writes their ``running.json``."""
-    from cluster.broker import EmbeddedBroker  # noqa: PLC0415 - the lab machinery only in the lab process
-    from cluster.controller import LabController  # noqa: PLC0415
-    from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
-    from cluster.lab import LIVE_HISTORY_MAX_BYTES, History, Lab  # noqa: PLC0415
-    from cluster.limits import ensure_fd_limit, fds_needed  # noqa: PLC0415
+    from cluster.keys import derive_bus_keys_ahead, refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
 
     number = worker or 0
     mine = [spec for i, spec in enumerate(multi.clusters) if i % workers == number]
+    bus_keys_made = derive_bus_keys_ahead(mine)  # while the lab machinery loads
+    from cluster.broker import EmbeddedBroker  # noqa: PLC0415 - the lab machinery only in the lab process
+    from cluster.controller import LabController  # noqa: PLC0415
+    from cluster.lab import LIVE_HISTORY_MAX_BYTES, History, Lab  # noqa: PLC0415
+    from cluster.limits import ensure_fd_limit, fds_needed  # noqa: PLC0415
+
     owner = os.getpid() if worker is None else os.getppid()  # 'lab down --lab CLUSTER' stops the whole lab
     ensure_fd_limit(
         fds_needed(
@@ -168,6 +170,7 @@ async def serve_class(
         if worker is None:
             for n in range(1, workers):
                 children.append(_spawn_worker(lab_dir, broker_url, workers, n, smtp_url))
+        bus_keys_made()
         labs = [
             Lab(
                 spec,

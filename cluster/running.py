@@ -163,11 +163,14 @@ async def serve(
     """Run a lab until SIGTERM or SIGINT; ``running.json`` exists exactly while it serves."""
     for name in skip:
         spec.node(name)
+    from cluster.keys import derive_bus_keys_ahead, refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
+
+    bus_key_made = derive_bus_keys_ahead([spec])  # while the lab machinery loads
     from cluster.controller import LabController  # noqa: PLC0415 - the lab machinery only in the lab process
-    from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
     from cluster.lab import LIVE_HISTORY_MAX_BYTES, History, Lab  # noqa: PLC0415
 
     pool = use_home_pool()  # identities of first-started nodes come from keys made ahead
+    bus_key_made()
     history = History(lab_dir / HISTORY_FILE, LIVE_HISTORY_MAX_BYTES)  # the dashboard's live feed tails it
     lab = Lab(
         spec,
