@@ -188,12 +188,10 @@ async def serve_class(
             if progress is not None:
                 progress(lab.spec.name)
 
-        await asyncio.gather(*(start(lab) for lab in labs))
+        controllers = [LabController(lab) for lab in labs]  # they connect while the nodes start
+        await asyncio.gather(*(start(lab) for lab in labs), *(c.start() for c in controllers))
         refill_later(pool, sum(rsa_keys_to_install(s) for s in mine))
         for lab in labs:
-            controller = LabController(lab)
-            await controller.start()
-            controllers.append(controller)
             _write_running(lab, owner)
         if worker is None:
             await _wait_workers(multi, lab_dir, children)

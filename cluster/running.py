@@ -188,10 +188,16 @@ async def serve(
     controller: LabController | None = None
     responder: Any = None  # OCSP: cluster.ocsp.OcspResponder of the lab CA in <lab dir>/ca
     try:
-        await lab.start(nodes=[n for n in spec.node_names if n not in skip], progress=progress)
+        # the controller connects while the nodes start, unless the broker is the lab's own (it starts with them)
+        controller = LabController(lab) if lab.broker is not None else None
+        await asyncio.gather(
+            lab.start(nodes=[n for n in spec.node_names if n not in skip], progress=progress),
+            *([controller.start()] if controller is not None else []),
+        )
         refill_later(pool, rsa_keys_to_install(spec), spec.rsa_key_size)  # the next cold start finds them waiting
-        controller = LabController(lab)
-        await controller.start()
+        if controller is None:
+            controller = LabController(lab)
+            await controller.start()
         # --- OCSP (cluster/ocsp.py): the lab CA's responder; its URI goes to <lab dir>/ocsp.json (R-OCSP-1)
         from cluster.ocsp import start_lab_responder  # noqa: PLC0415 - aiohttp's server only in the lab process
 
