@@ -29,9 +29,8 @@ from typing import Any
 
 import yaml
 
-from cluster.labdir import HISTORY_FILE, LAB_COPY, RUNNING_FILE, LabState
+from cluster.labdir import HISTORY_FILE, LAB_COPY, READY_POLL_S, RUNNING_FILE, LabState, pid_alive
 from cluster.labfile import ClustersSpec, LabSpec, load_lab, parse_clusters
-from cluster.running import pid_alive
 from node.errors import Unavailable
 
 CLASS_FILE = "class.yaml"
@@ -119,7 +118,7 @@ async def wait_class_up(lab_dir: Path, proc: subprocess.Popen[bytes], timeout: f
         state = read_class(lab_dir)
         if state is not None and state.get("ready"):
             return state
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(READY_POLL_S)
     raise Unavailable(f"the class did not come up within {timeout:g} s; see {lab_dir / 'serve.log'}")
 
 
@@ -136,14 +135,16 @@ async def serve_class(
     """Run the clusters of ``multi`` until SIGTERM/SIGINT. The main process (``worker`` None) owns the
     broker and ``class.json`` and spawns ``workers - 1`` worker processes; each process serves the
     clusters whose index is its number modulo ``workers`` and writes their ``running.json``."""
-    from cluster.broker import EmbeddedBroker  # noqa: PLC0415 - the lab machinery only in the lab process
-    from cluster.controller import LabController  # noqa: PLC0415
-    from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
-    from cluster.lab import LIVE_HISTORY_MAX_BYTES, History, Lab  # noqa: PLC0415
-    from cluster.limits import ensure_fd_limit, fds_needed  # noqa: PLC0415
+    from cluster.keys import derive_bus_keys_ahead, refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
 
     number = worker or 0
     mine = [spec for i, spec in enumerate(multi.clusters) if i % workers == number]
+    bus_keys_made = derive_bus_keys_ahead(mine)  # while the lab machinery loads
+    from cluster.broker import EmbeddedBroker  # noqa: PLC0415 - the lab machinery only in the lab process
+    from cluster.controller import LabController  # noqa: PLC0415
+    from cluster.lab import LIVE_HISTORY_MAX_BYTES, History, Lab  # noqa: PLC0415
+    from cluster.limits import ensure_fd_limit, fds_needed  # noqa: PLC0415
+
     owner = os.getpid() if worker is None else os.getppid()  # 'lab down --lab CLUSTER' stops the whole lab
     ensure_fd_limit(
         fds_needed(
@@ -169,6 +170,7 @@ async def serve_class(
         if worker is None:
             for n in range(1, workers):
                 children.append(_spawn_worker(lab_dir, broker_url, workers, n, smtp_url))
+        bus_keys_made()
         labs = [
             Lab(
                 spec,
@@ -186,12 +188,10 @@ async def serve_class(
             if progress is not None:
                 progress(lab.spec.name)
 
-        await asyncio.gather(*(start(lab) for lab in labs))
+        controllers = [LabController(lab) for lab in labs]  # they connect while the nodes start
+        await asyncio.gather(*(start(lab) for lab in labs), *(c.start() for c in controllers))
         refill_later(pool, sum(rsa_keys_to_install(s) for s in mine))
         for lab in labs:
-            controller = LabController(lab)
-            await controller.start()
-            controllers.append(controller)
             _write_running(lab, owner)
         if worker is None:
             await _wait_workers(multi, lab_dir, children)
@@ -256,7 +256,7 @@ async def _wait_workers(multi: ClustersSpec, lab_dir: Path, children: list[subpr
         for child in children:
             if child.poll() is not None:
                 raise Unavailable(f"worker pid {child.pid} exited with code {child.returncode}; see {lab_dir}")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(READY_POLL_S)
 
 
 def _write_running(lab: Any, owner: int) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 from cluster import labops_phones
 from cluster.control import LAB_TARGET
 from cluster.lab import Lab
-from cluster.scenario import parse_duration
 from node import certs
 from node.errors import BadInput, CertsimError, NotFound, Unavailable
 from replication.envelope import Envelope, EnvelopeError, open_envelope
@@ -189,6 +188,10 @@ async def _advance(lab: Lab, args: dict[str, Any]) -> dict[str, Any]:
     raw = args.get("by")
     if not isinstance(raw, str | int) or isinstance(raw, bool):
         raise BadInput("advance needs 'by', a duration such as 30d, 12h, 90m or seconds")
+    # the scenario package brings its runner and front-door steps (aiohttp, asyncssh): a lab loads it on its
+    # first jump, not while it starts (a warm 'lab up' waits for every import of the lab process)
+    from cluster.scenario import parse_duration  # noqa: PLC0415
+
     delta = parse_duration(raw)
     before = lab.clock.now()
     steps = await lab.advance(delta)

@@ -3,9 +3,12 @@ nodes, topped up in the background once a lab is up (see ``node.keypool``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cluster.labdir import certsim_home
@@ -13,6 +16,7 @@ from cluster.labfile import LabSpec
 from node import certs
 from node.catalog import KeyAlgo, units_for
 from node.keypool import POOL_DIR, KeyPool
+from replication.envelope import derive_key
 
 MIN_POOL = 64  # what a refill keeps at least: a few small labs' worth
 TARGET_ENV = "CERTSIM_KEYPOOL_TARGET"  # keys a refill keeps at least; 0 turns background refills off
@@ -30,6 +34,24 @@ def rsa_keys_to_install(spec: LabSpec, nodes: list[str] | None = None) -> int:
         for n in spec.nodes
         if n.name in wanted
     )
+
+
+def derive_bus_keys_ahead(specs: Iterable[LabSpec]) -> Callable[[], None]:
+    """Derive these clusters' bus keys (scrypt, ~50 ms each, run without the GIL) in a thread, while the lab
+    process goes on importing its machinery; returns the wait for that thread. ``derive_key`` keeps what it
+    derived (at most its cache's size, so no more are made ahead), so each ``Lab`` then finds its key made.
+    A failure is left for ``Lab`` to raise, where it is reported."""
+    pairs = [(spec.security_password, spec.name) for spec in specs]
+    ahead = pairs[: derive_key.cache_info().maxsize or len(pairs)]
+
+    def derive() -> None:
+        for password, name in ahead:
+            with contextlib.suppress(Exception):
+                derive_key(password, name)
+
+    thread = threading.Thread(target=derive, name="bus-keys", daemon=True)
+    thread.start()
+    return thread.join
 
 
 def use_home_pool(home: Path | None = None) -> KeyPool:

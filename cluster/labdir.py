@@ -25,6 +25,7 @@ CLOCK_FILE = "clock.json"  # the offset jumps added to the lab clock, so a resta
 RUNNING_FILE = "running.json"
 LAB_COPY = "lab.yaml"
 HISTORY_FILE = "history.jsonl"  # every event of a running lab: what 'certsim lab ui' shows live
+READY_POLL_S = 0.02  # wall seconds between looks at running.json / class.json while 'lab up' waits for the lab
 DOORS_DIR = "doors"  # <node>.json per node whose front doors are open (cluster.doors.frontdoors writes them)
 
 
@@ -35,6 +36,17 @@ def certsim_home() -> Path:
 
 def default_lab_dir(name: str) -> Path:
     return certsim_home() / "labs" / name
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of that id exists (the lab process named by running.json or class.json)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_door_files(lab_dir: Path, alive: Callable[[int], bool]) -> dict[str, dict[str, Any]]:

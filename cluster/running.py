@@ -25,10 +25,12 @@ from cluster.control import ControlClient
 from cluster.labdir import (
     HISTORY_FILE,
     LAB_COPY,
+    READY_POLL_S,
     RUNNING_FILE,
     LabState,
     certsim_home,
     default_lab_dir,
+    pid_alive,
     read_door_files,
 )
 from cluster.labfile import LabSpec, load_lab
@@ -55,16 +57,6 @@ class RunningLab:
     @property
     def alive(self) -> bool:
         return pid_alive(self.pid)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_running(lab_dir: Path) -> RunningLab | None:
@@ -171,11 +163,14 @@ async def serve(
     """Run a lab until SIGTERM or SIGINT; ``running.json`` exists exactly while it serves."""
     for name in skip:
         spec.node(name)
+    from cluster.keys import derive_bus_keys_ahead, refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
+
+    bus_key_made = derive_bus_keys_ahead([spec])  # while the lab machinery loads
     from cluster.controller import LabController  # noqa: PLC0415 - the lab machinery only in the lab process
-    from cluster.keys import refill_later, rsa_keys_to_install, use_home_pool  # noqa: PLC0415
     from cluster.lab import LIVE_HISTORY_MAX_BYTES, History, Lab  # noqa: PLC0415
 
     pool = use_home_pool()  # identities of first-started nodes come from keys made ahead
+    bus_key_made()
     history = History(lab_dir / HISTORY_FILE, LIVE_HISTORY_MAX_BYTES)  # the dashboard's live feed tails it
     lab = Lab(
         spec,
@@ -193,10 +188,16 @@ async def serve(
     controller: LabController | None = None
     responder: Any = None  # OCSP: cluster.ocsp.OcspResponder of the lab CA in <lab dir>/ca
     try:
-        await lab.start(nodes=[n for n in spec.node_names if n not in skip], progress=progress)
+        # the controller connects while the nodes start, unless the broker is the lab's own (it starts with them)
+        controller = LabController(lab) if lab.broker is not None else None
+        await asyncio.gather(
+            lab.start(nodes=[n for n in spec.node_names if n not in skip], progress=progress),
+            *([controller.start()] if controller is not None else []),
+        )
         refill_later(pool, rsa_keys_to_install(spec), spec.rsa_key_size)  # the next cold start finds them waiting
-        controller = LabController(lab)
-        await controller.start()
+        if controller is None:
+            controller = LabController(lab)
+            await controller.start()
         # --- OCSP (cluster/ocsp.py): the lab CA's responder; its URI goes to <lab dir>/ocsp.json (R-OCSP-1)
         from cluster.ocsp import start_lab_responder  # noqa: PLC0415 - aiohttp's server only in the lab process
 
@@ -246,7 +247,7 @@ async def wait_up(
             return running
         if tick is not None:
             tick(0)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(READY_POLL_S)
     raise Unavailable(f"the lab did not come up within {timeout:g} s; see {lab_dir / 'serve.log'}")
 
 

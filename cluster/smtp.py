@@ -29,14 +29,15 @@ from dataclasses import asdict, dataclass, field
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from pathlib import Path
-from typing import Any
-
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from typing import TYPE_CHECKING, Any
 
 from cluster.broker import LOOPBACK, free_port
 from node.clock import Clock
 from node.errors import Unavailable
 from node.mail import SIM_TIME_HEADER, build_message, send_mail
+
+if TYPE_CHECKING:
+    from aiosmtpd.smtp import SMTP, Envelope, Session
 
 __all__ = ["SIM_TIME_HEADER", "ReceivedMail", "SmtpSink", "build_message", "send_mail"]
 
@@ -118,6 +119,9 @@ class SmtpSink:
         return "250 Message accepted for delivery"
 
     def _factory(self) -> SMTP:
+        # aiosmtpd loads with the first connection: every lab starts a sink, few ever receive a mail
+        from aiosmtpd.smtp import SMTP  # noqa: PLC0415
+
         protocol = SMTP(self, hostname="certsim-smtp-sink", ident="certsim SMTP sink")
         self._protocols.append(protocol)
         return protocol

@@ -39,8 +39,6 @@ def start_class(
     """Start a multi-cluster lab in the background and print one line per cluster (``lab up`` and ``class up``)."""
     import asyncio  # noqa: PLC0415
 
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
-
     from cluster.classroom import prepare_class_dir, spawn_class, wait_class_up  # noqa: PLC0415
     from cluster.labdir import default_lab_dir  # noqa: PLC0415
     from cluster.labfile import parse_clusters  # noqa: PLC0415
@@ -52,9 +50,11 @@ def start_class(
     ensure_fd_limit(fds_needed(per_worker, embedded_broker=broker is None, front_doors=doors))
     directory = lab_dir or default_lab_dir(wanted.name)
     multi = prepare_class_dir(raw, directory)
+    # the lab process first: it starts while this one loads what it needs to wait and print
+    proc = spawn_class(directory, broker, workers, smtp)
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     async def up() -> dict[str, Any]:
-        proc = spawn_class(directory, broker, workers, smtp)
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
         ) as p:

@@ -81,12 +81,6 @@ def lab_up(
 ) -> None:
     """Start the lab described by LAB_FILE: broker (embedded unless --broker) and every node."""
     import yaml  # noqa: PLC0415
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
-
-    from cluster import running as rl  # noqa: PLC0415
-    from cluster.labfile import load_lab  # noqa: PLC0415
-    from cluster.limits import ensure_fd_limit, fds_needed  # noqa: PLC0415
-    from cluster.views import status_table  # noqa: PLC0415
 
     raw = yaml.safe_load(lab_file.read_text(encoding="utf-8"))
     if isinstance(raw, dict) and "clusters" in raw:  # several clusters in one lab (cluster.classroom)
@@ -94,6 +88,10 @@ def lab_up(
 
         start_class(raw, lab_dir, broker, workers, timeout, smtp)
         return
+    from cluster import running as rl  # noqa: PLC0415
+    from cluster.labfile import load_lab  # noqa: PLC0415
+    from cluster.limits import ensure_fd_limit, fds_needed  # noqa: PLC0415
+
     wanted = load_lab(lab_file)  # checked before the lab directory is touched
     nodes = len([n for n in wanted.node_names if n not in skip])
     ensure_fd_limit(fds_needed(nodes, embedded_broker=broker is None, front_doors=wanted.front_doors.enabled))
@@ -109,10 +107,13 @@ def lab_up(
         run_async(rl.serve(spec, directory, broker, skip, progress=node_up, smtp_url=smtp))
         return
 
-    lab_path = lab_file.absolute()
+    # the lab process first: it starts while this one loads what it needs to wait and print
+    proc = rl.spawn_serve(lab_file.absolute(), directory, broker, skip, smtp)
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    from cluster.views import status_table  # noqa: PLC0415
 
     async def up() -> None:
-        proc = rl.spawn_serve(lab_path, directory, broker, skip, smtp)
         with Progress(
             SpinnerColumn(),
             TextColumn("starting lab {task.description}"),

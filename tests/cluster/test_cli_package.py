@@ -67,3 +67,30 @@ def test_lab_status_reads_door_files_without_the_front_doors(tmp_path: Path) -> 
     found, loaded = proc.stdout.strip().splitlines()[-2:]
     assert json.loads(found) == ["cucm1"]  # a door file whose process is gone is not shown
     assert loaded == "[]", proc.stdout
+
+
+def test_the_lab_process_loads_no_scenario_runner_http_or_ssh_before_its_nodes_start() -> None:
+    """What 'lab serve' imports before its nodes start (the controller, the lab, the key pool, the broker
+    wrapper) leaves out the scenario runner, aiohttp, asyncssh and amqtt: a warm 'lab up' waits for every
+    import of the lab process, and those come only with a scenario, front doors, OCSP or an embedded broker."""
+    code = (
+        "import sys\n"
+        "import cluster.cli, cluster.classroom, cluster.running, cluster.controller, cluster.lab, cluster.keys\n"
+        "import cluster.broker, cluster.limits\n"
+        "heavy = ('cluster.scenario', 'aiohttp', 'asyncssh', 'amqtt', 'cluster.doors.frontdoors', 'cluster.ocsp')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-500:]
+
+
+def test_lab_up_of_several_clusters_loads_no_bus_client_before_it_starts_the_lab_process() -> None:
+    """What 'lab up' of a multi-cluster lab file runs before it spawns the lab process (cluster.classroom:
+    validate, prepare the lab directory) loads no MQTT client, lab or spinner: the lab process waits for it."""
+    code = (
+        "import sys\nimport cluster.cli, cluster.cli.classroom, cluster.classroom\n"
+        "heavy = ('aiomqtt', 'paho', 'cluster.running', 'cluster.control', 'cluster.lab', 'rich')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-500:]

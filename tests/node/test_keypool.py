@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from cluster.keys import TARGET_ENV, home_pool, refill_later, rsa_keys_to_install
+from cluster.keys import TARGET_ENV, derive_bus_keys_ahead, home_pool, refill_later, rsa_keys_to_install
 from cluster.lab import Lab
 from node import certs
 from node.catalog import KeyAlgo
 from node.keypool import KeyPool
+from replication.envelope import derive_key
 from tests.conftest import DECK, small_lab
 
 
@@ -152,3 +153,16 @@ def test_keys_fill_and_status_from_the_cli(tmp_path: Path) -> None:
     out = subprocess.run([*run, "status", "--json"], env=env, check=True, capture_output=True, text=True).stdout
     assert json.loads(out)["keys"] == {"2048": 2, "3072": 0, "4096": 0}
     assert stat.S_IMODE((tmp_path / "keypool").stat().st_mode) == 0o700
+
+
+def test_bus_keys_derived_ahead_are_the_ones_each_lab_then_uses() -> None:
+    """A lab process derives its clusters' bus keys (scrypt) in a thread while it imports its machinery: each
+    lab then finds its key made (derive_key's cache), the same key as one derived on the spot."""
+    specs = [small_lab("ahead1"), small_lab("ahead2")]
+    derive_key.cache_clear()
+    derive_bus_keys_ahead(specs)()
+    hits = derive_key.cache_info().hits
+    keys = [derive_key(s.security_password, s.name) for s in specs]
+    assert derive_key.cache_info().hits == hits + len(specs)
+    derive_key.cache_clear()
+    assert keys == [derive_key(s.security_password, s.name) for s in specs]
