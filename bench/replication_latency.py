@@ -42,7 +42,7 @@ from cryptography import x509
 
 from cluster.broker import EmbeddedBroker, MosquittoBroker
 from cluster.keys import rsa_keys_to_install
-from cluster.lab import History, Lab
+from cluster.lab import History, Lab, settle_heap
 from cluster.labca import LabCA
 from cluster.labfile import parse_lab
 from node import certs
@@ -473,6 +473,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             if not conv.converged:
                 raise RuntimeError(f"the cold-started lab did not converge: {conv.detail}")
             await settle(lab, watch)  # untimed: nothing may still be moving when the uploads start
+            settle_heap()  # as a lab process does after its start (``certsim lab up``)
             start_messages = anti_entropy_messages(lab)
             repairs_before = watch.repairs
 

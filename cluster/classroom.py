@@ -142,7 +142,7 @@ async def serve_class(
     bus_keys_made = derive_bus_keys_ahead(mine)  # while the lab machinery loads
     from cluster.broker import EmbeddedBroker  # noqa: PLC0415 - the lab machinery only in the lab process
     from cluster.controller import LabController  # noqa: PLC0415
-    from cluster.lab import LIVE_HISTORY_MAX_BYTES, History, Lab  # noqa: PLC0415
+    from cluster.lab import LIVE_HISTORY_MAX_BYTES, History, Lab, settle_heap_soon  # noqa: PLC0415
     from cluster.limits import ensure_fd_limit, fds_needed  # noqa: PLC0415
 
     owner = os.getpid() if worker is None else os.getppid()  # 'lab down --lab CLUSTER' stops the whole lab
@@ -196,6 +196,7 @@ async def serve_class(
         if worker is None:
             await _wait_workers(multi, lab_dir, children)
             _write_class(lab_dir, multi, broker_url, children, ready=True)
+        settle_heap_soon()
         await stop.wait()
     finally:
         await _shutdown(children, controllers, labs, lab_dir if worker is None else None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import json
 import logging
 import secrets
@@ -39,6 +40,22 @@ NETWORK_SETTLE_MAX_S = 2.0  # wall seconds a jump step waits for the messages it
 NETWORK_QUIET_S = 0.01  # no message sent or received for this long: the step's traffic is over
 _log = logging.getLogger("certsim.lab")
 IN_PROCESS: weakref.WeakSet[Lab] = weakref.WeakSet()  # every lab of this process (TLS links between clusters)
+
+
+HEAP_SETTLE_DELAY_S = 1.0  # after a lab process reported itself up (not on the way of ``lab up``)
+
+
+def settle_heap() -> None:
+    """A lab process keeps what its nodes made at start for its whole life: collect once, then move
+    every live object out of the cyclic collector's sight (``gc.freeze``), so its later full
+    collections no longer walk them (one over a 21-node lab took 50-80 ms, a replication's p99)."""
+    gc.collect()
+    gc.freeze()
+
+
+def settle_heap_soon() -> None:
+    """``settle_heap`` a moment after the lab reported itself up, once its start-up traffic is over."""
+    asyncio.get_running_loop().call_later(HEAP_SETTLE_DELAY_S, settle_heap)
 
 
 def parse_smtp_url(url: str) -> str:

@@ -167,7 +167,7 @@ async def serve(
 
     bus_key_made = derive_bus_keys_ahead([spec])  # while the lab machinery loads
     from cluster.controller import LabController  # noqa: PLC0415 - the lab machinery only in the lab process
-    from cluster.lab import LIVE_HISTORY_MAX_BYTES, History, Lab  # noqa: PLC0415
+    from cluster.lab import LIVE_HISTORY_MAX_BYTES, History, Lab, settle_heap_soon  # noqa: PLC0415
 
     pool = use_home_pool()  # identities of first-started nodes come from keys made ahead
     bus_key_made()
@@ -220,6 +220,7 @@ async def serve(
             encoding="utf-8",
         )
         running.chmod(0o600)
+        settle_heap_soon()
         await stop.wait()
     finally:
         if controller is not None:

@@ -70,7 +70,7 @@ async def _serve_node(spec: LabSpec, directory: Path, node_name: str, broker: st
     import signal  # noqa: PLC0415
 
     from cluster.keys import use_home_pool  # noqa: PLC0415
-    from cluster.lab import Lab  # noqa: PLC0415
+    from cluster.lab import Lab, settle_heap_soon  # noqa: PLC0415
     from cluster.labdir import STATE_FILE  # noqa: PLC0415
 
     use_home_pool()
@@ -80,6 +80,7 @@ async def _serve_node(spec: LabSpec, directory: Path, node_name: str, broker: st
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await lab.start(nodes=[node_name])
+    settle_heap_soon()
     console.print(
         f"node {node_name} of lab {spec.name} (instance {lab.state.instance} from {lab.lab_dir / STATE_FILE}) "
         f"running on {lab.broker_url}; Ctrl+C to stop",
