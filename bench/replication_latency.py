@@ -230,14 +230,18 @@ async def settle(lab: Lab, watch: ApplyWatch) -> None:
 
 async def run_certsim(
     lab: Lab, watch: ApplyWatch, origin: str, pems: Sequence[bytes], warmup: int
-) -> tuple[list[float], list[float], list[float]]:
-    """Sequential uploads; returns (end-to-end, request round trip, last remote apply) seconds."""
+) -> tuple[list[float], list[float], list[float], float]:
+    """Sequential uploads; returns (end-to-end, request round trip, last remote apply) seconds and
+    the event loop's CPU seconds per timed upload (this process hosts every node)."""
     others = [n for n in lab.spec.node_names if n != origin]
     payloads = [base64.b64encode(p).decode() for p in pems]
     total: list[float] = []
     reply: list[float] = []
     remote: list[float] = []
+    cpu_start = 0.0
     for i, data in enumerate(payloads):
+        if i == warmup:
+            cpu_start = time.thread_time()
         done = watch.arm(origin, others)
         t0 = time.perf_counter()
         result = await lab.request(origin, "upload", {"store": STORE, "data": data})
@@ -257,7 +261,7 @@ async def run_certsim(
             total.append(max(t_reply, t_last) - t0)
             reply.append(t_reply - t0)
             remote.append(t_last - t0)
-    return total, reply, remote
+    return total, reply, remote, (time.thread_time() - cpu_start) / max(1, len(payloads) - warmup)
 
 
 async def measure_breakdown(lab: Lab, origin: str, pem: bytes, payload: bytes, tmp: Path) -> dict[str, float]:
@@ -312,14 +316,50 @@ async def measure_breakdown(lab: Lab, origin: str, pem: bytes, payload: bytes, t
     return out
 
 
+async def measure_receive_path(lab: Lab, origin: str, rounds: int = 40) -> dict[str, float]:
+    """The nodes' own share of a change: every node but the origin handed one sealed change message
+    at once, straight into its message handler (no MQTT), as many times as ``rounds``; medians of the
+    event loop's CPU and of the wall time until all applied it. Run last: it leaves the lab unconverged
+    (the origin never held these)."""
+    ca = LabCA(lab.clock)
+    ca.create_ca("bench-receive-root", cn="certsim bench receive-path CA")
+    tag = secrets.token_hex(3)
+    receivers = [a for name, a in lab.agents.items() if name != origin]
+    topic = receivers[0].config.topics.repl
+    cpu: list[float] = []
+    wall: list[float] = []
+    for i in range(rounds):
+        pem = ca.issue(
+            f"rx-{tag}-{i}",
+            issuer="bench-receive-root",
+            cn=f"rx-{tag}-{i}.bench.example",
+            key_algo=KeyAlgo.EC,
+            key_size=256,
+        ).pem()
+        payload = sealed_change(lab, origin, pem)
+        t, c = time.perf_counter(), time.thread_time()
+        await asyncio.gather(*(agent._on_message(topic, payload) for agent in receivers))
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.thread_time() - c)
+    for agent in receivers:
+        if not any(r.name.startswith(f"rx-{tag}-") for r in await agent.store.entries(STORE)):
+            raise RuntimeError(f"receive path: {agent.name} did not apply the changes handed to it")
+    return {
+        "receivers": len(receivers),
+        "cpu_ms": round(statistics.median(cpu) * 1000, 3),
+        "wall_ms": round(statistics.median(wall) * 1000, 3),
+    }
+
+
 # ---------------------------------------------------------------------------------------
 # raw aiomqtt fan-out on the same broker
 
 
 async def run_raw(
     address: BrokerAddress, subscribers: int, payload: bytes, iterations: int, warmup: int
-) -> list[float]:
-    """Publish ``payload`` (QoS 1) to ``subscribers`` QoS 1 subscribers, one message at a time."""
+) -> tuple[list[float], float]:
+    """Publish ``payload`` (QoS 1) to ``subscribers`` QoS 1 subscribers, one message at a time;
+    returns the seconds of each and the event loop's CPU seconds per timed message."""
     run = secrets.token_hex(4)
     topic = f"certsim-bench/{run}/fanout"
     received: set[int] = set()
@@ -360,7 +400,10 @@ async def run_raw(
             pub = await stack.enter_async_context(client("pub"))
             pub.pending_calls_threshold = 1_000_000
             body = payload[8:]
+            cpu_start = 0.0
             for seq in range(iterations):
+                if seq == warmup:
+                    cpu_start = time.thread_time()
                 received.clear()
                 state["seq"] = seq
                 state["done"] = asyncio.Event()
@@ -382,7 +425,7 @@ async def run_raw(
             for task in readers:
                 with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                     await task
-    return results
+    return results, (time.thread_time() - cpu_start) / max(1, iterations - warmup)
 
 
 # ---------------------------------------------------------------------------------------
@@ -418,6 +461,13 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"start-up anti-entropy messages per node (digests, summaries, state transfers; beyond the nodes' "
         f"own announcements): cold {per_node['cold']:.2f}, warm {per_node['warm']:.2f}"
+    )
+    cpu, rx = report["loop_cpu_ms"], report["receive_path"]
+    print(
+        f"event loop CPU (one loop hosts every node): certsim {cpu['certsim_per_upload']:.2f} ms per upload, raw "
+        f"{cpu['raw_per_message']:.2f} ms per message; of certsim's, the {rx['receivers']} receivers applying the "
+        f"change without MQTT (their message handler called directly): {rx['cpu_ms']:.2f} ms CPU, "
+        f"{rx['wall_ms']:.2f} ms until all committed"
     )
     b = report["breakdown_us"]
     receivers = report["nodes"] - 1
@@ -477,11 +527,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             start_messages = anti_entropy_messages(lab)
             repairs_before = watch.repairs
 
-            total, reply, remote = await run_certsim(lab, watch, origin, pems, args.warmup)
+            total, reply, remote, cpu_certsim = await run_certsim(lab, watch, origin, pems, args.warmup)
             repairs = watch.repairs - repairs_before
 
             payload = sealed_change(lab, origin, pems[-1])
-            raw = await run_raw(broker.address, args.nodes, payload, args.warmup + args.uploads, args.warmup)
+            raw, cpu_raw = await run_raw(broker.address, args.nodes, payload, args.warmup + args.uploads, args.warmup)
             breakdown = await measure_breakdown(lab, origin, pems[-1], payload, Path(tmp))
 
             # warm start: the same lab directory (installed, in sync) started again
@@ -498,6 +548,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError(f"the warm-started lab did not converge: {conv.detail}")
             await settle(lab, watch)
             warm_messages = anti_entropy_messages(lab)
+            receive_path = await measure_receive_path(lab, origin)
         finally:
             certs.use_key_source(previous_source)
             pool.shutdown(wait=False, cancel_futures=True)
@@ -525,6 +576,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "ratio_p50": round(cs_total.p50 / raw_s.p50, 2),
         "ratio_p99": round(cs_total.p99 / raw_s.p99, 2),
         "breakdown_us": breakdown,
+        "loop_cpu_ms": {
+            "certsim_per_upload": round(cpu_certsim * 1000, 3),
+            "raw_per_message": round(cpu_raw * 1000, 3),
+        },
+        "receive_path": receive_path,
         "start_s": {
             "cold": round(t_start + t_conv, 2),
             "cold_start": round(t_start, 2),
