@@ -77,6 +77,7 @@ CONTROL_REQUEST: contextvars.ContextVar[tuple[str, int] | None] = contextvars.Co
 )
 T = TypeVar("T")
 Statement = tuple[str, tuple[object, ...]]  # SQL and its parameters
+CHECKPOINT_CHECK_EVERY = 64  # commits between two looks at a node's write-ahead log size
 REQUESTS_REMEMBERED = 4096  # control ids this process committed, answered from memory
 ENTRY_COLUMNS = "store, name, cert_der, v_ms, v_counter, v_node, origin, start_ms, e_ms, e_counter, e_node"
 MIGRATIONS = {  # columns added after the first release, so an older lab directory opens as it is
@@ -87,12 +88,19 @@ MIGRATIONS = {  # columns added after the first release, so an older lab directo
 }
 
 
+def _retrieve(done: asyncio.Future[bool]) -> None:
+    """A failed checkpoint (a busy database) is retried at the next look; never an unretrieved error."""
+    if not done.cancelled():
+        done.exception()
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     """Open (and make or migrate) a node's database; runs in the database thread."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes, which is our fault model
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run beside the shared thread (DbThread.checkpoint)
         conn.executescript(SCHEMA)
         columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(entry)")}
         for column, ddl in MIGRATIONS.items():
@@ -136,6 +144,8 @@ class NodeStore:
         self._pending: list[Statement] | None = None  # that transaction's writes not yet sent to SQLite
         self._sent = False  # part of it was sent (a read inside it flushed the writes before it)
         self._requests: collections.OrderedDict[str, None] = collections.OrderedDict()  # control ids committed
+        self._commits = 0
+        self.checkpointing: asyncio.Future[bool] | None = None  # the WAL checkpoint in flight, if any
         self.index: dict[tuple[str, str], Slot] = {}  # mirrors the entry and tombstone tables
         self.generation = 0  # bumped on every change of entries, tombstones or identities (cheap "changed since?")
 
@@ -203,6 +213,15 @@ class NodeStore:
 
         return await self._call(work)
 
+    def _after_commit(self) -> None:
+        """Every ``CHECKPOINT_CHECK_EVERY`` commits, have the write-ahead log checkpointed if it grew."""
+        self._commits += 1
+        if self._commits % CHECKPOINT_CHECK_EVERY or self._thread is None:
+            return
+        if self.checkpointing is None or self.checkpointing.done():
+            self.checkpointing = self._thread.checkpoint(self.path)
+            self.checkpointing.add_done_callback(_retrieve)
+
     def _in_transaction(self) -> bool:
         return self._pending is not None and self._owner is asyncio.current_task()
 
@@ -227,6 +246,7 @@ class NodeStore:
                 await self._run(statements)
                 if request is not None:
                     self._remember_request(request[0])
+                self._after_commit()
             except BaseException:
                 if self._sent:  # (a failed COMMIT leaves the transaction open too)
                     await self._rollback()

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from node.dbthread import db_thread
-from node.store import NodeStore
+from node.store import CHECKPOINT_CHECK_EVERY, NodeStore
 from replication.hlc import Version
 from replication.records import Record
 
@@ -137,3 +137,27 @@ async def test_a_closed_database_says_so(tmp_path: Path) -> None:
     await store.close()
     with pytest.raises(RuntimeError, match="is not open"):
         await store.get_meta("x")
+
+
+async def test_the_write_ahead_log_is_checkpointed_beside_the_shared_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Automatic checkpoints are off on the shared thread (one node's checkpoint stalled every node);
+    once a node's WAL is past the threshold, a PASSIVE checkpoint on a thread of its own copies it into
+    the database file, and the node kept writing meanwhile."""
+    monkeypatch.setattr("node.dbthread.WAL_CHECKPOINT_BYTES", 64 << 10)
+    (store,) = await _open(tmp_path, 1)
+    thread = db_thread()
+    der = shared_cert_der()
+    size_before = store.path.stat().st_size
+    try:
+        for i in range(CHECKPOINT_CHECK_EVERY * 2):
+            async with store.transaction():
+                await store.put_entry(_record(i, der))
+        assert store.checkpointing is not None
+        assert await store.checkpointing is True
+        assert thread.checkpoints >= 1
+        assert store.path.stat().st_size > size_before + (64 << 10)  # the pages are in the database file now
+        assert len(await store.entries("tomcat-trust")) == CHECKPOINT_CHECK_EVERY * 2
+    finally:
+        await store.close()
