@@ -78,7 +78,8 @@ class DbThread:
             if self._users <= 0:
                 self._users = 0
                 hub, self._hub = self._hub, None
-                _THREADS.pop(self._loop, None)
+                if _THREADS.get(self._loop) is self:
+                    del _THREADS[self._loop]
                 if self._checkpointer is not None:
                     self._checkpointer.shutdown(wait=False, cancel_futures=True)
                     self._checkpointer = None

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from node.certs import validity_start_ms
-from node.dbthread import DbThread, db_thread
+from node.dbthread import WAL_CHECKPOINT_BYTES, DbThread, db_thread
 from replication.core import Slot
 from replication.hlc import Version
 from replication.records import Record
@@ -77,6 +77,7 @@ CONTROL_REQUEST: contextvars.ContextVar[tuple[str, int] | None] = contextvars.Co
 )
 T = TypeVar("T")
 Statement = tuple[str, tuple[object, ...]]  # SQL and its parameters
+WAL_KEEP_BYTES = WAL_CHECKPOINT_BYTES // 4
 CHECKPOINT_CHECK_EVERY = 64  # commits between two looks at a node's write-ahead log size
 REQUESTS_REMEMBERED = 4096  # control ids this process committed, answered from memory
 ENTRY_COLUMNS = "store, name, cert_der, v_ms, v_counter, v_node, origin, start_ms, e_ms, e_counter, e_node"
@@ -101,6 +102,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes, which is our fault model
         conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run beside the shared thread (DbThread.checkpoint)
+        conn.execute(f"PRAGMA journal_size_limit={WAL_KEEP_BYTES}")  # a checkpointed WAL shrinks back below the mark
         conn.executescript(SCHEMA)
         columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(entry)")}
         for column, ddl in MIGRATIONS.items():
@@ -140,7 +142,10 @@ class NodeStore:
         self._conn: sqlite3.Connection | None = None  # made, used and closed in the database thread only
         self._thread: DbThread | None = None
         self._lock = asyncio.Lock()
-        self._owner: asyncio.Task[object] | None = None  # the task whose transaction is open
+        # which transaction the running task belongs to: set by ``transaction()`` in its task's context,
+        # so tasks it starts inside (``gather``, ``wait_for``) belong to it too, and nothing else does
+        self._tx_serial = 0
+        self._tx_of_context: contextvars.ContextVar[int] = contextvars.ContextVar(f"certsim-tx-{id(self)}", default=0)
         self._pending: list[Statement] | None = None  # that transaction's writes not yet sent to SQLite
         self._sent = False  # part of it was sent (a read inside it flushed the writes before it)
         self._requests: collections.OrderedDict[str, None] = collections.OrderedDict()  # control ids committed
@@ -223,7 +228,7 @@ class NodeStore:
             self.checkpointing.add_done_callback(_retrieve)
 
     def _in_transaction(self) -> bool:
-        return self._pending is not None and self._owner is asyncio.current_task()
+        return self._pending is not None and self._tx_of_context.get() == self._tx_serial
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[NodeStore]:
@@ -234,7 +239,8 @@ class NodeStore:
         The in-memory index is restored from the database after a rollback.
         """
         async with self._lock:
-            self._owner = asyncio.current_task()
+            self._tx_serial += 1
+            self._tx_of_context.set(self._tx_serial)
             self._pending, self._sent = [("BEGIN IMMEDIATE", ())], False
             generation = self.generation
             try:
@@ -248,13 +254,14 @@ class NodeStore:
                     self._remember_request(request[0])
                 self._after_commit()
             except BaseException:
-                if self._sent:  # (a failed COMMIT leaves the transaction open too)
+                sent, self._pending = self._sent, None  # nothing queued may run after a failure
+                if sent:  # part of it reached SQLite (a failed COMMIT leaves the transaction open too)
                     await self._rollback()
                 if self.generation != generation:  # only a transaction that wrote moved the index
                     await self._reload_index()
                 raise
             finally:
-                self._owner, self._pending, self._sent = None, None, False
+                self._pending, self._sent = None, False
 
     async def _rollback(self) -> None:
         def work(conn: sqlite3.Connection) -> None:
@@ -296,12 +303,17 @@ class NodeStore:
         return rows[0] if rows else None
 
     async def _reload_index(self) -> None:
-        self.index = {}
-        for rec in await self.entries():
-            assert rec.der is not None
-            self._slot(rec.store, rec.name).hold(rec)
-        for rec in await self.tombstones():
-            self._slot(rec.store, rec.name).tombstone = rec.version
+        """Rebuild the index from the database (at open, and after a rollback, under the lock);
+        it replaces the old one only once complete, and always counts as a change."""
+        index: dict[tuple[str, str], Slot] = {}
+        for row in await self._run([], (f"SELECT {ENTRY_COLUMNS} FROM entry", ())):  # noqa: S608 - constant
+            rec = _record(row, tombstone=False)
+            index.setdefault(rec.key, Slot()).hold(rec)
+        for row in await self._run([], ("SELECT store, name, v_ms, v_counter, v_node, origin FROM tombstone", ())):
+            rec = _record(row, tombstone=True)
+            index.setdefault(rec.key, Slot()).tombstone = rec.version
+        self.index = index
+        self.generation += 1
 
     # -- metadata -------------------------------------------------------------------------
 
@@ -404,8 +416,10 @@ class NodeStore:
     async def note_control_request(self, request_id: str, seen_ms: int) -> None:
         """Remember a handled control request that committed nothing (it failed, was refused or
         only read): a copy replayed later, even after a restart, is refused as well."""
+        in_transaction = self._in_transaction()
         await self.execute("INSERT OR IGNORE INTO control_request(id, seen_ms) VALUES (?, ?)", (request_id, seen_ms))
-        self._remember_request(request_id)
+        if not in_transaction:  # (inside one, only its COMMIT makes it so)
+            self._remember_request(request_id)
 
     async def forget_control_requests(self, before_ms: int) -> None:
         await self.execute("DELETE FROM control_request WHERE seen_ms < ?", (before_ms,))

@@ -98,7 +98,10 @@ def signed_part(payload: bytes) -> tuple[bytes, dict[str, Any]]:
     """(MAC, parsed signed part) of a payload in the sealed layout, NOT authenticated (for such tools)."""
     if not payload.startswith(_HEAD) or payload[_MAC_END:_SIGNED_START] != _MID:
         raise _unsealed(payload)
-    raw = json.loads(payload[_SIGNED_START:-1])
+    try:
+        raw = json.loads(payload[_SIGNED_START:-1])
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise EnvelopeError("malformed", f"not JSON ({type(exc).__name__})") from None
     if not isinstance(raw, dict):
         raise EnvelopeError("malformed", "not a JSON object")
     return payload[len(_HEAD) : _MAC_END], raw
@@ -108,8 +111,8 @@ def _unsealed(payload: bytes) -> EnvelopeError:
     """Why a payload not laid out as a sealed envelope is refused (the reason is a log tag)."""
     try:
         raw = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return EnvelopeError("malformed", f"not JSON ({exc})")
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # (nested too deep: RecursionError)
+        return EnvelopeError("malformed", f"not JSON ({type(exc).__name__})")
     if not isinstance(raw, dict):
         return EnvelopeError("malformed", "not a JSON object")
     if not isinstance(raw.get("m"), str):
@@ -128,7 +131,7 @@ def open_envelope(payload: bytes, key: bytes) -> Envelope:
         raise EnvelopeError("bad-mac", "MAC does not match the cluster secret")
     try:
         raw = json.loads(signed)
-    except (ValueError, UnicodeDecodeError) as exc:  # (only a member can get here: it was sealed so)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # (only a member gets here: it was sealed so)
         raise EnvelopeError("malformed", f"not JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise EnvelopeError("malformed", "not a JSON object")

@@ -161,3 +161,127 @@ async def test_the_write_ahead_log_is_checkpointed_beside_the_shared_thread(
         assert len(await store.entries("tomcat-trust")) == CHECKPOINT_CHECK_EVERY * 2
     finally:
         await store.close()
+
+
+# --- second reader's reproducers (failures inside a transaction), kept as regression tests ---------
+
+
+class Boom(Exception):
+    pass
+
+
+async def _in_transaction(store: NodeStore) -> bool:
+    return bool(await store._call(lambda conn: conn.in_transaction))
+
+
+async def test_a_body_failing_after_a_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A failure after a queued write: nothing of it reaches SQLite, the connection is not left inside
+    a transaction, the index forgets the write, and the next transaction works."""
+    (store,) = await _open(tmp_path, 1)
+    try:
+
+        async def fail_after_a_write() -> None:
+            async with store.transaction():
+                await store.put_entry(_record(1, shared_cert_der()))
+                raise Boom
+
+        with pytest.raises(Boom):
+            await fail_after_a_write()
+        assert not await _in_transaction(store)
+        assert ("tomcat-trust", "cert-1") not in store.index
+        assert await store.get_entry("tomcat-trust", "cert-1") is None
+        async with store.transaction():
+            await store.set_meta("next", "1")
+        assert await store.get_meta("next") == "1"
+    finally:
+        await store.close()
+
+
+async def test_a_body_failing_after_a_read_commits_no_half(tmp_path: Path) -> None:
+    """A read sends the writes queued before it; a failure after more writes rolls all of it back:
+    none of the transaction is on disk after a reopen."""
+    (store,) = await _open(tmp_path, 1)
+    der = shared_cert_der()
+
+    async def fail_after_a_read() -> None:
+        async with store.transaction():
+            await store.put_entry(_record(1, der))
+            assert await store.get_entry("tomcat-trust", "cert-1") is not None
+            await store.put_entry(_record(2, der))
+            await store.set_meta("half", "committed")
+            raise Boom
+
+    with pytest.raises(Boom):
+        await fail_after_a_read()
+    await store.close()
+    again = NodeStore(store.path)
+    await again.open()
+    try:
+        assert await again.get_entry("tomcat-trust", "cert-1") is None
+        assert await again.get_entry("tomcat-trust", "cert-2") is None
+        assert await again.get_meta("half") is None
+    finally:
+        await again.close()
+
+
+async def test_a_cancelled_transaction_leaves_the_connection_clean(tmp_path: Path) -> None:
+    (store,) = await _open(tmp_path, 1)
+    started = asyncio.Event()
+
+    async def body() -> None:
+        async with store.transaction():
+            await store.put_entry(_record(3, shared_cert_der()))
+            started.set()
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(body())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    try:
+        assert not await _in_transaction(store)
+        assert await store.get_entry("tomcat-trust", "cert-3") is None
+    finally:
+        await store.close()
+
+
+async def test_a_task_started_inside_a_transaction_writes_into_it(tmp_path: Path) -> None:
+    """``wait_for``/``gather`` run their awaitable in a new task (Python 3.11): a write through one, inside
+    a transaction, joins that transaction instead of waiting for its lock forever."""
+    (store,) = await _open(tmp_path, 1)
+    try:
+        async with store.transaction():
+            await asyncio.wait_for(store.set_meta("k", "v"), 5)
+            await asyncio.gather(store.set_meta("g", "w"))
+        assert await store.get_meta("k") == "v" and await store.get_meta("g") == "w"
+    finally:
+        await store.close()
+
+
+async def test_a_rollback_counts_as_a_change_of_the_index(tmp_path: Path) -> None:
+    """A plan made while another task's uncommitted write was in the index must not be reused once that
+    write is rolled back (``apply_records`` re-plans when the generation moved), even when the
+    database it reloads from is empty."""
+    (store,) = await _open(tmp_path, 1)
+    seen: dict[str, object] = {}
+    try:
+
+        async def failing() -> None:
+            async with store.transaction():
+                await store.put_entry(_record(9, shared_cert_der()))
+                await store.execute("INSERT INTO no_such_table VALUES (1)")  # fails at COMMIT
+
+        async def planner() -> None:
+            await asyncio.sleep(0)  # the other transaction awaits its COMMIT: its write is in the index
+            seen["generation"], seen["had_it"] = store.generation, ("tomcat-trust", "cert-9") in store.index
+            async with store.transaction():
+                seen["generation_inside"] = store.generation
+                seen["has_it_inside"] = ("tomcat-trust", "cert-9") in store.index
+
+        results = await asyncio.gather(failing(), planner(), return_exceptions=True)
+        assert isinstance(results[0], sqlite3.OperationalError)
+        assert seen["had_it"] and not seen["has_it_inside"]
+        assert seen["generation_inside"] != seen["generation"]
+    finally:
+        await store.close()

@@ -104,8 +104,9 @@ async def test_one_missed_entry_is_repaired_by_moving_that_entry(make_lab: LabFa
     to_healed = [s for s in states if s["to"] == "cucm3"]
     assert to_healed, states
     assert all(s["records"] <= 1 for s in states), states
-    # the resync's digest and a digest already in flight may each be answered (seen on a loaded
-    # machine): that sends the one entry twice, never the store
-    assert 1 <= sum(s["records"] for s in to_healed) <= 2, states
+    # the resync's digest and digests already in flight (connect, post-reconciliation) may each be
+    # answered on a loaded machine: the one entry may come once per digest cucm3 sent, never the store
+    digests = lab.agents["cucm3"].stats["digests-sent"]
+    assert 1 <= sum(s["records"] for s in to_healed) <= max(2, digests), (digests, states)
     held = await lab.request("cucm3", "list", {"store": "tomcat-trust"})
     assert any("MissedOne" in str(row) for row in held)

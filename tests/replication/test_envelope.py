@@ -289,3 +289,15 @@ def test_key_material_does_not_open_for_others(password: str, context: str, mang
         sealed = base64.b64encode(bytes(raw)).decode()
     with pytest.raises(EnvelopeError, match="cannot decrypt"):
         open_secret(derive_key(password, "lab"), sealed, context)
+
+
+def test_json_nested_too_deep_is_malformed_not_a_crash(envelope: Envelope, key: bytes) -> None:
+    """A hostile payload nested beyond the parser's depth is refused as malformed (it used to escape as
+    RecursionError and reset the bus connection through the fault layer's kind sniffing)."""
+    from replication.faults import LinkFaults
+
+    deep = b"[" * 200_000
+    assert reason_of(deep, key) == "malformed"
+    mac, _raw = opened_raw(envelope.seal(key))
+    assert reason_of(wire(mac, deep + b"]"), key) == "bad-mac"  # authenticated first: never parsed
+    assert LinkFaults(drop_next=1).drops(wire(mac, b"[" * 200_000 + b"}")) is False
