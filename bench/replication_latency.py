@@ -105,6 +105,7 @@ class ApplyWatch(History):
         self.events_seen: collections.Counter[str] = collections.Counter()
         self.repairs = 0  # state transfers that changed a node: anti-entropy had to fill a gap
         self.applied: dict[str, float] = {}
+        self.origin_committed: float | None = None  # the origin's ``op`` event: its upload is committed
         self.last_event = time.perf_counter()
         self._origin: str | None = None
         self._expected: frozenset[str] = frozenset()
@@ -114,6 +115,7 @@ class ApplyWatch(History):
         self._origin = origin
         self._expected = frozenset(expected)
         self.applied = {}
+        self.origin_committed = None
         self._done = asyncio.Event()
         if not self._expected:
             self._done.set()
@@ -131,6 +133,13 @@ class ApplyWatch(History):
         changed = int(event.get("changed") or 0)
         if kind == "state-in" and changed > 0:
             self.repairs += 1
+        if (
+            kind == "op"
+            and event.get("op") == "upload"
+            and self._origin is not None
+            and event.get("node") == self._origin
+        ):
+            self.origin_committed = now
         if self._origin is None or changed <= 0:
             return
         if kind in ("apply", "state-in") and event.get("sender") == self._origin:
@@ -230,14 +239,17 @@ async def settle(lab: Lab, watch: ApplyWatch) -> None:
 
 async def run_certsim(
     lab: Lab, watch: ApplyWatch, origin: str, pems: Sequence[bytes], warmup: int
-) -> tuple[list[float], list[float], list[float], float]:
-    """Sequential uploads; returns (end-to-end, request round trip, last remote apply) seconds and
-    the event loop's CPU seconds per timed upload (this process hosts every node)."""
+) -> tuple[list[float], list[float], list[float], list[float], float]:
+    """Sequential uploads; returns (end-to-end, request round trip, last remote apply, replication)
+    seconds and the event loop's CPU seconds per timed upload (this process hosts every node).
+    Replication is the part after the origin committed the upload: from its ``op`` event until the
+    last remote apply (the hop the raw fan-out is the bare transport of)."""
     others = [n for n in lab.spec.node_names if n != origin]
     payloads = [base64.b64encode(p).decode() for p in pems]
     total: list[float] = []
     reply: list[float] = []
     remote: list[float] = []
+    replication: list[float] = []
     cpu_start = 0.0
     for i, data in enumerate(payloads):
         if i == warmup:
@@ -261,7 +273,10 @@ async def run_certsim(
             total.append(max(t_reply, t_last) - t0)
             reply.append(t_reply - t0)
             remote.append(t_last - t0)
-    return total, reply, remote, (time.thread_time() - cpu_start) / max(1, len(payloads) - warmup)
+            if watch.origin_committed is None:
+                raise RuntimeError(f"upload {i}: the origin reported no 'op' event for it")
+            replication.append(t_last - watch.origin_committed)
+    return total, reply, remote, replication, (time.thread_time() - cpu_start) / max(1, len(payloads) - warmup)
 
 
 async def measure_breakdown(lab: Lab, origin: str, pem: bytes, payload: bytes, tmp: Path) -> dict[str, float]:
@@ -438,6 +453,7 @@ def print_report(report: dict[str, Any]) -> None:
         ("certsim upload -> all nodes hold it", cs["end_to_end_ms"]),
         ("  of which: request round trip", cs["request_ms"]),
         ("  of which: last remote apply", cs["last_apply_ms"]),
+        ("replication: origin commit -> all", cs["replication_ms"]),
         ("raw aiomqtt fan-out", raw["latency_ms"]),
     ]
     print()
@@ -450,6 +466,8 @@ def print_report(report: dict[str, Any]) -> None:
     for label, s in rows:
         print(f"{label:<38}{s['p50']:>9.2f}{s['p90']:>9.2f}{s['p99']:>9.2f}{s['min']:>9.2f}{s['max']:>9.2f}")
     print(f"{'ratio certsim / raw':<38}{report['ratio_p50']:>8.1f}x{'':>9}{report['ratio_p99']:>8.1f}x")
+    rep = report["replication_over_raw"]
+    print(f"{'ratio replication / raw':<38}{rep['p50']:>8.1f}x{'':>9}{rep['p99']:>8.1f}x   (issue 10: the first)")
     starts = report["start_s"]
     print(
         f"{report['nodes']}-node cold start, settled and converged: {starts['cold']:.2f} s "
@@ -527,7 +545,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             start_messages = anti_entropy_messages(lab)
             repairs_before = watch.repairs
 
-            total, reply, remote, cpu_certsim = await run_certsim(lab, watch, origin, pems, args.warmup)
+            total, reply, remote, replication, cpu_certsim = await run_certsim(lab, watch, origin, pems, args.warmup)
             repairs = watch.repairs - repairs_before
 
             payload = sealed_change(lab, origin, pems[-1])
@@ -570,11 +588,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "end_to_end_ms": cs_total.as_dict(),
             "request_ms": Summary.of(reply).as_dict(),
             "last_apply_ms": Summary.of(remote).as_dict(),
+            "replication_ms": Summary.of(replication).as_dict(),
             "repairs": repairs,
         },
         "raw": {"latency_ms": raw_s.as_dict(), "subscribers": args.nodes},
         "ratio_p50": round(cs_total.p50 / raw_s.p50, 2),
         "ratio_p99": round(cs_total.p99 / raw_s.p99, 2),
+        "replication_over_raw": {
+            "p50": round(Summary.of(replication).p50 / raw_s.p50, 2),
+            "p99": round(Summary.of(replication).p99 / raw_s.p99, 2),
+        },
         "breakdown_us": breakdown,
         "loop_cpu_ms": {
             "certsim_per_upload": round(cpu_certsim * 1000, 3),
