@@ -14,6 +14,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -136,8 +137,9 @@ class Bus:
         finally:
             watch.cancel()
             if not publish.done():
-                publish.cancel()
-        if publish.cancelled():
+                publish.cancel()  # (only a request: the task ends later, its outcome retrieved then)
+                publish.add_done_callback(_retrieve)
+        if not publish.done() or publish.cancelled():
             raise NotConnected(f"{self.client_id}: connection lost while publishing")
         try:
             publish.result()
@@ -292,6 +294,12 @@ class Bus:
             if not self._stopping and self._open.is_set():
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Take a finished background task's outcome, so none is logged as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _quiet_closed_socket_callbacks(loop: asyncio.AbstractEventLoop) -> None:
