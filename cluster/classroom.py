@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from cluster.labdir import HISTORY_FILE, LAB_COPY, READY_POLL_S, RUNNING_FILE, LabState, pid_alive
+from cluster.labdir import HISTORY_FILE, LAB_COPY, READY_POLL_S, RUNNING_FILE, LabState, pid_alive, write_private_json
 from cluster.labfile import ClustersSpec, LabSpec, load_lab, parse_clusters
 from node.errors import Unavailable
 
@@ -261,45 +261,35 @@ async def _wait_workers(multi: ClustersSpec, lab_dir: Path, children: list[subpr
 
 
 def _write_running(lab: Any, owner: int) -> None:
-    path = lab.lab_dir / RUNNING_FILE
-    path.write_text(
-        json.dumps(
-            {
-                "pid": owner,
-                "worker_pid": os.getpid(),
-                "broker": lab.broker_url,
-                "lab": lab.spec.name,
-                "topic_root": lab.topics.root,
-                "bus_key": lab.secret.hex(),  # the lab directory (0700) already holds the password in lab.yaml
-                "smtp": lab.smtp_server,
-                "started_wall": time.time(),
-            },
-            indent=2,
-        ),
-        encoding="utf-8",
+    write_private_json(
+        lab.lab_dir / RUNNING_FILE,
+        {
+            "pid": owner,
+            "worker_pid": os.getpid(),
+            "broker": lab.broker_url,
+            "lab": lab.spec.name,
+            "topic_root": lab.topics.root,
+            "bus_key": lab.secret.hex(),  # the lab directory (0700) already holds the password in lab.yaml
+            "smtp": lab.smtp_server,
+            "started_wall": time.time(),
+        },
     )
-    path.chmod(0o600)
 
 
 def _write_class(
     lab_dir: Path, multi: ClustersSpec, broker_url: str, children: list[subprocess.Popen[bytes]], *, ready: bool
 ) -> None:
-    path = lab_dir / CLASS_STATE
-    path.write_text(
-        json.dumps(
-            {
-                "pid": os.getpid(),
-                "workers": [os.getpid(), *(c.pid for c in children)],
-                "broker": broker_url,
-                "lab": multi.name,
-                "clusters": list(multi.names),
-                "ready": ready,
-            },
-            indent=2,
-        ),
-        encoding="utf-8",
+    write_private_json(
+        lab_dir / CLASS_STATE,
+        {
+            "pid": os.getpid(),
+            "workers": [os.getpid(), *(c.pid for c in children)],
+            "broker": broker_url,
+            "lab": multi.name,
+            "clusters": list(multi.names),
+            "ready": ready,
+        },
     )
-    path.chmod(0o600)
 
 
 def cluster_specs(lab_dir: Path) -> list[LabSpec]:

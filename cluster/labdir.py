@@ -29,6 +29,18 @@ READY_POLL_S = 0.02  # wall seconds between looks at running.json / class.json w
 DOORS_DIR = "doors"  # <node>.json per node whose front doors are open (cluster.doors.frontdoors writes them)
 
 
+def write_private_json(path: Path, value: object) -> None:
+    """Write a lab directory's state file (``running.json``, ``class.json``) whole or not at all, mode
+    0600: the CLI polls these every 20 ms while a lab starts and must never read half of one (it did:
+    a JSON error from ``lab up``)."""
+    text = json.dumps(value, indent=2)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
 def certsim_home() -> Path:
     """Where labs live unless told otherwise: ``$CERTSIM_HOME`` or ``~/.certsim``."""
     return Path(os.environ.get("CERTSIM_HOME") or Path.home() / ".certsim")

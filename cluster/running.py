@@ -32,6 +32,7 @@ from cluster.labdir import (
     default_lab_dir,
     pid_alive,
     read_door_files,
+    write_private_json,
 )
 from cluster.labfile import LabSpec, load_lab
 from node.errors import NotFound, Unavailable
@@ -203,23 +204,19 @@ async def serve(
 
         responder = await start_lab_responder(lab_dir, lab.clock)
         # --- end OCSP
-        running.write_text(
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "broker": lab.broker_url,
-                    "lab": spec.name,
-                    "topic_root": lab.topics.root,
-                    # the lab directory (0700) already holds the security password in lab.yaml
-                    "bus_key": lab.secret.hex(),
-                    "smtp": lab.smtp_server,
-                    "started_wall": time.time(),
-                },
-                indent=2,
-            ),
-            encoding="utf-8",
+        write_private_json(
+            running,
+            {
+                "pid": os.getpid(),
+                "broker": lab.broker_url,
+                "lab": spec.name,
+                "topic_root": lab.topics.root,
+                # the lab directory (0700) already holds the security password in lab.yaml
+                "bus_key": lab.secret.hex(),
+                "smtp": lab.smtp_server,
+                "started_wall": time.time(),
+            },
         )
-        running.chmod(0o600)
         settle_heap_soon()
         await stop.wait()
     finally:
