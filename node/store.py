@@ -80,6 +80,7 @@ Statement = tuple[str, tuple[object, ...]]  # SQL and its parameters
 WAL_KEEP_BYTES = WAL_CHECKPOINT_BYTES // 4
 CHECKPOINT_CHECK_EVERY = 64  # commits between two looks at a node's write-ahead log size
 REQUESTS_REMEMBERED = 4096  # control ids this process committed, answered from memory
+TOMBSTONE_COLUMNS = "store, name, v_ms, v_counter, v_node, origin"
 ENTRY_COLUMNS = "store, name, cert_der, v_ms, v_counter, v_node, origin, start_ms, e_ms, e_counter, e_node"
 MIGRATIONS = {  # columns added after the first release, so an older lab directory opens as it is
     "start_ms": "ALTER TABLE entry ADD COLUMN start_ms INTEGER NOT NULL DEFAULT -1",
@@ -283,24 +284,20 @@ class NodeStore:
         """A read; it waits for another task's open transaction to end, so it never sees its
         uncommitted rows (one shared connection); inside the caller's own transaction it runs at
         once, after the writes queued so far."""
-        if self._in_transaction():
-            assert self._pending is not None
-            statements, self._pending = self._pending, []
-            self._sent = self._sent or bool(statements)
-            return await self._run(statements, (sql, args))
-        async with self._lock:
-            return await self._run([], (sql, args))
+        return await self._query((sql, args), one=False)
 
     async def fetchone(self, sql: str, args: tuple[object, ...] = ()) -> tuple[Any, ...] | None:
+        rows = await self._query((sql, args), one=True)
+        return rows[0] if rows else None
+
+    async def _query(self, query: Statement, *, one: bool) -> list[tuple[Any, ...]]:
         if self._in_transaction():
             assert self._pending is not None
             statements, self._pending = self._pending, []
             self._sent = self._sent or bool(statements)
-            rows = await self._run(statements, (sql, args), one=True)
-        else:
-            async with self._lock:
-                rows = await self._run([], (sql, args), one=True)
-        return rows[0] if rows else None
+            return await self._run(statements, query, one=one)
+        async with self._lock:
+            return await self._run([], query, one=one)
 
     async def _reload_index(self) -> None:
         """Rebuild the index from the database (at open, and after a rollback, under the lock);
@@ -309,7 +306,7 @@ class NodeStore:
         for row in await self._run([], (f"SELECT {ENTRY_COLUMNS} FROM entry", ())):  # noqa: S608 - constant
             rec = _record(row, tombstone=False)
             index.setdefault(rec.key, Slot()).hold(rec)
-        for row in await self._run([], ("SELECT store, name, v_ms, v_counter, v_node, origin FROM tombstone", ())):
+        for row in await self._run([], (f"SELECT {TOMBSTONE_COLUMNS} FROM tombstone", ())):  # noqa: S608 - constant
             rec = _record(row, tombstone=True)
             index.setdefault(rec.key, Slot()).tombstone = rec.version
         self.index = index
@@ -348,7 +345,8 @@ class NodeStore:
 
     async def get_tombstone(self, store: str, name: str) -> Record | None:
         row = await self.fetchone(
-            "SELECT store, name, v_ms, v_counter, v_node, origin FROM tombstone WHERE store=? AND name=?", (store, name)
+            f"SELECT {TOMBSTONE_COLUMNS} FROM tombstone WHERE store=? AND name=?",  # noqa: S608 - constant columns
+            (store, name),
         )
         return None if row is None else _record(row, tombstone=True)
 
@@ -363,7 +361,7 @@ class NodeStore:
 
     async def tombstones(self) -> list[Record]:
         rows = await self.fetchall(
-            "SELECT store, name, v_ms, v_counter, v_node, origin FROM tombstone ORDER BY store, name"
+            f"SELECT {TOMBSTONE_COLUMNS} FROM tombstone ORDER BY store, name"  # noqa: S608 - constant columns
         )
         return [_record(r, tombstone=True) for r in rows]
 
@@ -391,7 +389,7 @@ class NodeStore:
     async def put_tombstone(self, rec: Record) -> None:
         v = rec.version
         await self.execute(
-            "INSERT OR REPLACE INTO tombstone(store, name, v_ms, v_counter, v_node, origin) VALUES (?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO tombstone({TOMBSTONE_COLUMNS}) VALUES (?,?,?,?,?,?)",  # noqa: S608 - constant
             (rec.store, rec.name, v.ms, v.counter, v.node, rec.origin),
         )
         self._slot(rec.store, rec.name).tombstone = v

@@ -96,25 +96,34 @@ def lay_out(mac_hex: bytes, signed: bytes) -> bytes:
 
 def signed_part(payload: bytes) -> tuple[bytes, dict[str, Any]]:
     """(MAC, parsed signed part) of a payload in the sealed layout, NOT authenticated (for such tools)."""
-    if not payload.startswith(_HEAD) or payload[_MAC_END:_SIGNED_START] != _MID:
+    mac, signed = _split(payload)
+    return mac, _json_object(signed)
+
+
+def _split(payload: bytes) -> tuple[bytes, bytes]:
+    """(MAC, signed part) of a payload in the sealed layout, or why it is not one."""
+    if not (payload.startswith(_HEAD) and payload[_MAC_END:_SIGNED_START] == _MID and payload.endswith(b"}")):
         raise _unsealed(payload)
+    return payload[len(_HEAD) : _MAC_END], payload[_SIGNED_START:-1]
+
+
+def _json_object(text: bytes) -> dict[str, Any]:
+    """``text`` parsed as a JSON object, or ``EnvelopeError('malformed')`` (nested too deep included)."""
     try:
-        raw = json.loads(payload[_SIGNED_START:-1])
+        raw = json.loads(text)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise EnvelopeError("malformed", f"not JSON ({type(exc).__name__})") from None
     if not isinstance(raw, dict):
         raise EnvelopeError("malformed", "not a JSON object")
-    return payload[len(_HEAD) : _MAC_END], raw
+    return raw
 
 
 def _unsealed(payload: bytes) -> EnvelopeError:
     """Why a payload not laid out as a sealed envelope is refused (the reason is a log tag)."""
     try:
-        raw = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # (nested too deep: RecursionError)
-        return EnvelopeError("malformed", f"not JSON ({type(exc).__name__})")
-    if not isinstance(raw, dict):
-        return EnvelopeError("malformed", "not a JSON object")
+        raw = _json_object(payload)
+    except EnvelopeError as exc:
+        return exc
     if not isinstance(raw.get("m"), str):
         return EnvelopeError("unsigned", "no MAC")
     return EnvelopeError("malformed", "not laid out as a sealed envelope")
@@ -124,17 +133,10 @@ def open_envelope(payload: bytes, key: bytes) -> Envelope:
     """Parse and authenticate ``payload``; raises ``EnvelopeError`` for anything not sealed by ``key``."""
     if len(payload) > MAX_ENVELOPE_BYTES:
         raise EnvelopeError("oversize", f"{len(payload)} bytes")
-    if not (payload.startswith(_HEAD) and payload[_MAC_END:_SIGNED_START] == _MID and payload.endswith(b"}")):
-        raise _unsealed(payload)
-    signed = payload[_SIGNED_START:-1]
-    if not hmac.compare_digest(payload[len(_HEAD) : _MAC_END], _mac(key, signed)):
+    mac, signed = _split(payload)
+    if not hmac.compare_digest(mac, _mac(key, signed)):
         raise EnvelopeError("bad-mac", "MAC does not match the cluster secret")
-    try:
-        raw = json.loads(signed)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # (only a member gets here: it was sealed so)
-        raise EnvelopeError("malformed", f"not JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise EnvelopeError("malformed", "not a JSON object")
+    raw = _json_object(signed)  # (only a member gets here: it was sealed so)
     if raw.get("v") != PROTOCOL_VERSION:
         raise EnvelopeError("version", f"protocol version {raw.get('v')!r}")
     kind, sender, to, msg_id, ts, body = (raw.get(k) for k in ("k", "f", "t", "i", "ts", "b"))

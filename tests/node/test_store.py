@@ -9,11 +9,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from cluster.labca import LabCA
+from node.clock import SimClock
 from node.dbthread import db_thread
 from node.store import CHECKPOINT_CHECK_EVERY, NodeStore
 from replication.hlc import Version
@@ -22,21 +20,8 @@ from replication.records import Record
 
 @functools.cache
 def shared_cert_der() -> bytes:
-    """One small self-signed certificate (EC: no RSA key generation in a unit test)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "store-test")])
-    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.DER)
+    """One CA certificate from the lab CA (its RSA key comes from the tests' key deck)."""
+    return LabCA(SimClock(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))).create_ca("StoreTest").der()
 
 
 def _record(i: int, der: bytes) -> Record:
