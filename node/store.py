@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextvars
 import functools
+import itertools
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -149,7 +150,13 @@ class NodeStore:
         self._tx_of_context: contextvars.ContextVar[int] = contextvars.ContextVar(f"certsim-tx-{id(self)}", default=0)
         self._pending: list[Statement] | None = None  # that transaction's writes not yet sent to SQLite
         self._sent = False  # part of it was sent (a read inside it flushed the writes before it)
-        self._requests: collections.OrderedDict[str, None] = collections.OrderedDict()  # control ids committed
+        # the control_request table (id -> simulated ms seen), mirrored; complete unless it outgrew the bound
+        self._requests: dict[str, int] = {}
+        self._requests_complete = False
+        self._outbox: collections.deque[tuple[int, str, bytes]] = collections.deque()  # the outbox table, mirrored
+        self._outbox_next = 1  # the id of the next outbox row
+        self._on_commit: list[Callable[[], None]] = []  # mirror updates of the open transaction's writes
+        self.outbox_committed: Callable[[], None] | None = None  # called when a committed message awaits sending
         self._commits = 0
         self.checkpointing: asyncio.Future[bool] | None = None  # the WAL checkpoint in flight, if any
         self.index: dict[tuple[str, str], Slot] = {}  # mirrors the entry and tombstone tables
@@ -166,6 +173,7 @@ class NodeStore:
             raise
         self._thread = thread
         await self._reload_index()
+        await self._load_mirrors()
 
     def _slot(self, store: str, name: str) -> Slot:
         self.generation += 1
@@ -243,16 +251,22 @@ class NodeStore:
             self._tx_serial += 1
             self._tx_of_context.set(self._tx_serial)
             self._pending, self._sent = [("BEGIN IMMEDIATE", ())], False
+            self._on_commit = []
             generation = self.generation
             try:
                 yield self
                 request = CONTROL_REQUEST.get()
                 if request is not None:
                     self._pending.append(("INSERT OR IGNORE INTO control_request(id, seen_ms) VALUES (?, ?)", request))
-                statements, self._pending, self._sent = [*self._pending, ("COMMIT", ())], [], True
+                    self._on_commit.append(functools.partial(self._remember_request, *request))
+                if len(self._pending) == 2 and not self._sent:  # one write: SQLite's autocommit is as atomic
+                    statements = self._pending[1:]  # and skips two statements (each a GIL hand-off in the thread)
+                else:
+                    statements = [*self._pending, ("COMMIT", ())]
+                self._pending, self._sent = [], True
                 await self._run(statements)
-                if request is not None:
-                    self._remember_request(request[0])
+                for action in self._on_commit:
+                    action()
                 self._after_commit()
             except BaseException:
                 sent, self._pending = self._sent, None  # nothing queued may run after a failure
@@ -262,7 +276,7 @@ class NodeStore:
                     await self._reload_index()
                 raise
             finally:
-                self._pending, self._sent = None, False
+                self._pending, self._sent, self._on_commit = None, False, []
 
     async def _rollback(self) -> None:
         def work(conn: sqlite3.Connection) -> None:
@@ -271,14 +285,21 @@ class NodeStore:
 
         await self._call(work)
 
-    async def execute(self, sql: str, args: tuple[object, ...] = ()) -> None:
-        """A write: queued in the caller's open transaction, or else run on its own (serialised)."""
+    async def execute(
+        self, sql: str, args: tuple[object, ...] = (), *, committed: Callable[[], None] | None = None
+    ) -> None:
+        """A write: queued in the caller's open transaction, or else run on its own (serialised).
+        ``committed`` runs once the write is committed (never when it is rolled back)."""
         if self._in_transaction():
             assert self._pending is not None
             self._pending.append((sql, args))
+            if committed is not None:
+                self._on_commit.append(committed)
             return
         async with self._lock:
             await self._run([(sql, args)])
+        if committed is not None:
+            committed()
 
     async def fetchall(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         """A read; it waits for another task's open transaction to end, so it never sees its
@@ -401,42 +422,77 @@ class NodeStore:
 
     # -- control requests handled ----------------------------------------------------------
 
-    def _remember_request(self, request_id: str) -> None:
-        self._requests[request_id] = None
-        while len(self._requests) > REQUESTS_REMEMBERED:
-            self._requests.popitem(last=False)
+    async def _load_mirrors(self) -> None:
+        """Read the control ids and the outbox into memory at open: a request's replay check and the
+        publisher's next message then cost no database call (each one a thread hop on the request's
+        critical path). The tables decide; the mirrors change only once a write is committed."""
+        rows = await self.fetchall(
+            "SELECT id, seen_ms FROM control_request ORDER BY seen_ms DESC LIMIT ?", (REQUESTS_REMEMBERED + 1,)
+        )
+        self._requests = {str(r[0]): int(r[1]) for r in reversed(rows[:REQUESTS_REMEMBERED])}
+        self._requests_complete = len(rows) <= REQUESTS_REMEMBERED
+        rows = await self.fetchall("SELECT id, topic, payload FROM outbox ORDER BY id")
+        self._outbox = collections.deque((int(r[0]), str(r[1]), bytes(r[2])) for r in rows)
+        row = await self.fetchone("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name='outbox'")
+        self._outbox_next = 1 + max(int(row[0]) if row else 0, self._outbox[-1][0] if self._outbox else 0)
+
+    def _remember_request(self, request_id: str, seen_ms: int) -> None:
+        self._requests.setdefault(request_id, seen_ms)  # (INSERT OR IGNORE: the first sighting stays)
+        while len(self._requests) > REQUESTS_REMEMBERED:  # bounded: beyond it, ask the table
+            del self._requests[next(iter(self._requests))]
+            self._requests_complete = False
 
     async def control_handled(self, request_id: str) -> bool:
-        if request_id in self._requests:  # committed by this process: no need to ask the database
+        if request_id in self._requests:
             return True
+        if self._requests_complete:  # the mirror holds the whole table
+            return False
         return await self.fetchone("SELECT 1 FROM control_request WHERE id=?", (request_id,)) is not None
 
     async def note_control_request(self, request_id: str, seen_ms: int) -> None:
         """Remember a handled control request that committed nothing (it failed, was refused or
         only read): a copy replayed later, even after a restart, is refused as well."""
-        in_transaction = self._in_transaction()
-        await self.execute("INSERT OR IGNORE INTO control_request(id, seen_ms) VALUES (?, ?)", (request_id, seen_ms))
-        if not in_transaction:  # (inside one, only its COMMIT makes it so)
-            self._remember_request(request_id)
+        await self.execute(
+            "INSERT OR IGNORE INTO control_request(id, seen_ms) VALUES (?, ?)",
+            (request_id, seen_ms),
+            committed=functools.partial(self._remember_request, request_id, seen_ms),
+        )
 
     async def forget_control_requests(self, before_ms: int) -> None:
-        await self.execute("DELETE FROM control_request WHERE seen_ms < ?", (before_ms,))
-        self._requests.clear()  # (kept for this process only to spare a read; the table decides)
+        def forget() -> None:
+            self._requests = {k: ms for k, ms in self._requests.items() if ms >= before_ms}
+
+        await self.execute("DELETE FROM control_request WHERE seen_ms < ?", (before_ms,), committed=forget)
 
     # -- outbox ---------------------------------------------------------------------------
 
     async def outbox_add(self, topic: str, payload: bytes) -> None:
-        await self.execute("INSERT INTO outbox(topic, payload) VALUES (?, ?)", (topic, payload))
+        row = (self._outbox_next, topic, payload)
+        self._outbox_next += 1  # (a rolled-back row leaves a gap; the order is all that counts)
+        await self.execute(
+            "INSERT INTO outbox(id, topic, payload) VALUES (?, ?, ?)",
+            row,
+            committed=functools.partial(self._queued, row),
+        )
+
+    def _queued(self, row: tuple[int, str, bytes]) -> None:
+        self._outbox.append(row)
+        if self.outbox_committed is not None:
+            self.outbox_committed()
 
     async def outbox_peek(self, limit: int = 100) -> list[tuple[int, str, bytes]]:
-        rows = await self.fetchall("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", (limit,))
-        return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+        """The oldest committed messages not yet acknowledged by the broker (from the mirror)."""
+        return list(itertools.islice(self._outbox, limit))
 
     async def outbox_remove(self, ids: list[int]) -> None:
         if ids:
             async with self._lock:
                 await self._run([("DELETE FROM outbox WHERE id=?", (i,)) for i in ids])
+            gone = set(ids)
+            while self._outbox and self._outbox[0][0] in gone:  # (the usual case: the oldest were sent)
+                gone.discard(self._outbox.popleft()[0])
+            if gone:
+                self._outbox = collections.deque(row for row in self._outbox if row[0] not in gone)
 
     async def outbox_count(self) -> int:
-        row = await self.fetchone("SELECT COUNT(*) FROM outbox")
-        return 0 if row is None else int(row[0])
+        return len(self._outbox)

@@ -167,6 +167,16 @@ def plan_merge(
     return plan
 
 
+def versions_kept(records: Iterable[Record], plan: Iterable[tuple[Record, Decision]]) -> bool:
+    """Whether carrying out ``plan`` stores the version of every record in ``records`` (as an entry or
+    a tombstone). Then a node restarting reads them back from its store, and its clock, which must
+    stay ahead of every version it has seen, needs no separate note of them."""
+    kept = {rec.version for rec, d in plan if d.put_entry} | {
+        tombstone_of(rec).version for rec, d in plan if d.put_tombstone
+    }
+    return all(rec.version in kept for rec in records)
+
+
 def keep_floor(slot: Slot | None, rec: Record) -> Record:
     """A put that displaces a held entry by rank (R-REPL-8) keeps the deletion that entry carried:
     a node's knowledge of deletions only grows, so a copy that deletion removed (a node's replaced

@@ -8,6 +8,7 @@ store over the bus. A forged or altered envelope fails its MAC and is refused.
 from __future__ import annotations
 
 import base64
+import collections
 import functools
 import hmac
 import json
@@ -147,6 +148,29 @@ def open_envelope(payload: bytes, key: bytes) -> Envelope:
     if not isinstance(ts, int) or not isinstance(body, dict):
         raise EnvelopeError("malformed", "bad timestamp or body")
     return Envelope(kind=kind, sender=sender, body=body, to=to, sent_ms=ts, msg_id=msg_id)
+
+
+# The nodes one process hosts all receive the same bytes of a broadcast. Opening them is a pure
+# function of the bytes and the key, so the first node's result (its MAC checked with its own key)
+# serves the others holding the same key: twenty receivers pay for one MAC and one parse.
+SHARED_OPEN_MAX_BYTES = 64 << 10  # a change or a digest; a big state transfer is opened by each node
+SHARED_OPEN_KEPT = 64
+_opened: collections.OrderedDict[tuple[bytes, bytes], Envelope] = collections.OrderedDict()
+
+
+def open_shared(payload: bytes, key: bytes) -> Envelope:
+    """``open_envelope``, shared by the nodes of a process. The envelope and its body are shared
+    too: read them, never change them."""
+    if len(payload) > SHARED_OPEN_MAX_BYTES:
+        return open_envelope(payload, key)
+    cache_key = (payload, key)
+    env = _opened.get(cache_key)
+    if env is None:
+        env = open_envelope(payload, key)  # (a refused payload is not kept: each node refuses and logs it)
+        _opened[cache_key] = env
+        if len(_opened) > SHARED_OPEN_KEPT:
+            _opened.popitem(last=False)
+    return env
 
 
 # --- secrets inside envelopes -----------------------------------------------------------------

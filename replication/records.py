@@ -6,6 +6,7 @@ The rules for merging them live in ``replication.core``.
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -68,6 +69,26 @@ class Record:
             origin=origin,
             replaces=None if replaces is None else Version.from_json(replaces),
         )
+
+
+_PARSED_KEPT = 64
+_parsed: collections.OrderedDict[int, tuple[object, list[Record]]] = collections.OrderedDict()
+
+
+def records_from_json(raw: object) -> list[Record]:
+    """The records of a message body (``Record.from_json`` of each). The nodes of one process share
+    an opened broadcast (``envelope.open_shared``), so the list parsed for the first serves the
+    others (Records are immutable); the cache holds the raw list, so its ``id`` stays its own."""
+    found = _parsed.get(id(raw))
+    if found is not None and found[0] is raw:
+        return list(found[1])
+    if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+        raise TypeError("records are not a list of objects")
+    records = [Record.from_json(r) for r in raw]
+    _parsed[id(raw)] = (raw, records)
+    if len(_parsed) > _PARSED_KEPT:
+        _parsed.popitem(last=False)
+    return list(records)
 
 
 def store_digests(records: Iterable[Record]) -> dict[str, str]:

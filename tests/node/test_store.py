@@ -270,3 +270,74 @@ async def test_a_rollback_counts_as_a_change_of_the_index(tmp_path: Path) -> Non
         assert seen["generation_inside"] != seen["generation"]
     finally:
         await store.close()
+
+
+async def test_the_outbox_mirror_holds_committed_messages_only_and_survives_a_reopen(tmp_path: Path) -> None:
+    """DESIGN property 4 (nothing acknowledged is lost): the publisher reads the outbox from memory,
+    but only what was committed; a rolled-back message never shows, an unsent one is back after a
+    reopen (a crash) in its order, and ids keep growing past removed rows."""
+    (store,) = await _open(tmp_path, 1)
+    woken: list[int] = []
+    store.outbox_committed = lambda: woken.append(1)
+    try:
+        async with store.transaction():
+            await store.outbox_add("t/repl", b"first")
+            assert await store.outbox_peek() == []  # not committed yet
+        with pytest.raises(Boom):
+            async with store.transaction():
+                await store.outbox_add("t/repl", b"rolled-back")
+                raise Boom
+        await store.outbox_add("t/node/b", b"second")  # outside a transaction: on its own
+        assert [p for _i, _t, p in await store.outbox_peek()] == [b"first", b"second"]
+        assert len(woken) == 2 and await store.outbox_count() == 2
+        first_id = (await store.outbox_peek())[0][0]
+        await store.outbox_remove([first_id])
+        assert [p for _i, _t, p in await store.outbox_peek()] == [b"second"]
+        await store.outbox_add("t/repl", b"third")
+    finally:
+        await store.close()
+    reopened = NodeStore(store.path)
+    await reopened.open()
+    try:
+        rows = await reopened.outbox_peek()
+        assert [(t, p) for _i, t, p in rows] == [("t/node/b", b"second"), ("t/repl", b"third")]
+        assert rows[0][0] < rows[1][0]
+        await reopened.outbox_remove([rows[1][0]])  # (not the oldest: the mirror drops it all the same)
+        await reopened.outbox_add("t/repl", b"fourth")
+        ids = [i for i, _t, _p in await reopened.outbox_peek()]
+        assert ids[-1] > rows[1][0] > first_id and [p for *_x, p in await reopened.outbox_peek()] == [
+            b"second",
+            b"fourth",
+        ]
+    finally:
+        await reopened.close()
+
+
+async def test_control_ids_are_answered_from_memory_and_the_table_still_decides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10 item 5: a handled control id is known after a reopen; an id noted inside a transaction
+    that rolls back is not; when the table outgrows the in-memory bound the table is asked."""
+    (store,) = await _open(tmp_path, 1)
+    try:
+        await store.note_control_request("done-1", 10)
+        with pytest.raises(Boom):
+            async with store.transaction():
+                await store.note_control_request("rolled-back", 11)
+                raise Boom
+        assert await store.control_handled("done-1")
+        assert not await store.control_handled("rolled-back")
+        await store.forget_control_requests(before_ms=11)
+        assert not await store.control_handled("done-1")
+        for i in range(3):
+            await store.note_control_request(f"kept-{i}", 20 + i)
+    finally:
+        await store.close()
+    monkeypatch.setattr("node.store.REQUESTS_REMEMBERED", 2)  # the table holds 3: the mirror is partial
+    reopened = NodeStore(store.path)
+    await reopened.open()
+    try:
+        assert all([await reopened.control_handled(f"kept-{i}") for i in range(3)])  # kept-0 from the table
+        assert not await reopened.control_handled("never-seen")
+    finally:
+        await reopened.close()

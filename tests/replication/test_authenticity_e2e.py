@@ -16,6 +16,7 @@ from cluster.labca import LabCA
 from cluster.labfile import parse_lab
 from cluster.rogue import RogueClient
 from node.errors import CertsimError, Refused
+from node.logs import LOG_LEVEL_ENV
 from replication import core
 from tests.conftest import LabFactory, small_lab
 
@@ -158,12 +159,13 @@ async def _rejected(lab: Lab, node: str, reason: str, at_least: int) -> dict[str
 
 
 async def test_replayed_failed_control_request_is_refused_also_after_a_restart(
-    make_lab: LabFactory, tmp_path: Path
+    make_lab: LabFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Items 5 and 7 of issue 10, R-REPL-3: a control request that FAILED (a delete of a certificate
     not there yet) is remembered like one that changed something. Its next copies get the same answer
     (QoS 1 duplicates: counted, logged at debug); copies beyond that are refused as a replay (warning);
     after a restart a replay is refused too, so it cannot delete the certificate uploaded meanwhile."""
+    monkeypatch.setenv(LOG_LEVEL_ENV, "debug")  # (debug lines are not written at the default level)
     lab = await make_lab(small_lab("ctlfail", nodes=2, imp=0))
     rogue = RogueClient(lab.broker, lab.topics, lab.spec.name, seed=9)  # type: ignore[arg-type]
     await rogue.start()

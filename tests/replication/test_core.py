@@ -150,6 +150,20 @@ def test_plan_merge_folds_a_batch_in_order() -> None:
     ]
 
 
+def test_versions_kept_only_when_every_version_is_stored() -> None:
+    """HLC durability: a node may skip noting its clock only when the plan stores every version it saw
+    (a restart reads them back); a record the merge refuses, or a put stored only as its deletion, is not."""
+    assert core.versions_kept([put(V1), tomb(V2)], plan_merge({}, [put(V1), tomb(V2)], 0))
+    held = slot_of(put(V1, start=5))
+    refused = put(V3, start=1)  # newer version, earlier start: R-REPL-8 keeps the held one
+    assert plan_merge({("tomcat-trust", "Lab_Root_CA"): held}, [refused], 0) == []
+    assert not core.versions_kept([refused], [])
+    only_deletion = put(V3, start=1, replaces=V1)  # its deletion is older than the held put: kept, the put is not
+    plan = plan_merge({("tomcat-trust", "Lab_Root_CA"): slot_of(put(V2, start=5))}, [only_deletion], 0)
+    assert [d for _r, d in plan] == [Decision(put_tombstone=True)]
+    assert not core.versions_kept([only_deletion], plan)
+
+
 def test_rank_orders_start_then_version() -> None:
     assert rank_of(put(V1, start=9)) == Rank(9, V1)
     assert Rank(10**12, V1) > Rank(5, V3) > Rank(5, V2)

@@ -20,8 +20,10 @@ from replication.envelope import (
     derive_key,
     open_envelope,
     open_secret,
+    open_shared,
     seal_secret,
 )
+from replication.records import records_from_json
 
 PASSWORD = "cisco-lab-secret"
 LAB = "demo"
@@ -301,3 +303,33 @@ def test_json_nested_too_deep_is_malformed_not_a_crash(envelope: Envelope, key: 
     mac, _raw = opened_raw(envelope.seal(key))
     assert reason_of(wire(mac, deep + b"]"), key) == "bad-mac"  # authenticated first: never parsed
     assert LinkFaults(drop_next=1).drops(wire(mac, b"[" * 200_000 + b"}")) is False
+
+
+# --- one opening shared by the nodes of a process ------------------------------------------------
+
+
+def test_shared_opening_serves_the_same_bytes_and_key_only(envelope: Envelope, key: bytes) -> None:
+    """Authenticity: the nodes of a process share the opened copy of the same bytes under the same key;
+    a node with another key still checks the MAC itself and refuses; a refusal is never kept."""
+    payload = envelope.seal(key)
+    first = open_shared(payload, key)
+    assert first == envelope
+    assert open_shared(bytes(bytearray(payload)), key) is first  # (a copy of the bytes, as each client gets)
+    with pytest.raises(EnvelopeError, match="bad-mac"):
+        open_shared(payload, derive_key("another-password", LAB))
+    altered = payload.replace(b"Lab_Root_CA", b"Lab_Root_CB")
+    for _ in range(2):
+        with pytest.raises(EnvelopeError, match="bad-mac"):
+            open_shared(altered, key)
+
+
+def test_records_of_a_shared_body_are_parsed_once_and_checked(key: bytes) -> None:
+    """The parsed records of one body are shared (immutable); a body that is not a list of objects is a
+    TypeError (the node refuses it as a bad body), not an AttributeError."""
+    raw = [{"s": "tomcat-trust", "n": "A", "v": [1, 0, "n"], "d": None, "o": "n"}]
+    first, again = records_from_json(raw), records_from_json(raw)
+    assert first == again and first[0] is again[0] and first is not again
+    assert records_from_json([dict(raw[0])])[0] == first[0]
+    for bad in ({"s": "x"}, ["not an object"], None):
+        with pytest.raises(TypeError, match="not a list of objects"):
+            records_from_json(bad)
