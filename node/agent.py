@@ -17,7 +17,7 @@ import datetime as dt
 import json
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -107,7 +107,8 @@ class NodeAgent:
         self.store = NodeStore(config.db_path)
         self.stores = {s.name for s in stores_for(config.role)}
         self.policies: dict[str, StorePolicy] = {s: store_policy(s, config.release) for s in STORES}
-        self.log = node_logger(log_sink, lambda: certs.iso(self.clock.now()), node=config.name, cluster=config.lab)
+        sim_now = lambda: certs.iso_ms(self.clock.now_ms())  # noqa: E731 - the log's simulated-time stamp
+        self.log = node_logger(log_sink, sim_now, node=config.name, cluster=config.lab)
         self.hlc = HybridClock(config.name, clock.now_ms)
         self.bus = Bus(
             broker,
@@ -808,12 +809,12 @@ class NodeAgent:
             return rec
         slot = self.store.index.get(rec.key)
         if slot is not None and slot.entry == rec.version and slot.entry_sha == rec.sha256:  # the same copy again
-            return rec if slot.entry_rank is None else replace(rec, start_ms=slot.entry_rank.start_ms)
+            return rec if slot.entry_rank is None else rec.with_start(slot.entry_rank.start_ms)
         start_ms = certs.parsed_validity_start_ms(rec.der)
         if start_ms is None:
             self._reject("bad-certificate", f"{rec.store}/{rec.name}", detail=f"from {sender}")
             return None
-        return replace(rec, start_ms=start_ms)
+        return rec.with_start(start_ms)
 
     # ---------------------------------------------------------------------------------------
     # anti-entropy
@@ -1142,7 +1143,7 @@ class NodeAgent:
     def _emit(self, event: str, **fields: Any) -> None:
         if self._observer is None and not self.listeners:
             return
-        line = {"event": event, "node": self.name, "sim": certs.iso(self.clock.now()), **fields}
+        line = {"event": event, "node": self.name, "sim": certs.iso_ms(self.clock.now_ms()), **fields}
         if self._observer is not None:
             self._observer(line)
         for listener in self.listeners:

@@ -337,6 +337,16 @@ def iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def iso_ms(ms: int) -> str:
+    """``iso`` of a time in ms since the epoch (node events stamp every message with it)."""
+    return _iso_second(ms // 1000)
+
+
+@functools.lru_cache(maxsize=8)
+def _iso_second(second: int) -> str:
+    return iso(dt.datetime.fromtimestamp(second, dt.UTC))
+
+
 def describe(cert: x509.Certificate) -> dict[str, Any]:
     """A JSON-safe summary used by listings, downloads and scenario expectations."""
     kt, bits = key_type(cert)

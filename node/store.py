@@ -358,6 +358,8 @@ class NodeStore:
     # -- trust entries and tombstones -----------------------------------------------------
 
     async def get_entry(self, store: str, name: str) -> Record | None:
+        if self._in_transaction() and ((slot := self.index.get((store, name))) is None or slot.entry is None):
+            return None  # the index says so (it holds the committed rows and this transaction's own)
         row = await self.fetchone(
             f"SELECT {ENTRY_COLUMNS} FROM entry WHERE store=? AND name=?",  # noqa: S608 - constant columns
             (store, name),

@@ -140,3 +140,14 @@ async def test_a_sleeping_timer_holds_one_heap_entry_and_one_callback() -> None:
     for _ in range(3):  # the cancellation, then its done-callbacks
         await asyncio.sleep(0)
     assert not clock._watched
+
+
+@pytest.mark.parametrize("wall", [1_000.0, 1_000.0004999, 1_000.9996, 1_234.5678915, 99_999.999999])
+@pytest.mark.parametrize("rate", [1.0, 3.0, 3600.0])
+def test_now_ms_is_now_in_whole_milliseconds(monkeypatch: pytest.MonkeyPatch, wall: float, rate: float) -> None:
+    """No wall clock in the logic: the integer ``now_ms`` (read per message) says what ``now`` says."""
+    monkeypatch.setattr("node.clock.time.time", lambda: wall)
+    clock = SimClock(dt.datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=dt.UTC), rate=rate, wall_origin=999.0)
+    for _ in range(3):
+        assert clock.now_ms() == (clock.now() - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(milliseconds=1)
+        clock.advance(dt.timedelta(days=1, microseconds=1_501))

@@ -283,10 +283,14 @@ async def test_the_outbox_mirror_holds_committed_messages_only_and_survives_a_re
         async with store.transaction():
             await store.outbox_add("t/repl", b"first")
             assert await store.outbox_peek() == []  # not committed yet
-        with pytest.raises(Boom):
+
+        async def add_then_fail() -> None:
             async with store.transaction():
                 await store.outbox_add("t/repl", b"rolled-back")
                 raise Boom
+
+        with pytest.raises(Boom):
+            await add_then_fail()
         await store.outbox_add("t/node/b", b"second")  # outside a transaction: on its own
         assert [p for _i, _t, p in await store.outbox_peek()] == [b"first", b"second"]
         assert len(woken) == 2 and await store.outbox_count() == 2
@@ -321,10 +325,14 @@ async def test_control_ids_are_answered_from_memory_and_the_table_still_decides(
     (store,) = await _open(tmp_path, 1)
     try:
         await store.note_control_request("done-1", 10)
-        with pytest.raises(Boom):
+
+        async def note_then_fail() -> None:
             async with store.transaction():
                 await store.note_control_request("rolled-back", 11)
                 raise Boom
+
+        with pytest.raises(Boom):
+            await note_then_fail()
         assert await store.control_handled("done-1")
         assert not await store.control_handled("rolled-back")
         await store.forget_control_requests(before_ms=11)
@@ -341,3 +349,24 @@ async def test_control_ids_are_answered_from_memory_and_the_table_still_decides(
         assert not await reopened.control_handled("never-seen")
     finally:
         await reopened.close()
+
+
+async def test_inside_a_transaction_an_entry_the_index_lacks_is_not_read(tmp_path: Path) -> None:
+    """R-REPL-8's same-name check reads the held entry: inside the transaction, a name the index does not
+    hold costs no database call; a held one is read (with the transaction's own writes)."""
+    (store,) = await _open(tmp_path, 1)
+    thread = db_thread()
+    try:
+        async with store.transaction():
+            await store.put_entry(_record(1, shared_cert_der()))
+        async with store.transaction():
+            calls = thread.calls
+            assert await store.get_entry("tomcat-trust", "cert-2") is None
+            assert thread.calls == calls
+            held = await store.get_entry("tomcat-trust", "cert-1")
+            assert held is not None and held.version == _record(1, b"").version and thread.calls == calls + 1
+            await store.delete_entry("tomcat-trust", "cert-1")
+            assert await store.get_entry("tomcat-trust", "cert-1") is None
+        assert await store.get_entry("tomcat-trust", "cert-1") is None  # (outside: read from the table)
+    finally:
+        await store.close()
