@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import functools
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -41,9 +42,10 @@ class Record:
     def key(self) -> tuple[str, str]:
         return self.store, self.name
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str | None:
-        """SHA-256 of the certificate (what digests compare), None for a tombstone."""
+        """SHA-256 of the certificate (what digests compare), None for a tombstone. Kept: the index asks
+        for it on every merge, and the nodes of a process share the records of a broadcast."""
         return None if self.der is None else hashlib.sha256(self.der).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
