@@ -402,7 +402,7 @@ class NodeAgent:
                     self.stats["published"] += 1
                 if rows:
                     continue
-                while self._ephemeral:
+                while self._ephemeral and not self.store.outbox_waiting:  # a change committed meanwhile goes first
                     topic, payload, done = self._ephemeral[0]
                     await self.bus.publish(topic, payload)
                     self._ephemeral.popleft()
@@ -781,6 +781,7 @@ class NodeAgent:
                 # the index (or the clock) moved while this waited for the transaction: plan again
                 cutoff_ms = self._tombstone_cutoff_ms()
                 plan = core.plan_merge(self.store.index, accepted, cutoff_ms)
+            note_clock = not core.versions_kept(self.store.index, accepted, plan)  # (before the writes move it)
             for rec, decision in plan:
                 if decision.put_tombstone:
                     await self.store.put_tombstone(core.tombstone_of(rec))
@@ -790,7 +791,7 @@ class NodeAgent:
                 if decision.put_entry:
                     await self.store.put_entry(rec)
                     changed += 1
-            if not core.versions_kept(accepted, plan):  # else the restart reads them back (``start``)
+            if note_clock:  # else a restart reads them back from the store (``start``)
                 await self.store.set_meta("hlc", _json_dump(self.hlc.last.to_json()))
         if changed:  # (debug: one line per node per change; the lab's history has every apply)
             self.log.debug("records-applied", sender=sender, changed=changed, received=len(records))

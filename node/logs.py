@@ -5,7 +5,7 @@ file; the event carries both the simulated time (``sim``) and the wall time (``t
 
 Lines below the level in ``$CERTSIM_LOG_LEVEL`` (default ``info``) cost nothing: per-message
 detail (every replicated apply, every duplicate delivery) is ``debug``, because a line per node
-per change is most of a receiving node's work otherwise (the lab's ``events.jsonl`` has them all).
+per change is most of a receiving node's work otherwise (the lab's ``history.jsonl`` has them all).
 """
 
 from __future__ import annotations

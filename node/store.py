@@ -80,7 +80,8 @@ T = TypeVar("T")
 Statement = tuple[str, tuple[object, ...]]  # SQL and its parameters
 WAL_KEEP_BYTES = WAL_CHECKPOINT_BYTES // 4
 CHECKPOINT_CHECK_EVERY = 64  # commits between two looks at a node's write-ahead log size
-REQUESTS_REMEMBERED = 4096  # control ids this process committed, answered from memory
+REQUESTS_REMEMBERED = 4096  # handled control ids answered from memory (a bigger table is asked beyond them)
+OUTBOX_IN_MEMORY = 256  # oldest unsent messages a node keeps in memory too (the table holds them all)
 TOMBSTONE_COLUMNS = "store, name, v_ms, v_counter, v_node, origin"
 ENTRY_COLUMNS = "store, name, cert_der, v_ms, v_counter, v_node, origin, start_ms, e_ms, e_counter, e_node"
 MIGRATIONS = {  # columns added after the first release, so an older lab directory opens as it is
@@ -153,7 +154,10 @@ class NodeStore:
         # the control_request table (id -> simulated ms seen), mirrored; complete unless it outgrew the bound
         self._requests: dict[str, int] = {}
         self._requests_complete = False
-        self._outbox: collections.deque[tuple[int, str, bytes]] = collections.deque()  # the outbox table, mirrored
+        # the oldest rows of the outbox table (up to OUTBOX_IN_MEMORY), mirrored; and how many newer
+        # committed rows only the table holds (a long partition queues more than is worth keeping in memory)
+        self._outbox: collections.deque[tuple[int, str, bytes]] = collections.deque()
+        self._outbox_beyond = 0
         self._outbox_next = 1  # the id of the next outbox row
         self._on_commit: list[Callable[[], None]] = []  # mirror updates of the open transaction's writes
         self.outbox_committed: Callable[[], None] | None = None  # called when a committed message awaits sending
@@ -272,6 +276,8 @@ class NodeStore:
                 sent, self._pending = self._sent, None  # nothing queued may run after a failure
                 if sent:  # part of it reached SQLite (a failed COMMIT leaves the transaction open too)
                     await self._rollback()
+                    # a call cancelled while in the thread still ran: its COMMIT may have landed
+                    await self._load_mirrors()
                 if self.generation != generation:  # only a transaction that wrote moved the index
                     await self._reload_index()
                 raise
@@ -297,7 +303,12 @@ class NodeStore:
                 self._on_commit.append(committed)
             return
         async with self._lock:
-            await self._run([(sql, args)])
+            try:
+                await self._run([(sql, args)])
+            except BaseException:
+                if committed is not None:  # (cancelled while in the thread, the write may have landed)
+                    await self._load_mirrors()
+                raise
         if committed is not None:
             committed()
 
@@ -425,18 +436,26 @@ class NodeStore:
     # -- control requests handled ----------------------------------------------------------
 
     async def _load_mirrors(self) -> None:
-        """Read the control ids and the outbox into memory at open: a request's replay check and the
-        publisher's next message then cost no database call (each one a thread hop on the request's
-        critical path). The tables decide; the mirrors change only once a write is committed."""
-        rows = await self.fetchall(
-            "SELECT id, seen_ms FROM control_request ORDER BY seen_ms DESC LIMIT ?", (REQUESTS_REMEMBERED + 1,)
+        """Read the control ids and the outbox into memory (at open, and after a failed write): a
+        request's replay check and the publisher's next message then cost no database call (each
+        one a thread hop on the request's critical path). The tables decide; the mirrors change
+        only once a write is committed. Called with the lock held, or before anyone else can use
+        the store."""
+        rows = await self._run(
+            [], ("SELECT id, seen_ms FROM control_request ORDER BY seen_ms DESC LIMIT ?", (REQUESTS_REMEMBERED + 1,))
         )
         self._requests = {str(r[0]): int(r[1]) for r in reversed(rows[:REQUESTS_REMEMBERED])}
         self._requests_complete = len(rows) <= REQUESTS_REMEMBERED
-        rows = await self.fetchall("SELECT id, topic, payload FROM outbox ORDER BY id")
+        rows = await self._run([], ("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM outbox", ()))
+        count, top = int(rows[0][0]), int(rows[0][1])
+        rows = await self._run([], ("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name='outbox'", ()))
+        self._outbox_next = max(self._outbox_next, 1 + max(int(rows[0][0]) if rows else 0, top))
+        await self._load_outbox(count)
+
+    async def _load_outbox(self, count: int) -> None:
+        rows = await self._run([], ("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", (OUTBOX_IN_MEMORY,)))
         self._outbox = collections.deque((int(r[0]), str(r[1]), bytes(r[2])) for r in rows)
-        row = await self.fetchone("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name='outbox'")
-        self._outbox_next = 1 + max(int(row[0]) if row else 0, self._outbox[-1][0] if self._outbox else 0)
+        self._outbox_beyond = max(0, count - len(self._outbox))
 
     def _remember_request(self, request_id: str, seen_ms: int) -> None:
         self._requests.setdefault(request_id, seen_ms)  # (INSERT OR IGNORE: the first sighting stays)
@@ -478,12 +497,25 @@ class NodeStore:
         )
 
     def _queued(self, row: tuple[int, str, bytes]) -> None:
-        self._outbox.append(row)
+        if self._outbox_beyond or len(self._outbox) >= OUTBOX_IN_MEMORY:
+            self._outbox_beyond += 1  # the table alone holds it; read when the ones before are sent
+        else:
+            self._outbox.append(row)
         if self.outbox_committed is not None:
             self.outbox_committed()
 
+    @property
+    def outbox_waiting(self) -> bool:
+        """Committed messages are waiting to be sent (no database call)."""
+        return bool(self._outbox) or self._outbox_beyond > 0
+
     async def outbox_peek(self, limit: int = 100) -> list[tuple[int, str, bytes]]:
-        """The oldest committed messages not yet acknowledged by the broker (from the mirror)."""
+        """The oldest committed messages not yet acknowledged by the broker (from memory; the table
+        is read only when more were queued than memory keeps)."""
+        if not self._outbox and self._outbox_beyond:
+            async with self._lock:  # (no commit moves the table meanwhile)
+                if not self._outbox and self._outbox_beyond:
+                    await self._load_outbox(self._outbox_beyond)
         return list(itertools.islice(self._outbox, limit))
 
     async def outbox_remove(self, ids: list[int]) -> None:
@@ -497,4 +529,4 @@ class NodeStore:
                 self._outbox = collections.deque(row for row in self._outbox if row[0] not in gone)
 
     async def outbox_count(self) -> int:
-        return len(self._outbox)
+        return len(self._outbox) + self._outbox_beyond

@@ -167,14 +167,28 @@ def plan_merge(
     return plan
 
 
-def versions_kept(records: Iterable[Record], plan: Iterable[tuple[Record, Decision]]) -> bool:
-    """Whether carrying out ``plan`` stores the version of every record in ``records`` (as an entry or
-    a tombstone). Then a node restarting reads them back from its store, and its clock, which must
-    stay ahead of every version it has seen, needs no separate note of them."""
+def versions_kept(
+    index: Mapping[tuple[str, str], Slot], records: Iterable[Record], plan: Iterable[tuple[Record, Decision]]
+) -> bool:
+    """Whether a node's store, after carrying out ``plan`` on ``index``, still holds every version
+    the node has seen in doing so: each record's version is stored (as an entry or a tombstone),
+    and no entry it displaces is newer than what it stores (R-REPL-8 may replace a newer version
+    by an older one that starts later; a deletion past the retention removes without a tombstone).
+    Then a node restarting reads them back from its store, and its clock, which must stay ahead of
+    every version it has seen, needs no separate note of them. (Tombstones and entries a node
+    forgets otherwise, past the retention, are older than its own clock's time by then.)"""
+    plan = list(plan)
     kept = {rec.version for rec, d in plan if d.put_entry} | {
         tombstone_of(rec).version for rec, d in plan if d.put_tombstone
     }
-    return all(rec.version in kept for rec in records)
+    if not kept or not all(rec.version in kept for rec in records):
+        return False
+    top = max(kept)
+    for rec, d in plan:
+        slot = index.get(rec.key)
+        if slot is not None and slot.entry is not None and (d.put_entry or d.delete_entry) and slot.entry > top:
+            return False
+    return True
 
 
 def keep_floor(slot: Slot | None, rec: Record) -> Record:

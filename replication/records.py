@@ -32,7 +32,9 @@ class Record:
     def with_start(self, start_ms: int) -> Record:
         """This record with its validity start (``dataclasses.replace`` costs several times more, per
         record per receiving node)."""
-        return Record(self.store, self.name, self.version, self.der, self.origin, start_ms, self.replaces)
+        started = Record(self.store, self.name, self.version, self.der, self.origin, start_ms, self.replaces)
+        started.__dict__["sha256"] = self.sha256  # the same certificate: its digest is computed once
+        return started
 
     @property
     def is_tombstone(self) -> bool:

@@ -248,6 +248,24 @@ async def test_applying_a_change_twice_changes_nothing(make_lab: LabFactory) -> 
     assert (await lab.agents["cucm3"].store.get_entry("tomcat-trust", "Twice")).der == other  # type: ignore[union-attr]
 
 
+async def test_the_clock_stays_ahead_of_a_displaced_version_after_a_restart(make_lab: LabFactory) -> None:
+    """HLC durability with R-REPL-8: a newer version displaced by an older one that starts later is no
+    longer in the store, so the node notes its clock; restarted, it still issues versions above it."""
+    lab = await make_lab()
+    root = LabCA(lab.clock).create_ca("Displaced")
+    node = lab.agents["cucm3"]
+    ahead = Version(lab.clock.now_ms() + 86_400_000, 7, "cucm1")  # a peer's clock a day ahead
+    newer = Record("tomcat-trust", "Displaced", ahead, root.der(), "cucm1")
+    assert await node.apply_records([newer], "cucm1") == 1
+    later = _self_signed("Displaced", held_start=node.store.index[("tomcat-trust", "Displaced")])
+    older = Record("tomcat-trust", "Displaced", Version(lab.clock.now_ms() + 1, 0, "cucm2"), later, "cucm2")
+    assert await node.apply_records([older], "cucm2") == 1
+    assert node.store.index[("tomcat-trust", "Displaced")].entry == older.version
+    await lab.stop_node("cucm3")
+    await lab.start_node("cucm3")
+    assert lab.agents["cucm3"].hlc.tick() > ahead
+
+
 def _self_signed(cn: str, held_start: Slot) -> bytes:
     """A self-signed certificate named ``cn`` that starts a day after the held entry's certificate."""
     assert held_start.entry_rank is not None

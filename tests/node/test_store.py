@@ -13,7 +13,7 @@ import pytest
 from cluster.labca import LabCA
 from node.clock import SimClock
 from node.dbthread import db_thread
-from node.store import CHECKPOINT_CHECK_EVERY, NodeStore
+from node.store import CHECKPOINT_CHECK_EVERY, CONTROL_REQUEST, NodeStore
 from replication.hlc import Version
 from replication.records import Record
 
@@ -370,3 +370,96 @@ async def test_inside_a_transaction_an_entry_the_index_lacks_is_not_read(tmp_pat
         assert await store.get_entry("tomcat-trust", "cert-1") is None  # (outside: read from the table)
     finally:
         await store.close()
+
+
+async def test_an_outbox_longer_than_memory_keeps_its_order_and_its_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing lost, memory bounded: beyond OUTBOX_IN_MEMORY the table alone holds the newer messages;
+    the publisher still gets every one, oldest first, and the count covers them all."""
+    monkeypatch.setattr("node.store.OUTBOX_IN_MEMORY", 2)
+    (store,) = await _open(tmp_path, 1)
+    try:
+        for i in range(5):
+            async with store.transaction():
+                await store.outbox_add("t/repl", f"m{i}".encode())
+        assert await store.outbox_count() == 5 and store.outbox_waiting
+        sent: list[bytes] = []
+        while rows := await store.outbox_peek():
+            assert len(rows) <= 2
+            sent.extend(p for _i, _t, p in rows)
+            await store.outbox_remove([i for i, _t, _p in rows])
+            if len(sent) == 2:  # one more while the table holds the rest
+                await store.outbox_add("t/repl", b"m5")
+        assert sent == [f"m{i}".encode() for i in range(6)]
+        assert await store.outbox_count() == 0 and not store.outbox_waiting
+    finally:
+        await store.close()
+
+
+async def test_a_failed_one_statement_write_changes_no_mirror(tmp_path: Path) -> None:
+    """Bad write, nothing changed: a one-statement transaction (sent alone, as SQLite's autocommit)
+    that fails leaves the outbox mirror as the table is, and the next message still goes."""
+    (store,) = await _open(tmp_path, 1)
+    try:
+        await store.outbox_add("t/repl", b"first")
+        store._outbox_next -= 1  # the next insert collides with the first row's id
+
+        async def add() -> None:
+            async with store.transaction():
+                await store.outbox_add("t/repl", b"collides")
+
+        with pytest.raises(sqlite3.IntegrityError):
+            await add()
+        assert [p for *_x, p in await store.outbox_peek()] == [b"first"]
+        await add()  # (ids moved past the table's)
+        assert [p for *_x, p in await store.outbox_peek()] == [b"first", b"collides"]
+    finally:
+        await store.close()
+
+
+async def test_a_commit_cancelled_in_the_thread_still_shows_in_the_mirrors(tmp_path: Path) -> None:
+    """Nothing lost: a caller cancelled while its COMMIT is in the database thread does not stop it;
+    the mirrors are read again, so the committed message is sent and the control id is known."""
+    (store,) = await _open(tmp_path, 1)
+    try:
+
+        async def commit_one() -> None:
+            token = CONTROL_REQUEST.set(("req-cancelled", 5))
+            try:
+                async with store.transaction():
+                    await store.outbox_add("t/repl", b"landed")
+            finally:
+                CONTROL_REQUEST.reset(token)
+
+        task = asyncio.create_task(commit_one())
+        await asyncio.sleep(0)  # it now waits for its COMMIT, queued for the thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert [p for *_x, p in await store.outbox_peek()] == [b"landed"]
+        assert await store.control_handled("req-cancelled")
+    finally:
+        await store.close()
+
+
+async def test_a_control_id_committed_alone_is_known_after_a_reopen(tmp_path: Path) -> None:
+    """Issue 10 item 5: a request whose transaction wrote nothing else commits its id alone (one
+    statement); the id is answered from memory, and from the table after a reopen."""
+    (store,) = await _open(tmp_path, 1)
+    token = CONTROL_REQUEST.set(("req-alone", 7))
+    try:
+        async with store.transaction():
+            pass
+    finally:
+        CONTROL_REQUEST.reset(token)
+    try:
+        assert await store.control_handled("req-alone")
+    finally:
+        await store.close()
+    reopened = NodeStore(store.path)
+    await reopened.open()
+    try:
+        assert await reopened.control_handled("req-alone") and not await reopened.control_handled("req-other")
+    finally:
+        await reopened.close()

@@ -152,16 +152,25 @@ def test_plan_merge_folds_a_batch_in_order() -> None:
 
 def test_versions_kept_only_when_every_version_is_stored() -> None:
     """HLC durability: a node may skip noting its clock only when the plan stores every version it saw
-    (a restart reads them back); a record the merge refuses, or a put stored only as its deletion, is not."""
-    assert core.versions_kept([put(V1), tomb(V2)], plan_merge({}, [put(V1), tomb(V2)], 0))
-    held = slot_of(put(V1, start=5))
+    (a restart reads them back); not when the merge refuses a record, stores a put only as its
+    deletion, or displaces a newer entry by an older one that starts later (R-REPL-8)."""
+    key = ("tomcat-trust", "Lab_Root_CA")
+    assert core.versions_kept({}, [put(V1), tomb(V2)], plan_merge({}, [put(V1), tomb(V2)], 0))
+    held = {key: slot_of(put(V1, start=5))}
     refused = put(V3, start=1)  # newer version, earlier start: R-REPL-8 keeps the held one
-    assert plan_merge({("tomcat-trust", "Lab_Root_CA"): held}, [refused], 0) == []
-    assert not core.versions_kept([refused], [])
+    assert plan_merge(held, [refused], 0) == []
+    assert not core.versions_kept(held, [refused], [])
     only_deletion = put(V3, start=1, replaces=V1)  # its deletion is older than the held put: kept, the put is not
-    plan = plan_merge({("tomcat-trust", "Lab_Root_CA"): slot_of(put(V2, start=5))}, [only_deletion], 0)
+    held = {key: slot_of(put(V2, start=5))}
+    plan = plan_merge(held, [only_deletion], 0)
     assert [d for _r, d in plan] == [Decision(put_tombstone=True)]
-    assert not core.versions_kept([only_deletion], plan)
+    assert not core.versions_kept(held, [only_deletion], plan)
+    held = {key: slot_of(put(V3, start=1))}
+    later_start = put(V2, start=5)  # older version, later start: it displaces the newer V3
+    plan = plan_merge(held, [later_start], 0)
+    assert [d for _r, d in plan] == [Decision(put_entry=True)]
+    assert not core.versions_kept(held, [later_start], plan)
+    assert core.versions_kept({key: slot_of(put(V1, start=1))}, [later_start], plan)  # displacing an older one
 
 
 def test_rank_orders_start_then_version() -> None:
