@@ -138,6 +138,7 @@ class OcspResponder:
         self.ca = ca
         self.clock = clock
         self.host = host
+        self._chosen = port is None  # a port picked here may be taken before the bind: then another one
         self.port = port or free_port(host)
         self.validity = validity
         self.revocations_file = revocations_file
@@ -367,7 +368,15 @@ class OcspResponder:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self.port).start()
+            try:
+                await web.TCPSite(runner, self.host, self.port).start()
+            except OSError:
+                if not self._chosen:
+                    raise
+                # taken since it was picked (a thousand nodes' MQTT connections share the ephemeral
+                # range): let the system choose while binding
+                await web.TCPSite(runner, self.host, 0).start()
+                self.port = int(runner.addresses[0][1])
         except OSError as exc:
             await runner.cleanup()
             raise Unavailable(f"the OCSP responder cannot listen on {self.host}:{self.port}: {exc}") from None

@@ -92,6 +92,7 @@ class SmtpSink:
         jsonl: Path | None = None,
     ) -> None:
         self.host = host
+        self._chosen = port is None  # a port picked here may be taken before the bind: then another one
         self.port = port or free_port(host)
         self.clock = clock
         self.jsonl = jsonl
@@ -130,7 +131,15 @@ class SmtpSink:
         """Listen on ``host:port``; raises :class:`Unavailable` if the port cannot be bound."""
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(self._factory, host=self.host, port=self.port)
+            try:
+                self._server = await loop.create_server(self._factory, host=self.host, port=self.port)
+            except OSError:
+                if not self._chosen:
+                    raise
+                # taken since it was picked (a thousand nodes' MQTT connections share the ephemeral
+                # range): let the system choose while binding
+                self._server = await loop.create_server(self._factory, host=self.host, port=0)
+                self.port = int(self._server.sockets[0].getsockname()[1])
         except OSError as exc:
             raise Unavailable(f"the SMTP sink cannot listen on {self.host}:{self.port}: {exc}") from None
 

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -376,3 +377,25 @@ def test_revoke_from_the_cli_on_a_running_lab(tmp_path: Path) -> None:
             timeout=60,
             check=False,
         )
+
+
+async def test_a_picked_port_taken_before_the_start_is_replaced(tmp_path: Path) -> None:
+    """Scale: the responder's picked port taken before it listens (the ephemeral range is shared with
+    every MQTT connection) moves it to another port, which its URI then names; it answers there."""
+    clock = SimClock(ORIGIN, rate=1.0)
+    ca = LabCA(clock)
+    root = ca.create_ca("lab-root", key_algo=KeyAlgo.EC, key_size=256)
+    responder = OcspResponder(ca, clock)
+    with socket.socket() as squatter:
+        squatter.bind((responder.host, responder.port))
+        squatter.listen()
+        taken = responder.port
+        await responder.start()
+        try:
+            assert responder.port != taken and f":{responder.port}/" in responder.url
+            leaf = ca.issue("moved", issuer="lab-root", key_algo=KeyAlgo.EC, key_size=256, ocsp_url=responder.url)
+            der = await fetch(responder_url(leaf.cert), build_request(leaf.cert, root.cert))
+            result = evaluate_response(der, leaf.cert, root.cert, [], clock.now(), False)
+            assert result.status is OcspStatus.GOOD
+        finally:
+            await responder.stop()

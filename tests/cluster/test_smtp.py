@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,23 @@ async def test_stopped_sink_stops_listening() -> None:
     await sink.stop()
     with pytest.raises(Unavailable):
         await send_mail(sink.host, sink.port, "m@lab.test", ["a@lab.test"], "s", "b", timeout=2)
+
+
+async def test_a_picked_port_taken_before_the_start_is_replaced_but_an_asked_one_is_not() -> None:
+    """Scale: the free port a sink picked can be taken before it listens (a thousand nodes' MQTT
+    connections draw from the same range); it then listens on another one. A port the user asked
+    for is kept: taken, it is a clear error naming it."""
+    sink = SmtpSink()
+    with socket.socket() as squatter:
+        squatter.bind((sink.host, sink.port))
+        squatter.listen()
+        taken = sink.port
+        await sink.start()
+        try:
+            assert sink.port != taken and sink.url.endswith(f":{sink.port}")
+            await send_mail(sink.host, sink.port, "m@lab.test", ["a@lab.test"], "moved", "body")
+            assert [m.subject for m in await sink.wait_for(1)] == ["moved"]
+        finally:
+            await sink.stop()
+        with pytest.raises(Unavailable, match=f"cannot listen on 127.0.0.1:{taken}"):
+            await SmtpSink(port=taken).start()
