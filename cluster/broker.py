@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,19 @@ def free_port(host: str = LOOPBACK) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+async def listen_on(port: int, listen: Callable[[int], Awaitable[int]], *, picked: bool) -> int:
+    """``listen(port)`` (which starts a server and returns the port it bound). A port ``picked`` with
+    :func:`free_port` rather than asked for may be taken by the time it is bound (a thousand nodes'
+    MQTT connections draw from the same ephemeral range): then the system chooses one while binding.
+    A port the user asked for is kept, and a taken one raises ``OSError``."""
+    try:
+        return await listen(port)
+    except OSError:
+        if not picked:
+            raise
+        return await listen(0)
 
 
 async def wait_listening(address: BrokerAddress, timeout: float = 10.0) -> None:

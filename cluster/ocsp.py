@@ -61,7 +61,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from cluster.broker import LOOPBACK, free_port
+from cluster.broker import LOOPBACK, free_port, listen_on
 from cluster.labca import Issued
 from node import certs
 from node.catalog import KU, KeyAlgo
@@ -138,7 +138,7 @@ class OcspResponder:
         self.ca = ca
         self.clock = clock
         self.host = host
-        self._chosen = port is None  # a port picked here may be taken before the bind: then another one
+        self._picked = port is None  # (not asked for: another one will do if it is taken, ``listen_on``)
         self.port = port or free_port(host)
         self.validity = validity
         self.revocations_file = revocations_file
@@ -367,16 +367,13 @@ class OcspResponder:
         app.router.add_get(PATH + "/{request:.+}", self._get)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
+
+        async def listen(port: int) -> int:
+            await web.TCPSite(runner, self.host, port).start()
+            return int(runner.addresses[0][1])
+
         try:
-            try:
-                await web.TCPSite(runner, self.host, self.port).start()
-            except OSError:
-                if not self._chosen:
-                    raise
-                # taken since it was picked (a thousand nodes' MQTT connections share the ephemeral
-                # range): let the system choose while binding
-                await web.TCPSite(runner, self.host, 0).start()
-                self.port = int(runner.addresses[0][1])
+            self.port = await listen_on(self.port, listen, picked=self._picked)
         except OSError as exc:
             await runner.cleanup()
             raise Unavailable(f"the OCSP responder cannot listen on {self.host}:{self.port}: {exc}") from None

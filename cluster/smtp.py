@@ -31,7 +31,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cluster.broker import LOOPBACK, free_port
+from cluster.broker import LOOPBACK, free_port, listen_on
 from node.clock import Clock
 from node.errors import Unavailable
 from node.mail import SIM_TIME_HEADER, build_message, send_mail
@@ -92,7 +92,7 @@ class SmtpSink:
         jsonl: Path | None = None,
     ) -> None:
         self.host = host
-        self._chosen = port is None  # a port picked here may be taken before the bind: then another one
+        self._picked = port is None  # (not asked for: another one will do if it is taken, ``listen_on``)
         self.port = port or free_port(host)
         self.clock = clock
         self.jsonl = jsonl
@@ -130,16 +130,13 @@ class SmtpSink:
     async def start(self) -> None:
         """Listen on ``host:port``; raises :class:`Unavailable` if the port cannot be bound."""
         loop = asyncio.get_running_loop()
+
+        async def listen(port: int) -> int:
+            self._server = await loop.create_server(self._factory, host=self.host, port=port)
+            return int(self._server.sockets[0].getsockname()[1])
+
         try:
-            try:
-                self._server = await loop.create_server(self._factory, host=self.host, port=self.port)
-            except OSError:
-                if not self._chosen:
-                    raise
-                # taken since it was picked (a thousand nodes' MQTT connections share the ephemeral
-                # range): let the system choose while binding
-                self._server = await loop.create_server(self._factory, host=self.host, port=0)
-                self.port = int(self._server.sockets[0].getsockname()[1])
+            self.port = await listen_on(self.port, listen, picked=self._picked)
         except OSError as exc:
             raise Unavailable(f"the SMTP sink cannot listen on {self.host}:{self.port}: {exc}") from None
 

@@ -7,10 +7,12 @@ marked ``both_brokers`` because the broker is what it tests (sessions, restarts,
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import socket
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,16 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[MosquittoBroke
 @pytest.fixture
 def broker_url(broker: MosquittoBroker | None) -> str | None:
     return None if broker is None else broker.url
+
+
+@contextlib.contextmanager
+def held_port(host: str, port: int) -> Iterator[int]:
+    """``port`` on ``host`` taken by another listener for the block, as a connection of some other
+    program can take a port picked free a moment earlier."""
+    with socket.socket() as squatter:
+        squatter.bind((host, port))
+        squatter.listen()
+        yield port
 
 
 def small_lab(name: str = "t", *, nodes: int = 3, imp: int = 1, release: str = "15", **extra: Any) -> LabSpec:

@@ -6,7 +6,6 @@ import base64
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -47,7 +46,7 @@ from node.ocsp_check import (
     issuer_hashes,
     responder_url,
 )
-from tests.conftest import stock_home
+from tests.conftest import held_port, stock_home
 
 ORIGIN = dt.datetime(2030, 6, 1, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -386,10 +385,7 @@ async def test_a_picked_port_taken_before_the_start_is_replaced(tmp_path: Path) 
     ca = LabCA(clock)
     root = ca.create_ca("lab-root", key_algo=KeyAlgo.EC, key_size=256)
     responder = OcspResponder(ca, clock)
-    with socket.socket() as squatter:
-        squatter.bind((responder.host, responder.port))
-        squatter.listen()
-        taken = responder.port
+    with held_port(responder.host, responder.port) as taken:
         await responder.start()
         try:
             assert responder.port != taken and f":{responder.port}/" in responder.url

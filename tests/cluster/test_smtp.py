@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from cluster.broker import free_port
 from cluster.smtp import SIM_TIME_HEADER, SmtpSink, send_mail
 from node.clock import SimClock
 from node.errors import BadInput, Unavailable
+from tests.conftest import held_port
 
 SIM = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
@@ -87,10 +87,7 @@ async def test_a_picked_port_taken_before_the_start_is_replaced_but_an_asked_one
     connections draw from the same range); it then listens on another one. A port the user asked
     for is kept: taken, it is a clear error naming it."""
     sink = SmtpSink()
-    with socket.socket() as squatter:
-        squatter.bind((sink.host, sink.port))
-        squatter.listen()
-        taken = sink.port
+    with held_port(sink.host, sink.port) as taken:
         await sink.start()
         try:
             assert sink.port != taken and sink.url.endswith(f":{sink.port}")
