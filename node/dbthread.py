@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -140,12 +141,18 @@ class DbThread:
                     results.append((None, exc))
             return results
 
-        # aiosqlite's one call that runs a function in its thread (private; the version is pinned)
-        task = self._loop.create_task(hub._execute(run))  # type: ignore[no-untyped-call]
-        task.add_done_callback(lambda done: _deliver(batch, done))
+        # Handed to aiosqlite's thread as its private ``Connection._execute`` does (the version is pinned),
+        # without the task that call would need: the thread sets ``done`` from the loop's side and the
+        # batch is delivered in that same callback (one event-loop turn fewer per batch).
+        if not hub._running or hub._connection is None:
+            _fail(batch, RuntimeError("the database thread stopped"))
+            return
+        done: asyncio.Future[list[tuple[Any, BaseException | None]]] = self._loop.create_future()
+        done.add_done_callback(functools.partial(_deliver, batch))
+        hub._tx.put_nowait((done, run))
 
 
-def _deliver(batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]], done: asyncio.Task[Any]) -> None:
+def _deliver(batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]], done: asyncio.Future[Any]) -> None:
     if done.cancelled():
         _fail(batch, RuntimeError("the database thread call was cancelled"))
         return
