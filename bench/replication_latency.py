@@ -4,9 +4,14 @@ Starts a broker (a private mosquitto by default) and a lab of N Unified CM nodes
 uploads distinct certificates to tomcat-trust on one node, one at a time, and times each
 upload from the moment the control request is sent until every node holds the
 certificate: the origin holds it when its request returns, every other node when it emits
-its ``apply`` event (change committed). Then, on the same broker and in the same process,
-it times a raw aiomqtt QoS 1 fan-out of a payload of the same size as the sealed change
-envelope to N subscribers (publish sent -> acknowledged and received by all N).
+its ``apply`` event (change committed). On the same broker and in the same process it times
+a raw aiomqtt QoS 1 fan-out of a payload of the same size as the sealed change envelope to N
+subscribers (publish sent -> acknowledged and received by all N): one raw message after each
+upload, so both series meet the same moments of a shared, noisy machine (``--sequential``:
+all uploads first, then all raw messages, as before). Each timed upload or message starts after a
+short pause (``--gap-ms``, 5 by default), so it is not charged with the previous one's trailing
+work (acknowledgements, the origin clearing its outbox): an upload a person makes meets a quiet
+cluster. ``--gap-ms 0`` times them back to back.
 
 Run from the repository root::
 
@@ -240,22 +245,30 @@ async def settle(lab: Lab, watch: ApplyWatch) -> None:
 
 
 async def run_certsim(
-    lab: Lab, watch: ApplyWatch, origin: str, pems: Sequence[bytes], warmup: int
+    lab: Lab,
+    watch: ApplyWatch,
+    origin: str,
+    pems: Sequence[bytes],
+    warmup: int,
+    between: RawFanout | None = None,
+    gap_s: float = 0.0,
 ) -> tuple[list[float], list[float], list[float], list[float], float]:
     """Sequential uploads; returns (end-to-end, request round trip, last remote apply, replication)
     seconds and the event loop's CPU seconds per timed upload (this process hosts every node).
     Replication is the part after the origin committed the upload: from its ``op`` event until the
-    last remote apply (the hop the raw fan-out is the bare transport of)."""
+    last remote apply (the hop the raw fan-out is the bare transport of). With ``between``, one raw
+    message follows each upload (timed by the fan-out itself, its CPU not counted here)."""
     others = [n for n in lab.spec.node_names if n != origin]
     payloads = [base64.b64encode(p).decode() for p in pems]
     total: list[float] = []
     reply: list[float] = []
     remote: list[float] = []
     replication: list[float] = []
-    cpu_start = 0.0
+    cpu = 0.0
     for i, data in enumerate(payloads):
-        if i == warmup:
-            cpu_start = time.thread_time()
+        if gap_s:
+            await asyncio.sleep(gap_s)
+        cpu_start = time.thread_time()
         done = watch.arm(origin, others)
         t0 = time.perf_counter()
         result = await lab.request(origin, "upload", {"store": STORE, "data": data})
@@ -278,7 +291,10 @@ async def run_certsim(
             if watch.origin_committed is None:
                 raise RuntimeError(f"upload {i}: the origin reported no 'op' event for it")
             replication.append(t_last - watch.origin_committed)
-    return total, reply, remote, replication, (time.thread_time() - cpu_start) / max(1, len(payloads) - warmup)
+            cpu += time.thread_time() - cpu_start
+        if between is not None:
+            await between.one(i, timed=i >= warmup)
+    return total, reply, remote, replication, cpu / max(1, len(payloads) - warmup)
 
 
 async def measure_breakdown(lab: Lab, origin: str, pem: bytes, payload: bytes, tmp: Path) -> dict[str, float]:
@@ -372,34 +388,32 @@ async def measure_receive_path(lab: Lab, origin: str, rounds: int = 40) -> dict[
 # raw aiomqtt fan-out on the same broker
 
 
-async def run_raw(
-    address: BrokerAddress, subscribers: int, payload: bytes, iterations: int, warmup: int
-) -> tuple[list[float], float]:
-    """Publish ``payload`` (QoS 1) to ``subscribers`` QoS 1 subscribers, one message at a time;
-    returns the seconds of each and the event loop's CPU seconds per timed message."""
-    run = secrets.token_hex(4)
-    topic = f"certsim-bench/{run}/fanout"
-    received: set[int] = set()
-    state: dict[str, Any] = {"seq": -1, "last": 0.0, "done": asyncio.Event()}
+class RawFanout:
+    """``subscribers`` aiomqtt clients subscribed at QoS 1 and one publisher, on the given broker:
+    ``one`` publishes a payload (QoS 1) and times it until acknowledged and received by all."""
 
-    async def reader(index: int, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            now = time.perf_counter()
-            body = message.payload
-            if not isinstance(body, bytes | bytearray):
-                continue
-            if int.from_bytes(body[:8], "big") != state["seq"] or index in received:
-                continue  # a duplicate (QoS 1) or a late copy of an earlier message
-            received.add(index)
-            state["last"] = now
-            if len(received) == subscribers:
-                state["done"].set()
+    def __init__(self, address: BrokerAddress, subscribers: int, payload: bytes, gap_s: float = 0.0) -> None:
+        self.address = address
+        self.gap_s = gap_s
+        self.subscribers = subscribers
+        self.body = payload[8:]
+        self.run = secrets.token_hex(4)
+        self.topic = f"certsim-bench/{self.run}/fanout"
+        self.latencies: list[float] = []  # seconds of each timed message
+        self.cpu = 0.0  # the event loop's CPU seconds over the timed messages
+        self._received: set[int] = set()
+        self._seq = -1
+        self._last = 0.0
+        self._done = asyncio.Event()
+        self._stack = contextlib.AsyncExitStack()
+        self._readers: list[asyncio.Task[None]] = []
+        self._pub: aiomqtt.Client | None = None
 
-    def client(name: str) -> aiomqtt.Client:
+    def _client(self, name: str) -> aiomqtt.Client:
         return aiomqtt.Client(
-            address.host,
-            address.port,
-            identifier=f"bench-{run}-{name}",
+            self.address.host,
+            self.address.port,
+            identifier=f"bench-{self.run}-{name}",
             username="bench",  # amqtt wants a name; harmless on mosquitto
             clean_session=True,
             socket_options=NODELAY,  # as the nodes' bus sockets (replication.transport)
@@ -407,42 +421,74 @@ async def run_raw(
             timeout=10,
         )
 
-    results: list[float] = []
-    async with contextlib.AsyncExitStack() as stack:
-        subs = [await stack.enter_async_context(client(f"sub{i:02d}")) for i in range(subscribers)]
-        for sub in subs:
-            await sub.subscribe(topic, qos=1)
-        readers = [asyncio.create_task(reader(i, c), name=f"raw-reader-{i}") for i, c in enumerate(subs)]
+    async def _reader(self, index: int, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            now = time.perf_counter()
+            body = message.payload
+            if not isinstance(body, bytes | bytearray):
+                continue
+            if int.from_bytes(body[:8], "big") != self._seq or index in self._received:
+                continue  # a duplicate (QoS 1) or a late copy of an earlier message
+            self._received.add(index)
+            self._last = now
+            if len(self._received) == self.subscribers:
+                self._done.set()
+
+    async def __aenter__(self) -> RawFanout:
         try:
-            pub = await stack.enter_async_context(client("pub"))
-            pub.pending_calls_threshold = 1_000_000
-            body = payload[8:]
-            cpu_start = 0.0
-            for seq in range(iterations):
-                if seq == warmup:
-                    cpu_start = time.thread_time()
-                received.clear()
-                state["seq"] = seq
-                state["done"] = asyncio.Event()
-                t0 = time.perf_counter()
-                await pub.publish(topic, seq.to_bytes(8, "big") + body, qos=1)
-                t_ack = time.perf_counter()
-                try:
-                    await asyncio.wait_for(state["done"].wait(), APPLY_TIMEOUT_S)
-                except TimeoutError:
-                    raise RuntimeError(
-                        f"raw message {seq}: {subscribers - len(received)} subscriber(s) did not get it "
-                        f"within {APPLY_TIMEOUT_S:g} s"
-                    ) from None
-                if seq >= warmup:
-                    results.append(max(t_ack, state["last"]) - t0)
-        finally:
-            for task in readers:
-                task.cancel()
-            for task in readers:
-                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                    await task
-    return results, (time.thread_time() - cpu_start) / max(1, iterations - warmup)
+            subs = [await self._stack.enter_async_context(self._client(f"sub{i:02d}")) for i in range(self.subscribers)]
+            for sub in subs:
+                await sub.subscribe(self.topic, qos=1)
+            self._readers = [
+                asyncio.create_task(self._reader(i, c), name=f"raw-reader-{i}") for i, c in enumerate(subs)
+            ]
+            self._pub = await self._stack.enter_async_context(self._client("pub"))
+            self._pub.pending_calls_threshold = 1_000_000
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        for task in self._readers:
+            task.cancel()
+        for task in self._readers:
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await task
+        await self._stack.aclose()
+
+    async def one(self, seq: int, *, timed: bool) -> None:
+        assert self._pub is not None
+        if self.gap_s:
+            await asyncio.sleep(self.gap_s)
+        self._received.clear()
+        self._seq = seq
+        self._done = asyncio.Event()
+        cpu = time.thread_time()
+        t0 = time.perf_counter()
+        await self._pub.publish(self.topic, seq.to_bytes(8, "big") + self.body, qos=1)
+        t_ack = time.perf_counter()
+        try:
+            await asyncio.wait_for(self._done.wait(), APPLY_TIMEOUT_S)
+        except TimeoutError:
+            raise RuntimeError(
+                f"raw message {seq}: {self.subscribers - len(self._received)} subscriber(s) did not get it "
+                f"within {APPLY_TIMEOUT_S:g} s"
+            ) from None
+        if timed:
+            self.latencies.append(max(t_ack, self._last) - t0)
+            self.cpu += time.thread_time() - cpu
+
+
+async def run_raw(
+    address: BrokerAddress, subscribers: int, payload: bytes, iterations: int, warmup: int, gap_s: float = 0.0
+) -> tuple[list[float], float]:
+    """Publish ``payload`` (QoS 1) to ``subscribers`` QoS 1 subscribers, one message at a time;
+    returns the seconds of each and the event loop's CPU seconds per timed message."""
+    async with RawFanout(address, subscribers, payload, gap_s) as raw:
+        for seq in range(iterations):
+            await raw.one(seq, timed=seq >= warmup)
+    return raw.latencies, raw.cpu / max(1, iterations - warmup)
 
 
 # ---------------------------------------------------------------------------------------
@@ -461,7 +507,8 @@ def print_report(report: dict[str, Any]) -> None:
     print()
     print(
         f"nodes {report['nodes']}, uploads {report['uploads']} (+{report['warmup']} warm-up), "
-        f"broker {report['broker']}, payload {report['payload_bytes']} B "
+        f"broker {report['broker']}, {report['mode']}, gap {report['gap_ms']:g} ms, "
+        f"payload {report['payload_bytes']} B "
         f"(sealed change envelope), certificate {report['leaf_key']} leaf"
     )
     print(f"{'series (ms)':<38}{'p50':>9}{'p90':>9}{'p99':>9}{'min':>9}{'max':>9}")
@@ -550,11 +597,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             start_messages = anti_entropy_messages(lab)
             repairs_before = watch.repairs
 
-            total, reply, remote, replication, cpu_certsim = await run_certsim(lab, watch, origin, pems, args.warmup)
-            repairs = watch.repairs - repairs_before
-
             payload = sealed_change(lab, origin, pems[-1])
-            raw, cpu_raw = await run_raw(broker.address, args.nodes, payload, args.warmup + args.uploads, args.warmup)
+            gap_s = args.gap_ms / 1000
+            if args.sequential:
+                total, reply, remote, replication, cpu_certsim = await run_certsim(
+                    lab, watch, origin, pems, args.warmup, gap_s=gap_s
+                )
+                raw, cpu_raw = await run_raw(
+                    broker.address, args.nodes, payload, args.warmup + args.uploads, args.warmup, gap_s
+                )
+            else:
+                async with RawFanout(broker.address, args.nodes, payload, gap_s) as fanout:
+                    total, reply, remote, replication, cpu_certsim = await run_certsim(
+                        lab, watch, origin, pems, args.warmup, between=fanout, gap_s=gap_s
+                    )
+                raw, cpu_raw = fanout.latencies, fanout.cpu / max(1, args.uploads)
+            repairs = watch.repairs - repairs_before
             breakdown = await measure_breakdown(lab, origin, pems[-1], payload, Path(tmp))
 
             # warm start: the same lab directory (installed, in sync) started again
@@ -586,6 +644,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "uploads": args.uploads,
         "warmup": args.warmup,
         "broker": args.broker,
+        "mode": "sequential" if args.sequential else "interleaved",
+        "gap_ms": args.gap_ms,
         "origin": origin,
         "leaf_key": args.leaf_key,
         "payload_bytes": len(payload),
@@ -642,12 +702,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="rsa",
         help="key of the uploaded leaf certificates (default rsa)",
     )
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="time all uploads, then all raw messages (default: one raw message after each upload)",
+    )
+    parser.add_argument(
+        "--gap-ms",
+        type=float,
+        default=5.0,
+        help="pause before each timed upload and raw message, in ms (default 5; 0: back to back)",
+    )
     parser.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
     args = parser.parse_args(argv)
     if not 2 <= args.nodes <= MAX_CLUSTER_NODES:
         parser.error(f"--nodes must be between 2 and {MAX_CLUSTER_NODES}")
     if args.uploads < 1 or args.warmup < 0:
         parser.error("--uploads must be at least 1 and --warmup not negative")
+    if not 0 <= args.gap_ms <= 1000:
+        parser.error("--gap-ms must be between 0 and 1000")
     return args
 
 
