@@ -424,6 +424,12 @@ class NodeAgent:
         """Messages are queued or being published (the lab waits for them after a clock step)."""
         return bool(self._ephemeral) or self._wake.is_set()
 
+    @property
+    def busy(self) -> bool:
+        """Anything in flight: a control request running, a message received and not yet handled,
+        one queued or being published, a committed change not yet sent (benchmarks wait for quiet)."""
+        return bool(self._control_tasks) or self.sending or self.store.outbox_waiting or self.bus.inbox_waiting > 0
+
     def _send(self, topic: str, env: Envelope) -> asyncio.Future[None]:
         """Queue a non-durable message (digests, state transfers, barriers) after the outbox."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

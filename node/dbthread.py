@@ -48,11 +48,17 @@ class DbThread:
         self.batches = 0  # thread calls made (each one wake-up of the thread and of the loop)
         self.calls = 0  # database calls they carried
         self.checkpoints = 0  # WAL checkpoints run (beside the shared thread)
+        self._in_flight = 0  # batches handed to the thread and not yet delivered
         self._checkpointer: concurrent.futures.ThreadPoolExecutor | None = None
 
     @property
     def running(self) -> bool:
         return self._hub is not None
+
+    @property
+    def idle(self) -> bool:
+        """No call waiting for the thread or running in it."""
+        return not self._batch and self._in_flight == 0
 
     @property
     def users(self) -> int:
@@ -149,7 +155,12 @@ class DbThread:
             return
         done: asyncio.Future[list[tuple[Any, BaseException | None]]] = self._loop.create_future()
         done.add_done_callback(functools.partial(_deliver, batch))
+        done.add_done_callback(self._delivered)
+        self._in_flight += 1
         hub._tx.put_nowait((done, run))
+
+    def _delivered(self, _done: asyncio.Future[Any]) -> None:
+        self._in_flight -= 1
 
 
 def _deliver(batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]], done: asyncio.Future[Any]) -> None:

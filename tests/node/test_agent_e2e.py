@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import sqlite3
@@ -101,6 +102,29 @@ async def test_upload_formats_pem_der_and_pkcs7(make_lab: LabFactory) -> None:
     assert r4["added"] == ["FmtThird"] and r4["unchanged"] == ["FmtRoot"]
     names = {r["name"] for r in await lab.request("cucm1", "list", {"store": "Phone-trust"})}
     assert names == {"FmtRoot", "FmtInter", "FmtOther", "FmtThird"}
+
+
+async def test_a_node_is_busy_while_its_upload_is_unsent_and_quiet_after(make_lab: LabFactory) -> None:
+    """``NodeAgent.busy`` (what the latency benchmark waits for): the origin is busy from its
+    committed upload until the change has left and its outbox is empty; then every node is quiet."""
+    lab = await make_lab()
+    origin = lab.agents["cucm1"]
+    root = LabCA(lab.clock).create_ca("BusyRoot")
+    caught_busy = False
+
+    def watch(line: dict[str, object]) -> None:  # the origin's ``op`` event: committed, not yet sent
+        nonlocal caught_busy
+        if line.get("event") == "op":
+            caught_busy = caught_busy or origin.busy
+
+    origin.listeners.append(watch)
+    await lab.request("cucm1", "upload", {"store": "Phone-trust", "data": b64(root.der())})
+    assert caught_busy, "the origin was not busy right after committing its upload"
+    for _ in range(500):
+        if not any(a.busy for a in lab.agents.values()):
+            break
+        await asyncio.sleep(0.01)
+    assert not any(a.busy for a in lab.agents.values()), [n for n, a in lab.agents.items() if a.busy]
 
 
 async def test_download_round_trips_pem_and_der(make_lab: LabFactory) -> None:

@@ -61,6 +61,23 @@ async def test_many_databases_share_one_thread_and_one_call_per_loop_turn(tmp_pa
     assert not thread.running and thread.users == 0
 
 
+async def test_the_thread_is_idle_only_when_no_call_waits_or_runs(tmp_path: Path) -> None:
+    """``DbThread.idle`` (what the latency benchmark waits for before a raw message): false from the
+    moment a call is queued until its result is delivered, true again after."""
+    stores = await _open(tmp_path, 2)
+    thread = db_thread()
+    try:
+        assert thread.idle
+        writes = [asyncio.ensure_future(s.set_meta("k", "v")) for s in stores]
+        await asyncio.sleep(0)  # the writes are queued (or handed to the thread), not delivered
+        assert not thread.idle
+        await asyncio.gather(*writes)
+        assert thread.idle
+    finally:
+        for store in stores:
+            await store.close()
+
+
 async def test_one_nodes_failure_in_a_shared_call_is_that_nodes_alone(tmp_path: Path) -> None:
     """A failing transaction in a batch raises for its node, is rolled back there, and the others commit."""
     good, bad = await _open(tmp_path, 2)
