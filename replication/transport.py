@@ -23,13 +23,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import errno
+import functools
+import inspect
 import logging
 import socket
+import sys
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -104,7 +108,7 @@ class Bus:
         self._username = username
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
-        self._lost = asyncio.Event()  # replaced at every connect; set when that connection ends
+        self._lost: asyncio.Future[None] | None = None  # one per connection: done when it ends
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._open = asyncio.Event()  # cleared while the link is cut (a partition)
@@ -156,14 +160,15 @@ class Bus:
         if client is None or not self._connected.is_set():
             raise NotConnected(self.client_id)
         lost = self._lost
-        publish = asyncio.ensure_future(client.publish(topic, payload, qos=qos, retain=retain))
-        watch = asyncio.ensure_future(lost.wait())
+        assert lost is not None  # (made before the connection is announced)
+        # on the wire now, not at the loop's next turn; what is left is waiting for the PUBACK
+        publish = _start_eagerly(client.publish(topic, payload, qos=qos, retain=retain), f"publish:{self.client_id}")
         try:
             # aiomqtt leaves a QoS 1 publish waiting for its PUBACK until the timeout even when the
             # connection is gone; racing it against the loss lets the caller retry at once on reconnect.
-            await asyncio.wait({publish, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if not publish.done():
+                await asyncio.wait({publish, lost}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            watch.cancel()
             if not publish.done():
                 publish.cancel()  # (only a request: the task ends later, its outcome retrieved then)
                 publish.add_done_callback(_retrieve)
@@ -377,7 +382,7 @@ class Bus:
                     for topic in self.subscriptions:
                         await client.subscribe(topic, qos=1)
                     self._client = client
-                    self._lost = asyncio.Event()
+                    self._lost = asyncio.get_running_loop().create_future()
                     self._connected.set()
                     self.connects += 1
                     delay = RECONNECT_MIN_S
@@ -394,7 +399,8 @@ class Bus:
                 self._log.warning("bus %s connection failed: %r", self.client_id, exc)
             finally:
                 self._connected.clear()
-                self._lost.set()
+                if self._lost is not None and not self._lost.done():
+                    self._lost.set_result(None)
                 self._client = None
                 self._inbox_ready.set()  # what arrived before the loss is still handled, in order
             if not self._stopping and self._open.is_set():
@@ -520,3 +526,83 @@ def _write_at_once(client: aiomqtt.Client) -> None:
         register_with_loop(pc, userdata, sock)
 
     paho.on_socket_register_write = register_write
+
+
+T = TypeVar("T")
+
+
+def _start_eagerly(coro: Coroutine[Any, Any, T], name: str) -> asyncio.Future[T]:
+    """Run ``coro`` now, up to its first real wait, then on as a task: a future of its outcome.
+
+    asyncio runs a new task's first step at the loop's next turn; a publish made that way reaches
+    the socket one turn late, behind whatever else is ready. Python 3.12 starts a task eagerly
+    itself; on 3.11 the first step runs here, in a context of its own that the task keeps
+    (``asyncio.current_task`` is still the caller's during it: fine for aiomqtt's publish, which
+    does not ask).
+    """
+    loop = asyncio.get_running_loop()
+    if sys.version_info >= (3, 12):
+        return asyncio.Task(coro, loop=loop, name=name, eager_start=True)
+    context = contextvars.copy_context()
+    try:
+        awaited = context.run(coro.send, None)
+    except StopIteration as stop:
+        finished: asyncio.Future[T] = loop.create_future()
+        finished.set_result(stop.value)
+        return finished
+    except Exception as exc:
+        failed: asyncio.Future[T] = loop.create_future()
+        failed.set_exception(exc)
+        return failed
+    task = loop.create_task(_Resumed(coro, awaited).run(), name=name, context=context)
+    task.add_done_callback(functools.partial(_unwind, coro, context))
+    return task
+
+
+def _unwind(coro: Coroutine[Any, Any, Any], context: contextvars.Context, _task: asyncio.Future[Any]) -> None:
+    """A task cancelled before its first step never went on with ``coro``: cancel it where it
+    waits, as the task would have, so its own clean-up runs (aiomqtt forgets the publish, wait_for
+    cancels what it waits for) instead of it being dropped half-way."""
+    if inspect.getcoroutinestate(coro) == inspect.CORO_SUSPENDED:
+        unwinding = asyncio.get_running_loop().create_task(
+            _Resumed(coro, None, asyncio.CancelledError()).run(), context=context
+        )
+        _UNWINDING.add(unwinding)  # (the loop keeps tasks weakly)
+        unwinding.add_done_callback(_UNWINDING.discard)
+        unwinding.add_done_callback(_retrieve)
+
+
+_UNWINDING: set[asyncio.Task[Any]] = set()
+
+
+class _Resumed:
+    """Goes on with a coroutine stopped at ``awaited`` (the future it waits for): the task running
+    it waits for that same future, then passes results, errors and cancellation in; with ``throw``
+    it starts by throwing that into the coroutine instead."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], awaited: Any, throw: BaseException | None = None) -> None:
+        self._coro = coro
+        self._awaited = awaited
+        self._throw = throw
+
+    async def run(self) -> Any:
+        return await self
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        awaited, pending = self._awaited, self._throw
+        while True:
+            try:
+                if pending is not None:
+                    thrown, pending = pending, None
+                    awaited = self._coro.throw(thrown)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                sent = yield awaited
+            except BaseException as exc:  # a cancellation (or anything thrown in) is the coroutine's to handle
+                pending = exc
+                continue
+            try:
+                awaited = self._coro.send(sent)
+            except StopIteration as stop:
+                return stop.value

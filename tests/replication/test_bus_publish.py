@@ -31,10 +31,11 @@ async def test_a_connection_lost_during_a_publish_is_not_connected_not_a_crash()
     bus = Bus(BrokerAddress("127.0.0.1", 1), "test-client", [], on_message=lambda _t, _p: asyncio.sleep(0))
     client = _StuckClient()
     bus._client = client  # type: ignore[assignment]
+    bus._lost = asyncio.get_running_loop().create_future()
     bus._connected.set()
     publishing = asyncio.create_task(bus.publish("t", b"x", qos=0))
     await asyncio.sleep(0.01)
-    bus._lost.set()
+    bus._lost.set_result(None)
     with pytest.raises(NotConnected, match="connection lost while publishing"):
         await publishing
     await asyncio.wait_for(client.cancelled.wait(), 1)  # the abandoned publish was cancelled, not leaked
