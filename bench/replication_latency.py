@@ -245,15 +245,17 @@ async def settle(lab: Lab, watch: ApplyWatch) -> None:
     raise RuntimeError(f"the lab did not converge before the run: {detail}")
 
 
-async def quiesce(lab: Lab, limit_s: float = 1.0) -> None:
+async def quiesce(lab: Lab, limit_s: float = 1.0) -> bool:
     """Until no node has work in flight (the last upload's acknowledgements, the origin clearing
-    its outbox, the database thread's calls), without letting the machine idle; at most ``limit_s``."""
+    its outbox, the database thread's calls), without letting the machine idle; False when the lab
+    was still busy after ``limit_s`` (the report counts those)."""
     deadline = time.perf_counter() + limit_s
     thread = db_thread()
     while any(a.busy for a in lab.agents.values()) or not thread.idle:
         if time.perf_counter() > deadline:
-            return
+            return False
         await asyncio.sleep(0)
+    return True
 
 
 async def run_certsim(
@@ -305,7 +307,8 @@ async def run_certsim(
             replication.append(t_last - watch.origin_committed)
             cpu += time.thread_time() - cpu_start
         if between is not None:
-            await quiesce(lab)  # the raw message is not charged with the upload's trailing work
+            if not await quiesce(lab):  # the raw message is not charged with the upload's trailing work
+                between.unquiet += 1
             await between.one(i, timed=i >= warmup)
     return total, reply, remote, replication, cpu / max(1, len(payloads) - warmup)
 
@@ -414,6 +417,7 @@ class RawFanout:
         self.topic = f"certsim-bench/{self.run}/fanout"
         self.latencies: list[float] = []  # seconds of each timed message
         self.cpu = 0.0  # the event loop's CPU seconds over the timed messages
+        self.unquiet = 0  # messages sent although the lab was still busy after a second (interleaved)
         self._received: set[int] = set()
         self._seq = -1
         self._last = 0.0
@@ -625,6 +629,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         lab, watch, origin, pems, args.warmup, between=fanout, gap_s=gap_s
                     )
                 raw, cpu_raw = fanout.latencies, fanout.cpu / max(1, args.uploads)
+                if fanout.unquiet:
+                    print(
+                        f"warning: {fanout.unquiet} raw message(s) sent while the lab was still busy", file=sys.stderr
+                    )
             repairs = watch.repairs - repairs_before
             breakdown = await measure_breakdown(lab, origin, pems[-1], payload, Path(tmp))
 

@@ -161,7 +161,7 @@ class NodeStore:
         self._outbox_next = 1  # the id of the next outbox row
         self._on_commit: list[Callable[[], None]] = []  # mirror updates of the open transaction's writes
         self.outbox_committed: Callable[[], None] | None = None  # called when a committed message awaits sending
-        self._outbox_grew = False  # the transaction being committed queued a message to send
+        self._outbox_queued = 0  # messages committed to the outbox so far (a transaction compares)
         self._commits = 0
         self.checkpointing: asyncio.Future[bool] | None = None  # the WAL checkpoint in flight, if any
         self.index: dict[tuple[str, str], Slot] = {}  # mirrors the entry and tombstone tables
@@ -252,8 +252,8 @@ class NodeStore:
         transaction sends what is queued first, so it sees the transaction's own writes).
         The in-memory index is restored from the database after a rollback.
         """
-        self._outbox_grew = False
         async with self._lock:
+            queued_before = self._outbox_queued
             self._tx_serial += 1
             self._tx_of_context.set(self._tx_serial)
             self._pending, self._sent = [("BEGIN IMMEDIATE", ())], False
@@ -285,11 +285,12 @@ class NodeStore:
                 raise
             finally:
                 self._pending, self._sent, self._on_commit = None, False, []
-        if self._outbox_grew:
+            queued = self._outbox_queued != queued_before
+        if queued:
             # It committed a message to send: one loop turn lets the publisher (woken by
             # ``outbox_committed``) put it on the wire before the caller goes on with its answer; the
             # cluster waits for the change, the caller's client for the answer that comes after it.
-            self._outbox_grew = False
+            # (A cancellation here comes after the commit, which stands.)
             await asyncio.sleep(0)
 
     async def _rollback(self) -> None:
@@ -505,7 +506,7 @@ class NodeStore:
         )
 
     def _queued(self, row: tuple[int, str, bytes]) -> None:
-        self._outbox_grew = True
+        self._outbox_queued += 1
         if self._outbox_beyond or len(self._outbox) >= OUTBOX_IN_MEMORY:
             self._outbox_beyond += 1  # the table alone holds it; read when the ones before are sent
         else:

@@ -129,6 +129,9 @@ class Bus:
         self._inbox_ready = asyncio.Event()
         self._inbox_wakeup: asyncio.Future[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
+        self._handling = False  # the drain task is inside the owner's handler
+        self._handler_idle = asyncio.Event()  # set while it is not: a new on_connect waits for it
+        self._handler_idle.set()
         self.inbox_dropped = 0
         self.connects = 0
         self._log = logging.getLogger("certsim.bus")
@@ -142,8 +145,24 @@ class Bus:
         if self._task is None or self._task.done():
             self._stopping = False
             self._task = asyncio.create_task(self._run(), name=f"bus:{self.client_id}")
+        self._start_drainer()
+
+    def _start_drainer(self) -> None:
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain(), name=f"bus-inbox:{self.client_id}")
+            self._drainer.add_done_callback(self._drainer_ended)
+
+    def _drainer_ended(self, task: asyncio.Task[None]) -> None:
+        """The drain task ends only when stopped; anything else it died of is logged and it starts
+        again, so a connected bus never goes on acknowledging messages nobody handles."""
+        if task.cancelled() or self._stopping:
+            return
+        self._log.error("bus %s: the inbox task ended (%r); started again", self.client_id, task.exception())
+        self._handling = False
+        self._handler_idle.set()
+        if self._drainer is task:
+            self._drainer = None
+            self._start_drainer()
 
     async def wait_connected(self, timeout: float) -> bool:
         try:
@@ -289,6 +308,11 @@ class Bus:
                 self._log.warning("bus %s: disconnect took over %.1f s; socket dropped", self.client_id, timeout)
             elif not task.cancelled() and (exc := task.exception()) is not None:
                 self._log.warning("bus %s: connection task had failed: %r", self.client_id, exc)
+        if drainer is not None and drainer not in done:  # kept: a later start must not run a second one
+            self._drainer = drainer
+            self._log.warning(
+                "bus %s: a message handler did not end within %.1f s of the stop", self.client_id, timeout
+            )
         self._clear_inbox()
         self._connected.clear()
 
@@ -326,8 +350,8 @@ class Bus:
 
     @property
     def inbox_waiting(self) -> int:
-        """Messages received and not yet handed to the owner."""
-        return len(self._inbox)
+        """Messages received and not yet handled (the one being handled included)."""
+        return len(self._inbox) + self._handling
 
     def _clear_inbox(self) -> None:
         self._inbox.clear()
@@ -349,10 +373,15 @@ class Bus:
                 continue
             topic, payload = self._inbox.popleft()
             self._inbox_bytes -= len(payload)
+            self._handling = True
+            self._handler_idle.clear()
             try:
                 await self._inbound(topic, payload)
             except Exception:  # the fault layer or the owner: one message must not stop the rest
                 self._log.exception("bus %s: handling a message on %s failed", self.client_id, topic)
+            finally:
+                self._handling = False
+                self._handler_idle.set()
 
     async def _run(self) -> None:
         delay = RECONNECT_MIN_S
@@ -382,11 +411,16 @@ class Bus:
                     for topic in self.subscriptions:
                         await client.subscribe(topic, qos=1)
                     self._client = client
-                    self._lost = asyncio.get_running_loop().create_future()
+                    self._lost = lost = asyncio.get_running_loop().create_future()
+                    _on_disconnection(client, functools.partial(_settle, lost))
                     self._connected.set()
                     self.connects += 1
                     delay = RECONNECT_MIN_S
                     if self._on_connect is not None:
+                        # never beside a handler still busy with an earlier connection's message (the
+                        # gate is closed: none starts meanwhile); a stuck one is not waited for long
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._handler_idle.wait(), STOP_TIMEOUT_S)
                         await self._on_connect()
                     self._inbox_ready.set()
                     async for _never in client.messages:  # messages go to the inbox; this ends at a disconnect
@@ -402,7 +436,8 @@ class Bus:
                 if self._lost is not None and not self._lost.done():
                     self._lost.set_result(None)
                 self._client = None
-                self._inbox_ready.set()  # what arrived before the loss is still handled, in order
+                # what arrived and was not handled waits, in order, for the next connection's
+                # on_connect (which may check how long the node was away before anything counts)
             if not self._stopping and self._open.is_set():
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
@@ -435,6 +470,20 @@ def _quiet_closed_socket_callbacks(loop: asyncio.AbstractEventLoop) -> None:
 
     handler.certsim_quiet = True  # type: ignore[attr-defined]
     loop.set_exception_handler(handler)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _on_disconnection(client: aiomqtt.Client, callback: Callable[[], object]) -> None:
+    """Call ``callback`` as soon as aiomqtt learns the connection is gone (its private
+    ``_disconnected`` future), not only when the connection task unwinds: a publish waiting for
+    its PUBACK, even one made inside on_connect, gives up at once."""
+    disconnected = getattr(client, "_disconnected", None)
+    if isinstance(disconnected, asyncio.Future):
+        disconnected.add_done_callback(lambda _done: callback())
 
 
 def _socket_of(client: aiomqtt.Client) -> socket.socket | None:
@@ -513,7 +562,9 @@ def _write_at_once(client: aiomqtt.Client) -> None:
 
     def register_write(pc: Any, userdata: Any, sock: Any) -> None:
         nonlocal writing
-        if not writing and threading.get_ident() == loop_thread:
+        # (never from inside one of paho's callbacks, as paho's own direct write: a failed write there
+        # would take the callback lock paho already holds)
+        if not writing and threading.get_ident() == loop_thread and not _in_paho_callback(pc):
             writing = True
             try:
                 pc.loop_write()  # paho unregisters the socket when everything went out
@@ -526,6 +577,11 @@ def _write_at_once(client: aiomqtt.Client) -> None:
         register_with_loop(pc, userdata, sock)
 
     paho.on_socket_register_write = register_write
+
+
+def _in_paho_callback(pc: Any) -> bool:
+    lock = getattr(pc, "_in_callback_mutex", None)
+    return lock is not None and bool(lock.locked())
 
 
 T = TypeVar("T")
@@ -555,18 +611,22 @@ def _start_eagerly(coro: Coroutine[Any, Any, T], name: str) -> asyncio.Future[T]
         failed.set_exception(exc)
         return failed
     task = loop.create_task(_Resumed(coro, awaited).run(), name=name, context=context)
-    task.add_done_callback(functools.partial(_unwind, coro, context))
+    task.add_done_callback(functools.partial(_unwind, coro, awaited, context))
     return task
 
 
-def _unwind(coro: Coroutine[Any, Any, Any], context: contextvars.Context, _task: asyncio.Future[Any]) -> None:
+def _unwind(coro: Coroutine[Any, Any, Any], awaited: Any, context: contextvars.Context, _task: Any) -> None:
     """A task cancelled before its first step never went on with ``coro``: cancel it where it
-    waits, as the task would have, so its own clean-up runs (aiomqtt forgets the publish, wait_for
-    cancels what it waits for) instead of it being dropped half-way."""
+    waits, as the task would have (the future it waits for is cancelled, or if that is done already
+    the coroutine gets the cancellation), so its own clean-up runs (aiomqtt forgets the publish,
+    wait_for cancels what it waits for) instead of it being dropped half-way. (The task's awaiter
+    has already seen the cancellation by then.)"""
     if inspect.getcoroutinestate(coro) == inspect.CORO_SUSPENDED:
-        unwinding = asyncio.get_running_loop().create_task(
-            _Resumed(coro, None, asyncio.CancelledError()).run(), context=context
-        )
+        if isinstance(awaited, asyncio.Future) and awaited.cancel():
+            resumed = _Resumed(coro, awaited)  # it meets the cancellation at its await
+        else:
+            resumed = _Resumed(coro, None, asyncio.CancelledError())
+        unwinding = asyncio.get_running_loop().create_task(resumed.run(), context=context)
         _UNWINDING.add(unwinding)  # (the loop keeps tasks weakly)
         unwinding.add_done_callback(_UNWINDING.discard)
         unwinding.add_done_callback(_retrieve)

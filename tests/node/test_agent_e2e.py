@@ -8,6 +8,7 @@ import datetime as dt
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -105,26 +106,49 @@ async def test_upload_formats_pem_der_and_pkcs7(make_lab: LabFactory) -> None:
 
 
 async def test_a_node_is_busy_while_its_upload_is_unsent_and_quiet_after(make_lab: LabFactory) -> None:
-    """``NodeAgent.busy`` (what the latency benchmark waits for): the origin is busy from its
-    committed upload until the change has left and its outbox is empty; then every node is quiet."""
+    """``NodeAgent.busy`` (what the latency benchmark waits for): a node whose committed change has
+    not left (its replication link is cut: the publisher waits) is busy once its request is done;
+    after the heal it sends the change and every node is quiet."""
     lab = await make_lab()
     origin = lab.agents["cucm1"]
     root = LabCA(lab.clock).create_ca("BusyRoot")
-    caught_busy = False
-
-    def watch(line: dict[str, object]) -> None:  # the origin's ``op`` event: committed, not yet sent
-        nonlocal caught_busy
-        if line.get("event") == "op":
-            caught_busy = caught_busy or origin.busy
-
-    origin.listeners.append(watch)
-    await lab.request("cucm1", "upload", {"store": "Phone-trust", "data": b64(root.der())})
-    assert caught_busy, "the origin was not busy right after committing its upload"
+    origin.bus.partition()
+    try:
+        await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": b64(root.der())})
+        for _ in range(500):
+            if not origin._control_tasks:
+                break
+            await asyncio.sleep(0.01)
+        assert not origin._control_tasks
+        assert origin.busy, "a committed change waiting in the outbox does not count"
+    finally:
+        await origin.bus.heal()
     for _ in range(500):
         if not any(a.busy for a in lab.agents.values()):
             break
         await asyncio.sleep(0.01)
     assert not any(a.busy for a in lab.agents.values()), [n for n, a in lab.agents.items() if a.busy]
+
+
+async def test_an_upload_change_leaves_before_its_answer(make_lab: LabFactory) -> None:
+    """The origin puts the committed change on the bus before it sends the answer to its client:
+    the cluster waits for the change (``NodeStore.transaction`` yields to the publisher)."""
+    lab = await make_lab()
+    origin = lab.agents["cucm1"]
+    root = LabCA(lab.clock).create_ca("OrderRoot")
+    published: list[str] = []
+    publish = origin.bus.publish
+
+    async def recording(topic: str, payload: bytes, **kwargs: Any) -> None:
+        published.append(topic)
+        await publish(topic, payload, **kwargs)
+
+    origin.bus.publish = recording  # type: ignore[method-assign]
+    await lab.request("cucm1", "upload", {"store": "tomcat-trust", "data": b64(root.der())})
+    repl, reply = origin.config.topics.repl, origin.config.topics.reply("")
+    kinds = ["change" if t == repl else "answer" if t.startswith(reply) else "other" for t in published]
+    assert "change" in kinds and "answer" in kinds, published
+    assert kinds.index("change") < kinds.index("answer"), kinds
 
 
 async def test_download_round_trips_pem_and_der(make_lab: LabFactory) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import functools
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -62,18 +63,26 @@ async def test_many_databases_share_one_thread_and_one_call_per_loop_turn(tmp_pa
 
 
 async def test_the_thread_is_idle_only_when_no_call_waits_or_runs(tmp_path: Path) -> None:
-    """``DbThread.idle`` (what the latency benchmark waits for before a raw message): false from the
-    moment a call is queued until its result is delivered, true again after."""
-    stores = await _open(tmp_path, 2)
+    """``DbThread.idle`` (what the latency benchmark waits for before a raw message): false while a
+    call is queued and while it runs in the thread, true once its result is delivered."""
+    stores = await _open(tmp_path, 1)
     thread = db_thread()
+    release = threading.Event()
     try:
         assert thread.idle
-        writes = [asyncio.ensure_future(s.set_meta("k", "v")) for s in stores]
-        await asyncio.sleep(0)  # the writes are queued (or handed to the thread), not delivered
-        assert not thread.idle
-        await asyncio.gather(*writes)
+        running = thread.call(lambda: release.wait(10))
+        assert not thread.idle  # queued
+        for _ in range(1000):  # handed to the thread
+            if not thread._batch:
+                break
+            await asyncio.sleep(0)
+        assert not thread._batch
+        assert not thread.idle, "a call running in the thread does not count"
+        release.set()
+        assert await running is True
         assert thread.idle
     finally:
+        release.set()
         for store in stores:
             await store.close()
 

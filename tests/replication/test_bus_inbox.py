@@ -116,7 +116,7 @@ async def test_a_full_inbox_drops_new_messages_and_says_so(
                 for i in range(30):
                     await sender.publish(f"{root}/x", f"{i:02d}".encode())
                 await until(lambda: receiver.inbox_dropped == 30 - 6, "the inbox to drop what it cannot hold")
-            assert receiver.inbox_waiting == 5
+            assert receiver.inbox_waiting == 6  # the five kept and the one in hand
             release.set()
             await until(lambda: receiver.inbox_waiting == 0, "the inbox to drain")
             await asyncio.sleep(0.1)
@@ -152,3 +152,48 @@ def test_read_ahead_cuts_pieces_from_one_read_and_reports_what_it_holds() -> Non
         ours.close()
         with contextlib.suppress(OSError):
             peer.close()
+
+
+async def test_messages_of_a_connection_whose_on_connect_failed_wait_for_one_that_finished(
+    broker: MosquittoBroker | None,
+) -> None:
+    """A node's on_connect checks how long it was away before anything it receives counts. When it
+    fails (its presence publish meets a dropped link), what that connection received is handled
+    only after a later connection's on_connect has finished, still in order."""
+    root = f"failconn-{uuid.uuid4().hex[:8]}"
+    attempts = 0
+    finished = 0
+    handled: list[tuple[bytes, int]] = []
+    receiver: Bus | None = None
+
+    async def on_connect() -> None:
+        nonlocal attempts, finished
+        attempts += 1
+        if attempts == 1:
+            assert receiver is not None
+            published.set()  # the test publishes now; wait until it is all in the inbox, then fail
+            await until(lambda: receiver.inbox_waiting >= 5, "the messages to reach the inbox")
+            raise transport.NotConnected("injected: presence publish timed out")
+        finished += 1
+
+    async def on_message(_topic: str, payload: bytes) -> None:
+        handled.append((payload, finished))
+
+    published = asyncio.Event()
+    async with address_of(broker) as address:
+        receiver = Bus(address, f"{root}-rx", [f"{root}/#"], on_message, on_connect=on_connect)
+        sender = Bus(address, f"{root}-tx", [], lambda _t, _p: asyncio.sleep(0))
+        try:
+            sender.start()
+            assert await sender.wait_connected(20)
+            receiver.start()
+            await asyncio.wait_for(published.wait(), 20)
+            for i in range(5):
+                await sender.publish(f"{root}/m", f"{i}".encode())
+            await until(lambda: len(handled) >= 5, "the messages to be handled")
+        finally:
+            await receiver.stop()
+            await sender.stop()
+    assert attempts >= 2
+    assert [p for p, _f in handled] == [f"{i}".encode() for i in range(5)]
+    assert all(done >= 1 for _p, done in handled), "handled before any on_connect had finished"

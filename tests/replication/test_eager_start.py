@@ -78,12 +78,12 @@ async def test_cancelled_before_the_task_took_over_the_coroutine_still_cleans_up
     cleaned = asyncio.Event()
     inner_cancelled = asyncio.Event()
 
+    inner = asyncio.ensure_future(asyncio.Event().wait())
+
     async def waits() -> None:
-        inner = asyncio.ensure_future(asyncio.Event().wait())
         try:
             await inner
         except asyncio.CancelledError:
-            inner.cancel()
             inner_cancelled.set()
             raise
         finally:
@@ -94,7 +94,8 @@ async def test_cancelled_before_the_task_took_over_the_coroutine_still_cleans_up
     with pytest.raises(asyncio.CancelledError):
         await started
     await asyncio.wait_for(cleaned.wait(), 5)
-    assert inner_cancelled.is_set()
+    assert inner_cancelled.is_set(), "the coroutine did not meet the cancellation at its await"
+    assert inner.cancelled(), "what it waited for was not cancelled, as a task's cancel would"
 
 
 async def test_its_context_is_its_own_across_the_wait() -> None:
