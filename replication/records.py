@@ -102,9 +102,7 @@ def records_from_json(raw: object) -> list[Record]:
 
 def store_digests(records: Iterable[Record]) -> dict[str, str]:
     """A digest per store of a node's replicated view; equal digests mean equal stores."""
-    return digests_of(
-        (r.store, r.name, r.version, None if r.der is None else hashlib.sha256(r.der).hexdigest()) for r in records
-    )
+    return digests_of((r.store, r.name, r.version, r.sha256) for r in records)
 
 
 def digests_of(items: Iterable[tuple[str, str, Version, str | None]]) -> dict[str, str]:

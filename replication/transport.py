@@ -433,8 +433,8 @@ class Bus:
                 self._log.warning("bus %s connection failed: %r", self.client_id, exc)
             finally:
                 self._connected.clear()
-                if self._lost is not None and not self._lost.done():
-                    self._lost.set_result(None)
+                if self._lost is not None:
+                    _settle(self._lost)
                 self._client = None
                 # what arrived and was not handled waits, in order, for the next connection's
                 # on_connect (which may check how long the node was away before anything counts)
