@@ -1,0 +1,154 @@
+"""replication.transport.Bus guards that keep a node's link alive and its shutdown bounded: the inbox
+task comes back after dying, a stop keeps a handler it could not end, no packet is written from
+inside a paho callback, and a publish learns of a disconnection from aiomqtt at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import types
+from typing import Any
+
+import pytest
+
+from replication import transport
+from replication.transport import BrokerAddress, Bus
+
+NOWHERE = BrokerAddress("127.0.0.1", 1)  # never connected to: these tests run the inbox alone
+
+
+class Boom(BaseException):
+    """Not an ``Exception``: what the drain loop does not catch itself."""
+
+
+async def test_the_inbox_task_comes_back_after_dying(caplog: pytest.LogCaptureFixture) -> None:
+    handled: list[bytes] = []
+
+    async def on_message(_topic: str, payload: bytes) -> None:
+        if payload == b"fatal":
+            raise Boom
+        handled.append(payload)
+
+    bus = Bus(NOWHERE, "guard-drain", [], on_message)
+    bus._start_drainer()  # the inbox alone: no connection task to close its gate
+    try:
+        bus._inbox_ready.set()  # as after a connection's on_connect
+        with caplog.at_level(logging.ERROR, logger="certsim.bus"):
+            bus._queue("t", b"fatal")
+            for _ in range(200):
+                if any("the inbox task ended" in r.getMessage() for r in caplog.records):
+                    break
+                await asyncio.sleep(0.01)
+        bus._queue("t", b"after")
+        for _ in range(200):
+            if handled:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await bus.stop(timeout=2)
+    assert handled == [b"after"], "nothing handles messages any more once the inbox task died"
+    assert any("the inbox task ended" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_stop_keeps_a_handler_it_could_not_end(caplog: pytest.LogCaptureFixture) -> None:
+    """A later start must not run a second inbox task beside one still handling a message."""
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def stubborn(_topic: str, _payload: bytes) -> None:
+        entered.set()
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue  # ignores the stop
+
+    bus = Bus(NOWHERE, "guard-stop", [], stubborn)
+    bus._start_drainer()  # the inbox alone: no connection task to close its gate
+    bus._inbox_ready.set()
+    bus._queue("t", b"x")
+    await asyncio.wait_for(entered.wait(), 5)
+    drainer = bus._drainer
+    with caplog.at_level(logging.WARNING, logger="certsim.bus"):
+        await bus.stop(timeout=0.2)
+    try:
+        assert drainer is not None and not drainer.done()
+        assert bus._drainer is drainer, "the stop forgot a handler it could not end"
+        assert any("did not end within" in r.getMessage() for r in caplog.records)
+    finally:
+        release.set()  # the handler ends; the inbox task, kept, is stopped for good
+        if drainer is not None:
+            await asyncio.sleep(0.05)
+            drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(drainer, 5)
+
+
+class _Lock:
+    def __init__(self, held: bool) -> None:
+        self.held = held
+
+    def locked(self) -> bool:
+        return self.held
+
+
+class _FakePaho:
+    """Stands in for paho's client (not ours): records what the write hook asks of it."""
+
+    def __init__(self, in_callback: bool) -> None:
+        self._in_callback_mutex = _Lock(in_callback)
+        self.loop_writes = 0
+        self.registered: list[Any] = []
+        self.on_socket_register_write = lambda pc, userdata, sock: self.registered.append(sock)
+
+    def loop_write(self) -> None:
+        self.loop_writes += 1
+
+    def want_write(self) -> bool:
+        return False
+
+    def socket(self) -> object:
+        return object()
+
+
+class _FakeClient:
+    def __init__(self, paho: _FakePaho) -> None:
+        self._client = paho
+
+
+@pytest.mark.parametrize("in_callback", [False, True])
+def test_no_packet_is_written_from_inside_a_paho_callback(in_callback: bool) -> None:
+    """Inside one of paho's callbacks (its callback lock held) a packet goes to the loop's
+    writability path, as paho's own direct write does; outside, it is written at once."""
+    paho = _FakePaho(in_callback)
+    transport._write_at_once(_FakeClient(paho))  # type: ignore[arg-type]
+    paho.on_socket_register_write(paho, None, "sock")
+    if in_callback:
+        assert paho.loop_writes == 0 and paho.registered == ["sock"]
+    else:
+        assert paho.loop_writes == 1 and paho.registered == []
+
+
+def test_a_write_from_another_thread_goes_to_the_loop() -> None:
+    """paho's connect runs in an executor thread: its packets take aiomqtt's thread-safe path."""
+    paho = _FakePaho(False)
+    transport._write_at_once(_FakeClient(paho))  # type: ignore[arg-type]
+    worker = threading.Thread(target=paho.on_socket_register_write, args=(paho, None, "sock"))
+    worker.start()
+    worker.join()
+    assert paho.loop_writes == 0 and paho.registered == ["sock"]
+
+
+async def test_a_disconnection_aiomqtt_sees_is_passed_on_at_once() -> None:
+    """A publish waiting for its PUBACK (even one made inside on_connect) gives up when aiomqtt's
+    own disconnection future ends, not only once the connection task has unwound."""
+    disconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    client = types.SimpleNamespace(_disconnected=disconnected)
+    seen: list[str] = []
+    transport._on_disconnection(client, lambda: seen.append("lost"))  # type: ignore[arg-type]
+    disconnected.set_exception(ConnectionError("gone"))
+    disconnected.exception()
+    await asyncio.sleep(0)
+    assert seen == ["lost"]
