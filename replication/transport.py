@@ -4,7 +4,7 @@ aiomqtt has no automatic reconnect, so ``Bus`` wraps a client in a retry loop,
 re-subscribes on every connect and hands each message, in arrival order, to the owner's
 handler. Nothing here knows about certificates or rules.
 
-Four departures from aiomqtt's defaults carry a lab's traffic (twenty nodes of one process
+Three shortcuts past aiomqtt's defaults carry a lab's traffic (twenty nodes of one process
 receiving every change) with fewer event-loop turns and system calls; each was measured by
 ``bench/replication_latency.py`` and is tested in ``tests/replication/test_bus_inbox.py``:
 
@@ -16,10 +16,6 @@ receiving every change) with fewer event-loop turns and system calls; each was m
   callback); only a full socket waits for the loop's writability callback (aiomqtt's own path).
 - paho reads through ``_ReadAhead``: one ``recv`` per burst instead of four per message. This one
   sets paho's private socket attribute, so paho-mqtt is pinned to the minor versions tested.
-- A received QoS 1 message is acknowledged (PUBACK) once its handler has finished, not on arrival
-  (paho's manual acknowledgements): a node that crashes or stops before it handled a message gets it
-  again from its persistent session. The acknowledgements wait for a loop turn with nothing else
-  ready (``_Acks``), so the other nodes of the process handle the same change first.
 """
 
 from __future__ import annotations
@@ -35,7 +31,6 @@ import logging
 import socket
 import sys
 import threading
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -54,8 +49,6 @@ STOP_TIMEOUT_S = 5.0  # wall seconds a clean disconnect may take before the sock
 INBOX_MAX_MESSAGES = 10_000  # received, not yet handled; beyond it (or the bytes) a message is dropped
 INBOX_MAX_BYTES = 64 << 20  # and logged: anti-entropy repairs a lost change, a client resends a request
 INBOX_LOG_EVERY = 1_000  # a full inbox logs its first drop and every this many after
-ACK_SLICE = 4  # PUBACKs written per loop turn (each a system call): ready work never waits for many
-ACK_WAIT_TURNS = 16  # loop turns PUBACKs wait for an idle loop before they go out all the same
 
 
 @dataclass(frozen=True)
@@ -131,8 +124,7 @@ class Bus:
         self._delivering: set[asyncio.Task[None]] = set()
         # received messages, in arrival order, until the drain task hands them to the owner; it waits
         # while a connection's on_connect runs, as the messages waited in aiomqtt's queue before
-        # (topic, payload, the paho client and packet id to acknowledge once handled, or None at QoS 0)
-        self._inbox: collections.deque[tuple[str, bytes, _Ack | None]] = collections.deque()
+        self._inbox: collections.deque[tuple[str, bytes]] = collections.deque()
         self._inbox_bytes = 0
         self._inbox_ready = asyncio.Event()
         self._inbox_wakeup: asyncio.Future[None] | None = None
@@ -141,8 +133,6 @@ class Bus:
         self._handler_idle = asyncio.Event()  # set while it is not: a new on_connect waits for it
         self._handler_idle.set()
         self.inbox_dropped = 0
-        self.acks_sent = 0  # PUBACKs of handled messages written
-        self.acks_stale = 0  # not written: their connection had ended (the broker delivers them again)
         self.connects = 0
         self._log = logging.getLogger("certsim.bus")
 
@@ -332,20 +322,16 @@ class Bus:
     def _arrived(self, _paho: Any, _userdata: Any, message: Any) -> None:
         """paho's on_message (in the event loop, inside paho's read): queue it. Never raises: paho
         would end the connection."""
-        ack: _Ack | None = None
         try:
-            ack = (_paho, message.mid) if message.qos == 1 else None
-            self._queue(message.topic, bytes(message.payload), ack)  # (paho decodes the topic's UTF-8 here)
+            topic, payload = message.topic, message.payload  # (paho decodes the topic's UTF-8 here)
+            if isinstance(payload, bytes | bytearray):
+                self._queue(topic, bytes(payload))
         except Exception:
             self._log.exception("bus %s: a received message could not be queued", self.client_id)
-            if ack is not None:  # unacknowledged, it would hold one of the broker's in-flight slots for good
-                _acks().add(self, ack)
 
-    def _queue(self, topic: str, payload: bytes, ack: _Ack | None = None) -> None:
+    def _queue(self, topic: str, payload: bytes) -> None:
         if len(self._inbox) >= INBOX_MAX_MESSAGES or self._inbox_bytes + len(payload) > INBOX_MAX_BYTES:
             self.inbox_dropped += 1
-            if ack is not None:  # dropped for good (anti-entropy repairs it): the broker may forget it
-                _acks().add(self, ack)
             if self.inbox_dropped == 1 or self.inbox_dropped % INBOX_LOG_EVERY == 0:
                 self._log.warning(
                     "bus %s: incoming queue full (%d messages, %d bytes): message on %s dropped (%d so far)",
@@ -356,7 +342,7 @@ class Bus:
                     self.inbox_dropped,
                 )
             return
-        self._inbox.append((topic, payload, ack))
+        self._inbox.append((topic, payload))
         self._inbox_bytes += len(payload)
         wakeup = self._inbox_wakeup
         if wakeup is not None and not wakeup.done():
@@ -385,7 +371,7 @@ class Bus:
                 finally:
                     self._inbox_wakeup = None
                 continue
-            topic, payload, ack = self._inbox.popleft()
+            topic, payload = self._inbox.popleft()
             self._inbox_bytes -= len(payload)
             self._handling = True
             self._handler_idle.clear()
@@ -396,25 +382,6 @@ class Bus:
             finally:
                 self._handling = False
                 self._handler_idle.set()
-            # handled (or failed for good): acknowledged. A cancelled handler (a stop, a crash) skipped
-            # this, so the broker delivers the message again to the node's next connection.
-            if ack is not None:
-                _acks().add(self, ack)
-
-    def _send_ack(self, ack: _Ack) -> None:
-        """Write one PUBACK, on the connection the message came in on only: a packet id means
-        nothing on another (there the broker delivers the message again, marked as a duplicate)."""
-        paho, mid = ack
-        client = self._client
-        if client is None or client._client is not paho or not self._connected.is_set():
-            self.acks_stale += 1
-            return
-        try:
-            paho.ack(mid, 1)
-        except Exception as exc:  # a broken connection: the reader meets it too, and reconnects
-            self._log.debug("bus %s: PUBACK %d not written: %r", self.client_id, mid, exc)
-            return
-        self.acks_sent += 1
 
     async def _run(self) -> None:
         delay = RECONNECT_MIN_S
@@ -435,7 +402,6 @@ class Bus:
             # paho's public callback, straight to the inbox: aiomqtt's own copies each message into its
             # Message type and its queue (nothing is ever queued there now; its iterator only reports the end)
             client._client.on_message = self._arrived
-            client._client.manual_ack_set(True)  # acknowledged once handled (``_drain``)
             _write_at_once(client)
             try:
                 async with client:
@@ -700,57 +666,3 @@ class _Resumed:
                 awaited = self._coro.send(sent)
             except StopIteration as stop:
                 return stop.value
-
-
-_Ack = tuple[Any, int]  # (the paho client a message came in on, its packet id)
-
-
-class _Acks:
-    """The PUBACKs due in one event loop, written in order when the loop has nothing else ready.
-
-    A change reaches every node of a process at once; writing each node's PUBACK as soon as it has
-    handled the change (a system call each) would make the other nodes' handling of it wait. Here
-    they go out, ``ACK_SLICE`` per turn, in the first turn with no other callback ready, or after
-    ``ACK_WAIT_TURNS`` turns whatever else is ready: a busy loop delays them, never starves them
-    (a broker stops delivering to a client whose in-flight window is full of unacknowledged messages).
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._due: collections.deque[tuple[Bus, _Ack]] = collections.deque()
-        self._scheduled = False
-        self._waited = 0
-
-    def add(self, bus: Bus, ack: _Ack) -> None:
-        self._due.append((bus, ack))
-        if not self._scheduled:
-            self._scheduled = True
-            self._waited = 0
-            self._loop.call_soon(self._write)
-
-    def _write(self) -> None:
-        ready = getattr(self._loop, "_ready", None)  # asyncio's run queue (private): an event loop
-        if ready and self._waited < ACK_WAIT_TURNS:  # without it writes them at once
-            self._waited += 1
-            self._loop.call_soon(self._write)
-            return
-        for _ in range(min(ACK_SLICE, len(self._due))):
-            bus, ack = self._due.popleft()
-            bus._send_ack(ack)
-        if self._due:
-            self._waited = 0
-            self._loop.call_soon(self._write)
-        else:
-            self._scheduled = False
-
-
-_ACKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Acks] = weakref.WeakKeyDictionary()
-
-
-def _acks() -> _Acks:
-    """The running loop's PUBACK writer (made on first use)."""
-    loop = asyncio.get_running_loop()
-    acks = _ACKS.get(loop)
-    if acks is None:
-        acks = _ACKS[loop] = _Acks(loop)
-    return acks
