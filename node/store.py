@@ -14,6 +14,7 @@ import contextvars
 import functools
 import itertools
 import sqlite3
+import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -162,7 +163,10 @@ class NodeStore:
         self._on_commit: list[Callable[[], None]] = []  # mirror updates of the open transaction's writes
         self.outbox_committed: Callable[[], None] | None = None  # called when a committed message awaits sending
         self._outbox_queued = 0  # messages committed to the outbox so far (a transaction compares)
-        self._commits = 0
+        # commits counted towards the next look at the write-ahead log; each node starts at its own
+        # point of the cycle, so nodes that write in step (all applying the same changes) do not
+        # check, nor checkpoint, in the same turn
+        self._commits = zlib.crc32(str(path).encode()) % CHECKPOINT_CHECK_EVERY
         self.checkpointing: asyncio.Future[bool] | None = None  # the WAL checkpoint in flight, if any
         self.index: dict[tuple[str, str], Slot] = {}  # mirrors the entry and tombstone tables
         self.generation = 0  # bumped on every change of entries, tombstones or identities (cheap "changed since?")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from cluster.labca import LabCA
 from node.clock import SimClock
-from node.dbthread import db_thread
+from node.dbthread import CHECKPOINT_NICE, db_thread
 from node.store import CHECKPOINT_CHECK_EVERY, CONTROL_REQUEST, NodeStore
 from replication.hlc import Version
 from replication.records import Record
@@ -172,6 +173,32 @@ async def test_the_write_ahead_log_is_checkpointed_beside_the_shared_thread(
         assert len(await store.entries("tomcat-trust")) == CHECKPOINT_CHECK_EVERY * 2
     finally:
         await store.close()
+
+
+async def test_the_checkpoint_thread_runs_at_a_lower_priority(tmp_path: Path) -> None:
+    """A checkpoint copies megabytes, often for many nodes at once: its thread yields the CPU to the
+    event loop and the broker (it weighed on a replication's p99 over long runs)."""
+    (store,) = await _open(tmp_path, 1)
+    thread = db_thread()
+    try:
+        await thread.checkpoint(store.path)  # (starts the thread)
+        assert thread._checkpointer is not None
+        nice = await asyncio.wrap_future(
+            thread._checkpointer.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        )
+    finally:
+        await store.close()
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert nice >= CHECKPOINT_NICE and nice >= own
+
+
+async def test_nodes_look_at_their_write_ahead_logs_at_different_commits(tmp_path: Path) -> None:
+    """Nodes of a lab commit in step (each applies the same changes); each starts at its own point of
+    the look-every-CHECKPOINT_CHECK_EVERY-commits cycle, so their checkpoints do not all come in the
+    same turn."""
+    offsets = {NodeStore(tmp_path / f"node{i:02d}" / "node.sqlite")._commits for i in range(21)}
+    assert len(offsets) > 10
+    assert all(0 <= o < CHECKPOINT_CHECK_EVERY for o in offsets)
 
 
 # --- second reader's reproducers (failures inside a transaction), kept as regression tests ---------
