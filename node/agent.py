@@ -154,6 +154,7 @@ class NodeAgent:
         self._broadcast_generation = -1
         self._digest_cache: tuple[int, dict[str, str]] | None = None
         self._presence_prefix = config.topics.presence("")
+        self._clock_topic = config.topics.clock  # (compared with every message's topic)
         self._saved_contact_ms = -1
         self.listeners: list[Observer] = []  # in-process watchers of node events (front doors, monitors)
 
@@ -493,7 +494,7 @@ class NodeAgent:
             return
         if env.sender == self.name or (env.to is not None and env.to != self.name):
             return
-        if topic == self.config.topics.clock:
+        if topic == self._clock_topic:
             self._follow_clock(env)
             return
         if env.kind != "ctl":  # control requests are resent on purpose and deduplicated by id
@@ -519,12 +520,12 @@ class NodeAgent:
                     env.kind, env.sender, {**env.body, "records": kept, "stale": True}, env.to, env.sent_ms, env.msg_id
                 )
             self.last_contact_ms = max(self.last_contact_ms, min(env.sent_ms, now_ms))
-        self.stats[f"received:{env.kind}"] += 1
-        self.stats["received"] += 1
         handler = self._handlers.get(env.kind)
         if handler is None:
             self._reject("unknown-kind", topic)
             return
+        self.stats[_RECEIVED[env.kind]] += 1  # (a known kind: its counter's name is made once)
+        self.stats["received"] += 1
         try:
             await handler(self, env)
         except (ValueError, KeyError, TypeError) as exc:
@@ -1157,6 +1158,8 @@ class NodeAgent:
             listener(line)
 
 
+_RECEIVED = {kind: f"received:{kind}" for kind in NodeAgent._handlers}  # (and each extension's kind)
+
 _OPS: dict[str, OpHandler] = {
     "ping": NodeAgent.op_ping,
     "status": NodeAgent.op_status,
@@ -1192,6 +1195,7 @@ def _register_message(kind: str, handler: MessageHandler) -> None:
     if kind in NodeAgent._handlers:
         raise ValueError(f"message kind '{kind}' is already defined")
     NodeAgent._handlers[kind] = handler
+    _RECEIVED[kind] = f"received:{kind}"
 
 
 def install_extension(extension: Extension) -> None:

@@ -69,7 +69,8 @@ class SimClock:
         self._origin_us = (self.sim_origin - _EPOCH) // _MICROSECOND
         self.rate = rate
         self.wall_origin = time.time() if wall_origin is None else wall_origin
-        self.offset = dt.timedelta(0)
+        self._offset = dt.timedelta(0)
+        self._offset_us = 0  # the same in whole microseconds: read several times per message (``now_ms``)
         self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
         self._woken: set[asyncio.Task[object]] = set()
@@ -83,11 +84,21 @@ class SimClock:
         elapsed = max(0.0, time.time() - self.wall_origin) * self.rate
         return self.sim_origin + dt.timedelta(seconds=elapsed) + self.offset
 
+    @property
+    def offset(self) -> dt.timedelta:
+        """How far jumps have moved simulated time beyond the rate's own course."""
+        return self._offset
+
+    @offset.setter
+    def offset(self, value: dt.timedelta) -> None:
+        self._offset = value
+        self._offset_us = value // _MICROSECOND
+
     def now_ms(self) -> int:
         """``now()`` in whole milliseconds since the epoch, in integers (no datetime: the nodes read it
         several times per message)."""
         elapsed_us = round(max(0.0, time.time() - self.wall_origin) * self.rate * 1e6)
-        return (self._origin_us + elapsed_us + self.offset // _MICROSECOND) // 1000
+        return (self._origin_us + elapsed_us + self._offset_us) // 1000
 
     def advance(self, delta: dt.timedelta) -> None:
         """Jump without running timers in between (they fire late, once); tests of pure parts only.

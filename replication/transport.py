@@ -376,7 +376,10 @@ class Bus:
             self._handling = True
             self._handler_idle.clear()
             try:
-                await self._inbound(topic, payload)
+                if self._sync_open.is_set() and not self._held and not self.faults.active:
+                    await self._on_message(topic, payload)  # the usual path: no partition, no fault layer
+                else:
+                    await self._inbound(topic, payload)
             except Exception:  # the fault layer or the owner: one message must not stop the rest
                 self._log.exception("bus %s: handling a message on %s failed", self.client_id, topic)
             finally:
@@ -402,6 +405,9 @@ class Bus:
             # paho's public callback, straight to the inbox: aiomqtt's own copies each message into its
             # Message type and its queue (nothing is ever queued there now; its iterator only reports the end)
             client._client.on_message = self._arrived
+            # paho's own log lines off: one DEBUG call per packet, and after a cut link an ERROR
+            # ("failed to receive on socket") for what the bus reports itself as a disconnection
+            client._client.disable_logger()
             _write_at_once(client)
             try:
                 async with client:

@@ -51,3 +51,12 @@ def test_every_extension_module_is_in_the_table() -> None:
     assert len(listed) == len(agent.EXTENSIONS) == len(modules), (listed, modules)
     for module in modules:
         assert importlib.import_module(f"node.{module}").EXTENSION in agent.EXTENSIONS
+
+
+def test_every_message_kind_counts_its_deliveries() -> None:
+    """A node's status counts each delivered message under ``received:<kind>``, the extensions'
+    kinds (e.g. a certificate operation's state) as much as the agent's own; the names are made once."""
+    extension_kinds = {kind for e in agent.EXTENSIONS for kind in e.messages}
+    assert extension_kinds, "no extension brings a message kind: this test checks nothing"
+    assert set(agent._RECEIVED) == set(agent.NodeAgent._handlers) >= extension_kinds
+    assert all(name == f"received:{kind}" for kind, name in agent._RECEIVED.items())

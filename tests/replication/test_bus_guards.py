@@ -15,6 +15,7 @@ import pytest
 
 from replication import transport
 from replication.transport import BrokerAddress, Bus
+from tests.replication.test_bus_inbox import address_of
 
 NOWHERE = BrokerAddress("127.0.0.1", 1)  # never connected to: these tests run the inbox alone
 
@@ -152,3 +153,22 @@ async def test_a_disconnection_aiomqtt_sees_is_passed_on_at_once() -> None:
     disconnected.exception()
     await asyncio.sleep(0)
     assert seen == ["lost"]
+
+
+async def test_a_crashed_link_is_reported_by_the_bus_alone(broker: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """paho's own log is off on a bus's client: a node crash (its socket shut) made paho log an ERROR,
+    "failed to receive on socket: Broken pipe", for what the bus reports itself as a disconnection
+    (and paho made a logging call for every packet)."""
+    async with address_of(broker) as address:
+        bus = Bus(address, "guard-crash-log", ["guard-crash-log/#"], lambda _t, _p: asyncio.sleep(0))
+        bus.start()
+        try:
+            assert await bus.wait_connected(20)
+            with caplog.at_level(logging.DEBUG):
+                await bus.publish("guard-crash-log/x", b"one")
+                await bus.abort()
+                await asyncio.sleep(0.3)
+        finally:
+            await bus.stop()
+    paho = [r.getMessage() for r in caplog.records if r.name == "mqtt"]
+    assert paho == []
