@@ -42,3 +42,19 @@ def test_the_default_times_the_series_one_after_the_other() -> None:
     args = _bench().parse_args([])
     assert not args.interleave and args.gap_ms == 0
     assert _bench().parse_args(["--interleave", "--gap-ms", "5"]).interleave
+
+
+def test_the_p99_ratio_band_holds_the_ratio_and_narrows_with_more_samples() -> None:
+    """The band printed beside the p99 ratio: it contains the measured ratio, it is a band (a
+    series with one stray pause moves its p99), and more uploads make it narrower."""
+    bench = _bench()
+    raw = [0.0013 + 0.00001 * (i % 17) for i in range(200)]
+    certsim = [3 * r for r in raw]
+    certsim[7] = certsim[90] = 0.02  # two pauses: the third-largest sample decides the p99
+    point = bench.Summary.of(certsim).p99 / bench.Summary.of(raw).p99
+    lo, hi = bench.p99_ratio_band(certsim, raw)
+    assert lo <= point <= hi
+    assert hi - lo > 0.5, "two stray pauses in 200 samples leave the p99 ratio uncertain"
+    lo_more, hi_more = bench.p99_ratio_band(certsim * 5 + [3 * r for r in raw] * 5, raw * 10)
+    assert hi_more - lo_more < hi - lo
+    assert bench.p99_ratio_band(certsim, raw) == (lo, hi), "the resamples are the same in every run"
