@@ -376,10 +376,7 @@ class Bus:
             self._handling = True
             self._handler_idle.clear()
             try:
-                if self._sync_open.is_set() and not self._held and not self.faults.active:
-                    await self._on_message(topic, payload)  # the usual path: no partition, no fault layer
-                else:
-                    await self._inbound(topic, payload)
+                await self._inbound(topic, payload)
             except Exception:  # the fault layer or the owner: one message must not stop the rest
                 self._log.exception("bus %s: handling a message on %s failed", self.client_id, topic)
             finally:
