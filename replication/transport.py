@@ -558,13 +558,15 @@ def _write_at_once(client: aiomqtt.Client) -> None:
     a socket whose buffer is full and for paho's connect, which runs in an executor thread."""
     paho = client._client  # paho's client; on_socket_register_write is its public callback
     register_with_loop = paho.on_socket_register_write
-    if register_with_loop is None:
+    unregister_with_loop = paho.on_socket_unregister_write
+    if register_with_loop is None or unregister_with_loop is None:
         return
     loop_thread = threading.get_ident()  # called from the event loop's thread
     writing = False
+    with_loop = True  # aiomqtt may have registered the socket before this took over: unregister once
 
     def register_write(pc: Any, userdata: Any, sock: Any) -> None:
-        nonlocal writing
+        nonlocal writing, with_loop
         # (never from inside one of paho's callbacks, as paho's own direct write: a failed write there
         # would take the callback lock paho already holds)
         if not writing and threading.get_ident() == loop_thread and not _in_paho_callback(pc):
@@ -577,9 +579,19 @@ def _write_at_once(client: aiomqtt.Client) -> None:
                 writing = False
             if not pc.want_write() or pc.socket() is None:
                 return
+        with_loop = True
         register_with_loop(pc, userdata, sock)
 
+    def unregister_write(pc: Any, userdata: Any, sock: Any) -> None:
+        # paho unregisters after every write it finished; only a socket the loop watches has anything
+        # to undo (aiomqtt's remove_writer costs a selector look-up per packet otherwise)
+        nonlocal with_loop
+        if with_loop:
+            with_loop = False
+            unregister_with_loop(pc, userdata, sock)
+
     paho.on_socket_register_write = register_write
+    paho.on_socket_unregister_write = unregister_write
 
 
 def _in_paho_callback(pc: Any) -> bool:

@@ -102,7 +102,9 @@ class _FakePaho:
         self._in_callback_mutex = _Lock(in_callback)
         self.loop_writes = 0
         self.registered: list[Any] = []
+        self.unregistered: list[Any] = []
         self.on_socket_register_write = lambda pc, userdata, sock: self.registered.append(sock)
+        self.on_socket_unregister_write = lambda pc, userdata, sock: self.unregistered.append(sock)
 
     def loop_write(self) -> None:
         self.loop_writes += 1
@@ -130,6 +132,24 @@ def test_no_packet_is_written_from_inside_a_paho_callback(in_callback: bool) -> 
         assert paho.loop_writes == 0 and paho.registered == ["sock"]
     else:
         assert paho.loop_writes == 1 and paho.registered == []
+
+
+def test_only_a_socket_the_loop_watches_is_unregistered() -> None:
+    """paho unregisters its socket after every write it finished; aiomqtt's remove_writer (a selector
+    look-up) is called only when the loop was asked to watch the socket: once for a registration made
+    before the hook took over, once per registration through aiomqtt, never for a direct write."""
+    paho = _FakePaho(False)
+    transport._write_at_once(_FakeClient(paho))  # type: ignore[arg-type]
+    paho.on_socket_unregister_write(paho, None, "sock")  # (aiomqtt may have registered it before)
+    assert paho.unregistered == ["sock"]
+    paho.on_socket_register_write(paho, None, "sock")  # written at once
+    paho.on_socket_unregister_write(paho, None, "sock")
+    assert paho.loop_writes == 1 and paho.unregistered == ["sock"]
+    paho._in_callback_mutex.held = True  # inside a callback: the loop watches the socket
+    paho.on_socket_register_write(paho, None, "sock")
+    paho.on_socket_unregister_write(paho, None, "sock")
+    paho.on_socket_unregister_write(paho, None, "sock")
+    assert paho.registered == ["sock"] and paho.unregistered == ["sock", "sock"]
 
 
 def test_a_write_from_another_thread_goes_to_the_loop() -> None:
