@@ -63,6 +63,11 @@ class ControlClient:
             fut.cancel()
         self._pending.clear()
 
+    @property
+    def waiting(self) -> int:
+        """Requests sent and not answered yet."""
+        return len(self._pending)
+
     async def announce(self, topic: str, kind: str, body: dict[str, Any], *, retain: bool = True) -> None:
         """Publish one sealed message that no one answers (the lab clock, say)."""
         env = Envelope(kind=kind, sender=self.name, body=body)

@@ -8,6 +8,7 @@ same name on a shared broker) and the origin of its simulated clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gc
 import json
@@ -45,12 +46,81 @@ IN_PROCESS: weakref.WeakSet[Lab] = weakref.WeakSet()  # every lab of this proces
 HEAP_SETTLE_DELAY_S = 1.0  # after a lab process reported itself up (not on the way of ``lab up``)
 
 
+FULL_GC_OVERDUE = 10  # under steady load a full collection waits at most this many times its usual interval
+QUIET_GC_CHECK_S = 0.05  # how often a lab process looks for a quiet moment once a full collection is due
+
+
 def settle_heap() -> None:
     """A lab process keeps what its nodes made at start for its whole life: collect once, then move
     every live object out of the cyclic collector's sight (``gc.freeze``), so its later full
-    collections no longer walk them (one over a 21-node lab took 50-80 ms, a replication's p99)."""
+    collections no longer walk them (one over a 21-node lab took 50-80 ms, a replication's p99).
+    From then on those full collections wait for a quiet moment (``QuietCollections``)."""
     gc.collect()
     gc.freeze()
+    with contextlib.suppress(RuntimeError):  # (no event loop: nothing to be quiet about)
+        QuietCollections.install(asyncio.get_running_loop())
+
+
+class QuietCollections:
+    """The cyclic collector's full collections, run when no lab of the process has work in flight.
+
+    A full collection walks every object made since ``settle_heap`` (every node's index of every
+    certificate replicated since): 2-6 ms in a 21-node lab after a few hundred uploads, paid by
+    whichever replication it interrupts (a benchmark's p99). Once one is due (as many young
+    collections as the collector would wait for), it runs at the first check that finds every lab
+    of the process idle; under steady load the collector itself runs it, ``FULL_GC_OVERDUE`` times
+    later than usual. Young collections are untouched. One per process; it stops, restoring the
+    collector's thresholds, when its event loop has no lab left.
+    """
+
+    installed: QuietCollections | None = None
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.thresholds = gc.get_threshold()
+        self.collections = 0  # full collections run at a quiet moment
+        self._handle: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def install(cls, loop: asyncio.AbstractEventLoop) -> QuietCollections:
+        current = cls.installed
+        if current is not None and current.loop is loop and current.running:
+            return current
+        if current is not None:
+            current.stop()
+        cls.installed = collector = cls(loop)
+        young, middle, full = collector.thresholds
+        gc.set_threshold(young, middle, full * FULL_GC_OVERDUE)
+        collector._handle = loop.call_later(QUIET_GC_CHECK_S, collector.check)
+        return collector
+
+    @property
+    def running(self) -> bool:
+        return self._handle is not None
+
+    @property
+    def due(self) -> bool:
+        """As many young (generation 1) collections since the last full one as the collector waits for."""
+        return gc.get_count()[2] >= self.thresholds[2]
+
+    def check(self) -> None:
+        labs = [lab for lab in IN_PROCESS if lab.loop is self.loop]
+        if not labs or self.loop.is_closed():
+            self.stop()
+            return
+        if self.due and all(lab.quiet for lab in labs):
+            gc.collect()
+            self.collections += 1
+        self._handle = self.loop.call_later(QUIET_GC_CHECK_S, self.check)
+
+    def stop(self) -> None:
+        """The collector's own thresholds again."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        gc.set_threshold(*self.thresholds)
+        if QuietCollections.installed is self:
+            QuietCollections.installed = None
 
 
 def settle_heap_soon() -> None:
@@ -168,6 +238,7 @@ class Lab:
         self.embedded: EmbeddedBroker | None = None
         self.broker: BrokerAddress | None = BrokerAddress.parse(broker_url) if broker_url else None
         self.agents: dict[str, NodeAgent] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None  # the event loop it runs in (``start`` sets it)
         self.partitioned: set[str] = set()
         self.broker_control = broker_control
         self._sinks: dict[str, IO[str]] = {}
@@ -257,6 +328,7 @@ class Lab:
 
     async def start(self, nodes: Iterable[str] | None = None, progress: Callable[[str], None] | None = None) -> None:
         """Start the broker (embedded unless a URL was given), the nodes, and the control client."""
+        self.loop = asyncio.get_running_loop()
         names = list(nodes) if nodes is not None else list(self.spec.node_names)
         budget = fds_needed(len(names), embedded_broker=self.broker is None, front_doors=self.front_doors)
         ensure_fd_limit(budget)  # refuses before anything starts when ulimit -n is too low (cluster.limits)
@@ -385,6 +457,14 @@ class Lab:
         """Running nodes in lab-file order."""
         return [n for n in self.spec.node_names if n in self.agents and self.agents[n].running]
 
+    @property
+    def quiet(self) -> bool:
+        """Nothing in flight: no request of the lab's own client waits for its answer, and no running
+        node has work (a control request, a message received or to send)."""
+        if self._client is not None and self._client.waiting:
+            return False
+        return not any(agent.busy for agent in self.agents.values() if agent.running)
+
     async def stop(self) -> None:
         """Stop everything the lab started. Total: a part that fails to stop is logged and the
         rest still stops; every node's database is closed whatever happened to the others."""
@@ -406,6 +486,7 @@ class Lab:
         if self.smtp is not None:
             await _quietly("mail sink", self.smtp.stop())
             self.smtp = None
+        self.loop = None
 
     async def request(self, node: str, op: str, args: dict[str, Any] | None = None, timeout: float = 15.0) -> Any:
         return await self.client.request(node, op, args, timeout=timeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -11,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from cluster.lab import settle_heap
+from cluster.lab import FULL_GC_OVERDUE, QUIET_GC_CHECK_S, Lab, QuietCollections, settle_heap
 from cluster.labdir import write_private_json
+from tests.conftest import LabFactory, small_lab
 
 
 def test_settle_heap_freezes_what_is_alive() -> None:
@@ -25,6 +27,63 @@ def test_settle_heap_freezes_what_is_alive() -> None:
         assert gc.get_freeze_count() >= len(keep)
     finally:
         gc.unfreeze()  # this test process goes on creating and dropping labs
+
+
+async def test_full_collections_wait_for_a_quiet_moment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After settle_heap a due full collection waits while a lab of the process is busy (the collector
+    itself would run it only FULL_GC_OVERDUE times later), runs at the first check that finds every lab
+    quiet, and the collector's own thresholds come back once the loop has no lab left."""
+    before = gc.get_threshold()
+    lab = Lab(small_lab(), tmp_path / "lab")
+    lab.loop = asyncio.get_running_loop()  # as Lab.start sets it; this lab's nodes are not needed
+    busy = True
+    monkeypatch.setattr(Lab, "quiet", property(lambda _lab: not busy))
+    try:
+        settle_heap()
+        collector = QuietCollections.installed
+        assert collector is not None and collector.running and collector.loop is lab.loop
+        assert gc.get_threshold() == (before[0], before[1], before[2] * FULL_GC_OVERDUE)
+        assert QuietCollections.install(lab.loop) is collector  # once per loop: no second raise
+        assert gc.get_threshold()[2] == before[2] * FULL_GC_OVERDUE
+        while not collector.due:
+            gc.collect(1)  # each young collection of generation 1 counts towards the next full one
+        await asyncio.sleep(QUIET_GC_CHECK_S * 3)
+        assert collector.collections == 0 and collector.due  # busy: it waits
+        busy = False
+        await asyncio.sleep(QUIET_GC_CHECK_S * 3)
+        assert collector.collections == 1 and not collector.due
+        lab.loop = None  # (stopped and gone from this loop)
+        await asyncio.sleep(QUIET_GC_CHECK_S * 2)
+        assert not collector.running and QuietCollections.installed is None
+        assert gc.get_threshold() == before
+    finally:
+        if QuietCollections.installed is not None:
+            QuietCollections.installed.stop()
+        gc.unfreeze()
+
+
+async def until_quiet(lab: Lab, limit_s: float = 10.0) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while not lab.quiet:
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+async def test_a_lab_is_quiet_only_with_nothing_in_flight(make_lab: LabFactory) -> None:
+    """What QuietCollections waits for: a request of the lab's client waiting for its answer (even
+    before a node has it) and a node handling it are not quiet; the settled lab before and after is."""
+    lab = await make_lab(small_lab("quiet", nodes=2, imp=0))
+    assert await until_quiet(lab)
+    request = asyncio.create_task(lab.request("cucm1", "ping"))
+    await asyncio.sleep(0)  # sent: on its way to the node, which is not busy yet
+    assert lab.client.waiting == 1
+    assert not lab.quiet
+    await request
+    assert await until_quiet(lab)
+    assert lab.client.waiting == 0
 
 
 def test_state_files_are_written_whole_and_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
