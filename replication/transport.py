@@ -31,12 +31,13 @@ import logging
 import socket
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiomqtt
+from paho.mqtt.matcher import MQTTMatcher
 
 from replication.faults import LinkFaults
 
@@ -405,6 +406,7 @@ class Bus:
             # paho's own log lines off: one DEBUG call per packet, and after a cut link an ERROR
             # ("failed to receive on socket") for what the bus reports itself as a disconnection
             client._client.disable_logger()
+            client._client._on_message_filtered = _TopicCallbacks()
             _write_at_once(client)
             try:
                 async with client:
@@ -592,6 +594,22 @@ def _write_at_once(client: aiomqtt.Client) -> None:
 
     paho.on_socket_register_write = register_write
     paho.on_socket_unregister_write = unregister_write
+
+
+class _TopicCallbacks(MQTTMatcher):
+    """paho's table of per-topic callbacks, which a bus never fills (every message goes to its
+    ``on_message``). paho looks a topic up in it for every message received, and the look-up builds a
+    recursive closure, a reference cycle only the cyclic garbage collector frees: six objects per
+    message, a tenth of what a replication leaves to it. An empty table answers at once."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def iter_match(self, topic: str) -> Iterator[Any]:
+        root = self._root
+        if not root._children and root._content is None:
+            return iter(())
+        return super().iter_match(topic)  # type: ignore[no-untyped-call,no-any-return]
 
 
 def _in_paho_callback(pc: Any) -> bool:
