@@ -31,9 +31,15 @@ class Record:
 
     def with_start(self, start_ms: int) -> Record:
         """This record with its validity start (``dataclasses.replace`` costs several times more, per
-        record per receiving node)."""
-        started = Record(self.store, self.name, self.version, self.der, self.origin, start_ms, self.replaces)
-        started.__dict__["sha256"] = self.sha256  # the same certificate: its digest is computed once
+        record per receiving node). Kept with the record: the nodes of a process share the records of
+        a broadcast (``records_from_json``), so all of them get the one copy the first one made."""
+        if start_ms == self.start_ms:
+            return self
+        started: Record | None = self.__dict__.get("_started")
+        if started is None or started.start_ms != start_ms:
+            started = Record(self.store, self.name, self.version, self.der, self.origin, start_ms, self.replaces)
+            started.__dict__["sha256"] = self.sha256  # the same certificate: its digest is computed once
+            self.__dict__["_started"] = started
         return started
 
     @property

@@ -37,6 +37,21 @@ def test_record_properties() -> None:
     assert tomb(V1).is_tombstone is True
 
 
+def test_the_nodes_of_a_process_share_one_started_copy_of_a_record() -> None:
+    """R-REPL-8 needs each record's validity start; every receiving node of a process sets it on the
+    record they share, and gets the same copy (made once, its digest too): equal to a fresh record
+    with that start; another start makes another copy; the record itself stays as it was."""
+    shared = Record.from_json(put(V1).to_json())
+    first = shared.with_start(1_700_000_000_000)
+    assert first == Record(shared.store, shared.name, V1, shared.der, shared.origin, 1_700_000_000_000)
+    assert first.sha256 == shared.sha256
+    assert shared.with_start(1_700_000_000_000) is first
+    assert first.with_start(1_700_000_000_000) is first
+    other = shared.with_start(1_600_000_000_000)
+    assert other is not first and other.start_ms == 1_600_000_000_000
+    assert shared.start_ms == 0 and shared == Record.from_json(put(V1).to_json())
+
+
 @pytest.mark.parametrize("record", [put(V3, der=bytes(range(256))), tomb(V2)], ids=["put", "tombstone"])
 def test_record_json_round_trip(record: Record) -> None:
     raw = json.loads(json.dumps(record.to_json()))
