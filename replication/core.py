@@ -104,6 +104,7 @@ class Decision:
 
 
 NOTHING = Decision()
+PUT_ENTRY = Decision(put_entry=True)
 
 
 def entry_survives(entry: Version, tombstone: Version) -> bool:
@@ -136,7 +137,7 @@ def decide(slot: Slot | None, rec: Record, cutoff_ms: int) -> Decision:
         return NOTHING  # written before the deletion: never back (R-REPL-9)
     if slot.entry is not None and slot.entry_rank is not None and rank_of(rec) <= slot.entry_rank:
         return NOTHING  # the held certificate starts later, or is the same or newer (R-REPL-8)
-    return Decision(put_entry=True)
+    return PUT_ENTRY
 
 
 def after(slot: Slot | None, rec: Record, decision: Decision) -> Slot:
@@ -157,13 +158,16 @@ def plan_merge(
     """The writes that merging a batch of records makes (in order; several may touch one name)."""
     overlay: dict[tuple[str, str], Slot] = {}
     plan: list[tuple[Record, Decision]] = []
-    for incoming in records:
+    records = list(records)
+    last = len(records) - 1
+    for i, incoming in enumerate(records):
         slot = overlay.get(incoming.key) or index.get(incoming.key)
         decision = decide(slot, incoming, cutoff_ms)
         rec = keep_floor(slot, incoming) if decision.put_entry else incoming
         if decision.changes:
             plan.append((rec, decision))
-            overlay[rec.key] = after(slot, rec, decision)
+            if i < last:  # (what a later record of the batch meets; a change message has one)
+                overlay[rec.key] = after(slot, rec, decision)
     return plan
 
 
