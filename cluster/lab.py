@@ -105,7 +105,7 @@ class QuietCollections:
 
     def check(self) -> None:
         labs = [lab for lab in IN_PROCESS if lab.loop is self.loop]
-        if not labs or self.loop.is_closed():
+        if not labs:
             self.stop()
             return
         if self.due and all(lab.quiet for lab in labs):
