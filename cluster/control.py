@@ -3,7 +3,8 @@
 The CLI, scenarios, tests and (later) the REST and SSH front ends all call
 ``ControlClient.request``; nothing reaches a node's state any other way. Requests are
 sealed envelopes like replication traffic, sent at QoS 0 so a request to a node that is
-down is not queued and executed later: it times out with an error instead.
+down is not queued and executed later: it times out with an error instead. Answers come at
+QoS 0 too; a lost one is made up for by the resend, which the node answers from memory.
 """
 
 from __future__ import annotations

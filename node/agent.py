@@ -980,10 +980,14 @@ class NodeAgent:
             self.log.warning("control-id-not-saved", msg=request_id, error=f"{type(exc).__name__}: {exc}")
 
     async def _reply(self, env: Envelope, body: dict[str, Any]) -> None:
+        """The answer, at QoS 0 as the request: a client's session is clean, so QoS 1 would bring no
+        redelivery, only an acknowledgement each way; a lost answer is recovered by the client's
+        resend, which this node answers again from memory (``_handle_control``)."""
         reply_to = env.body.get("reply_to")
         if isinstance(reply_to, str):
             with contextlib.suppress(NotConnected):
-                await self.bus.publish(reply_to, self._envelope("ctl-reply", body, to=env.sender).seal(self._secret))
+                sealed = self._envelope("ctl-reply", body, to=env.sender).seal(self._secret)
+                await self.bus.publish(reply_to, sealed, qos=0)
 
     async def handle(self, op: str, args: dict[str, Any]) -> Any:
         """Run one administrative request; the only entry point for CLI, scenarios and tests."""

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -444,3 +445,29 @@ async def test_stale_envelopes_keep_deletions_and_drop_uploads(make_lab: LabFact
     assert "StaleKeep" not in names
     assert "StaleNew" not in names
     assert (await lab.request("cucm2", "status"))["rejected"].get("stale", 0) >= 1
+
+
+async def test_a_control_answer_travels_at_qos_0_as_its_request(make_lab: LabFactory) -> None:
+    """The control path is QoS 0 both ways (a client's session is clean: QoS 1 would add an
+    acknowledgement each way and no redelivery); the client still gets its answer."""
+    lab = await make_lab(small_lab("ctlqos", nodes=1, imp=0))
+    assert lab.broker is not None
+    topic = lab.topics.reply(lab.client.name)
+    seen: list[int] = []
+    async with aiomqtt.Client(lab.broker.host, lab.broker.port, identifier="ctlqos-observer", username="t") as watcher:
+        await watcher.subscribe(topic, qos=1)
+
+        async def watch() -> None:
+            async for message in watcher.messages:
+                seen.append(message.qos)
+
+        task = asyncio.create_task(watch())
+        try:
+            assert (await lab.request("cucm1", "ping"))["node"] == "cucm1"
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            task.cancel()
+    assert seen == [0]
