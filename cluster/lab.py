@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -70,10 +70,22 @@ class QuietCollections:
     collections as the collector would wait for), it runs at the first check that finds every lab
     of the process idle; under steady load the collector itself runs it, ``FULL_GC_OVERDUE`` times
     later than usual. Young collections are untouched. One per process; it stops, restoring the
-    collector's thresholds, when its event loop has no lab left.
+    collector's thresholds, when its event loop has no lab left. Work of the process that is not a
+    lab's (a benchmark's own traffic) keeps it waiting with ``held``.
     """
 
     installed: QuietCollections | None = None
+    holds = 0  # ``held`` blocks open: work the labs' state does not show
+
+    @classmethod
+    @contextlib.contextmanager
+    def held(cls) -> Iterator[None]:
+        """No full collection at a quiet moment inside this block."""
+        cls.holds += 1
+        try:
+            yield
+        finally:
+            cls.holds -= 1
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -108,7 +120,7 @@ class QuietCollections:
         if not labs:
             self.stop()
             return
-        if self.due and all(lab.quiet for lab in labs):
+        if self.due and not QuietCollections.holds and all(lab.quiet for lab in labs):
             gc.collect()
             self.collections += 1
         self._handle = self.loop.call_later(QUIET_GC_CHECK_S, self.check)
