@@ -600,7 +600,8 @@ class _TopicCallbacks(MQTTMatcher):
     """paho's table of per-topic callbacks, which a bus never fills (every message goes to its
     ``on_message``). paho looks a topic up in it for every message received, and the look-up builds a
     recursive closure, a reference cycle only the cyclic garbage collector frees: six objects per
-    message, a tenth of what a replication leaves to it. An empty table answers at once."""
+    message, all the cyclic garbage a replication left (138 objects per upload in a 21-node lab).
+    An empty table answers at once."""
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
