@@ -899,7 +899,8 @@ class NodeAgent:
         self._emit("state-out", to=to, stores=stores, records=len(records))
 
     async def _resync_timer(self) -> None:
-        """Anti-entropy every resync interval of simulated time (R-REPL-6: 1800 s).
+        """Anti-entropy every resync interval of simulated time (R-REPL-6: 1800 s), at the moments
+        ``core.next_resync_ms`` sets for every node of the lab alike.
 
         The timer always fires; its digest broadcast is skipped when it could tell nobody
         anything: nothing changed here since the last broadcast and every peer's last digest
@@ -907,7 +908,9 @@ class NodeAgent:
         This is what lets a simulated year of 21 nodes run in seconds.
         """
         interval = dt.timedelta(seconds=self.config.release.resync_interval_s)
-        due = self.clock.now() + interval
+        origin_ms = round(self.clock.sim_origin.timestamp() * 1000)
+        first_ms = core.next_resync_ms(self.clock.now_ms(), round(interval.total_seconds() * 1000), origin_ms)
+        due = dt.datetime.fromtimestamp(first_ms / 1000, dt.UTC)  # on the lab's grid, not from this start
         while True:
             await _sleep_until(self.clock, due)
             due += interval

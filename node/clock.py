@@ -29,6 +29,8 @@ SETTLE_TIMEOUT_S = 30.0  # wall seconds a jump waits for woken timers before mov
 
 
 class Clock(Protocol):
+    sim_origin: dt.datetime  # the simulated moment the lab's clock started from (shared by its processes)
+
     def now(self) -> dt.datetime: ...
 
     def now_ms(self) -> int: ...

@@ -362,6 +362,18 @@ def digests(
 MAX_STATE_HOPS = 2  # a rejoining peer's state is marked with it: never answered
 
 
+def next_resync_ms(now_ms: int, interval_ms: int, origin_ms: int) -> int:
+    """When a node's next periodic digest round is due (R-REPL-6): the next moment after ``now_ms``
+    that is a whole number of intervals past the lab clock's origin, whenever the node started. Every
+    node of a lab then resyncs at the same simulated moments, so a clock jump wakes them all in one
+    step; counted from each node's own start, the rounds of nodes started over more than
+    ``node.clock.STEP_GRANULARITY`` fell into separate steps (a simulated year took twice the steps
+    after a slow lab start)."""
+    if interval_ms <= 0:
+        raise ValueError("the resync interval must be positive")
+    return origin_ms + ((now_ms - origin_ms) // interval_ms + 1) * interval_ms
+
+
 def differing(mine: Mapping[str, str], theirs: Mapping[str, str], among: Iterable[str] | None = None) -> list[str]:
     """Stores both nodes replicate whose digests differ."""
     stores = mine if among is None else [s for s in among if s in mine]

@@ -79,3 +79,18 @@ async def test_a_stopped_peer_does_not_keep_anti_entropy_busy(make_lab: LabFacto
     await lab.advance(dt.timedelta(days=1))
     after = lab.agents["cucm1"].stats["digests-sent"] + lab.agents["cucm2"].stats["digests-sent"]
     assert after - before <= 2  # 96 timer firings, nothing left to tell
+
+
+async def test_nodes_started_apart_resync_in_one_jump_step(make_lab: LabFactory) -> None:
+    """R-REPL-6: the 1800 s resync of every node falls on the same simulated moments, however far
+    apart the nodes started, so a jump wakes them together (counted from each start, a node started
+    10 s after the others had its own step at every round)."""
+    lab = await make_lab(small_lab(nodes=2, imp=0))
+    await lab.stop_node("cucm2")
+    await lab.advance(dt.timedelta(seconds=10))  # beyond the clock's step granularity (2 s)
+    await lab.start_node("cucm2")
+    before = {name: agent.stats["resync-timer"] for name, agent in lab.agents.items()}
+    steps = await lab.advance(dt.timedelta(hours=2))
+    fired = {name: agent.stats["resync-timer"] - before[name] for name, agent in lab.agents.items()}
+    assert fired == {"cucm1": 4, "cucm2": 4}
+    assert steps == 4  # one step per round for both nodes (each node alone would make it 8)

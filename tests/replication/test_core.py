@@ -300,6 +300,23 @@ def test_a_one_entry_difference_moves_that_entry() -> None:
     assert core.reconcile(shared, core.summary(shared, ["tomcat-trust"], policies), policies) == ([], [])
 
 
+def test_resync_rounds_fall_on_the_interval_grid_of_the_lab_clock() -> None:
+    """R-REPL-6: the next round is a whole number of intervals past the lab clock's origin, strictly
+    later than now, so nodes that started at different moments of one interval share every round."""
+    half_hour = 1_800_000
+    origin = 1_767_225_612_345  # a lab clock that started at no round time
+    assert core.next_resync_ms(origin, half_hour, origin) == origin + half_hour
+    assert core.next_resync_ms(origin + half_hour - 1, half_hour, origin) == origin + half_hour
+    assert core.next_resync_ms(origin + half_hour, half_hour, origin) == origin + 2 * half_hour  # never "now"
+    started = [origin + 3 * half_hour + offset for offset in (0, 1, 2_500, 9_999, half_hour - 1)]
+    assert {core.next_resync_ms(ms, half_hour, origin) for ms in started} == {origin + 4 * half_hour}
+    for ms in started:
+        due = core.next_resync_ms(ms, half_hour, origin)
+        assert ms < due <= ms + half_hour and (due - origin) % half_hour == 0
+    with pytest.raises(ValueError, match="positive"):
+        core.next_resync_ms(origin, 0, origin)
+
+
 def test_locality_refuses_what_the_policy_keeps_local() -> None:
     """R-REPL-2: a CAPF-trust upload arriving from the bus is refused; its deletion is accepted (R-REPL-3)."""
     policies = {s: store_policy(s, RELEASES["15"]) for s in ("CAPF-trust", "tomcat-trust")}
