@@ -14,6 +14,8 @@ receiving every change) with fewer event-loop turns and system calls; each was m
 - An outgoing packet (a publish, the PUBACK of a received message) is written at once when the
   socket takes it, as paho does without an external loop (its ``on_socket_register_write``
   callback); only a full socket waits for the loop's writability callback (aiomqtt's own path).
+  The PUBACKs paho queues while it reads go out together at the loop's next turn, for every bus
+  of the process at once (``_WriteBatch``).
 - paho reads through ``_ReadAhead``: one ``recv`` per burst instead of four per message. This one
   sets paho's private socket attribute, so paho-mqtt is pinned to the minor versions tested.
 """
@@ -31,6 +33,7 @@ import logging
 import socket
 import sys
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -553,47 +556,124 @@ def _read_ahead(client: aiomqtt.Client) -> None:
         paho._sock = _ReadAhead(sock)
 
 
+class _WriteBatch:
+    """The packets paho queued while reading (the PUBACKs of the messages it read), written for every
+    bus of an event loop together, at the loop's next turn.
+
+    A change reaches twenty nodes of a process at once. Written as each message was read, every
+    PUBACK woke the broker on its own (21 us of system time each, measured in the replication bench)
+    and held up the next node's read; written back to back, one wake-up serves them all (4 us each)
+    and the nodes' handlers start 0.4 ms sooner. A PUBACK still leaves on arrival, one loop turn
+    later, never after the message was handled (that held the embedded broker up: it sends a client
+    its next QoS 1 message only once the last one is acknowledged).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._writes: list[Callable[[], None]] = []
+        self.flushes = 0  # loop turns that wrote a batch (tests)
+
+    def add(self, write: Callable[[], None]) -> None:
+        if not self._writes:
+            self._loop.call_soon(self._flush)
+        self._writes.append(write)
+
+    def _flush(self) -> None:
+        writes, self._writes = self._writes, []
+        self.flushes += 1
+        for write in writes:
+            try:
+                write()
+            except Exception:  # one connection's failure must not keep the others' PUBACKs back
+                logging.getLogger("certsim.bus").exception("a deferred write failed")
+
+
+_WRITE_BATCHES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _WriteBatch] = weakref.WeakKeyDictionary()
+
+
+def _write_batch() -> _WriteBatch:
+    """The running loop's batch (made on first use)."""
+    loop = asyncio.get_running_loop()
+    batch = _WRITE_BATCHES.get(loop)
+    if batch is None:
+        batch = _WRITE_BATCHES[loop] = _WriteBatch(loop)
+    return batch
+
+
 def _write_at_once(client: aiomqtt.Client) -> None:
     """Write each packet paho queues at once, in the event loop's thread, as paho itself does when
     no external loop is registered. aiomqtt instead registers the socket for writing on every packet
     (a self-pipe wake-up, two epoll changes and one more loop turn per PUBACK); its path is kept for
-    a socket whose buffer is full and for paho's connect, which runs in an executor thread."""
+    a socket whose buffer is full and for paho's connect, which runs in an executor thread. What
+    paho queues while it reads (a PUBACK) waits for the loop's batch (``_WriteBatch``)."""
     paho = client._client  # paho's client; on_socket_register_write is its public callback
     register_with_loop = paho.on_socket_register_write
     unregister_with_loop = paho.on_socket_unregister_write
     if register_with_loop is None or unregister_with_loop is None:
         return
-    loop_thread = threading.get_ident()  # called from the event loop's thread
-    writing = False
-    with_loop = True  # aiomqtt may have registered the socket before this took over: unregister once
+    writes = _DirectWrites(paho.loop_read, register_with_loop, unregister_with_loop)
+    paho.loop_read = writes.loop_read  # type: ignore[method-assign]  # (aiomqtt's reader calls it)
+    paho.on_socket_register_write = writes.register_write
+    paho.on_socket_unregister_write = writes.unregister_write
 
-    def register_write(pc: Any, userdata: Any, sock: Any) -> None:
-        nonlocal writing, with_loop
+
+class _DirectWrites:
+    """One paho client's write hooks (``_write_at_once``)."""
+
+    def __init__(self, read: Callable[[int], Any], register: Callable[..., None], unregister: Callable[..., None]):
+        self._read = read
+        self._register_with_loop = register
+        self._unregister_with_loop = unregister
+        self._loop_thread = threading.get_ident()  # made in the event loop's thread
+        self._writing = False
+        self._reading = False
+        self._batched = False  # this client's packets wait in the loop's batch
+        self._with_loop = True  # aiomqtt may have registered the socket before this took over: unregister once
+
+    def loop_read(self, max_packets: int = 1) -> Any:
+        self._reading = True
+        try:
+            return self._read(max_packets)
+        finally:
+            self._reading = False
+
+    def register_write(self, pc: Any, userdata: Any, sock: Any) -> None:
         # (never from inside one of paho's callbacks, as paho's own direct write: a failed write there
         # would take the callback lock paho already holds)
-        if not writing and threading.get_ident() == loop_thread and not _in_paho_callback(pc):
-            writing = True
-            try:
-                pc.loop_write()  # paho unregisters the socket when everything went out
-            except Exception as exc:  # the reader meets the broken connection too, and disconnects
-                logging.getLogger("certsim.bus").debug("direct write failed: %r", exc)
-            finally:
-                writing = False
-            if not pc.want_write() or pc.socket() is None:
-                return
-        with_loop = True
-        register_with_loop(pc, userdata, sock)
+        if not self._writing and threading.get_ident() == self._loop_thread and not _in_paho_callback(pc):
+            if not self._reading:
+                self._write(pc, userdata, sock)
+            elif not self._batched:
+                self._batched = True
+                _write_batch().add(functools.partial(self._write_batched, pc, userdata, sock))
+            return
+        self._with_loop = True
+        self._register_with_loop(pc, userdata, sock)
 
-    def unregister_write(pc: Any, userdata: Any, sock: Any) -> None:
+    def unregister_write(self, pc: Any, userdata: Any, sock: Any) -> None:
         # paho unregisters after every write it finished; only a socket the loop watches has anything
         # to undo (aiomqtt's remove_writer costs a selector look-up per packet otherwise)
-        nonlocal with_loop
-        if with_loop:
-            with_loop = False
-            unregister_with_loop(pc, userdata, sock)
+        if self._with_loop:
+            self._with_loop = False
+            self._unregister_with_loop(pc, userdata, sock)
 
-    paho.on_socket_register_write = register_write
-    paho.on_socket_unregister_write = unregister_write
+    def _write(self, pc: Any, userdata: Any, sock: Any) -> None:
+        self._writing = True
+        try:
+            pc.loop_write()  # paho unregisters the socket when everything went out
+        except Exception as exc:  # the reader meets the broken connection too, and disconnects
+            logging.getLogger("certsim.bus").debug("direct write failed: %r", exc)
+        finally:
+            self._writing = False
+        if not pc.want_write() or pc.socket() is None:
+            return
+        self._with_loop = True
+        self._register_with_loop(pc, userdata, sock)
+
+    def _write_batched(self, pc: Any, userdata: Any, sock: Any) -> None:
+        self._batched = False
+        if pc.want_write() and pc.socket() is not None:  # (a publish since may have taken it along)
+            self._write(pc, userdata, sock)
 
 
 class _TopicCallbacks(MQTTMatcher):

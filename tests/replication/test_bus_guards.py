@@ -108,11 +108,22 @@ class _FakePaho:
         self.on_socket_register_write = lambda pc, userdata, sock: self.registered.append(sock)
         self.on_socket_unregister_write = lambda pc, userdata, sock: self.unregistered.append(sock)
 
+        self.queued = 0  # packets waiting in paho's out queue (a read queues its PUBACKs here)
+        self.written: list[str] = []
+
     def loop_write(self) -> None:
         self.loop_writes += 1
+        self.written.extend(["packet"] * self.queued)
+        self.queued = 0
+
+    def loop_read(self, max_packets: int = 1) -> int:
+        """As paho reading one QoS 1 message: it queues the PUBACK and asks for a write."""
+        self.queued += 1
+        self.on_socket_register_write(self, None, "sock")
+        return 0
 
     def want_write(self) -> bool:
-        return False
+        return self.queued > 0
 
     def socket(self) -> object:
         return object()
@@ -152,6 +163,52 @@ def test_only_a_socket_the_loop_watches_is_unregistered() -> None:
     paho.on_socket_unregister_write(paho, None, "sock")
     paho.on_socket_unregister_write(paho, None, "sock")
     assert paho.registered == ["sock"] and paho.unregistered == ["sock", "sock"]
+
+
+async def test_pubacks_queued_while_reading_go_out_together_at_the_next_loop_turn() -> None:
+    """The PUBACKs paho queues while it reads wait for the loop's next turn and leave together, every
+    bus's in one batch, in the order read (one broker wake-up for them all); a packet queued outside
+    a read is still written at once."""
+    first, second = _FakePaho(False), _FakePaho(False)
+    for paho in (first, second):
+        transport._write_at_once(_FakeClient(paho))  # type: ignore[arg-type]
+    batch = transport._write_batch()
+    flushes = batch.flushes
+    order: list[str] = []
+    first.loop_write = lambda: order.append("first")  # type: ignore[method-assign]
+    second.loop_write = lambda: order.append("second")  # type: ignore[method-assign]
+    first.loop_read()
+    first.loop_read()  # two messages read on one connection: one write takes both
+    second.loop_read()
+    assert order == []  # nothing written while reading
+    await asyncio.sleep(0)
+    assert order == ["first", "second"] and batch.flushes == flushes + 1
+    third = _FakePaho(False)
+    transport._write_at_once(_FakeClient(third))  # type: ignore[arg-type]
+    third.queued = 1
+    third.on_socket_register_write(third, None, "sock")  # a publish: not inside a read
+    assert third.written == ["packet"] and batch.flushes == flushes + 1
+
+
+async def test_a_batched_puback_taken_along_by_a_publish_is_not_written_twice() -> None:
+    """A publish between the read and the batch writes the PUBACK with it: the batch finds nothing
+    left for that connection; and a connection whose write fails does not hold the others back."""
+    taken, failing, other = _FakePaho(False), _FakePaho(False), _FakePaho(False)
+    for paho in (taken, failing, other):
+        transport._write_at_once(_FakeClient(paho))  # type: ignore[arg-type]
+
+    def broken() -> None:
+        raise OSError("connection reset")
+
+    failing.loop_write = broken  # type: ignore[method-assign]
+    for paho in (taken, failing, other):
+        paho.loop_read()
+    taken.on_socket_register_write(taken, None, "sock")  # the node publishes before the next turn
+    assert taken.loop_writes == 1 and taken.written == ["packet"]
+    await asyncio.sleep(0)
+    assert taken.loop_writes == 1  # nothing left for it
+    assert other.written == ["packet"]  # written although the connection before it failed
+    assert failing.registered == ["sock"]  # its packet waits for the loop's writability path
 
 
 def test_a_write_from_another_thread_goes_to_the_loop() -> None:

@@ -197,3 +197,53 @@ async def test_messages_of_a_connection_whose_on_connect_failed_wait_for_one_tha
     assert attempts >= 2
     assert [p for p, _f in handled] == [f"{i}".encode() for i in range(5)]
     assert all(done >= 1 for _p, done in handled), "handled before any on_connect had finished"
+
+
+@pytest.mark.both_brokers
+async def test_messages_read_together_are_acknowledged_once_and_never_come_again(
+    broker: MosquittoBroker | None,
+) -> None:
+    """The PUBACKs of messages read together leave in one batch at the loop's next turn
+    (``transport._WriteBatch``): they do leave. Two receivers with persistent sessions get a burst,
+    then crash (no DISCONNECT) and come back: the broker, which resends every unacknowledged QoS 1
+    message of a resumed session, has nothing to resend."""
+    root = f"acks-{uuid.uuid4().hex[:8]}"
+    handled: dict[str, list[bytes]] = {"a": [], "b": []}
+
+    def receiver_bus(address: BrokerAddress, name: str) -> Bus:
+        async def on_message(_topic: str, payload: bytes) -> None:
+            handled[name].append(payload)
+
+        return Bus(address, f"{root}-{name}", [f"{root}/#"], on_message)
+
+    sent = [f"m{i:02d}".encode() for i in range(40)]
+    batch_flushes = transport._write_batch().flushes
+    async with address_of(broker) as address:
+        sender = Bus(address, f"{root}-tx", [], lambda _t, _p: asyncio.sleep(0))
+        receivers = [receiver_bus(address, "a"), receiver_bus(address, "b")]
+        try:
+            sender.start()
+            for bus in receivers:
+                bus.start()
+            assert await sender.wait_connected(20)
+            for bus in receivers:
+                assert await bus.wait_connected(20)
+            await asyncio.sleep(0.2)  # the subscriptions are in place before the first publish
+            await asyncio.gather(*(sender.publish(f"{root}/m", payload) for payload in sent))
+            await until(lambda: all(len(h) >= len(sent) for h in handled.values()), "every message handled")
+            await asyncio.sleep(0.2)  # (the last batch's turn, and the broker reading it)
+            assert transport._write_batch().flushes > batch_flushes
+            for bus in receivers:
+                await bus.abort()
+            receivers = [receiver_bus(address, "a"), receiver_bus(address, "b")]
+            for bus in receivers:
+                bus.start()
+            for bus in receivers:
+                assert await bus.wait_connected(20)
+            await sender.publish(f"{root}/m", b"after")  # in order after anything resent
+            await until(lambda: all(h[-1:] == [b"after"] for h in handled.values()), "the message after the crash")
+        finally:
+            for bus in (*receivers, sender):
+                await bus.stop()
+    for name, got in handled.items():
+        assert got == [*sent, b"after"], f"receiver {name}: a message came again after the crash (never acknowledged)"
