@@ -328,7 +328,8 @@ async def run_certsim(
         if between is not None:
             if not await quiesce(lab):  # the raw message is not charged with the upload's trailing work
                 between.unquiet += 1
-            with QuietCollections.held():  # (a quiet lab is no quiet process while a raw message is out)
+            # (a quiet lab is no quiet process while a raw message is out: no full collection, no checkpoint)
+            with QuietCollections.held(), db_thread().held():
                 await between.one(i, timed=i >= warmup)
     return total, reply, remote, replication, cpu / max(1, len(payloads) - warmup)
 
@@ -522,10 +523,10 @@ async def run_raw(
 ) -> tuple[list[float], float]:
     """Publish ``payload`` (QoS 1) to ``subscribers`` QoS 1 subscribers, one message at a time;
     returns the seconds of each and the event loop's CPU seconds per timed message."""
-    # as the uploads did: from a collected heap, with full collections put off (the lab's quiet-moment
-    # collections wait, as they wait while an upload is in flight)
+    # as the uploads did: from a collected heap, with full collections and WAL checkpoints put off (the
+    # lab's quiet-moment collections and checkpoints wait, as they wait while an upload is in flight)
     gc.collect()
-    with QuietCollections.held():
+    with QuietCollections.held(), db_thread().held():
         async with RawFanout(address, subscribers, payload, gap_s) as raw:
             for seq in range(iterations):
                 await raw.one(seq, timed=seq >= warmup)
@@ -593,7 +594,8 @@ def print_report(report: dict[str, Any]) -> None:
     setup = report["setup_s"]
     print(
         f"setup: key pool filled ahead in {setup['key_pool_fill']:.1f} s, certificates {setup['certificates']:.1f} s "
-        f"before the start; anti-entropy repairs during the run: {cs['repairs']}"
+        f"before the start; anti-entropy repairs during the run: {cs['repairs']}; WAL checkpoints during the "
+        f"run: {cs['wal_checkpoints']['ran']} ({cs['wal_checkpoints']['forced']} forced by a full log)"
     )
 
 
@@ -641,6 +643,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             settle_heap()  # as a lab process does after its start (``certsim lab up``)
             start_messages = anti_entropy_messages(lab)
             repairs_before = watch.repairs
+            checkpoints_before = (db_thread().checkpoints, db_thread().checkpoints_forced)
 
             payload = sealed_change(lab, origin, pems[-1])
             gap_s = args.gap_ms / 1000
@@ -662,6 +665,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         f"warning: {fanout.unquiet} raw message(s) sent while the lab was still busy", file=sys.stderr
                     )
             repairs = watch.repairs - repairs_before
+            # WAL checkpoints that ran while the uploads and the raw messages were timed (they wait for a
+            # quiet moment, so only those forced by a log past node.dbthread.WAL_FORCE_BYTES should show)
+            checkpoints = db_thread().checkpoints - checkpoints_before[0]
+            checkpoints_forced = db_thread().checkpoints_forced - checkpoints_before[1]
             breakdown = await measure_breakdown(lab, origin, pems[-1], payload, Path(tmp))
 
             # warm start: the same lab directory (installed, in sync) started again
@@ -704,6 +711,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "last_apply_ms": Summary.of(remote).as_dict(),
             "replication_ms": Summary.of(replication).as_dict(),
             "repairs": repairs,
+            "wal_checkpoints": {"ran": checkpoints, "forced": checkpoints_forced},
         },
         "raw": {"latency_ms": raw_s.as_dict(), "subscribers": args.nodes},
         "ratio_p50": round(cs_total.p50 / raw_s.p50, 2),

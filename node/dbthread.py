@@ -17,13 +17,16 @@ import functools
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-WAL_CHECKPOINT_BYTES = 4 << 20  # SQLite's own default threshold (1000 pages of 4 KiB)
+WAL_CHECKPOINT_BYTES = 4 << 20  # SQLite's own default threshold (1000 pages of 4 KiB): checkpointed when quiet
+WAL_FORCE_BYTES = 2 * WAL_CHECKPOINT_BYTES  # checkpointed at once, quiet or not: a busy lab's logs stay bounded
+CHECKPOINT_QUIET_S = 0.05  # no database call for this long: a quiet moment, when a due checkpoint runs
 CHECKPOINT_NICE = 10  # the checkpoint thread's niceness: the nodes' own work (and the broker's) goes first
 
 _THREADS: dict[asyncio.AbstractEventLoop, DbThread] = {}
@@ -51,8 +54,12 @@ class DbThread:
         self.batches = 0  # thread calls made (each one wake-up of the thread and of the loop)
         self.calls = 0  # database calls they carried
         self.checkpoints = 0  # WAL checkpoints run (beside the shared thread)
+        self.checkpoints_forced = 0  # of which at a log past WAL_FORCE_BYTES, not at a quiet moment
         self._in_flight = 0  # batches handed to the thread and not yet delivered
         self._checkpointer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._last_busy = time.monotonic()  # when a batch last went to the thread or came back
+        self._stopping = False  # read by the checkpoint thread while it waits for a quiet moment
+        self._holds = 0  # ``held`` blocks open: work of the process this thread does not see
 
     @property
     def running(self) -> bool:
@@ -91,6 +98,7 @@ class DbThread:
                 if _THREADS.get(self._loop) is self:
                     del _THREADS[self._loop]
                 if self._checkpointer is not None:
+                    self._stopping = True  # a checkpoint waiting for a quiet moment gives up
                     self._checkpointer.shutdown(wait=False, cancel_futures=True)
                     self._checkpointer = None
                 if hub is not None:
@@ -108,34 +116,69 @@ class DbThread:
 
     def checkpoint(self, path: Path) -> asyncio.Future[bool]:
         """Copy ``path``'s write-ahead log into the database once it holds ``WAL_CHECKPOINT_BYTES``, on a
-        thread of its own with a connection of its own (PASSIVE: it never blocks the node's writes).
+        thread of its own with a connection of its own (PASSIVE: it never blocks the node's writes), at
+        the next quiet moment of this thread (no call for ``CHECKPOINT_QUIET_S``), or at once when the
+        log has reached ``WAL_FORCE_BYTES``.
 
         The nodes' connections run with automatic checkpoints off: on the shared thread one node's
         checkpoint (copying 4 MiB, two fsyncs) would stall every node of the process, and it did
-        (it was the p99 of a replication). True when a checkpoint ran.
+        (it was the p99 of a replication). Beside it, a checkpoint still slowed the writes that met it
+        (10-15 ms each, most of a replication's slowest uploads in the bench), hence the quiet moment.
+        True when a checkpoint ran.
         """
         if self._checkpointer is None:
+            self._stopping = False
             self._checkpointer = concurrent.futures.ThreadPoolExecutor(
                 1, thread_name_prefix="certsim-checkpoint", initializer=_in_the_background
             )
-        return asyncio.wrap_future(self._checkpointer.submit(self._checkpoint, path), loop=self._loop)
+        return asyncio.wrap_future(self._checkpointer.submit(self._checkpoint_when_quiet, path), loop=self._loop)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """No checkpoint at a quiet moment inside this block: the process is busy with work this thread
+        does not see (a benchmark's raw MQTT traffic). A log past ``WAL_FORCE_BYTES`` is still copied."""
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+
+    def quiet_for(self, now: float) -> float:
+        """Seconds since the last call went to the thread or came back (0 while one is in it, or while
+        ``held``). Read from the checkpoint thread too: a heuristic, racy by a batch at most."""
+        return 0.0 if self._in_flight or self._batch or self._holds else max(0.0, now - self._last_busy)
+
+    def _checkpoint_when_quiet(self, path: Path) -> bool:
+        """Runs in the checkpoint thread: wait for a quiet moment (or a log past the force mark)."""
+        wal = path.with_name(path.name + "-wal")
+        while not self._stopping:
+            try:
+                size = wal.stat().st_size
+            except FileNotFoundError:
+                return False
+            if size < WAL_CHECKPOINT_BYTES:
+                return False
+            if size >= WAL_FORCE_BYTES:
+                ran = self._checkpoint(path)
+                self.checkpoints_forced += 1
+                return ran
+            if self.quiet_for(time.monotonic()) >= CHECKPOINT_QUIET_S:
+                return self._checkpoint(path)
+            time.sleep(CHECKPOINT_QUIET_S / 2)
+        return False
 
     def _checkpoint(self, path: Path) -> bool:
-        wal = path.with_name(path.name + "-wal")
-        with contextlib.suppress(FileNotFoundError):
-            if wal.stat().st_size < WAL_CHECKPOINT_BYTES:
-                return False
-            conn = sqlite3.connect(path, timeout=1.0)
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            finally:
-                conn.close()
-            self.checkpoints += 1
-            return True
-        return False
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=1.0)  # (never creates one)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+        self.checkpoints += 1
+        return True
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, []
+        self._last_busy = time.monotonic()
         self.batches += 1
         self.calls += len(batch)
         hub = self._hub
@@ -166,6 +209,7 @@ class DbThread:
 
     def _delivered(self, _done: asyncio.Future[Any]) -> None:
         self._in_flight -= 1
+        self._last_busy = time.monotonic()
 
 
 def _in_the_background() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cluster.labca import LabCA
+from node import dbthread
 from node.clock import SimClock
 from node.dbthread import CHECKPOINT_NICE, db_thread
 from node.store import CHECKPOINT_CHECK_EVERY, CONTROL_REQUEST, NodeStore
@@ -173,6 +174,81 @@ async def test_the_write_ahead_log_is_checkpointed_beside_the_shared_thread(
         assert len(await store.entries("tomcat-trust")) == CHECKPOINT_CHECK_EVERY * 2
     finally:
         await store.close()
+
+
+async def _grow_wal(store: NodeStore, count: int, start: int = 0) -> None:
+    der = shared_cert_der()
+    for i in range(start, start + count):
+        async with store.transaction():
+            await store.put_entry(_record(i, der))
+
+
+async def test_a_due_checkpoint_waits_for_a_quiet_moment_of_the_database_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write-ahead log past the mark is checkpointed at the first quiet moment (no database call for
+    CHECKPOINT_QUIET_S), not while the nodes are writing: a checkpoint slowed the writes that met it
+    (most of a replication's slowest uploads). Nor while ``held`` (work the thread does not see)."""
+    monkeypatch.setattr("node.dbthread.WAL_CHECKPOINT_BYTES", 64 << 10)
+    monkeypatch.setattr("node.dbthread.WAL_FORCE_BYTES", 1 << 30)
+    (store,) = await _open(tmp_path, 1)
+    thread = db_thread()
+    try:
+        await _grow_wal(store, CHECKPOINT_CHECK_EVERY * 2)
+        assert store.checkpointing is not None and not store.checkpointing.done()
+        for i in range(20):  # busy: a write every 10 ms, for longer than the quiet moment several times
+            await _grow_wal(store, 1, start=10_000 + i)
+            await asyncio.sleep(dbthread.CHECKPOINT_QUIET_S / 5)
+        assert not store.checkpointing.done() and thread.checkpoints == 0
+        with thread.held():
+            await asyncio.sleep(dbthread.CHECKPOINT_QUIET_S * 4)
+            assert not store.checkpointing.done() and thread.checkpoints == 0
+        assert await asyncio.wait_for(store.checkpointing, 10) is True  # quiet now
+        assert thread.checkpoints == 1 and thread.checkpoints_forced == 0
+    finally:
+        await store.close()
+
+
+async def test_a_log_past_the_force_mark_is_checkpointed_while_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lab that never goes quiet still has its logs copied: past WAL_FORCE_BYTES at once."""
+    monkeypatch.setattr("node.dbthread.WAL_CHECKPOINT_BYTES", 64 << 10)
+    monkeypatch.setattr("node.dbthread.WAL_FORCE_BYTES", 128 << 10)
+    (store,) = await _open(tmp_path, 1)
+    thread = db_thread()
+    try:
+        with thread.held():  # never quiet
+            await _grow_wal(store, CHECKPOINT_CHECK_EVERY * 3)
+            assert store.checkpointing is not None
+            assert await asyncio.wait_for(store.checkpointing, 10) is True
+        assert thread.checkpoints_forced >= 1
+    finally:
+        await store.close()
+
+
+async def test_a_checkpoint_waiting_for_quiet_does_not_hold_the_thread_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing the last database ends a checkpoint still waiting for a quiet moment (no hang at exit),
+    also when the log outlives the close (a user has the database open in the sqlite3 shell)."""
+    monkeypatch.setattr("node.dbthread.WAL_CHECKPOINT_BYTES", 64 << 10)
+    monkeypatch.setattr("node.dbthread.WAL_FORCE_BYTES", 1 << 30)
+    (store,) = await _open(tmp_path, 1)
+    thread = db_thread()
+    user = sqlite3.connect(store.path)
+    try:
+        user.execute("SELECT COUNT(*) FROM entry").fetchall()  # (its reading keeps the log in place)
+        with thread.held():
+            await _grow_wal(store, CHECKPOINT_CHECK_EVERY * 2)
+            waiting = store.checkpointing
+            assert waiting is not None and not waiting.done()
+            await store.close()
+            assert store.path.with_name(store.path.name + "-wal").exists()
+            assert await asyncio.wait_for(waiting, 5) is False  # it gave up (a hang here would hang the exit)
+    finally:
+        user.close()
+    assert thread.checkpoints == 0
 
 
 async def test_the_checkpoint_thread_runs_at_a_lower_priority(tmp_path: Path) -> None:
