@@ -235,9 +235,9 @@ class NodeAgent:
             level = self.log.debug if isinstance(exc, NotConnected) else self.log.warning
             level("stop-step-failed", step=label, error=repr(exc)[:300])
 
-    async def _close_store(self) -> None:
+    async def _close_store(self, *, abandon: bool = False) -> None:
         try:
-            await self.store.close()
+            await self.store.close(abandon=abandon)
         except Exception as exc:
             self.log.warning("store-close-failed", error=repr(exc)[:300])
 
@@ -263,7 +263,7 @@ class NodeAgent:
             await self._step("bus", self.bus.abort(), None)
             await self._step("tasks", self._cancel_tasks(), None)
         finally:
-            await self._close_store()
+            await self._close_store(abandon=True)
         self.log.warning("node-crashed")
         self._emit("crash")
 

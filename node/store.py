@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import functools
 import itertools
+import logging
 import sqlite3
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -83,6 +85,8 @@ WAL_KEEP_BYTES = WAL_CHECKPOINT_BYTES // 4
 CHECKPOINT_CHECK_EVERY = 64  # commits between two looks at a node's write-ahead log size
 REQUESTS_REMEMBERED = 4096  # handled control ids answered from memory (a bigger table is asked beyond them)
 OUTBOX_IN_MEMORY = 256  # oldest unsent messages a node keeps in memory too (the table holds them all)
+OUTBOX_DELETE_DELAY_S = 0.2  # a sent message's row goes with the node's next commit, or this much later
+OUTBOX_DELETE_BATCH = 256  # ... or at once when this many wait
 TOMBSTONE_COLUMNS = "store, name, v_ms, v_counter, v_node, origin"
 ENTRY_COLUMNS = "store, name, cert_der, v_ms, v_counter, v_node, origin, start_ms, e_ms, e_counter, e_node"
 MIGRATIONS = {  # columns added after the first release, so an older lab directory opens as it is
@@ -160,6 +164,11 @@ class NodeStore:
         self._outbox: collections.deque[tuple[int, str, bytes]] = collections.deque()
         self._outbox_beyond = 0
         self._outbox_next = 1  # the id of the next outbox row
+        # rows of messages the broker acknowledged, out of the mirror already, their DELETE not yet written:
+        # it goes with the node's next commit (``transaction``), or a moment later on its own
+        self._acked: list[int] = []
+        self._acked_timer: asyncio.TimerHandle | None = None
+        self._acked_task: asyncio.Task[None] | None = None
         self._on_commit: list[Callable[[], None]] = []  # mirror updates of the open transaction's writes
         self.outbox_committed: Callable[[], None] | None = None  # called when a committed message awaits sending
         self._outbox_queued = 0  # messages committed to the outbox so far (a transaction compares)
@@ -193,9 +202,19 @@ class NodeStore:
         versions = [v for s in self.index.values() for v in (s.entry, s.tombstone) if v is not None]
         return max(versions) if versions else None
 
-    async def close(self) -> None:
+    async def close(self, *, abandon: bool = False) -> None:
         """Close the database; the shared thread ends with the last database of its loop, also
-        when this close itself fails."""
+        when this close itself fails. Sent messages' rows still waiting are deleted first, unless
+        ``abandon`` (a crash: they are sent again at the next start, a duplicate the peers ignore)."""
+        if self._acked_timer is not None:
+            self._acked_timer.cancel()
+            self._acked_timer = None
+        if self._acked_task is not None:  # (cancelled inside the thread, its delete may still land)
+            self._acked_task.cancel()
+            await asyncio.wait({self._acked_task})
+        if self._acked and not abandon and self._conn is not None:
+            with contextlib.suppress(Exception):  # (not deleted: sent again at the next start)
+                await self._delete_acked()
         conn, self._conn = self._conn, None
         thread, self._thread = self._thread, None
         if thread is None or conn is None:
@@ -269,6 +288,10 @@ class NodeStore:
                 if request is not None:
                     self._pending.append(("INSERT OR IGNORE INTO control_request(id, seen_ms) VALUES (?, ?)", request))
                     self._on_commit.append(functools.partial(self._remember_request, *request))
+                if self._acked:  # sent messages' rows, deleted by this commit
+                    ids, delete = self._acked_delete()
+                    self._pending.append(delete)
+                    self._on_commit.append(functools.partial(self._forget_acked, ids))
                 if len(self._pending) == 2 and not self._sent:  # one write: SQLite's autocommit is as atomic
                     statements = self._pending[1:]  # and skips two statements (each a GIL hand-off in the thread)
                 else:
@@ -459,6 +482,7 @@ class NodeStore:
         )
         self._requests = {str(r[0]): int(r[1]) for r in reversed(rows[:REQUESTS_REMEMBERED])}
         self._requests_complete = len(rows) <= REQUESTS_REMEMBERED
+        await self._delete_acked()  # (the table counts and lists only what is still to send)
         rows = await self._run([], ("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM outbox", ()))
         count, top = int(rows[0][0]), int(rows[0][1])
         rows = await self._run([], ("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name='outbox'", ()))
@@ -466,6 +490,7 @@ class NodeStore:
         await self._load_outbox(count)
 
     async def _load_outbox(self, count: int) -> None:
+        await self._delete_acked()
         rows = await self._run([], ("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", (OUTBOX_IN_MEMORY,)))
         self._outbox = collections.deque((int(r[0]), str(r[1]), bytes(r[2])) for r in rows)
         self._outbox_beyond = max(0, count - len(self._outbox))
@@ -533,14 +558,57 @@ class NodeStore:
         return list(itertools.islice(self._outbox, limit))
 
     async def outbox_remove(self, ids: list[int]) -> None:
-        if ids:
+        """The broker acknowledged these messages: out of the mirror at once; their rows are deleted
+        with the node's next commit, or ``OUTBOX_DELETE_DELAY_S`` later. A call of its own here came
+        while the other nodes of the process committed the same change, and went before their batch
+        of the database thread or held it up (one delete, slowed by the busy event loop). A crash
+        meanwhile sends them again at the next start: a duplicate, which the peers count and ignore."""
+        if not ids:
+            return
+        gone = set(ids)
+        while self._outbox and self._outbox[0][0] in gone:  # (the usual case: the oldest were sent)
+            gone.discard(self._outbox.popleft()[0])
+        if gone:
+            self._outbox = collections.deque(row for row in self._outbox if row[0] not in gone)
+        self._acked.extend(ids)
+        if len(self._acked) >= OUTBOX_DELETE_BATCH:
             async with self._lock:
-                await self._run([("DELETE FROM outbox WHERE id=?", (i,)) for i in ids])
-            gone = set(ids)
-            while self._outbox and self._outbox[0][0] in gone:  # (the usual case: the oldest were sent)
-                gone.discard(self._outbox.popleft()[0])
-            if gone:
-                self._outbox = collections.deque(row for row in self._outbox if row[0] not in gone)
+                await self._delete_acked()
+        elif self._acked_timer is None and self._acked_task is None:
+            self._acked_timer = asyncio.get_running_loop().call_later(OUTBOX_DELETE_DELAY_S, self._acked_due)
+
+    def _acked_delete(self) -> tuple[list[int], Statement]:
+        ids = self._acked[:OUTBOX_DELETE_BATCH]
+        marks = ",".join("?" * len(ids))  # placeholders only: the ids are bound
+        return ids, (f"DELETE FROM outbox WHERE id IN ({marks})", tuple(ids))  # noqa: S608
+
+    def _forget_acked(self, ids: list[int]) -> None:
+        done = set(ids)
+        self._acked = [i for i in self._acked if i not in done]
+
+    async def _delete_acked(self) -> None:
+        """Delete the acknowledged rows now (called with the lock held, or before anyone uses the store)."""
+        while self._acked:
+            ids, delete = self._acked_delete()
+            await self._run([delete])
+            self._forget_acked(ids)
+
+    def _acked_due(self) -> None:
+        self._acked_timer = None
+        if self._acked and self._conn is not None:
+            self._acked_task = asyncio.get_running_loop().create_task(self._delete_acked_soon(), name="outbox-delete")
+
+    async def _delete_acked_soon(self) -> None:
+        try:
+            async with self._lock:
+                if self._conn is not None:
+                    await self._delete_acked()
+        except Exception:  # (the next commit, or the next look, tries again)
+            logging.getLogger("certsim.store").warning("outbox rows not deleted yet", exc_info=True)
+        finally:
+            self._acked_task = None
+        if self._acked and self._conn is not None and self._acked_timer is None:
+            self._acked_timer = asyncio.get_running_loop().call_later(OUTBOX_DELETE_DELAY_S, self._acked_due)
 
     async def outbox_count(self) -> int:
         return len(self._outbox) + self._outbox_beyond

@@ -14,6 +14,7 @@ import pytest
 
 from cluster.labca import LabCA
 from node import dbthread
+from node import store as store_module
 from node.clock import SimClock
 from node.dbthread import CHECKPOINT_NICE, db_thread
 from node.store import CHECKPOINT_CHECK_EVERY, CONTROL_REQUEST, NodeStore
@@ -497,6 +498,104 @@ async def test_inside_a_transaction_an_entry_the_index_lacks_is_not_read(tmp_pat
             await store.delete_entry("tomcat-trust", "cert-1")
             assert await store.get_entry("tomcat-trust", "cert-1") is None
         assert await store.get_entry("tomcat-trust", "cert-1") is None  # (outside: read from the table)
+    finally:
+        await store.close()
+
+
+async def _outbox_ids(store: NodeStore) -> list[int]:
+    return [int(r[0]) for r in await store.fetchall("SELECT id FROM outbox ORDER BY id")]
+
+
+async def test_a_sent_message_row_goes_with_the_next_commit_or_soon_after(tmp_path: Path) -> None:
+    """A row the broker acknowledged leaves the mirror at once and the table with the node's next
+    commit (no database call of its own: one came while the other nodes committed the same change,
+    and held their batch up), or OUTBOX_DELETE_DELAY_S later when no commit comes."""
+    (store,) = await _open(tmp_path, 1)
+    thread = db_thread()
+    try:
+        for payload in (b"first", b"second"):
+            async with store.transaction():
+                await store.outbox_add("t/repl", payload)
+        first, second = (i for i, _t, _p in await store.outbox_peek())
+        calls = thread.calls
+        await store.outbox_remove([first])
+        assert thread.calls == calls  # no call of its own
+        assert [i for i, _t, _p in await store.outbox_peek()] == [second]  # out of the mirror at once
+        assert await _outbox_ids(store) == [first, second]  # the table still has it
+        calls = thread.calls
+        async with store.transaction():
+            await store.put_entry(_record(1, shared_cert_der()))
+        assert thread.calls == calls + 1  # the commit took the delete along
+        assert await _outbox_ids(store) == [second]
+        await store.outbox_remove([second])
+        await asyncio.sleep(store_module.OUTBOX_DELETE_DELAY_S * 3)
+        assert await _outbox_ids(store) == []  # no commit came: deleted on its own
+    finally:
+        await store.close()
+
+
+async def test_sent_rows_are_deleted_at_a_stop_and_sent_again_after_a_crash(tmp_path: Path) -> None:
+    """DESIGN property 4 (nothing lost): a clean close deletes the rows still waiting; a crash
+    (``abandon``) leaves them, and the restarted node sends those messages again (a duplicate its
+    peers count and ignore), never loses one."""
+    for abandon in (False, True):
+        path = tmp_path / f"abandon-{abandon}" / "node.sqlite"
+        store = NodeStore(path)
+        await store.open()
+        try:
+            async with store.transaction():
+                await store.outbox_add("t/repl", b"sent")
+            await store.outbox_add("t/repl", b"unsent")
+            await store.outbox_remove([(await store.outbox_peek())[0][0]])
+        finally:
+            await store.close(abandon=abandon)
+        again = NodeStore(path)
+        await again.open()
+        try:
+            expected = [b"sent", b"unsent"] if abandon else [b"unsent"]
+            assert [p for *_x, p in await again.outbox_peek()] == expected
+        finally:
+            await again.close()
+
+
+async def test_a_failed_write_does_not_bring_a_sent_message_back(tmp_path: Path) -> None:
+    """A failed transaction reloads the outbox mirror from the table: a row sent but not yet deleted
+    is deleted first, not queued to send again."""
+    (store,) = await _open(tmp_path, 1)
+    try:
+        for payload in (b"sent", b"waiting"):
+            async with store.transaction():
+                await store.outbox_add("t/repl", payload)
+        await store.outbox_remove([(await store.outbox_peek())[0][0]])
+
+        async def write_read_fail() -> None:
+            async with store.transaction():
+                await store.put_entry(_record(1, shared_cert_der()))
+                await store.fetchall("SELECT 1")  # sends the write: the failure needs a rollback
+                raise Boom
+
+        with pytest.raises(Boom):
+            await write_read_fail()
+        assert [p for *_x, p in await store.outbox_peek()] == [b"waiting"]
+        assert len(await _outbox_ids(store)) == 1
+    finally:
+        await store.close()
+
+
+async def test_many_sent_rows_are_deleted_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory bounded: OUTBOX_DELETE_BATCH rows waiting are deleted at once, commit or not."""
+    monkeypatch.setattr("node.store.OUTBOX_DELETE_BATCH", 3)
+    monkeypatch.setattr("node.store.OUTBOX_DELETE_DELAY_S", 3600.0)
+    (store,) = await _open(tmp_path, 1)
+    try:
+        for i in range(4):
+            async with store.transaction():
+                await store.outbox_add("t/repl", f"m{i}".encode())
+        ids = [i for i, _t, _p in await store.outbox_peek()]
+        await store.outbox_remove(ids[:2])
+        assert len(await _outbox_ids(store)) == 4
+        await store.outbox_remove(ids[2:3])
+        assert await _outbox_ids(store) == ids[3:]
     finally:
         await store.close()
 
