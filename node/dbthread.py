@@ -53,13 +53,20 @@ class DbThread:
         self._batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self.batches = 0  # thread calls made (each one wake-up of the thread and of the loop)
         self.calls = 0  # database calls they carried
-        self.checkpoints = 0  # WAL checkpoints run (beside the shared thread)
-        self.checkpoints_forced = 0  # of which at a log past WAL_FORCE_BYTES, not at a quiet moment
         self._in_flight = 0  # batches handed to the thread and not yet delivered
-        self._checkpointer: concurrent.futures.ThreadPoolExecutor | None = None
         self._last_busy = time.monotonic()  # when a batch last went to the thread or came back
-        self._stopping = False  # read by the checkpoint thread while it waits for a quiet moment
         self._holds = 0  # ``held`` blocks open: work of the process this thread does not see
+        self._checkpoints = Checkpoints(self.quiet_for)
+
+    @property
+    def checkpoints(self) -> int:
+        """WAL checkpoints run (beside the shared thread)."""
+        return self._checkpoints.ran
+
+    @property
+    def checkpoints_forced(self) -> int:
+        """Of which at a log past ``WAL_FORCE_BYTES``, not at a quiet moment."""
+        return self._checkpoints.forced
 
     @property
     def running(self) -> bool:
@@ -97,10 +104,7 @@ class DbThread:
                 hub, self._hub = self._hub, None
                 if _THREADS.get(self._loop) is self:
                     del _THREADS[self._loop]
-                if self._checkpointer is not None:
-                    self._stopping = True  # a checkpoint waiting for a quiet moment gives up
-                    self._checkpointer.shutdown(wait=False, cancel_futures=True)
-                    self._checkpointer = None
+                self._checkpoints.stop()  # the logs still waiting for a quiet moment give up
                 if hub is not None:
                     await hub.close()  # after every call queued before it
 
@@ -118,7 +122,7 @@ class DbThread:
         """Copy ``path``'s write-ahead log into the database once it holds ``WAL_CHECKPOINT_BYTES``, on a
         thread of its own with a connection of its own (PASSIVE: it never blocks the node's writes), at
         the next quiet moment of this thread (no call for ``CHECKPOINT_QUIET_S``), or at once when the
-        log has reached ``WAL_FORCE_BYTES``.
+        log has reached ``WAL_FORCE_BYTES`` (``Checkpoints``).
 
         The nodes' connections run with automatic checkpoints off: on the shared thread one node's
         checkpoint (copying 4 MiB, two fsyncs) would stall every node of the process, and it did
@@ -126,12 +130,7 @@ class DbThread:
         (10-15 ms each, most of a replication's slowest uploads in the bench), hence the quiet moment.
         True when a checkpoint ran.
         """
-        if self._checkpointer is None:
-            self._stopping = False
-            self._checkpointer = concurrent.futures.ThreadPoolExecutor(
-                1, thread_name_prefix="certsim-checkpoint", initializer=_in_the_background
-            )
-        return asyncio.wrap_future(self._checkpointer.submit(self._checkpoint_when_quiet, path), loop=self._loop)
+        return asyncio.wrap_future(self._checkpoints.add(path), loop=self._loop)
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
@@ -147,34 +146,6 @@ class DbThread:
         """Seconds since the last call went to the thread or came back (0 while one is in it, or while
         ``held``). Read from the checkpoint thread too: a heuristic, racy by a batch at most."""
         return 0.0 if self._in_flight or self._batch or self._holds else max(0.0, now - self._last_busy)
-
-    def _checkpoint_when_quiet(self, path: Path) -> bool:
-        """Runs in the checkpoint thread: wait for a quiet moment (or a log past the force mark)."""
-        wal = path.with_name(path.name + "-wal")
-        while not self._stopping:
-            try:
-                size = wal.stat().st_size
-            except FileNotFoundError:
-                return False
-            if size < WAL_CHECKPOINT_BYTES:
-                return False
-            if size >= WAL_FORCE_BYTES:
-                ran = self._checkpoint(path)
-                self.checkpoints_forced += 1
-                return ran
-            if self.quiet_for(time.monotonic()) >= CHECKPOINT_QUIET_S:
-                return self._checkpoint(path)
-            time.sleep(CHECKPOINT_QUIET_S / 2)
-        return False
-
-    def _checkpoint(self, path: Path) -> bool:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=1.0)  # (never creates one)
-        try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            conn.close()
-        self.checkpoints += 1
-        return True
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, []
@@ -210,6 +181,118 @@ class DbThread:
     def _delivered(self, _done: asyncio.Future[Any]) -> None:
         self._in_flight -= 1
         self._last_busy = time.monotonic()
+
+
+class Checkpoints:
+    """The write-ahead logs due for a checkpoint, served by one lower-priority thread beside the shared
+    one: a log below ``WAL_CHECKPOINT_BYTES`` is left alone, one past ``WAL_FORCE_BYTES`` is copied at
+    once, any other waits for a quiet moment (``quiet_for`` reaching ``CHECKPOINT_QUIET_S``). One
+    thread serves them all, each look going over every waiting log, so a log past the force mark is
+    never kept behind one that waits for quiet."""
+
+    def __init__(self, quiet_for: Callable[[float], float]) -> None:
+        self._quiet_for = quiet_for
+        self._lock = threading.Lock()  # the table below is shared with the checkpoint thread
+        self._due: dict[Path, concurrent.futures.Future[bool]] = {}
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._serving = False
+        self._generation = 0  # a stop ends the serving loop of the generation before it
+        self.ran = 0
+        self.forced = 0
+
+    def add(self, path: Path) -> concurrent.futures.Future[bool]:
+        """``path`` is due for a look; the future says whether a checkpoint ran (one per log at a time)."""
+        with self._lock:
+            future = self._due.get(path)
+            if future is None:
+                future = self._due[path] = concurrent.futures.Future()
+            if not self._serving:
+                if self._executor is None:
+                    self._executor = concurrent.futures.ThreadPoolExecutor(
+                        1, thread_name_prefix="certsim-checkpoint", initializer=_in_the_background
+                    )
+                self._serving = True
+                self._executor.submit(self._serve, self._generation)
+        return future
+
+    def stop(self) -> None:
+        """Every waiting log gives up (False); the thread ends after the checkpoint it may be running."""
+        with self._lock:
+            self._generation += 1
+            self._serving = False
+            due, self._due = self._due, {}
+            executor, self._executor = self._executor, None
+        for future in due.values():
+            _settle(future, False)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def _serve(self, generation: int) -> None:
+        """The checkpoint thread's loop: look at every due log, sleep a little while some still wait."""
+        while True:
+            with self._lock:
+                if generation != self._generation:
+                    return
+                due = list(self._due.items())
+                if not due:
+                    self._serving = False
+                    return
+            waiting = False
+            for path, future in due:
+                if generation != self._generation:
+                    return
+                try:
+                    outcome = self._look(path)
+                except Exception as exc:  # (a busy or vanished database: the node's next look tries again)
+                    self._done(path, future, exc)
+                    continue
+                if outcome is None:
+                    waiting = True
+                else:
+                    self._done(path, future, outcome)
+            if waiting:
+                time.sleep(CHECKPOINT_QUIET_S / 2)
+
+    def _look(self, path: Path) -> bool | None:
+        """True: checkpointed; False: nothing to do; None: due, waiting for a quiet moment."""
+        try:
+            size = path.with_name(path.name + "-wal").stat().st_size
+        except FileNotFoundError:
+            return False
+        if size < WAL_CHECKPOINT_BYTES:
+            return False
+        if size >= WAL_FORCE_BYTES:
+            _checkpoint(path)
+            self.forced += 1
+        elif self._quiet_for(time.monotonic()) >= CHECKPOINT_QUIET_S:
+            _checkpoint(path)
+        else:
+            return None
+        self.ran += 1
+        return True
+
+    def _done(self, path: Path, future: concurrent.futures.Future[bool], outcome: bool | Exception) -> None:
+        with self._lock:
+            if self._due.get(path) is future:
+                del self._due[path]
+        _settle(future, outcome)
+
+
+def _checkpoint(path: Path) -> None:
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=1.0)  # (never creates one)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        conn.close()
+
+
+def _settle(future: concurrent.futures.Future[bool], outcome: bool | Exception) -> None:
+    """(A stop and the checkpoint thread may both settle one future: the first wins.)"""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 def _in_the_background() -> None:

@@ -228,6 +228,33 @@ async def test_a_log_past_the_force_mark_is_checkpointed_while_busy(
         await store.close()
 
 
+async def test_a_log_waiting_for_quiet_keeps_no_other_log_from_its_forced_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One thread serves every node's log: a node whose log waits for a quiet moment does not keep
+    another's, past the force mark, from being copied (a lab that never goes quiet stays bounded)."""
+    monkeypatch.setattr("node.dbthread.WAL_CHECKPOINT_BYTES", 64 << 10)
+    monkeypatch.setattr("node.dbthread.WAL_FORCE_BYTES", 4 << 20)  # (about 340 commits here)
+    waiting, growing = await _open(tmp_path, 2)
+    thread = db_thread()
+    try:
+        with thread.held():  # never quiet
+            await _grow_wal(waiting, CHECKPOINT_CHECK_EVERY * 2)  # past the mark, below the force mark
+            first = waiting.checkpointing
+            assert first is not None and not first.done()
+            await _grow_wal(growing, CHECKPOINT_CHECK_EVERY * 3)
+            assert growing.checkpointing is not None
+            while growing.checkpointing is not None and not growing.checkpointing.done():
+                await _grow_wal(growing, CHECKPOINT_CHECK_EVERY, start=100_000 + thread.calls)
+                await asyncio.sleep(dbthread.CHECKPOINT_QUIET_S / 5)
+                assert thread.calls < 20_000, "the forced checkpoint never came"
+            assert growing.checkpointing is not None and await growing.checkpointing is True
+            assert thread.checkpoints_forced >= 1 and not first.done()  # the other log still waits
+    finally:
+        for store in (waiting, growing):
+            await store.close()
+
+
 async def test_a_checkpoint_waiting_for_quiet_does_not_hold_the_thread_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -259,9 +286,10 @@ async def test_the_checkpoint_thread_runs_at_a_lower_priority(tmp_path: Path) ->
     thread = db_thread()
     try:
         await thread.checkpoint(store.path)  # (starts the thread)
-        assert thread._checkpointer is not None
+        executor = thread._checkpoints._executor
+        assert executor is not None
         nice = await asyncio.wrap_future(
-            thread._checkpointer.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            executor.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         )
     finally:
         await store.close()
