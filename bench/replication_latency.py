@@ -643,7 +643,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             settle_heap()  # as a lab process does after its start (``certsim lab up``)
             start_messages = anti_entropy_messages(lab)
             repairs_before = watch.repairs
-            checkpoints_before = (db_thread().checkpoints, db_thread().checkpoints_forced)
+            thread = db_thread()  # (this lab's, until it is stopped for the warm start)
+            checkpoints_before = (thread.checkpoints, thread.checkpoints_forced)
 
             payload = sealed_change(lab, origin, pems[-1])
             gap_s = args.gap_ms / 1000
@@ -667,8 +668,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             repairs = watch.repairs - repairs_before
             # WAL checkpoints that ran while the uploads and the raw messages were timed (they wait for a
             # quiet moment, so only those forced by a log past node.dbthread.WAL_FORCE_BYTES should show)
-            checkpoints = db_thread().checkpoints - checkpoints_before[0]
-            checkpoints_forced = db_thread().checkpoints_forced - checkpoints_before[1]
+            checkpoints = thread.checkpoints - checkpoints_before[0]
+            checkpoints_forced = thread.checkpoints_forced - checkpoints_before[1]
             breakdown = await measure_breakdown(lab, origin, pems[-1], payload, Path(tmp))
 
             # warm start: the same lab directory (installed, in sync) started again

@@ -574,7 +574,12 @@ class NodeStore:
         if len(self._acked) >= OUTBOX_DELETE_BATCH:
             async with self._lock:
                 await self._delete_acked()
-        elif self._acked_timer is None and self._acked_task is None:
+        else:
+            self._delete_acked_later()
+
+    def _delete_acked_later(self) -> None:
+        """Delete the acknowledged rows ``OUTBOX_DELETE_DELAY_S`` from now, unless already due or deleting."""
+        if self._acked and self._conn is not None and self._acked_timer is None and self._acked_task is None:
             self._acked_timer = asyncio.get_running_loop().call_later(OUTBOX_DELETE_DELAY_S, self._acked_due)
 
     def _acked_delete(self) -> tuple[list[int], Statement]:
@@ -607,8 +612,7 @@ class NodeStore:
             logging.getLogger("certsim.store").warning("outbox rows not deleted yet", exc_info=True)
         finally:
             self._acked_task = None
-        if self._acked and self._conn is not None and self._acked_timer is None:
-            self._acked_timer = asyncio.get_running_loop().call_later(OUTBOX_DELETE_DELAY_S, self._acked_due)
+        self._delete_acked_later()
 
     async def outbox_count(self) -> int:
         return len(self._outbox) + self._outbox_beyond
