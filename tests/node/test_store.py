@@ -192,14 +192,16 @@ async def test_a_due_checkpoint_waits_for_a_quiet_moment_of_the_database_thread(
     (most of a replication's slowest uploads). Nor while ``held`` (work the thread does not see)."""
     monkeypatch.setattr("node.dbthread.WAL_CHECKPOINT_BYTES", 64 << 10)
     monkeypatch.setattr("node.dbthread.WAL_FORCE_BYTES", 1 << 30)
+    # a quiet moment far longer than the pauses below, so a loaded machine's late wake-up is no quiet moment
+    monkeypatch.setattr("node.dbthread.CHECKPOINT_QUIET_S", 0.2)
     (store,) = await _open(tmp_path, 1)
     thread = db_thread()
     try:
         await _grow_wal(store, CHECKPOINT_CHECK_EVERY * 2)
         assert store.checkpointing is not None and not store.checkpointing.done()
-        for i in range(20):  # busy: a write every 10 ms, for longer than the quiet moment several times
+        for i in range(80):  # busy: a write every 10 ms, for longer than the quiet moment several times
             await _grow_wal(store, 1, start=10_000 + i)
-            await asyncio.sleep(dbthread.CHECKPOINT_QUIET_S / 5)
+            await asyncio.sleep(0.01)
         assert not store.checkpointing.done() and thread.checkpoints == 0
         with thread.held():
             await asyncio.sleep(dbthread.CHECKPOINT_QUIET_S * 4)
@@ -556,7 +558,10 @@ async def test_a_sent_message_row_goes_with_the_next_commit_or_soon_after(tmp_pa
         assert thread.calls == calls + 1  # the commit took the delete along
         assert await _outbox_ids(store) == [second]
         await store.outbox_remove([second])
-        await asyncio.sleep(store_module.OUTBOX_DELETE_DELAY_S * 3)
+        for _ in range(200):  # (reads only: no commit comes) until deleted on its own, 0.2 s from now
+            if not await _outbox_ids(store):
+                break
+            await asyncio.sleep(store_module.OUTBOX_DELETE_DELAY_S / 4)
         assert await _outbox_ids(store) == []  # no commit came: deleted on its own
     finally:
         await store.close()
